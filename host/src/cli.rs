@@ -1,0 +1,103 @@
+//! The `wasmpipe` command line: one module per subcommand, help text from
+//! doc comments. `main` prints the whole error chain and maps outcomes to
+//! exit codes.
+
+mod check;
+mod inspect;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit code: every event was processed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the command failed (bad manifest, unloadable stage, I/O error).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: the run completed but some events became dead letters.
+pub const EXIT_DEAD_LETTERS: u8 = 3;
+
+/// Run map / filter / flat_map / reduce stages compiled to WebAssembly over
+/// streams of JSON events.
+#[derive(Debug, Parser)]
+#[command(name = "wasmpipe", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level filter (error, warn, info, debug, trace); `RUST_LOG` also works.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+    Check(check::CheckArgs),
+    Inspect(inspect::InspectArgs),
+}
+
+/// Parses the command line, runs the command and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::from(EXIT_OK);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Loads a manifest and every stage in it, with a runtime sized for it.
+fn load_pipeline(
+    path: &std::path::Path,
+    workers: Option<usize>,
+    no_cache: bool,
+) -> anyhow::Result<(crate::manifest::Manifest, crate::exec::Pipeline)> {
+    use crate::manifest::{DEFAULT_MEMORY, Manifest};
+    use crate::runtime::{Runtime, RuntimeConfig, default_cache_dir};
+    let manifest = Manifest::load(path)?;
+    let doc = &manifest.doc;
+    let workers = workers.or(doc.runtime.workers.map(|n| n.get())).unwrap_or_else(crate::exec::default_workers);
+    let max_memory = doc
+        .stages
+        .iter()
+        .map(|s| s.limits.memory.or(doc.runtime.memory).unwrap_or(DEFAULT_MEMORY).0)
+        .max()
+        .unwrap_or(DEFAULT_MEMORY.0);
+    let cache_dir = if no_cache { None } else { doc.runtime.cache_dir.as_ref().map(|d| manifest.resolve(d)).or_else(default_cache_dir) };
+    let config = RuntimeConfig {
+        // Every worker's instances, plus one per stage for metadata and the
+        // final combine, plus replacements created while old ones drain.
+        max_instances: ((workers + 2) * doc.stages.len() * 2 + 8) as u32,
+        max_memory: max_memory.next_multiple_of(64 << 10),
+        cache_dir,
+    };
+    let runtime = std::sync::Arc::new(Runtime::new(&config)?);
+    let mut pipeline = crate::exec::Pipeline::from_manifest(&manifest, runtime)?;
+    pipeline.workers = workers;
+    Ok((manifest, pipeline))
+}

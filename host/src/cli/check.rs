@@ -1,0 +1,31 @@
+//! `wasmpipe check`: validate a manifest and load every stage without
+//! running anything.
+
+use super::{EXIT_OK, load_pipeline};
+use crate::exec::Chain;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Validate a manifest: parse it, compile and load every stage, check each
+/// stage's ABI version and kind against the manifest, and configure one
+/// instance of each with its params. Runs no events.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The pipeline manifest (TOML).
+    manifest: PathBuf,
+    /// Do not read or write the compiled-module cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub fn run(args: CheckArgs) -> Result<u8> {
+    let (_manifest, pipeline) = load_pipeline(&args.manifest, Some(1), args.no_cache)?;
+    let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
+    chain.warm_up()?;
+    println!("ok: pipeline `{}` with {} stages", pipeline.name, pipeline.stages.len());
+    for s in &pipeline.stages {
+        let key = s.spec.key.as_deref().map(|k| format!(", key {k}")).unwrap_or_default();
+        println!("  {:<16} {:<8} {} (version {}{key})", s.name(), s.kind.as_str(), s.spec.plugin.display(), s.short_version());
+    }
+    Ok(EXIT_OK)
+}

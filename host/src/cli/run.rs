@@ -1,0 +1,147 @@
+//! `wasmpipe run`: run a pipeline over a file or stdin.
+
+use super::{EXIT_DEAD_LETTERS, EXIT_OK, load_pipeline};
+use crate::exec::{ChunkLimits, DeadLetterSink, JsonArray, JsonLines, RunContext, RunSummary, Source};
+use crate::manifest::SourceFormat;
+use anyhow::{Context as _, Result};
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Run a pipeline over its source and write its outputs.
+///
+/// Exit status: 0 when every event was processed, 3 when the run completed
+/// but some events became dead letters, 1 on error.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline manifest (TOML).
+    manifest: PathBuf,
+    /// Read events from this file instead of the manifest's source ("-": stdin).
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Write outputs to this file instead of the manifest's sink ("-": stdout).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Write dead letters to this file instead of the manifest's.
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    /// Input framing, overriding the manifest.
+    #[arg(long, value_parser = ["jsonl", "json_array"])]
+    format: Option<String>,
+    /// Worker threads, overriding the manifest (default: one per core).
+    #[arg(long, short)]
+    workers: Option<usize>,
+    /// Events per chunk, overriding the manifest.
+    #[arg(long)]
+    chunk_size: Option<usize>,
+    /// Do not read or write the compiled-module cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<u8> {
+    let (manifest, pipeline) = load_pipeline(&args.manifest, args.workers, args.no_cache)?;
+    let doc = &manifest.doc;
+
+    let input = match &args.input {
+        Some(p) => Some(p.clone()),
+        None => doc.source.path.as_ref().map(|p| p.get_ref()).filter(|p| *p != "-").map(|p| manifest.resolve(p)),
+    }
+    .filter(|p| p.as_os_str() != "-");
+    let format = match args.format.as_deref() {
+        Some("json_array") => SourceFormat::JsonArray,
+        Some(_) => SourceFormat::Jsonl,
+        None => doc.source.format.unwrap_or(match &input {
+            Some(p) if p.extension().is_some_and(|e| e == "json") => SourceFormat::JsonArray,
+            _ => SourceFormat::Jsonl,
+        }),
+    };
+    let limits = ChunkLimits {
+        events: args.chunk_size.or(doc.runtime.chunk_size.map(|n| n.get())).unwrap_or(crate::manifest::DEFAULT_CHUNK_SIZE).max(1),
+        ..ChunkLimits::default()
+    };
+    let read = Arc::new(AtomicU64::new(0));
+    let (reader, total_bytes, name): (Box<dyn std::io::BufRead + Send>, Option<u64>, String) = match &input {
+        Some(p) => {
+            let f = std::fs::File::open(p).with_context(|| format!("cannot open input {p:?}"))?;
+            let len = f.metadata().ok().map(|m| m.len());
+            (Box::new(BufReader::with_capacity(1 << 20, f)), len, p.display().to_string())
+        }
+        None => (Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())), None, "<stdin>".into()),
+    };
+    let source: Box<dyn Source> = match format {
+        SourceFormat::Jsonl => Box::new(JsonLines::new(reader, limits, read.clone())),
+        SourceFormat::JsonArray => Box::new(JsonArray::new(reader, limits, read.clone(), name)),
+    };
+
+    let output = args.output.clone().or_else(|| doc.sink.path.as_ref().filter(|p| *p != "-").map(|p| manifest.resolve(p)));
+    let mut sink: Box<dyn Write> = match output.as_ref().filter(|p| p.as_os_str() != "-") {
+        Some(p) => Box::new(BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(p).with_context(|| format!("cannot create output file {p:?}"))?,
+        )),
+        None => Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
+    };
+    let dl_path = args
+        .dead_letters
+        .clone()
+        .or_else(|| doc.dead_letters.path.as_ref().map(|p| manifest.resolve(p)))
+        .unwrap_or_else(|| manifest.dir.join(format!("{}.dead.jsonl", manifest.name())));
+    let mut dead = DeadLetterSink::file(dl_path.clone())?;
+
+    let bar = match total_bytes {
+        Some(total) if !args.quiet && std::io::stderr().is_terminal() => {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}")
+                    .expect("valid template"),
+            );
+            Some(bar)
+        }
+        _ => None,
+    };
+    let mut progress = |s: &RunSummary| {
+        if let Some(bar) = &bar {
+            bar.set_position(read.load(Ordering::Relaxed));
+            bar.set_message(format!("{} events, {} dead", s.events_read, s.dead_letters));
+        }
+    };
+    let summary = pipeline.run(source, &mut sink, &mut dead, &RunContext::local(), &mut progress)?;
+    drop(sink);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if !args.quiet {
+        eprint!("{}", render_summary(&summary));
+        if summary.dead_letters > 0 {
+            eprintln!("dead letters written to {}", dl_path.display());
+        }
+    }
+    Ok(if summary.dead_letters > 0 { EXIT_DEAD_LETTERS } else { EXIT_OK })
+}
+
+/// The end-of-run table: events in / out / failed per stage, then totals.
+pub fn render_summary(s: &RunSummary) -> String {
+    let mut out = String::new();
+    let w = s.stages.iter().map(|(n, _, _)| n.len()).max().unwrap_or(5).max(5);
+    out.push_str(&format!("{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n", "stage", "kind", "in", "out", "failed"));
+    for (name, kind, c) in &s.stages {
+        out.push_str(&format!("{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n", name, kind.as_str(), c.events_in, c.events_out, c.failed));
+    }
+    let secs = s.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { s.events_read as f64 / secs } else { 0.0 };
+    out.push_str(&format!(
+        "{} events in {:.2}s ({:.0} events/s); {} outputs; {} dead letters{}\n",
+        s.events_read,
+        secs,
+        rate,
+        s.outputs,
+        s.dead_letters,
+        if s.rejected > 0 { format!(" ({} refused by the source)", s.rejected) } else { String::new() }
+    ));
+    out
+}

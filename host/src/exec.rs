@@ -1,0 +1,15 @@
+//! The data path shared by every way of running a pipeline: sources cut
+//! input into chunks, a chain runs a chunk through every stage on one
+//! worker, the pipeline runs chains in parallel and writes the results.
+
+pub mod chain;
+pub mod chunk;
+pub mod dead_letter;
+pub mod pipeline;
+pub mod source;
+
+pub use chain::{Chain, ChunkOutcome, Failure, StageCounts};
+pub use chunk::Chunk;
+pub use dead_letter::{DeadLetter, DeadLetterSink};
+pub use pipeline::{Pipeline, RunContext, RunSummary, default_workers, host_name};
+pub use source::{ChunkLimits, JsonArray, JsonLines, Source};

@@ -1,0 +1,286 @@
+//! The chunk executor: runs one chunk through every stage of a pipeline on
+//! one worker (one instance per stage, one call per stage per chunk) and
+//! isolates failures so that only the events at fault become dead letters.
+//!
+//! When a call traps, times out or runs out of memory, the instance is
+//! discarded. If the guest's cursor names the event it was working on, that
+//! event is dead-lettered and the rest of the input is retried; otherwise the
+//! input is split in halves and each half retried, down to single events.
+
+use super::chunk::{Chunk, line_starts};
+use crate::runtime::{Runtime, Stage, StageError, StageInstance};
+use anyhow::Result;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Events in, out and failed for one stage.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StageCounts {
+    /// Events given to the stage.
+    pub events_in: u64,
+    /// Events the stage produced.
+    pub events_out: u64,
+    /// Events dead-lettered at this stage.
+    pub failed: u64,
+}
+
+/// A failed event, before it is written as a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Index of the event in its chunk (its origin).
+    pub event: u32,
+    /// The stage it failed in.
+    pub stage: usize,
+    /// Why.
+    pub error: String,
+}
+
+/// What a chunk produced.
+#[derive(Debug, Default)]
+pub struct ChunkOutcome {
+    /// Outputs of the last stage (NDJSON); empty when it is a reduce.
+    pub output: Vec<u8>,
+    /// Number of output events.
+    pub output_count: u64,
+    /// For each output line, the chunk event it came from.
+    pub output_origin: Vec<u32>,
+    /// Failed events, in the order found.
+    pub failures: Vec<Failure>,
+    /// Counts per stage.
+    pub counts: Vec<StageCounts>,
+}
+
+/// The stages of a pipeline as run by one worker.
+pub struct Chain {
+    rt: Arc<Runtime>,
+    stages: Vec<Arc<Stage>>,
+    instances: Vec<Option<StageInstance>>,
+    /// The running accumulator of a final reduce stage (JSON; empty = initial).
+    acc: Vec<u8>,
+}
+
+/// Where a stage's results accumulate while its input is isolated.
+struct StageSink {
+    out: Vec<u8>,
+    origin: Vec<u32>,
+    failures: Vec<(u32, String)>,
+}
+
+impl Chain {
+    /// A chain over `stages`; instances are created on first use.
+    pub fn new(rt: Arc<Runtime>, stages: Vec<Arc<Stage>>) -> Chain {
+        let instances = stages.iter().map(|_| None).collect();
+        Chain { rt, stages, instances, acc: Vec::new() }
+    }
+
+    /// Creates every instance now, so configuration errors surface before
+    /// any input is read.
+    pub fn warm_up(&mut self) -> Result<()> {
+        for s in 0..self.stages.len() {
+            self.instance(s)?;
+        }
+        Ok(())
+    }
+
+    /// The stages.
+    pub fn stages(&self) -> &[Arc<Stage>] {
+        &self.stages
+    }
+
+    /// Takes the reduce accumulator (JSON), leaving the initial one.
+    pub fn take_accumulator(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.acc)
+    }
+
+    /// Sets the reduce accumulator the next chunk folds into.
+    pub fn set_accumulator(&mut self, acc: Vec<u8>) {
+        self.acc = acc;
+    }
+
+    fn instance(&mut self, s: usize) -> Result<&mut StageInstance> {
+        if self.instances[s].is_none() {
+            self.instances[s] = Some(self.stages[s].instantiate(&self.rt)?);
+        }
+        Ok(self.instances[s].as_mut().expect("instance was just created"))
+    }
+
+    /// Runs `chunk` through every stage. `ctx` is the per-chunk context JSON
+    /// handed to the guest. An `Err` means the pipeline cannot go on (an
+    /// instance cannot even be created); event-level trouble is in
+    /// [`ChunkOutcome::failures`].
+    pub fn process(&mut self, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkOutcome> {
+        let mut outcome = ChunkOutcome { counts: vec![StageCounts::default(); self.stages.len()], ..Default::default() };
+        let mut input: Cow<[u8]> = Cow::Borrowed(&chunk.data);
+        let mut origin: Vec<u32> = (0..chunk.len() as u32).collect();
+        for s in 0..self.stages.len() {
+            if origin.is_empty() {
+                break;
+            }
+            outcome.counts[s].events_in = origin.len() as u64;
+            let mut sink = StageSink { out: Vec::new(), origin: Vec::new(), failures: Vec::new() };
+            self.run_isolated(s, ctx, &input, &origin, &mut sink)?;
+            outcome.counts[s].failed = sink.failures.len() as u64;
+            outcome.failures.extend(sink.failures.into_iter().map(|(event, error)| Failure { event, stage: s, error }));
+            if self.stages[s].kind == crate::manifest::StageKind::Reduce {
+                origin.clear();
+                input = Cow::Owned(Vec::new());
+                break;
+            }
+            outcome.counts[s].events_out = sink.origin.len() as u64;
+            origin = sink.origin;
+            input = Cow::Owned(sink.out);
+        }
+        outcome.output_count = origin.len() as u64;
+        outcome.output_origin = origin;
+        outcome.output = input.into_owned();
+        Ok(outcome)
+    }
+
+    /// Runs stage `s` over `input`, retrying around failures until every
+    /// event has either produced its outputs or been recorded as failed.
+    fn run_isolated(&mut self, s: usize, ctx: &[u8], input: &[u8], origin: &[u32], sink: &mut StageSink) -> Result<()> {
+        let mut input = Cow::Borrowed(input);
+        let mut origin = Cow::Borrowed(origin);
+        loop {
+            let err = match self.call(s, ctx, &input, &origin, sink)? {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if !err.poisons_instance() {
+                // The guest refused the call as a whole: every event fails.
+                let msg = err.to_string();
+                sink.failures.extend(origin.iter().map(|&o| (o, msg.clone())));
+                return Ok(());
+            }
+            self.instances[s] = None;
+            tracing::debug!("isolating failure in {} events: {err}", origin.len());
+            if origin.len() == 1 {
+                sink.failures.push((origin[0], err.without_event().to_string()));
+                return Ok(());
+            }
+            let starts = line_starts(&input);
+            match err.event().map(|e| e as usize).filter(|&e| e < origin.len()) {
+                Some(bad) => {
+                    // The cursor names the culprit: drop it, retry the rest.
+                    sink.failures.push((origin[bad], err.without_event().to_string()));
+                    let end = starts.get(bad + 1).copied().unwrap_or(input.len());
+                    let mut rest = Vec::with_capacity(input.len());
+                    rest.extend_from_slice(&input[..starts[bad]]);
+                    rest.extend_from_slice(&input[end..]);
+                    let mut rest_origin = origin.to_vec();
+                    rest_origin.remove(bad);
+                    input = Cow::Owned(rest);
+                    origin = Cow::Owned(rest_origin);
+                }
+                None => {
+                    let mid = origin.len() / 2;
+                    let (a, b) = input.split_at(starts[mid]);
+                    self.run_isolated(s, ctx, a, &origin[..mid], sink)?;
+                    self.run_isolated(s, ctx, b, &origin[mid..], sink)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// One guest call over `input`; on success its results are appended to
+    /// `sink` (or, for a reduce, become the accumulator).
+    fn call(&mut self, s: usize, ctx: &[u8], input: &[u8], origin: &[u32], sink: &mut StageSink) -> Result<Result<(), StageError>> {
+        let stage = self.stages[s].clone();
+        let is_reduce = stage.kind == crate::manifest::StageKind::Reduce;
+        let acc = std::mem::take(&mut self.acc);
+        if self.instances[s].is_none() {
+            self.instances[s] = Some(stage.instantiate(&self.rt)?);
+        }
+        let inst = self.instances[s].as_mut().expect("instance was just created");
+        let res = if is_reduce { inst.reduce(ctx, &acc, input) } else { inst.process(ctx, input) };
+        let out = match res {
+            Ok(out) => out,
+            Err(e) => {
+                self.acc = acc;
+                return Ok(Err(e));
+            }
+        };
+        let failures_before = sink.failures.len();
+        for (idx, msg) in out.errors() {
+            match origin.get(idx as usize) {
+                Some(&o) => sink.failures.push((o, msg)),
+                None => {
+                    let message = format!("error record names event {idx} of a {}-event input: {msg}", origin.len());
+                    sink.failures.truncate(failures_before);
+                    self.acc = acc;
+                    return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+                }
+            }
+        }
+        if is_reduce {
+            self.acc = out.out.to_vec();
+            return Ok(Ok(()));
+        }
+        if out.origins.len() / 4 != line_count(out.out) {
+            let message = format!("{} output lines but {} origin entries", line_count(out.out), out.origins.len() / 4);
+            sink.failures.truncate(failures_before);
+            return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+        }
+        if stage.trusted_output {
+            for o in out.origins() {
+                match origin.get(o as usize) {
+                    Some(&g) => sink.origin.push(g),
+                    None => {
+                        sink.failures.truncate(failures_before);
+                        let message = format!("origin {o} is outside the {}-event input", origin.len());
+                        return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+                    }
+                }
+            }
+            sink.out.extend_from_slice(out.out);
+            return Ok(Ok(()));
+        }
+        // A stage not built by the SDK: check each output is one JSON value.
+        let outs: Vec<u32> = out.origins().collect();
+        for (line, o) in out.out.split(|&b| b == b'\n').zip(outs) {
+            let Some(&g) = origin.get(o as usize) else {
+                sink.failures.truncate(failures_before);
+                let message = format!("origin {o} is outside the {}-event input", origin.len());
+                return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+            };
+            match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                Ok(_) => {
+                    sink.out.extend_from_slice(line);
+                    sink.out.push(b'\n');
+                    sink.origin.push(g);
+                }
+                Err(e) => sink.failures.push((g, format!("stage `{}` produced output that is not valid JSON: {e}", stage.name()))),
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The initial accumulator of the final reduce stage (its fold of no
+    /// events).
+    pub fn initial_accumulator(&mut self) -> Result<Vec<u8>> {
+        let s = self.stages.len() - 1;
+        let inst = self.instance(s)?;
+        Ok(inst.reduce(b"{}", b"", b"").map(|o| o.out.to_vec())?)
+    }
+
+    /// Combines two accumulators with the final reduce stage.
+    pub fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
+        let s = self.stages.len() - 1;
+        let inst = self.instance(s)?;
+        let res = inst.combine(a, b).map(|o| o.out.to_vec());
+        match res {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.instances[s] = None;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Lines in an NDJSON buffer whose lines all end in `\n`.
+fn line_count(buf: &[u8]) -> usize {
+    let n = memchr::memchr_iter(b'\n', buf).count();
+    if buf.last().is_some_and(|&b| b != b'\n') { n + 1 } else { n }
+}

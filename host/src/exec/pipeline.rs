@@ -1,0 +1,325 @@
+//! A pipeline run: a reader thread cuts the source into chunks, worker
+//! threads run them through their own [`Chain`], and the calling thread
+//! writes outputs (in input order unless unordered) and dead letters.
+//!
+//! Memory stays flat whatever the input size: the reader must take a credit
+//! before reading a chunk and the writer returns it once the chunk is
+//! written, so at most `credits` chunks exist at any time.
+
+use super::chain::{Chain, ChunkOutcome, StageCounts};
+use super::chunk::Chunk;
+use super::dead_letter::{DeadLetter, DeadLetterSink};
+use super::source::Source;
+use crate::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, Manifest, StageKind};
+use crate::runtime::{KindMismatch, Runtime, Stage, StageSpec, linker};
+use anyhow::{Context as _, Result, anyhow, bail};
+use crossbeam_channel::{bounded, unbounded};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A loaded pipeline, ready to run any number of times.
+pub struct Pipeline {
+    /// Pipeline name.
+    pub name: String,
+    /// The stages, in order.
+    pub stages: Vec<Arc<Stage>>,
+    /// The shared runtime.
+    pub runtime: Arc<Runtime>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Whether outputs keep input order.
+    pub ordered: bool,
+}
+
+/// Per-chunk context fields every stage can read (`Context::meta`).
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Identifies the run or job.
+    pub job: String,
+    /// Host name of the machine running the pipeline.
+    pub host: String,
+}
+
+impl RunContext {
+    /// A context for a local run: a job id from the clock and the host name.
+    pub fn local() -> RunContext {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        RunContext { job: format!("run-{}", now.as_millis()), host: host_name() }
+    }
+}
+
+/// The machine's host name, or `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Events read from the source (including those it rejected).
+    pub events_read: u64,
+    /// Counts per stage, in stage order.
+    pub stages: Vec<(String, StageKind, StageCounts)>,
+    /// Events refused by the source (too large).
+    pub rejected: u64,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Lines written to the sink.
+    pub outputs: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl Pipeline {
+    /// Loads every stage of `manifest`: compiled (or from cache), checked
+    /// against the ABI and against the kind the manifest declares.
+    pub fn from_manifest(manifest: &Manifest, runtime: Arc<Runtime>) -> Result<Pipeline> {
+        let doc = &manifest.doc;
+        let linker = linker(&runtime)?;
+        let mut stages = Vec::new();
+        for st in &doc.stages {
+            let spec = StageSpec {
+                name: st.name.get_ref().to_string(),
+                kind: Some(*st.kind.get_ref()),
+                plugin: manifest.resolve(st.plugin.get_ref()),
+                params: match &st.params {
+                    Some(t) => serde_json::to_value(t).context("stage params must be representable as JSON")?,
+                    None => serde_json::json!({}),
+                },
+                key: st.key.as_ref().map(|k| k.get_ref().clone()),
+                memory: st.limits.memory.or(doc.runtime.memory).unwrap_or(DEFAULT_MEMORY).0,
+                timeout: st.limits.timeout.or(doc.runtime.timeout).map_or(DEFAULT_TIMEOUT, |t| t.0),
+                allow: st.allow.clone(),
+                base_dir: manifest.dir.clone(),
+            };
+            let stage = Stage::load(&runtime, &linker, spec).map_err(|e| match e.downcast::<KindMismatch>() {
+                Ok(m) => {
+                    let hint = format!("set `kind = \"{}\"`, or point `plugin` at a {} stage", m.exported, m.declared);
+                    anyhow!(manifest.diagnostic_at(st.kind.span(), m.to_string()).with_hint(hint))
+                }
+                Err(e) => {
+                    let d = manifest.diagnostic_at(st.plugin.span(), format!("cannot load stage `{}`", st.name.get_ref()));
+                    e.context(d.with_hint("see the cause below"))
+                }
+            })?;
+            if stage.kind == StageKind::Reduce && stage.meta.keyed && st.key.is_some() {
+                let d = manifest.diagnostic_at(
+                    st.key.as_ref().expect("checked").span(),
+                    format!("stage `{}` computes its own group key, so `key` cannot be set", st.name.get_ref()),
+                );
+                bail!(d.with_hint("remove `key` from the manifest"));
+            }
+            stages.push(stage);
+        }
+        let workers = doc.runtime.workers.map_or_else(default_workers, |n| n.get());
+        Ok(Pipeline { name: manifest.name().to_string(), stages, runtime, workers, ordered: doc.runtime.ordered.unwrap_or(true) })
+    }
+
+    /// Whether the last stage is a reduce.
+    pub fn reduces(&self) -> bool {
+        self.stages.last().is_some_and(|s| s.kind == StageKind::Reduce)
+    }
+
+    /// Whether the reduce gives one result per key.
+    pub fn keyed(&self) -> bool {
+        self.stages.last().is_some_and(|s| s.kind == StageKind::Reduce && (s.spec.key.is_some() || s.meta.keyed))
+    }
+
+    /// Runs the pipeline over `source`, writing outputs (or the reduce result)
+    /// to `sink` and failed events to `dead`. `progress` is called after each
+    /// chunk is written.
+    pub fn run(
+        &self,
+        mut source: Box<dyn Source>,
+        sink: &mut dyn Write,
+        dead: &mut DeadLetterSink,
+        ctx: &RunContext,
+        progress: &mut dyn FnMut(&RunSummary),
+    ) -> Result<RunSummary> {
+        let started = Instant::now();
+        let workers = self.workers.max(1);
+        let credits = workers * 4;
+        let (credit_tx, credit_rx) = bounded::<()>(credits);
+        for _ in 0..credits {
+            credit_tx.send(()).expect("credit channel has room");
+        }
+        let (chunk_tx, chunk_rx) = bounded::<Chunk>(credits);
+        let (done_tx, done_rx) = unbounded::<(Chunk, Result<ChunkOutcome>)>();
+
+        let mut summary = RunSummary {
+            stages: self.stages.iter().map(|s| (s.name().to_string(), s.kind, StageCounts::default())).collect(),
+            ..Default::default()
+        };
+        let result = std::thread::scope(|scope| -> Result<Vec<Vec<u8>>> {
+            let reader = scope.spawn(move || -> Result<()> {
+                while credit_rx.recv().is_ok() {
+                    match source.next_chunk().context("cannot read the input")? {
+                        Some(chunk) => {
+                            if chunk_tx.send(chunk).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                Ok(())
+            });
+            let mut handles = Vec::new();
+            for w in 0..workers {
+                let chunk_rx = chunk_rx.clone();
+                let done_tx = done_tx.clone();
+                let mut chain = Chain::new(self.runtime.clone(), self.stages.clone());
+                let pipeline = &self.name;
+                let job = &ctx.job;
+                let host = &ctx.host;
+                let handle = std::thread::Builder::new()
+                    .name(format!("wasmpipe-worker-{w}"))
+                    .spawn_scoped(scope, move || -> Result<Vec<u8>> {
+                        chain.warm_up()?;
+                        for chunk in chunk_rx.iter() {
+                            let received_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+                            let ctx = serde_json::to_vec(&serde_json::json!({
+                                "pipeline": pipeline, "job": job, "host": host,
+                                "received_at": received_at, "chunk": chunk.seq,
+                            }))?;
+                            let outcome = chain.process(&chunk, &ctx);
+                            let fatal = outcome.is_err();
+                            if done_tx.send((chunk, outcome)).is_err() || fatal {
+                                break;
+                            }
+                        }
+                        Ok(chain.take_accumulator())
+                    })
+                    .context("cannot start a worker thread")?;
+                handles.push(handle);
+            }
+            drop(done_tx);
+            drop(chunk_rx);
+
+            let mut pending = BTreeMap::new();
+            let mut next = 0u64;
+            let mut failed = None;
+            for (chunk, outcome) in done_rx.iter() {
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                if !self.ordered {
+                    self.write_chunk(&chunk, &outcome, sink, dead, &mut summary)?;
+                    let _ = credit_tx.send(());
+                    progress(&summary);
+                    continue;
+                }
+                pending.insert(chunk.seq, (chunk, outcome));
+                while let Some((chunk, outcome)) = pending.remove(&next) {
+                    self.write_chunk(&chunk, &outcome, sink, dead, &mut summary)?;
+                    next += 1;
+                    let _ = credit_tx.send(());
+                    progress(&summary);
+                }
+            }
+            drop(credit_tx);
+            if let Some(e) = failed {
+                drop(done_rx);
+                return Err(e);
+            }
+            let mut accs = Vec::new();
+            for h in handles {
+                accs.push(h.join().map_err(|_| anyhow!("a worker thread panicked"))??);
+            }
+            reader.join().map_err(|_| anyhow!("the reader thread panicked"))??;
+            if !pending.is_empty() {
+                bail!("internal error: {} chunks were never written", pending.len());
+            }
+            Ok(accs)
+        })?;
+
+        if self.reduces() {
+            summary.outputs = self.write_result(result, sink)?;
+            if let Some(last) = summary.stages.last_mut() {
+                last.2.events_out = summary.outputs;
+            }
+        }
+        sink.flush().context("cannot write the output")?;
+        dead.flush()?;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    fn write_chunk(&self, chunk: &Chunk, outcome: &ChunkOutcome, sink: &mut dyn Write, dead: &mut DeadLetterSink, summary: &mut RunSummary) -> Result<()> {
+        sink.write_all(&outcome.output).context("cannot write the output")?;
+        summary.outputs += outcome.output_count;
+        summary.events_read += (chunk.len() + chunk.rejects.len()) as u64;
+        for (total, c) in summary.stages.iter_mut().zip(&outcome.counts) {
+            total.2.events_in += c.events_in;
+            total.2.events_out += c.events_out;
+            total.2.failed += c.failed;
+        }
+        for r in &chunk.rejects {
+            summary.rejected += 1;
+            dead.write(&DeadLetter { pipeline: &self.name, stage: None, error: &r.error, index: r.index, line: r.line, event: &r.preview })?;
+        }
+        for f in &outcome.failures {
+            let i = f.event as usize;
+            dead.write(&DeadLetter {
+                pipeline: &self.name,
+                stage: Some(self.stages[f.stage].name()),
+                error: &f.error,
+                index: chunk.first_index + chunk_offset(chunk, i),
+                line: chunk.lines[i],
+                event: chunk.event(i),
+            })?;
+        }
+        summary.dead_letters = dead.count();
+        Ok(())
+    }
+
+    /// Combines the workers' accumulators and writes the result: one line,
+    /// or one `{"key":..,"value":..}` line per key, in key order.
+    fn write_result(&self, accs: Vec<Vec<u8>>, sink: &mut dyn Write) -> Result<u64> {
+        let mut chain = Chain::new(self.runtime.clone(), self.stages.clone());
+        let mut total: Vec<u8> = Vec::new();
+        for acc in accs.into_iter().filter(|a| !a.is_empty()) {
+            total = if total.is_empty() { acc } else { chain.combine(&total, &acc)? };
+        }
+        if total.is_empty() {
+            // No event reached the reduce: its result is the initial accumulator.
+            total = chain.initial_accumulator()?;
+        }
+        if !self.keyed() {
+            sink.write_all(&total)?;
+            sink.write_all(b"\n")?;
+            return Ok(1);
+        }
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&total)
+            .with_context(|| format!("keyed reduce `{}` returned a result that is not a JSON object", self.stages.last().map_or("", |s| s.name())))?;
+        let n = map.len() as u64;
+        for (key, value) in map {
+            serde_json::to_writer(&mut *sink, &serde_json::json!({ "key": key, "value": value }))?;
+            sink.write_all(b"\n")?;
+        }
+        Ok(n)
+    }
+}
+
+/// Offset of event `i` from the chunk's first event, counting the events the
+/// source rejected in between (they have indices too).
+fn chunk_offset(chunk: &Chunk, i: usize) -> u64 {
+    let before = chunk.rejects.iter().filter(|r| r.line < chunk.lines[i]).count();
+    (i + before) as u64
+}
+
+/// Worker threads by default: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,425 @@
+//! The pipeline manifest (TOML): plain serde types that validate while they
+//! parse, then a second pass for what needs the whole file (stage order,
+//! unique names, plugin files on disk). Every error is a [`Diagnostic`]
+//! pointing at the offending text. `docs/manifest.md` documents each field.
+
+mod diagnostic;
+mod units;
+
+pub use diagnostic::Diagnostic;
+pub use units::{ByteSize, DurationSpec};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Default number of events per chunk: large enough that the per-call cost
+/// vanishes, small enough that a chunk of 300-byte events stays near 1 MiB.
+pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+/// Default memory limit of one stage instance.
+pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
+/// Default wall-time limit of one guest call (one chunk).
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The directory relative paths in it are resolved against.
+    pub dir: PathBuf,
+    /// The raw TOML document.
+    pub doc: Document,
+}
+
+/// The TOML document as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// `[pipeline]`: the pipeline's identity.
+    pub pipeline: PipelineSection,
+    /// `[source]`: where events come from.
+    #[serde(default)]
+    pub source: SourceSection,
+    /// `[[stage]]`: the stages, in order.
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageSection>,
+    /// `[sink]`: where outputs go.
+    #[serde(default)]
+    pub sink: SinkSection,
+    /// `[dead_letters]`: where failed events go.
+    #[serde(default)]
+    pub dead_letters: DeadLetterSection,
+    /// `[runtime]`: workers, chunking and default limits.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// The pipeline's name; tags logs, metrics and stored results.
+    pub name: Name,
+    /// Free text for people.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// Input file, relative to the manifest; `"-"` or absent means stdin.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// How events are framed in the input.
+    #[serde(default)]
+    pub format: Option<SourceFormat>,
+}
+
+/// How events are framed in a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    /// One JSON value per line (NDJSON); blank lines are skipped.
+    Jsonl,
+    /// A single JSON array whose elements are the events.
+    JsonArray,
+}
+
+/// `[[stage]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSection {
+    /// The stage's name, unique in the pipeline.
+    pub name: Spanned<Name>,
+    /// What the stage does; must match the kind its plugin exports.
+    pub kind: Spanned<StageKind>,
+    /// The compiled stage module (`.wasm`), relative to the manifest.
+    pub plugin: Spanned<String>,
+    /// Parameters handed to the stage at start-up (its `Context::params`).
+    #[serde(default)]
+    pub params: Option<toml::Table>,
+    /// For a keyed reduce: a JSON pointer (`"/service"`) naming each event's
+    /// group key. One result per key.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// Limits overriding `[runtime]`'s defaults for this stage.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Host resources the stage may touch; none by default.
+    #[serde(default)]
+    pub allow: Allow,
+}
+
+/// Resource limits of one stage instance.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory an instance may grow to.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Longest a single guest call (one chunk) may run.
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
+}
+
+/// Capabilities granted to a stage. The default grants nothing: no files,
+/// no environment variables, a clock frozen at the Unix epoch.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// Host environment variables the stage may read (by name).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Host directories the stage may open.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Whether the stage sees the real wall and monotonic clocks.
+    #[serde(default)]
+    pub clock: bool,
+}
+
+/// One directory made visible to a stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// Host path, relative to the manifest.
+    pub host: Spanned<String>,
+    /// Path the stage opens it by.
+    pub guest: String,
+    /// Whether the stage may write in it.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    /// Output file (JSON lines), relative to the manifest; `"-"` or absent
+    /// means stdout.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `[dead_letters]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterSection {
+    /// Dead-letter file (JSON lines), relative to the manifest. Defaults to
+    /// `<pipeline>.dead.jsonl` beside the manifest; created on first use.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Worker threads; each runs every stage of the pipeline. Default: cores.
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
+    /// Events per chunk (one guest call per stage per chunk).
+    #[serde(default)]
+    pub chunk_size: Option<std::num::NonZeroUsize>,
+    /// Keep outputs in input order (default). `false` writes chunks as they
+    /// finish.
+    #[serde(default)]
+    pub ordered: Option<bool>,
+    /// Default memory limit per stage instance.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Default wall-time limit per guest call.
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
+    /// Where compiled modules are cached; default `$XDG_CACHE_HOME/wasmpipe`.
+    #[serde(default)]
+    pub cache_dir: Option<String>,
+}
+
+/// A stage kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// One event in, one out.
+    Map,
+    /// Keeps or drops each event.
+    Filter,
+    /// One event in, any number out.
+    FlatMap,
+    /// Folds events into an accumulator.
+    Reduce,
+}
+
+impl StageKind {
+    /// The kind as spelled in manifests and stage metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Map => wasmpipe_abi::kind::MAP,
+            StageKind::Filter => wasmpipe_abi::kind::FILTER,
+            StageKind::FlatMap => wasmpipe_abi::kind::FLAT_MAP,
+            StageKind::Reduce => wasmpipe_abi::kind::REDUCE,
+        }
+    }
+
+    /// Parses the spelling used in stage metadata.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "map" => Some(StageKind::Map),
+            "filter" => Some(StageKind::Filter),
+            "flat_map" => Some(StageKind::FlatMap),
+            "reduce" => Some(StageKind::Reduce),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A pipeline or stage name: ASCII letters, digits, `-` and `_`, starting
+/// with a letter, at most 64 characters. Names appear in logs, metrics,
+/// URLs and dead letters, so they stay plain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Name(String);
+
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok_start = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        let bad = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'));
+        if s.is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if let Some(c) = bad {
+            return Err(format!(
+                "invalid name `{s}`: `{c}` is not allowed; use ASCII letters, digits, '-' and '_' (e.g. `{}`)",
+                s.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_'), "-")
+            ));
+        }
+        if !ok_start {
+            return Err(format!("invalid name `{s}`: a name starts with a letter"));
+        }
+        if s.len() > 64 {
+            return Err(format!("invalid name `{s}`: at most 64 characters"));
+        }
+        Ok(Name(s))
+    }
+}
+
+impl Name {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {path:?}: {source}")]
+    Io {
+        /// The manifest path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid manifest.
+    #[error("{0}")]
+    Invalid(Box<Diagnostic>),
+}
+
+impl ManifestError {
+    /// The diagnostic, when the problem is located in the file.
+    pub fn diagnostic(&self) -> Option<&Diagnostic> {
+        match self {
+            ManifestError::Invalid(d) => Some(d),
+            ManifestError::Io { .. } => None,
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads, parses and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+        Manifest::parse(path, &text)
+    }
+
+    /// Parses and validates manifest `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let doc: Document = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim_end().to_string();
+            let hint = hint_for(&message);
+            let mut d = Diagnostic::new(path, text, span, message);
+            if let Some(h) = hint {
+                d = d.with_hint(h);
+            }
+            ManifestError::Invalid(Box::new(d))
+        })?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let manifest = Manifest { path: path.to_path_buf(), dir, doc };
+        manifest.validate(text).map_err(|d| ManifestError::Invalid(Box::new(d)))?;
+        Ok(manifest)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), Diagnostic> {
+        let at = |span: std::ops::Range<usize>, msg: String| Diagnostic::new(&self.path, text, span, msg);
+        let stages = &self.doc.stages;
+        if stages.is_empty() {
+            let span = text.find("[pipeline]").map_or(0..0, |i| i..i + 10);
+            return Err(at(span, "the pipeline has no stages".into())
+                .with_hint("add a `[[stage]]` table with `name`, `kind` and `plugin`"));
+        }
+        let mut names = HashSet::new();
+        for (i, stage) in stages.iter().enumerate() {
+            if !names.insert(stage.name.get_ref().clone()) {
+                return Err(at(stage.name.span(), format!("stage name `{}` is used twice", stage.name.get_ref()))
+                    .with_hint("give every stage a unique `name`"));
+            }
+            let kind = *stage.kind.get_ref();
+            if kind == StageKind::Reduce && i + 1 != stages.len() {
+                return Err(at(stage.kind.span(), format!("reduce stage `{}` must be the last stage", stage.name.get_ref()))
+                    .with_hint("a reduce consumes every event; move it to the end, or run a second pipeline over its result"));
+            }
+            if let Some(key) = &stage.key {
+                if kind != StageKind::Reduce {
+                    return Err(at(key.span(), format!("`key` is only meaningful on a reduce stage, and `{}` is a {kind}", stage.name.get_ref()))
+                        .with_hint("remove `key`, or make this stage a `reduce`"));
+                }
+                if !key.get_ref().starts_with('/') {
+                    return Err(at(key.span(), format!("`key` must be a JSON pointer, got `{}`", key.get_ref()))
+                        .with_hint(format!("JSON pointers start with '/', e.g. `key = \"/{}\"`", key.get_ref().trim_start_matches(['.', '$']))));
+                }
+            }
+            let plugin = self.resolve(stage.plugin.get_ref());
+            if !plugin.is_file() {
+                return Err(at(stage.plugin.span(), format!("plugin file {:?} of stage `{}` does not exist", plugin, stage.name.get_ref()))
+                    .with_hint("build the plugins first (`cd plugins && cargo build --release`); paths are relative to the manifest"));
+            }
+            for grant in &stage.allow.dirs {
+                let host = self.resolve(grant.host.get_ref());
+                if !host.is_dir() {
+                    return Err(at(grant.host.span(), format!("granted directory {host:?} does not exist"))
+                        .with_hint("create it, or fix the path (relative to the manifest)"));
+                }
+            }
+        }
+        if let Some(src) = &self.doc.source.path {
+            if src.get_ref() != "-" && !self.resolve(src.get_ref()).is_file() {
+                return Err(at(src.span(), format!("source file {:?} does not exist", self.resolve(src.get_ref())))
+                    .with_hint("fix the path (relative to the manifest), or pass `--input` on the command line"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path written in the manifest against the manifest's directory.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    /// The manifest's pipeline name.
+    pub fn name(&self) -> &str {
+        self.doc.pipeline.name.as_str()
+    }
+
+    /// Locates `span` of this manifest's text as a diagnostic (re-reading the
+    /// file), for errors found after parsing, such as a stage whose plugin
+    /// exports the wrong kind.
+    pub fn diagnostic_at(&self, span: std::ops::Range<usize>, message: String) -> Diagnostic {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        Diagnostic::new(&self.path, &text, span, message)
+    }
+}
+
+/// Hints for serde/toml messages that do not say what to do next.
+fn hint_for(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("check the spelling; docs/manifest.md lists every field of every table".into())
+    } else if message.starts_with("missing field") {
+        Some("this field is required; docs/manifest.md describes it".into())
+    } else if message.starts_with("unknown variant") {
+        Some("use one of the values listed above".into())
+    } else {
+        None
+    }
+}

@@ -1,0 +1,14 @@
+//! The stage runtime: one engine, stages compiled once, sandboxed instances
+//! called once per chunk. Shared by every way of running a pipeline.
+
+mod engine;
+mod error;
+mod instance;
+mod sandbox;
+mod stage;
+
+pub use engine::{EPOCH_TICK, ModuleOrigin, Runtime, RuntimeConfig, content_hash, default_cache_dir};
+pub use error::StageError;
+pub use instance::{CallOutput, StageInstance};
+pub use sandbox::StageState;
+pub use stage::{KindMismatch, Metadata, Stage, StageSpec, linker};

@@ -1,0 +1,162 @@
+//! The one wasmtime [`Engine`] of a process: its configuration, the epoch
+//! ticker that enforces wall-time limits, and the on-disk cache of compiled
+//! modules that lets a second run skip compilation.
+
+use anyhow::{Context as _, Result};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig};
+
+/// How often the epoch advances. Wall-time limits are enforced to within
+/// one tick; 10 ms keeps the ticker's cost invisible while a timeout of a
+/// few hundred milliseconds stays accurate.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings for [`Runtime::new`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Most instances alive at once (sizes the pooling allocator).
+    pub max_instances: u32,
+    /// Largest memory any stage may be granted.
+    pub max_memory: u64,
+    /// Where compiled modules are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_instances: 64, max_memory: 4 << 30, cache_dir: default_cache_dir() }
+    }
+}
+
+/// `$WASMPIPE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmpipe`, else `~/.cache/wasmpipe`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WASMPIPE_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("wasmpipe"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("wasmpipe"))
+}
+
+/// The shared engine plus its epoch ticker. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+/// Where a module came from, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleOrigin {
+    /// Compiled now (and written to the cache when one is configured).
+    Compiled,
+    /// Loaded from the on-disk cache.
+    Cached,
+}
+
+impl Runtime {
+    /// Builds the engine and starts the epoch ticker.
+    pub fn new(cfg: &RuntimeConfig) -> Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(cfg.max_instances)
+            .total_memories(cfg.max_instances)
+            .total_tables(cfg.max_instances)
+            .max_memory_size(cfg.max_memory as usize)
+            // Keep a little of each memory resident so a reused slot does not
+            // fault its first pages in again on every instantiation.
+            .linear_memory_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("wasmpipe-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("cannot start the epoch ticker thread")?
+        };
+        Ok(Runtime { engine, cache_dir: cfg.cache_dir.clone(), stop, ticker: Some(ticker) })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Number of epoch ticks that covers `limit`, plus one so that a call is
+    /// never cut short by a tick that lands just after it starts.
+    pub fn deadline_ticks(limit: Duration) -> u64 {
+        (limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
+    }
+
+    /// Compiles `wasm` (binary or text), or loads it from the cache.
+    pub fn load_module(&self, wasm: &[u8], what: &Path) -> Result<(Module, ModuleOrigin)> {
+        let Some(dir) = &self.cache_dir else {
+            return Ok((self.compile(wasm, what)?, ModuleOrigin::Compiled));
+        };
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut compat);
+        let file = dir.join(format!("{}-{:016x}.cwasm", content_hash(wasm), compat.finish()));
+        if file.is_file() {
+            // SAFETY: the file was written by `Module::serialize` of an engine
+            // with the same compatibility hash (it is in the name), in a cache
+            // directory only wasmpipe writes to. A truncated or foreign file
+            // fails to deserialize and is recompiled below.
+            match unsafe { Module::deserialize_file(&self.engine, &file) } {
+                Ok(m) => return Ok((m, ModuleOrigin::Cached)),
+                Err(e) => tracing::warn!("ignoring unusable cached module {}: {e:#}", file.display()),
+            }
+        }
+        let module = self.compile(wasm, what)?;
+        if let Err(e) = write_cache(dir, &file, &module) {
+            tracing::warn!("cannot cache compiled module in {}: {e:#}", dir.display());
+        }
+        Ok((module, ModuleOrigin::Compiled))
+    }
+
+    fn compile(&self, wasm: &[u8], what: &Path) -> Result<Module> {
+        Module::new(&self.engine, wasm).map_err(anyhow::Error::from).with_context(|| format!("{} is not a valid WebAssembly module", what.display()))
+    }
+}
+
+fn write_cache(dir: &Path, file: &Path, module: &Module) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = module.serialize()?;
+    // Write then rename, so a concurrent reader never sees half a file.
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// The hex SHA-256 of a module's bytes: the stage version.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}

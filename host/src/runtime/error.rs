@@ -1,0 +1,98 @@
+//! Typed failures of a guest call. Each names the stage, and the event when
+//! the guest's cursor says which one it was working on.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a guest call failed as a whole. Per-event errors a stage returns are
+/// not `StageError`s: they become dead letters while the chunk carries on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    /// The guest trapped (a panic in a Rust stage, an `unreachable`, an
+    /// out-of-bounds access...).
+    #[error("stage `{stage}` trapped{}: {message}", at(*event))]
+    Trap {
+        /// Stage name.
+        stage: String,
+        /// Event index within the call's input, when known.
+        event: Option<u32>,
+        /// The panic message, or wasmtime's trap description.
+        message: String,
+    },
+    /// The call ran past its wall-time limit.
+    #[error("stage `{stage}` timed out after {}{}", fmt_duration(*limit), at(*event))]
+    Timeout {
+        /// Stage name.
+        stage: String,
+        /// Event index within the call's input, when known.
+        event: Option<u32>,
+        /// The limit that was exceeded.
+        limit: Duration,
+    },
+    /// The guest needed more memory than its limit allows.
+    #[error("stage `{stage}` ran out of memory (limit {limit} bytes){}", at(*event))]
+    OutOfMemory {
+        /// Stage name.
+        stage: String,
+        /// Event index within the call's input, when known.
+        event: Option<u32>,
+        /// The memory limit in bytes.
+        limit: u64,
+    },
+    /// The guest reported that the whole call failed (status `FAILED`).
+    #[error("stage `{stage}` failed: {message}")]
+    Failed {
+        /// Stage name.
+        stage: String,
+        /// The guest's message.
+        message: String,
+    },
+    /// The guest broke the ABI (bad pointers, malformed error records...).
+    #[error("stage `{stage}` broke the wasmpipe ABI: {message}")]
+    Abi {
+        /// Stage name.
+        stage: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+fn at(event: Option<u32>) -> String {
+    event.map(|e| format!(" on event {e}")).unwrap_or_default()
+}
+
+fn fmt_duration(d: Duration) -> impl fmt::Display {
+    crate::manifest::DurationSpec(d)
+}
+
+impl StageError {
+    /// The event the failure is attributed to, if any.
+    pub fn event(&self) -> Option<u32> {
+        match self {
+            StageError::Trap { event, .. } | StageError::Timeout { event, .. } | StageError::OutOfMemory { event, .. } => *event,
+            StageError::Failed { .. } | StageError::Abi { .. } => None,
+        }
+    }
+
+    /// Whether retrying the same input could succeed (a timeout on a loaded
+    /// machine); used by services that retry before dead-lettering.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StageError::Timeout { .. })
+    }
+
+    /// Whether the failure poisons the instance, so it must be replaced.
+    pub fn poisons_instance(&self) -> bool {
+        !matches!(self, StageError::Failed { .. })
+    }
+
+    /// The same error with the event index cleared, for messages attached to
+    /// one event (the index is given separately there).
+    pub fn without_event(&self) -> StageError {
+        let mut e = self.clone();
+        match &mut e {
+            StageError::Trap { event, .. } | StageError::Timeout { event, .. } | StageError::OutOfMemory { event, .. } => *event = None,
+            _ => {}
+        }
+        e
+    }
+}

@@ -1,0 +1,203 @@
+//! A loaded stage: its compiled module, an `InstancePre` ready to stamp out
+//! instances, and the metadata the module exports, checked against the ABI
+//! version and the manifest's declared kind.
+
+use super::engine::{ModuleOrigin, Runtime, content_hash};
+use super::instance::StageInstance;
+use super::sandbox::{MemoryLimiter, StageState, wasi_ctx};
+use crate::manifest::{Allow, StageKind};
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmpipe_abi::{ABI_VERSION, export};
+use wasmtime::{ExternType, InstancePre, Linker, Module, Store};
+
+/// What a stage module says about itself (`wasmpipe_metadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// ABI version the module was built for.
+    pub abi: u32,
+    /// Stage kind: `map`, `filter`, `flat_map` or `reduce`.
+    pub kind: String,
+    /// The stage function's name in its source.
+    pub name: String,
+    /// The SDK (name and version) that built it, when one did.
+    #[serde(default)]
+    pub sdk: Option<String>,
+    /// Whether a reduce stage computes its own group key.
+    #[serde(default)]
+    pub keyed: bool,
+}
+
+/// Everything needed to load one stage, taken from a manifest entry (or
+/// built by hand for `inspect` and tests).
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// Stage name (unique in the pipeline).
+    pub name: String,
+    /// Declared kind; `None` accepts whatever the module exports.
+    pub kind: Option<StageKind>,
+    /// Path of the `.wasm` (or `.wat`) file.
+    pub plugin: PathBuf,
+    /// Parameters (JSON) handed to `wasmpipe_init`.
+    pub params: serde_json::Value,
+    /// JSON pointer of the group key of a keyed reduce.
+    pub key: Option<String>,
+    /// Memory limit per instance in bytes.
+    pub memory: u64,
+    /// Wall-time limit per guest call.
+    pub timeout: Duration,
+    /// Granted capabilities.
+    pub allow: Allow,
+    /// Directory granted paths are relative to.
+    pub base_dir: PathBuf,
+}
+
+/// A stage whose module is compiled, linked and checked.
+pub struct Stage {
+    /// The spec it was loaded from.
+    pub spec: StageSpec,
+    /// The module's own description.
+    pub meta: Metadata,
+    /// The kind it exports.
+    pub kind: StageKind,
+    /// Content hash of the module bytes: the stage version.
+    pub version: String,
+    /// Whether compilation was skipped thanks to the cache.
+    pub origin: ModuleOrigin,
+    /// Whether outputs are trusted to be one valid JSON value per line
+    /// (modules built by the Rust SDK, which serializes with serde_json).
+    pub trusted_output: bool,
+    pub(crate) pre: InstancePre<StageState>,
+    pub(crate) config_json: Vec<u8>,
+}
+
+/// The linker every stage is instantiated through: WASI preview 1, nothing
+/// else. What a stage may reach is decided by its `WasiP1Ctx`, not here.
+pub fn linker(rt: &Runtime) -> Result<Linker<StageState>> {
+    let mut linker = Linker::new(rt.engine());
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StageState| &mut s.wasi).map_err(anyhow::Error::from)?;
+    Ok(linker)
+}
+
+impl Stage {
+    /// Reads, compiles (or loads from cache), links and checks a stage.
+    pub fn load(rt: &Runtime, linker: &Linker<StageState>, spec: StageSpec) -> Result<Arc<Stage>> {
+        let bytes = std::fs::read(&spec.plugin).with_context(|| format!("cannot read plugin {:?}", spec.plugin))?;
+        let version = content_hash(&bytes);
+        let (module, origin) = rt.load_module(&bytes, &spec.plugin)?;
+        check_exports(&module, &spec.plugin)?;
+        let pre = linker.instantiate_pre(&module).map_err(anyhow::Error::from).with_context(|| {
+            format!("plugin {:?} imports something the host does not provide (only WASI preview 1 is available)", spec.plugin)
+        })?;
+        let meta = read_metadata(rt, &pre, &spec.plugin)?;
+        if meta.abi != ABI_VERSION {
+            bail!(
+                "plugin {:?} was built for wasmpipe ABI version {}, but this host speaks version {ABI_VERSION}; rebuild it with a matching wasmpipe-sdk",
+                spec.plugin,
+                meta.abi
+            );
+        }
+        let kind = StageKind::parse(&meta.kind)
+            .ok_or_else(|| anyhow!("plugin {:?} declares unknown stage kind `{}`", spec.plugin, meta.kind))?;
+        check_kind_exports(&module, kind, &spec.plugin)?;
+        if let Some(declared) = spec.kind
+            && declared != kind
+        {
+            bail!(KindMismatch { stage: spec.name.clone(), declared, exported: kind, plugin: spec.plugin.clone() });
+        }
+        let config_json = serde_json::to_vec(&serde_json::json!({
+            "stage": spec.name,
+            "params": spec.params,
+            "key": spec.key,
+        }))?;
+        let trusted_output = meta.sdk.as_deref().is_some_and(|s| s.starts_with("wasmpipe-sdk"));
+        Ok(Arc::new(Stage { spec, meta, kind, version, origin, trusted_output, pre, config_json }))
+    }
+
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// A short form of the version, for logs and lineage.
+    pub fn short_version(&self) -> &str {
+        &self.version[..12]
+    }
+
+    /// Creates a configured instance (WASI context, limits, `wasmpipe_init`).
+    pub fn instantiate(&self, rt: &Runtime) -> Result<StageInstance> {
+        StageInstance::new(rt, self)
+    }
+}
+
+/// A stage whose module exports a different kind than the manifest declares.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}` is declared as `{declared}` but its plugin {plugin:?} exports a `{exported}` stage")]
+pub struct KindMismatch {
+    /// Stage name.
+    pub stage: String,
+    /// Kind in the manifest.
+    pub declared: StageKind,
+    /// Kind the module exports.
+    pub exported: StageKind,
+    /// The plugin path.
+    pub plugin: PathBuf,
+}
+
+fn check_exports(module: &Module, path: &Path) -> Result<()> {
+    for name in [export::DESCRIPTOR, export::METADATA, export::ALLOC, export::INIT] {
+        match module.get_export(name) {
+            Some(ExternType::Func(_)) => {}
+            _ => bail!(
+                "plugin {path:?} is not a wasmpipe stage: it does not export the function `{name}` (build stages with wasmpipe-sdk, or see docs/abi.md)"
+            ),
+        }
+    }
+    match module.get_export(export::MEMORY) {
+        Some(ExternType::Memory(_)) => Ok(()),
+        _ => bail!("plugin {path:?} does not export its memory as `memory`"),
+    }
+}
+
+fn check_kind_exports(module: &Module, kind: StageKind, path: &Path) -> Result<()> {
+    let needed: &[&str] = match kind {
+        StageKind::Reduce => &[export::REDUCE, export::COMBINE],
+        _ => &[export::PROCESS],
+    };
+    for name in needed {
+        if !matches!(module.get_export(name), Some(ExternType::Func(_))) {
+            bail!("plugin {path:?} declares a `{kind}` stage but does not export `{name}`");
+        }
+    }
+    Ok(())
+}
+
+fn read_metadata(rt: &Runtime, pre: &InstancePre<StageState>, path: &Path) -> Result<Metadata> {
+    let wasi = wasi_ctx("metadata", &Allow::default(), Path::new("."))?;
+    let mut store = Store::new(rt.engine(), StageState { wasi, limiter: MemoryLimiter { limit: 64 << 20, refused: false } });
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(Runtime::deadline_ticks(Duration::from_secs(5)));
+    let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from).with_context(|| format!("cannot instantiate plugin {path:?}"))?;
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, export::INITIALIZE) {
+        init.call(&mut store, ()).map_err(anyhow::Error::from).with_context(|| format!("plugin {path:?} trapped in `_initialize`"))?;
+    }
+    let call = |store: &mut Store<StageState>, name: &str| -> Result<i32> {
+        let f = instance.get_typed_func::<(), i32>(&mut *store, name).map_err(anyhow::Error::from)?;
+        f.call(&mut *store, ()).map_err(anyhow::Error::from).with_context(|| format!("plugin {path:?} failed in `{name}`"))
+    };
+    let desc = call(&mut store, export::DESCRIPTOR)? as u32;
+    let status = call(&mut store, export::METADATA)?;
+    if status != wasmpipe_abi::status::OK {
+        bail!("plugin {path:?} failed to report its metadata (status {status})");
+    }
+    let memory = instance.get_memory(&mut store, export::MEMORY).context("no memory export")?;
+    let data = memory.data(&store);
+    let d = super::instance::read_descriptor(data, desc).ok_or_else(|| anyhow!("plugin {path:?}: descriptor out of bounds"))?;
+    let bytes = data
+        .get(d.out_ptr as usize..(d.out_ptr as usize).saturating_add(d.out_len as usize))
+        .ok_or_else(|| anyhow!("plugin {path:?}: metadata out of bounds"))?;
+    serde_json::from_slice(bytes).with_context(|| format!("plugin {path:?} reported malformed metadata: {}", String::from_utf8_lossy(bytes)))
+}

@@ -1,0 +1,324 @@
+//! The per-kind loops over a chunk. One bad event never fails its chunk: it
+//! becomes an error record carrying its index, and the loop goes on.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Display;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use wasmpipe_abi::encode_error;
+
+use super::events::{event_from_value, key_at, lines, parse_event};
+use super::{Runtime, State, context_mut, not_initialised, parse_meta};
+use crate::Context;
+
+/// Where one event's output lines go. Lines of an event that then fails are
+/// taken back, so an event contributes all its outputs or none.
+struct Sink<'a> {
+    out: &'a mut Vec<u8>,
+    origin: &'a mut Vec<u32>,
+    index: u32,
+}
+
+impl Sink<'_> {
+    /// Appends `value` as one output line.
+    fn push_json<U: Serialize + ?Sized>(&mut self, value: &U) -> Result<(), String> {
+        serde_json::to_writer(&mut *self.out, value).map_err(|e| format!("cannot encode output: {e}"))?;
+        self.out.push(b'\n');
+        self.origin.push(self.index);
+        Ok(())
+    }
+
+    /// Appends an input line unchanged: filters pass events through without
+    /// re-encoding them, which is both faster and exact.
+    fn push_raw(&mut self, line: &[u8]) {
+        self.out.extend_from_slice(line);
+        self.out.push(b'\n');
+        self.origin.push(self.index);
+    }
+}
+
+impl Runtime {
+    /// Runs `per_event` over every event of a chunk, keeping the cursor and the
+    /// context's index current and turning its errors into error records.
+    fn each_event<P: 'static>(
+        &self,
+        meta: &[u8],
+        input: &[u8],
+        mut per_event: impl FnMut(&mut Sink<'_>, &[u8], &Context<P>) -> Result<(), String>,
+    ) -> i32 {
+        self.call(|state| {
+            let State { out, origin, errors, config } = state;
+            let ctx = context_mut::<P>(config)?;
+            ctx.meta = parse_meta(meta)?;
+            for (i, line) in lines(input).enumerate() {
+                // A chunk of more than `u32::MAX` events cannot fit in wasm32 memory.
+                let index = i as u32;
+                self.set_cursor(index);
+                ctx.index = i;
+                let marks = (out.len(), origin.len());
+                let mut sink = Sink { out, origin, index };
+                if let Err(message) = per_event(&mut sink, line, ctx) {
+                    out.truncate(marks.0);
+                    origin.truncate(marks.1);
+                    encode_error(errors, index, message.as_bytes());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// `wasmpipe_process` of a map stage: one output per event.
+    pub fn map<T, U, E, P, F>(&self, meta: &[u8], input: &[u8], mut f: F) -> i32
+    where
+        T: DeserializeOwned,
+        U: Serialize,
+        E: Display,
+        P: 'static,
+        F: FnMut(T, &Context<P>) -> Result<U, E>,
+    {
+        self.each_event(meta, input, |sink, line, ctx| {
+            let event = parse_event::<T>(line)?;
+            let output = f(event, ctx).map_err(|e| e.to_string())?;
+            sink.push_json(&output)
+        })
+    }
+
+    /// `wasmpipe_process` of a filter stage: the event, byte for byte, or nothing.
+    pub fn filter<T, P, F>(&self, meta: &[u8], input: &[u8], mut f: F) -> i32
+    where
+        T: DeserializeOwned,
+        P: 'static,
+        F: FnMut(&T, &Context<P>) -> bool,
+    {
+        self.each_event(meta, input, |sink, line, ctx| {
+            let event = parse_event::<T>(line)?;
+            if f(&event, ctx) {
+                sink.push_raw(line);
+            }
+            Ok(())
+        })
+    }
+
+    /// `wasmpipe_process` of a flat_map stage: any number of outputs per event.
+    pub fn flat_map<T, I, E, P, F>(&self, meta: &[u8], input: &[u8], mut f: F) -> i32
+    where
+        T: DeserializeOwned,
+        I: IntoIterator,
+        I::Item: Serialize,
+        E: Display,
+        P: 'static,
+        F: FnMut(T, &Context<P>) -> Result<I, E>,
+    {
+        self.each_event(meta, input, |sink, line, ctx| {
+            let event = parse_event::<T>(line)?;
+            for output in f(event, ctx).map_err(|e| e.to_string())? {
+                sink.push_json(&output)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `wasmpipe_reduce`: folds a chunk into the accumulator `acc` (empty: a
+    /// fresh one from `init`) and writes the new accumulator.
+    ///
+    /// The stage is keyed when `key` is a key function or the manifest gave a
+    /// key pointer; the accumulator is then a JSON object from key to `A`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reduce<T, A, P, E, I, K, R, Fo>(
+        &self,
+        meta: &[u8],
+        acc: &[u8],
+        input: &[u8],
+        init: I,
+        key: Option<K>,
+        mut fold: Fo,
+    ) -> i32
+    where
+        T: DeserializeOwned,
+        A: Serialize + DeserializeOwned,
+        P: 'static,
+        E: Display,
+        I: Fn() -> A,
+        K: Fn(&T) -> R,
+        R: ToString,
+        Fo: Fold<A, T, P, E>,
+    {
+        self.call(|state| {
+            let State { out, errors, config, .. } = state;
+            let pointer = config.as_ref().ok_or_else(not_initialised)?.key.clone();
+            let ctx = context_mut::<P>(config)?;
+            ctx.meta = parse_meta(meta)?;
+            let mut fail = |index: u32, message: String| encode_error(errors, index, message.as_bytes());
+
+            if key.is_none() && pointer.is_none() {
+                let mut acc: A = parse_accumulator(acc, &ctx.stage)?.unwrap_or_else(&init);
+                for (i, line) in lines(input).enumerate() {
+                    let index = i as u32;
+                    self.set_cursor(index);
+                    ctx.index = i;
+                    match parse_event::<T>(line) {
+                        Err(message) => fail(index, message),
+                        Ok(event) => {
+                            let (next, result) = fold.fold(acc, event, ctx);
+                            acc = next;
+                            if let Err(e) = result {
+                                fail(index, e.to_string());
+                            }
+                        }
+                    }
+                }
+                return write_accumulator(out, &acc);
+            }
+
+            let mut groups: BTreeMap<String, A> = parse_accumulator(acc, &ctx.stage)?.unwrap_or_default();
+            for (i, line) in lines(input).enumerate() {
+                let index = i as u32;
+                self.set_cursor(index);
+                ctx.index = i;
+                let keyed = match (&key, &pointer) {
+                    (Some(key), _) => parse_event::<T>(line).map(|event| (key(&event).to_string(), event)),
+                    (None, Some(pointer)) => parse_event::<Value>(line).and_then(|value| {
+                        let key = key_at(&value, pointer)?;
+                        Ok((key, event_from_value::<T>(value)?))
+                    }),
+                    (None, None) => unreachable!("unkeyed reduce returned above"),
+                };
+                match keyed {
+                    Err(message) => fail(index, message),
+                    Ok((key, event)) => {
+                        if let Err(e) = fold.fold_entry(&mut groups, key, &init, event, ctx) {
+                            fail(index, e.to_string());
+                        }
+                    }
+                }
+            }
+            write_accumulator(out, &groups)
+        })
+    }
+
+    /// `wasmpipe_combine`: merges two accumulators with `combine`. For a keyed
+    /// stage, groups present in both are combined and the others kept. An
+    /// empty input stands for a fresh accumulator.
+    pub fn combine<A, I, F>(&self, a: &[u8], b: &[u8], init: I, mut combine: F) -> i32
+    where
+        A: Serialize + DeserializeOwned,
+        I: Fn() -> A,
+        F: FnMut(A, A) -> A,
+    {
+        self.call(|state| {
+            let config = state.config.as_ref().ok_or_else(not_initialised)?;
+            if config.keyed {
+                let mut groups: BTreeMap<String, A> = parse_combined(a, "first")?.unwrap_or_default();
+                for (key, theirs) in parse_combined::<BTreeMap<String, A>>(b, "second")?.unwrap_or_default() {
+                    let merged = match groups.remove(&key) {
+                        Some(ours) => combine(ours, theirs),
+                        None => theirs,
+                    };
+                    groups.insert(key, merged);
+                }
+                return write_accumulator(&mut state.out, &groups);
+            }
+            let merged = match (parse_combined::<A>(a, "first")?, parse_combined::<A>(b, "second")?) {
+                (Some(a), Some(b)) => combine(a, b),
+                (Some(one), None) | (None, Some(one)) => one,
+                (None, None) => init(),
+            };
+            write_accumulator(&mut state.out, &merged)
+        })
+    }
+}
+
+/// The accumulator handed in by the host; `None` when there is none yet.
+fn parse_accumulator<A: DeserializeOwned>(acc: &[u8], stage: &str) -> Result<Option<A>, String> {
+    if acc.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(acc).map(Some).map_err(|e| format!("invalid accumulator for stage `{stage}`: {e}"))
+}
+
+fn parse_combined<A: DeserializeOwned>(acc: &[u8], which: &str) -> Result<Option<A>, String> {
+    if acc.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(acc).map(Some).map_err(|e| format!("invalid {which} accumulator to combine: {e}"))
+}
+
+fn write_accumulator<A: Serialize + ?Sized>(out: &mut Vec<u8>, acc: &A) -> Result<(), String> {
+    serde_json::to_writer(out, acc).map_err(|e| format!("cannot encode accumulator: {e}"))
+}
+
+/// How a reduce function folds one event into an accumulator. The two
+/// implementations match the two shapes a reduce function may have; the
+/// macro picks one from the function's signature.
+pub trait Fold<A, T, P, E> {
+    /// Folds `event` into an owned accumulator and returns it, with the
+    /// event's error if it failed.
+    fn fold(&mut self, acc: A, event: T, ctx: &Context<P>) -> (A, Result<(), E>);
+
+    /// Folds `event` into the accumulator of group `key`, starting the group
+    /// from `init` when it is new.
+    fn fold_entry(
+        &mut self,
+        groups: &mut BTreeMap<String, A>,
+        key: String,
+        init: &impl Fn() -> A,
+        event: T,
+        ctx: &Context<P>,
+    ) -> Result<(), E>;
+}
+
+/// `fn(acc: A, event: T [, ctx]) -> A`.
+pub struct ByValue<F>(pub F);
+
+/// `fn(acc: &mut A, event: T [, ctx]) -> Result<(), E>` (the glue turns `()`
+/// into `Ok`). Fallible reduce functions take this shape, so that the
+/// accumulator survives an event's error.
+pub struct InPlace<F>(pub F);
+
+impl<A, T, P, F> Fold<A, T, P, Infallible> for ByValue<F>
+where
+    F: FnMut(A, T, &Context<P>) -> A,
+{
+    fn fold(&mut self, acc: A, event: T, ctx: &Context<P>) -> (A, Result<(), Infallible>) {
+        ((self.0)(acc, event, ctx), Ok(()))
+    }
+
+    fn fold_entry(
+        &mut self,
+        groups: &mut BTreeMap<String, A>,
+        key: String,
+        init: &impl Fn() -> A,
+        event: T,
+        ctx: &Context<P>,
+    ) -> Result<(), Infallible> {
+        // The function consumes the accumulator, so it leaves the map for the
+        // call: `remove` + `insert` needs no placeholder value.
+        let acc = groups.remove(&key).unwrap_or_else(init);
+        groups.insert(key, (self.0)(acc, event, ctx));
+        Ok(())
+    }
+}
+
+impl<A, T, P, E, F> Fold<A, T, P, E> for InPlace<F>
+where
+    F: FnMut(&mut A, T, &Context<P>) -> Result<(), E>,
+{
+    fn fold(&mut self, mut acc: A, event: T, ctx: &Context<P>) -> (A, Result<(), E>) {
+        let result = (self.0)(&mut acc, event, ctx);
+        (acc, result)
+    }
+
+    fn fold_entry(
+        &mut self,
+        groups: &mut BTreeMap<String, A>,
+        key: String,
+        init: &impl Fn() -> A,
+        event: T,
+        ctx: &Context<P>,
+    ) -> Result<(), E> {
+        (self.0)(groups.entry(key).or_insert_with(init), event, ctx)
+    }
+}
