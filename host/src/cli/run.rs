@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Do not read or write the compiled-module cache.
     #[arg(long)]
     no_cache: bool,
+    /// Set a context field every stage sees (`Context::meta`), overriding
+    /// the defaults (pipeline, job, host, received_at). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
     /// No progress bar and no summary.
     #[arg(long, short)]
     quiet: bool,
@@ -110,7 +114,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
             bar.set_message(format!("{} events, {} dead", s.events_read, s.dead_letters));
         }
     };
-    let summary = pipeline.run(source, &mut sink, &mut dead, &RunContext::local(), &mut progress)?;
+    let mut ctx = RunContext::local();
+    ctx.extra.extend(args.meta.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))));
+    let summary = pipeline.run(source, &mut sink, &mut dead, &ctx, &mut progress)?;
     drop(sink);
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -144,4 +150,8 @@ pub fn render_summary(s: &RunSummary) -> String {
         if s.rejected > 0 { format!(" ({} refused by the source)", s.rejected) } else { String::new() }
     ));
     out
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }

@@ -40,13 +40,32 @@ pub struct RunContext {
     pub job: String,
     /// Host name of the machine running the pipeline.
     pub host: String,
+    /// More fields, overriding the ones above (e.g. request state, or
+    /// `--meta` on the command line).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RunContext {
     /// A context for a local run: a job id from the clock and the host name.
     pub fn local() -> RunContext {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        RunContext { job: format!("run-{}", now.as_millis()), host: host_name() }
+        RunContext { job: format!("run-{}", now.as_millis()), host: host_name(), extra: Default::default() }
+    }
+}
+
+impl RunContext {
+    /// The context JSON of one chunk: pipeline, job, host, the time the
+    /// chunk was taken up and its number, then the extra fields.
+    pub fn chunk_json(&self, pipeline: &str, chunk: u64) -> Result<Vec<u8>> {
+        let received_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let mut m = serde_json::Map::new();
+        m.insert("pipeline".into(), pipeline.into());
+        m.insert("job".into(), self.job.clone().into());
+        m.insert("host".into(), self.host.clone().into());
+        m.insert("received_at".into(), received_at.into());
+        m.insert("chunk".into(), chunk.into());
+        m.extend(self.extra.clone());
+        Ok(serde_json::to_vec(&m)?)
     }
 }
 
@@ -105,8 +124,8 @@ impl Pipeline {
                     anyhow!(manifest.diagnostic_at(st.kind.span(), m.to_string()).with_hint(hint))
                 }
                 Err(e) => {
-                    let d = manifest.diagnostic_at(st.plugin.span(), format!("cannot load stage `{}`", st.name.get_ref()));
-                    e.context(d.with_hint("see the cause below"))
+                    let d = manifest.diagnostic_at(st.plugin.span(), format!("cannot load stage `{}`: {e:#}", st.name.get_ref()));
+                    anyhow!(d.with_hint("`wasmpipe inspect <plugin>` shows what a plugin exports; docs/abi.md lists what a stage must export"))
                 }
             })?;
             if stage.kind == StageKind::Reduce && stage.meta.keyed && st.key.is_some() {
@@ -177,18 +196,13 @@ impl Pipeline {
                 let done_tx = done_tx.clone();
                 let mut chain = Chain::new(self.runtime.clone(), self.stages.clone());
                 let pipeline = &self.name;
-                let job = &ctx.job;
-                let host = &ctx.host;
+                let run_ctx = ctx;
                 let handle = std::thread::Builder::new()
                     .name(format!("wasmpipe-worker-{w}"))
                     .spawn_scoped(scope, move || -> Result<Vec<u8>> {
                         chain.warm_up()?;
                         for chunk in chunk_rx.iter() {
-                            let received_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-                            let ctx = serde_json::to_vec(&serde_json::json!({
-                                "pipeline": pipeline, "job": job, "host": host,
-                                "received_at": received_at, "chunk": chunk.seq,
-                            }))?;
+                            let ctx = run_ctx.chunk_json(pipeline, chunk.seq)?;
                             let outcome = chain.process(&chunk, &ctx);
                             let fatal = outcome.is_err();
                             if done_tx.send((chunk, outcome)).is_err() || fatal {

@@ -257,19 +257,19 @@ impl TryFrom<String> for Name {
         let ok_start = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
         let bad = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'));
         if s.is_empty() {
-            return Err("name must not be empty".into());
+            return Err("name must not be empty; hint: use ASCII letters, digits, '-' and '_'".into());
         }
         if let Some(c) = bad {
             return Err(format!(
-                "invalid name `{s}`: `{c}` is not allowed; use ASCII letters, digits, '-' and '_' (e.g. `{}`)",
+                "invalid name `{s}`: `{c}` is not allowed; hint: use ASCII letters, digits, '-' and '_', e.g. `{}`",
                 s.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_'), "-")
             ));
         }
         if !ok_start {
-            return Err(format!("invalid name `{s}`: a name starts with a letter"));
+            return Err(format!("invalid name `{s}`; hint: a name starts with a letter"));
         }
         if s.len() > 64 {
-            return Err(format!("invalid name `{s}`: at most 64 characters"));
+            return Err(format!("invalid name `{s}`; hint: a name has at most 64 characters"));
         }
         Ok(Name(s))
     }
@@ -325,16 +325,15 @@ impl Manifest {
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         let doc: Document = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim_end().to_string();
-            let hint = hint_for(&message);
-            let mut d = Diagnostic::new(path, text, span, message);
-            if let Some(h) = hint {
-                d = d.with_hint(h);
-            }
-            ManifestError::Invalid(Box::new(d))
+            // Validators write "what is wrong; hint: what to do" (see units.rs).
+            let full = e.message().trim_end();
+            let (message, hint) = match full.split_once("; hint: ") {
+                Some((m, h)) => (m.to_string(), h.to_string()),
+                None => (full.to_string(), hint_for(full)),
+            };
+            ManifestError::Invalid(Box::new(Diagnostic::new(path, text, span, message).with_hint(hint)))
         })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         let manifest = Manifest { path: path.to_path_buf(), dir, doc };
         manifest.validate(text).map_err(|d| ManifestError::Invalid(Box::new(d)))?;
         Ok(manifest)
@@ -412,14 +411,19 @@ impl Manifest {
 }
 
 /// Hints for serde/toml messages that do not say what to do next.
-fn hint_for(message: &str) -> Option<String> {
-    if message.starts_with("unknown field") {
-        Some("check the spelling; docs/manifest.md lists every field of every table".into())
+fn hint_for(message: &str) -> String {
+    let hint = if message.starts_with("unknown field") {
+        "check the spelling; docs/manifest.md lists every field of every table"
     } else if message.starts_with("missing field") {
-        Some("this field is required; docs/manifest.md describes it".into())
+        "this field is required; docs/manifest.md describes it"
     } else if message.starts_with("unknown variant") {
-        Some("use one of the values listed above".into())
+        "use one of the values listed above"
+    } else if message.contains("nonzero") {
+        "use a number greater than zero"
+    } else if message.starts_with("invalid type") {
+        "docs/manifest.md gives the type of every field"
     } else {
-        None
-    }
+        "this is not valid TOML here; docs/manifest.md shows a complete manifest"
+    };
+    hint.to_string()
 }

@@ -34,16 +34,16 @@ impl std::str::FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let hint = "write a size such as \"64MiB\", \"512KiB\", \"1GiB\" or a number of bytes";
-        let n: u64 = num.parse().map_err(|_| format!("invalid size `{s}`: {hint}"))?;
+        let hint = "hint: write a size such as \"64MiB\", \"512KiB\", \"1GiB\" or a number of bytes";
+        let n: u64 = num.parse().map_err(|_| format!("invalid size `{s}`; {hint}"))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "K" | "KB" | "kB" => 1 << 10,
             "MiB" | "M" | "MB" => 1 << 20,
             "GiB" | "G" | "GB" => 1 << 30,
-            _ => return Err(format!("invalid size unit in `{s}`: {hint}")),
+            _ => return Err(format!("invalid size unit in `{s}`; {hint}")),
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large"))
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large; hint: sizes go up to 16EiB"))
     }
 }
 
@@ -80,17 +80,17 @@ impl std::str::FromStr for DurationSpec {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let hint = "write a duration such as \"250ms\", \"5s\" or \"2m\"";
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`: {hint}"))?;
+        let hint = "hint: write a duration such as \"250ms\", \"5s\" or \"2m\"";
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`; {hint}"))?;
         let d = match unit.trim() {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
             "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
-            "" => return Err(format!("duration `{s}` has no unit: {hint}")),
-            _ => return Err(format!("invalid duration unit in `{s}`: {hint}")),
+            "" => return Err(format!("duration `{s}` has no unit; {hint}")),
+            _ => return Err(format!("invalid duration unit in `{s}`; {hint}")),
         };
         if d.is_zero() {
-            return Err(format!("duration `{s}` must be greater than zero"));
+            return Err(format!("duration `{s}` must be greater than zero; hint: a limit of zero would stop every call"));
         }
         Ok(DurationSpec(d))
     }

@@ -64,6 +64,9 @@ pub mod __private {
     use crate::Context;
     use std::marker::PhantomData;
 
+    /// The type of the absent key function of a reduce without `key = fn`.
+    pub type NoKey<T> = fn(&T) -> String;
+
     /// The params type `P` of a stage, read off a closure whose argument has
     /// the type of the stage function's context argument. This accepts any
     /// spelling of that type (`&Context<P>`, `&Context`, an alias) without

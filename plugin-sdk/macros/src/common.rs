@@ -1,0 +1,156 @@
+//! What every kind generates around the user's function: the one-stage
+//! marker, the stage description, the init glue and the exports shared by all
+//! kinds.
+//!
+//! Glue functions compile on every target, so a type error in a stage (an
+//! output that is not `Serialize`, a `combine` of the wrong type) shows in a
+//! native `cargo check` or `cargo test`. Only the `extern "C"` exports are
+//! wasm32-only.
+//!
+//! Generated code is quoted at `Span::mixed_site()`: its local variables and
+//! parameters (`event`, `ctx`, ...) then cannot clash with the user's names,
+//! not even with a unit struct or constant called `event` that would turn a
+//! parameter into a pattern. Items still resolve at the call site.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{ToTokens, format_ident, quote_spanned};
+use syn::Type;
+use syn::ext::IdentExt;
+
+use crate::signature::{Kind, StageFn};
+
+/// The kind-specific parts of the expansion.
+pub(crate) struct Glue {
+    /// Glue functions, compiled on every target.
+    pub(crate) functions: TokenStream,
+    /// `extern "C"` exports, wasm32-only.
+    pub(crate) exports: TokenStream,
+    /// For a reduce with `key = fn`, that function's name.
+    pub(crate) key_fn: Option<String>,
+}
+
+/// The type of the stage function's context argument, or the context of a
+/// function that takes none.
+pub(crate) fn ctx_type(stage: &StageFn, min: usize) -> TokenStream {
+    match stage.ctx(min) {
+        Some(ty) => ty.to_token_stream(),
+        None => quote_spanned!(Span::mixed_site()=> &::wasmpipe_sdk::Context<__wp::NoParams>),
+    }
+}
+
+/// A call of the stage function with the named leading arguments and, when
+/// it takes one, the context `ctx`; all are locals of the generated code.
+pub(crate) fn call(stage: &StageFn, min: usize, args: &[&str]) -> TokenStream {
+    let name = &stage.func.sig.ident;
+    let mut args: Vec<Ident> = args.iter().map(|a| Ident::new(a, Span::mixed_site())).collect();
+    if stage.ctx(min).is_some() {
+        args.push(Ident::new("ctx", Span::mixed_site()));
+    }
+    quote_spanned!(Span::mixed_site()=> #name(#(#args),*))
+}
+
+/// `PhantomData<P>` for the stage's params type `P`, read off the context
+/// argument's type whatever its spelling.
+fn params(stage: &StageFn, min: usize) -> TokenStream {
+    match stage.ctx(min) {
+        Some(ty) => params_of(ty),
+        None => quote_spanned!(Span::mixed_site()=> ::core::marker::PhantomData::<__wp::NoParams>),
+    }
+}
+
+fn params_of(ctx: &Type) -> TokenStream {
+    // Spanned at the context type, so that "`Params: Deserialize` is not
+    // satisfied" points at the user's `&Context<Params>`.
+    quote_spanned!(syn::spanned::Spanned::span(ctx)=> __wp::params_of(|_: #ctx| {}))
+}
+
+/// The full expansion of a stage: the function unchanged, then the marker and
+/// the glue in an anonymous const block.
+pub(crate) fn expand(kind: Kind, stage: &StageFn, min: usize, glue: Glue) -> TokenStream {
+    let func = &stage.func;
+    let ident = &func.sig.ident;
+    let name = ident.unraw().to_string();
+    let kind_const = format_ident!("{}", kind.name().to_uppercase());
+    let key_fn = match &glue.key_fn {
+        Some(k) => quote_spanned!(Span::mixed_site()=> ::core::option::Option::Some(#k)),
+        None => quote_spanned!(Span::mixed_site()=> ::core::option::Option::None),
+    };
+    let params = params(stage, min);
+    let Glue { functions, exports, .. } = glue;
+    // One stage per module: a second stage defines this name again, and the
+    // error points at the second stage's name. Stages in different modules of
+    // one crate collide on their `no_mangle` exports instead.
+    let marker = quote_spanned! {ident.span()=>
+        #[doc(hidden)]
+        #[allow(dead_code, non_camel_case_types)]
+        struct __wasmpipe_stage;
+    };
+    quote_spanned! {Span::mixed_site()=>
+        #func
+
+        #marker
+
+        const _: () = {
+            use ::wasmpipe_sdk::__private as __wp;
+
+            static __WASMPIPE_STAGE: __wp::StageInfo = __wp::StageInfo {
+                kind: __wp::kind::#kind_const,
+                name: #name,
+                key_fn: #key_fn,
+            };
+
+            #[allow(dead_code)]
+            fn __wasmpipe_init(rt: &__wp::Runtime, cfg: &[u8]) -> i32 {
+                rt.init(&__WASMPIPE_STAGE, cfg, #params)
+            }
+
+            #functions
+
+            #[cfg(target_arch = "wasm32")]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn _initialize() {
+                __wp::export::initialize()
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wasmpipe_descriptor() -> i32 {
+                __wp::export::descriptor()
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wasmpipe_alloc(len: i32) -> i32 {
+                __wp::export::alloc(len)
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wasmpipe_metadata() -> i32 {
+                __wp::export::metadata(&__WASMPIPE_STAGE)
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wasmpipe_init(cfg_ptr: i32, cfg_len: i32) -> i32 {
+                // SAFETY: the host passes a buffer from `wasmpipe_alloc`, as the ABI requires.
+                unsafe { __wp::export::init(cfg_ptr, cfg_len, __wasmpipe_init) }
+            }
+
+            #exports
+        };
+    }
+}
+
+/// `wasmpipe_process`, the export of map, filter and flat_map stages, calling
+/// the glue function `__wasmpipe_process`.
+pub(crate) fn process_export() -> TokenStream {
+    quote_spanned! {Span::mixed_site()=>
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn wasmpipe_process(ctx_ptr: i32, ctx_len: i32, in_ptr: i32, in_len: i32) -> i32 {
+            // SAFETY: the host passes buffers from `wasmpipe_alloc`, as the ABI requires.
+            unsafe { __wp::export::process(ctx_ptr, ctx_len, in_ptr, in_len, __wasmpipe_process) }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `#[map]`: one event in, one event out.
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote_spanned;
+use syn::ItemFn;
+
+use crate::args::no_args;
+use crate::common::{Glue, call, ctx_type, expand as frame, process_export};
+use crate::signature::{Kind, Returns, StageFn, by_value, returns};
+
+pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream> {
+    no_args(Kind::Map, attr)?;
+    let stage = StageFn::new(Kind::Map, func, 1)?;
+    let event_ty = &stage.args[0];
+    by_value(Kind::Map, "event", event_ty)?;
+    let call = call(&stage, 1, &["event"]);
+    let body = match returns(&stage.func.sig.output) {
+        Returns::Unit => {
+            return Err(syn::Error::new(
+                stage.sig_span(),
+                "`#[map]` functions return the output event: `-> U` or `-> Result<U, E>`",
+            ));
+        }
+        Returns::Result(_) => call,
+        Returns::Value(_) => {
+            quote_spanned!(Span::mixed_site()=> ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call))
+        }
+    };
+    let ctx_ty = ctx_type(&stage, 1);
+    let functions = quote_spanned! {Span::mixed_site()=>
+        #[allow(dead_code)]
+        fn __wasmpipe_process(rt: &__wp::Runtime, meta: &[u8], input: &[u8]) -> i32 {
+            rt.map(meta, input, |event: #event_ty, ctx: #ctx_ty| #body)
+        }
+    };
+    Ok(frame(Kind::Map, &stage, 1, Glue { functions, exports: process_export(), key_fn: None }))
+}

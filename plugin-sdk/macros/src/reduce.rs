@@ -1,0 +1,120 @@
+//! `#[reduce(combine = f [, init = g] [, key = h])]`: events folded into an
+//! accumulator per chunk; accumulators of different chunks combined.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemFn, Type};
+
+use crate::args::ReduceArgs;
+use crate::common::{Glue, call, ctx_type, expand as frame};
+use crate::signature::{Kind, Returns, StageFn, by_value, returns};
+
+/// How the function folds, from its signature.
+enum Shape {
+    /// `fn(acc: A, event: T) -> A`.
+    ByValue,
+    /// `fn(acc: &mut A, event: T)`.
+    InPlace,
+    /// `fn(acc: &mut A, event: T) -> Result<(), E>`.
+    InPlaceFallible,
+}
+
+pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream> {
+    let args = ReduceArgs::parse(attr)?;
+    let stage = StageFn::new(Kind::Reduce, func, 2)?;
+    let (acc_ty, event_ty) = (&stage.args[0], &stage.args[1]);
+    by_value(Kind::Reduce, "event", event_ty)?;
+    let (acc_inner, in_place) = match acc_ty {
+        Type::Reference(r) if r.mutability.is_some() => (&*r.elem, true),
+        Type::Reference(_) => {
+            return Err(syn::Error::new_spanned(
+                acc_ty,
+                "`#[reduce]` takes the accumulator by value (`acc: A`, returning the new one) or as `acc: &mut A`",
+            ));
+        }
+        _ => (acc_ty, false),
+    };
+    let shape = match (in_place, returns(&stage.func.sig.output)) {
+        (false, Returns::Value(_)) => Shape::ByValue,
+        (true, Returns::Unit) => Shape::InPlace,
+        (true, Returns::Result(_)) => Shape::InPlaceFallible,
+        (false, Returns::Result(ty)) => {
+            return Err(syn::Error::new_spanned(
+                ty,
+                "a fallible `#[reduce]` takes the accumulator as `acc: &mut A` and returns `Result<(), E>`, \
+                 so that the accumulator survives a failing event",
+            ));
+        }
+        (false, Returns::Unit) => {
+            return Err(syn::Error::new(
+                stage.sig_span(),
+                "a `#[reduce]` taking `acc: A` returns the new accumulator: `fn(acc: A, event: T) -> A`; \
+                 to update it in place, take `acc: &mut A`",
+            ));
+        }
+        (true, Returns::Value(ty)) => {
+            return Err(syn::Error::new_spanned(
+                ty,
+                "a `#[reduce]` taking `acc: &mut A` returns `()` or `Result<(), E>`",
+            ));
+        }
+    };
+
+    let s = Span::mixed_site();
+    let call = call(&stage, 2, &["acc", "event"]);
+    let ctx_ty = ctx_type(&stage, 2);
+    let fold = match shape {
+        Shape::ByValue => quote_spanned!(s=> __wp::ByValue(|acc: #acc_ty, event: #event_ty, ctx: #ctx_ty| #call)),
+        Shape::InPlaceFallible => {
+            quote_spanned!(s=> __wp::InPlace(|acc: #acc_ty, event: #event_ty, ctx: #ctx_ty| #call))
+        }
+        Shape::InPlace => quote_spanned! {s=>
+            __wp::InPlace(|acc: #acc_ty, event: #event_ty, ctx: #ctx_ty| {
+                #call;
+                ::core::result::Result::Ok::<(), ::core::convert::Infallible>(())
+            })
+        },
+    };
+    let init = match &args.init {
+        Some(init) => quote!(#init),
+        None => quote_spanned!(acc_inner.span()=> <#acc_inner as ::core::default::Default>::default),
+    };
+    let key = match &args.key {
+        Some(key) => quote_spanned!(key.span()=> ::core::option::Option::Some(#key)),
+        None => quote_spanned!(s=> ::core::option::Option::None::<__wp::NoKey<#event_ty>>),
+    };
+    let combine = &args.combine;
+    let functions = quote_spanned! {s=>
+        #[allow(dead_code)]
+        fn __wasmpipe_reduce(rt: &__wp::Runtime, meta: &[u8], acc: &[u8], input: &[u8]) -> i32 {
+            rt.reduce(meta, acc, input, #init, #key, #fold)
+        }
+
+        #[allow(dead_code)]
+        fn __wasmpipe_combine(rt: &__wp::Runtime, a: &[u8], b: &[u8]) -> i32 {
+            rt.combine(a, b, #init, #combine)
+        }
+    };
+    let exports = quote_spanned! {s=>
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn wasmpipe_reduce(
+            ctx_ptr: i32, ctx_len: i32, acc_ptr: i32, acc_len: i32, in_ptr: i32, in_len: i32,
+        ) -> i32 {
+            // SAFETY: the host passes buffers from `wasmpipe_alloc`, as the ABI requires.
+            unsafe { __wp::export::reduce(ctx_ptr, ctx_len, acc_ptr, acc_len, in_ptr, in_len, __wasmpipe_reduce) }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn wasmpipe_combine(a_ptr: i32, a_len: i32, b_ptr: i32, b_len: i32) -> i32 {
+            // SAFETY: the host passes buffers from `wasmpipe_alloc`, as the ABI requires.
+            unsafe { __wp::export::combine(a_ptr, a_len, b_ptr, b_len, __wasmpipe_combine) }
+        }
+    };
+    let key_fn = args.key.as_ref().map(|k| {
+        k.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::")
+    });
+    Ok(frame(Kind::Reduce, &stage, 2, Glue { functions, exports, key_fn }))
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of wasmpipe, one binary with a module per area. They run
+//! the real `wasmpipe` binary over real files; stage plugins are built once
+//! per test run from `plugins/` (see `util::plugin`).
+
+mod util;
+
+mod abi;
+mod cli;
+mod examples;
+mod isolation;
+mod manifest_errors;
+mod sandbox;

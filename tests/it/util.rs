@@ -1,0 +1,122 @@
+//! Helpers shared by the test modules: building the plugins once, running
+//! the binary, writing manifests, comparing outputs with readable diffs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+/// A file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+/// The built plugin `name`, building every plugin (once per test process)
+/// with `cargo build --release` in `plugins/`.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = repo().join("plugins");
+        let out = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet"])
+            .current_dir(&root)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building plugins/ failed (is the target installed? `rustup target add wasm32-wasip1`):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(root.join("target/wasm32-wasip1/release"))
+    });
+    match dir {
+        Ok(d) => d.join(format!("{name}.wasm")),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The `wasmpipe` binary, with a compiled-module cache private to this run.
+pub fn wasmpipe() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpipe"));
+    cmd.env("WASMPIPE_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// The result of running the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Panics with the whole output unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Runs `wasmpipe` with `args`.
+pub fn run(args: &[&str]) -> Run {
+    wasmpipe().args(args).output().expect("cannot run wasmpipe").into()
+}
+
+/// Runs `wasmpipe run <manifest> <args>`.
+pub fn run_manifest(manifest: &Path, args: &[&str]) -> Run {
+    wasmpipe().arg("run").arg(manifest).args(args).output().expect("cannot run wasmpipe").into()
+}
+
+/// Writes `text` as `name` in `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("cannot write test file");
+    p
+}
+
+/// Quotes a path for a TOML string.
+pub fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// Reads a JSON-lines file into values.
+pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?} in {p:?}: {e}"))).collect()
+}
+
+/// Asserts two texts are equal, showing the first differing lines.
+pub fn assert_text_eq(actual: &str, expected: &str, what: &str) {
+    if actual == expected {
+        return;
+    }
+    let (a, e): (Vec<_>, Vec<_>) = (actual.lines().collect(), expected.lines().collect());
+    let first = a.iter().zip(&e).position(|(x, y)| x != y).unwrap_or(a.len().min(e.len()));
+    let show = |v: &[&str]| v.iter().skip(first).take(5).map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n");
+    panic!(
+        "{what} differs at line {} ({} lines vs {} expected)\n--- actual\n{}\n--- expected\n{}",
+        first + 1,
+        a.len(),
+        e.len(),
+        show(&a),
+        show(&e)
+    );
+}
