@@ -25,7 +25,11 @@ pub fn run(args: CheckArgs) -> Result<u8> {
     println!("ok: pipeline `{}` with {} stages", pipeline.name, pipeline.stages.len());
     for s in &pipeline.stages {
         let key = s.spec.key.as_deref().map(|k| format!(", key {k}")).unwrap_or_default();
-        println!("  {:<16} {:<8} {} (version {}{key})", s.name(), s.kind.as_str(), s.spec.plugin.display(), s.short_version());
+        let origin = match s.origin {
+            crate::runtime::ModuleOrigin::Compiled => "compiled",
+            crate::runtime::ModuleOrigin::Cached => "cached",
+        };
+        println!("  {:<16} {:<8} {} (version {}, {origin}{key})", s.name(), s.kind.as_str(), s.spec.plugin.display(), s.short_version());
     }
     Ok(EXIT_OK)
 }

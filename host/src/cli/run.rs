@@ -66,6 +66,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     let limits = ChunkLimits {
         events: args.chunk_size.or(doc.runtime.chunk_size.map(|n| n.get())).unwrap_or(crate::manifest::DEFAULT_CHUNK_SIZE).max(1),
+        max_event: doc.runtime.max_event_size.map_or(ChunkLimits::default().max_event, |b| b.0 as usize),
         ..ChunkLimits::default()
     };
     let read = Arc::new(AtomicU64::new(0));

@@ -196,6 +196,9 @@ pub struct RuntimeSection {
     /// Default wall-time limit per guest call.
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
+    /// Largest single event; larger ones are dead-lettered by the source.
+    #[serde(default)]
+    pub max_event_size: Option<ByteSize>,
     /// Where compiled modules are cached; default `$XDG_CACHE_HOME/wasmpipe`.
     #[serde(default)]
     pub cache_dir: Option<String>,
