@@ -188,7 +188,8 @@ impl Chain {
     fn call(&mut self, s: usize, ctx: &[u8], input: &[u8], origin: &[u32], sink: &mut StageSink) -> Result<Result<(), StageError>> {
         let stage = self.stages[s].clone();
         let is_reduce = stage.kind == crate::manifest::StageKind::Reduce;
-        let acc = std::mem::take(&mut self.acc);
+        // Only a reduce consumes the accumulator; it is put back if the call fails.
+        let acc = if is_reduce { std::mem::take(&mut self.acc) } else { Vec::new() };
         if self.instances[s].is_none() {
             self.instances[s] = Some(stage.instantiate(&self.rt)?);
         }
@@ -197,7 +198,9 @@ impl Chain {
         let out = match res {
             Ok(out) => out,
             Err(e) => {
-                self.acc = acc;
+                if is_reduce {
+                    self.acc = acc;
+                }
                 return Ok(Err(e));
             }
         };
@@ -208,12 +211,15 @@ impl Chain {
                 None => {
                     let message = format!("error record names event {idx} of a {}-event input: {msg}", origin.len());
                     sink.failures.truncate(failures_before);
-                    self.acc = acc;
+                    if is_reduce {
+                        self.acc = acc;
+                    }
                     return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
                 }
             }
         }
         if is_reduce {
+            tracing::trace!(stage = stage.name(), acc_in = %String::from_utf8_lossy(&acc), acc_out = %String::from_utf8_lossy(out.out), "reduce");
             self.acc = out.out.to_vec();
             return Ok(Ok(()));
         }

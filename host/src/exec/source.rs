@@ -256,6 +256,12 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                                 _ => {}
                             }
                         }
+                        if depth == 0 && !in_string && b.is_ascii_whitespace() {
+                            // Whitespace ends a scalar element (`2 3` is two values, not `23`).
+                            finish(&mut self.index, &self.limits, &mut chunk, ev_start, ev_line, oversized);
+                            self.state = ArrayState::Separator;
+                            continue;
+                        }
                         if end_of_value {
                             finish(&mut self.index, &self.limits, &mut chunk, ev_start, ev_line, oversized);
                             self.state = if b == b']' { ArrayState::End } else { ArrayState::Element { first: false } };

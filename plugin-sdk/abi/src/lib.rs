@@ -202,7 +202,18 @@ mod tests {
 
     #[test]
     fn descriptor_round_trips() {
-        let d = Descriptor { out_ptr: 1, out_len: 2, origin_ptr: 3, origin_count: 4, err_ptr: 5, err_len: 6, cursor: 7, panic_ptr: 8, panic_len: 9, reserved: 0 };
+        let d = Descriptor {
+            out_ptr: 1,
+            out_len: 2,
+            origin_ptr: 3,
+            origin_count: 4,
+            err_ptr: 5,
+            err_len: 6,
+            cursor: 7,
+            panic_ptr: 8,
+            panic_len: 9,
+            reserved: 0,
+        };
         assert_eq!(Descriptor::from_bytes(&d.to_bytes()), d);
     }
 
@@ -212,7 +223,19 @@ mod tests {
         encode_error(&mut buf, 3, b"bad");
         encode_error(&mut buf, NO_EVENT, b"");
         let recs: Vec<_> = decode_errors(&buf).collect();
-        assert_eq!(recs, [Ok(ErrorRecord { index: 3, message: b"bad" }), Ok(ErrorRecord { index: NO_EVENT, message: b"" })]);
+        assert_eq!(
+            recs,
+            [
+                Ok(ErrorRecord {
+                    index: 3,
+                    message: b"bad"
+                }),
+                Ok(ErrorRecord {
+                    index: NO_EVENT,
+                    message: b""
+                })
+            ]
+        );
         let cut = &buf[..buf.len() - 3];
         let recs: Vec<_> = decode_errors(cut).collect();
         assert_eq!(recs.last(), Some(&Err(11)));

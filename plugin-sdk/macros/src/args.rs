@@ -23,7 +23,10 @@ pub(crate) fn no_args(kind: Kind, attr: TokenStream) -> syn::Result<()> {
     if attr.is_empty() {
         return Ok(());
     }
-    Err(syn::Error::new_spanned(attr, format!("`#[{}]` takes no arguments", kind.name())))
+    Err(syn::Error::new_spanned(
+        attr,
+        format!("`#[{}]` takes no arguments", kind.name()),
+    ))
 }
 
 impl ReduceArgs {
@@ -37,7 +40,10 @@ impl ReduceArgs {
             } else if meta.path.is_ident("key") {
                 &mut key
             } else {
-                let name = meta.path.get_ident().map_or_else(|| "?".to_owned(), ToString::to_string);
+                let name = meta
+                    .path
+                    .get_ident()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string);
                 return Err(meta.error(format!(
                     "unknown `#[reduce]` argument `{name}`; expected `combine = fn`, `init = fn` or `key = fn`"
                 )));
@@ -58,7 +64,11 @@ impl ReduceArgs {
 
 fn set_once(slot: &mut Option<Path>, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if slot.is_some() {
-        let name = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        let name = meta
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         return Err(meta.error(format!("duplicate `{name}` argument")));
     }
     *slot = Some(meta.value()?.parse()?);

@@ -7,10 +7,11 @@
 //! native `cargo check` or `cargo test`. Only the `extern "C"` exports are
 //! wasm32-only.
 //!
-//! Generated code is quoted at `Span::mixed_site()`: its local variables and
-//! parameters (`event`, `ctx`, ...) then cannot clash with the user's names,
-//! not even with a unit struct or constant called `event` that would turn a
-//! parameter into a pattern. Items still resolve at the call site.
+//! Generated code is quoted at `Span::mixed_site()`, so its local variables
+//! cannot capture or shadow the user's. Locals also carry a `__wp_` prefix:
+//! hygiene does not stop an identifier in a pattern from resolving to a
+//! call-site item, and a unit struct or constant named `event` would turn a
+//! parameter `event` into a pattern.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote_spanned};
@@ -42,9 +43,12 @@ pub(crate) fn ctx_type(stage: &StageFn, min: usize) -> TokenStream {
 /// it takes one, the context `ctx`; all are locals of the generated code.
 pub(crate) fn call(stage: &StageFn, min: usize, args: &[&str]) -> TokenStream {
     let name = &stage.func.sig.ident;
-    let mut args: Vec<Ident> = args.iter().map(|a| Ident::new(a, Span::mixed_site())).collect();
+    let mut args: Vec<Ident> = args
+        .iter()
+        .map(|a| Ident::new(a, Span::mixed_site()))
+        .collect();
     if stage.ctx(min).is_some() {
-        args.push(Ident::new("ctx", Span::mixed_site()));
+        args.push(Ident::new("__wp_ctx", Span::mixed_site()));
     }
     quote_spanned!(Span::mixed_site()=> #name(#(#args),*))
 }
@@ -76,7 +80,9 @@ pub(crate) fn expand(kind: Kind, stage: &StageFn, min: usize, glue: Glue) -> Tok
         None => quote_spanned!(Span::mixed_site()=> ::core::option::Option::None),
     };
     let params = params(stage, min);
-    let Glue { functions, exports, .. } = glue;
+    let Glue {
+        functions, exports, ..
+    } = glue;
     // One stage per module: a second stage defines this name again, and the
     // error points at the second stage's name. Stages in different modules of
     // one crate collide on their `no_mangle` exports instead.
@@ -100,8 +106,8 @@ pub(crate) fn expand(kind: Kind, stage: &StageFn, min: usize, glue: Glue) -> Tok
             };
 
             #[allow(dead_code)]
-            fn __wasmpipe_init(rt: &__wp::Runtime, cfg: &[u8]) -> i32 {
-                rt.init(&__WASMPIPE_STAGE, cfg, #params)
+            fn __wasmpipe_init(__wp_rt: &__wp::Runtime, __wp_cfg: &[u8]) -> i32 {
+                __wp_rt.init(&__WASMPIPE_STAGE, __wp_cfg, #params)
             }
 
             #functions
@@ -120,8 +126,8 @@ pub(crate) fn expand(kind: Kind, stage: &StageFn, min: usize, glue: Glue) -> Tok
 
             #[cfg(target_arch = "wasm32")]
             #[unsafe(no_mangle)]
-            pub extern "C" fn wasmpipe_alloc(len: i32) -> i32 {
-                __wp::export::alloc(len)
+            pub extern "C" fn wasmpipe_alloc(__wp_len: i32) -> i32 {
+                __wp::export::alloc(__wp_len)
             }
 
             #[cfg(target_arch = "wasm32")]
@@ -132,9 +138,9 @@ pub(crate) fn expand(kind: Kind, stage: &StageFn, min: usize, glue: Glue) -> Tok
 
             #[cfg(target_arch = "wasm32")]
             #[unsafe(no_mangle)]
-            pub extern "C" fn wasmpipe_init(cfg_ptr: i32, cfg_len: i32) -> i32 {
+            pub extern "C" fn wasmpipe_init(__wp_cfg_ptr: i32, __wp_cfg_len: i32) -> i32 {
                 // SAFETY: the host passes a buffer from `wasmpipe_alloc`, as the ABI requires.
-                unsafe { __wp::export::init(cfg_ptr, cfg_len, __wasmpipe_init) }
+                unsafe { __wp::export::init(__wp_cfg_ptr, __wp_cfg_len, __wasmpipe_init) }
             }
 
             #exports
@@ -148,9 +154,9 @@ pub(crate) fn process_export() -> TokenStream {
     quote_spanned! {Span::mixed_site()=>
         #[cfg(target_arch = "wasm32")]
         #[unsafe(no_mangle)]
-        pub extern "C" fn wasmpipe_process(ctx_ptr: i32, ctx_len: i32, in_ptr: i32, in_len: i32) -> i32 {
+        pub extern "C" fn wasmpipe_process(__wp_ctx_ptr: i32, __wp_ctx_len: i32, __wp_in_ptr: i32, __wp_in_len: i32) -> i32 {
             // SAFETY: the host passes buffers from `wasmpipe_alloc`, as the ABI requires.
-            unsafe { __wp::export::process(ctx_ptr, ctx_len, in_ptr, in_len, __wasmpipe_process) }
+            unsafe { __wp::export::process(__wp_ctx_ptr, __wp_ctx_len, __wp_in_ptr, __wp_in_len, __wasmpipe_process) }
         }
     }
 }

@@ -14,13 +14,25 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     let event_ty = &stage.args[0];
     // By reference: the function only looks, and what passes is the original
     // line, not a re-encoding of a value the function could have changed.
-    if !matches!(event_ty, Type::Reference(TypeReference { mutability: None, .. })) {
-        return Err(syn::Error::new_spanned(event_ty, "`#[filter]` takes the event by reference: `event: &T`"));
+    if !matches!(
+        event_ty,
+        Type::Reference(TypeReference {
+            mutability: None,
+            ..
+        })
+    ) {
+        return Err(syn::Error::new_spanned(
+            event_ty,
+            "`#[filter]` takes the event by reference: `event: &T`",
+        ));
     }
     match returns(&stage.func.sig.output) {
         Returns::Value(Type::Path(p)) if p.qself.is_none() && p.path.is_ident("bool") => {}
         Returns::Value(ty) | Returns::Result(ty) => {
-            return Err(syn::Error::new_spanned(ty, "`#[filter]` functions return `bool`: whether to keep the event"));
+            return Err(syn::Error::new_spanned(
+                ty,
+                "`#[filter]` functions return `bool`: whether to keep the event",
+            ));
         }
         Returns::Unit => {
             return Err(syn::Error::new(
@@ -29,13 +41,22 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
             ));
         }
     }
-    let call = call(&stage, 1, &["event"]);
+    let call = call(&stage, 1, &["__wp_event"]);
     let ctx_ty = ctx_type(&stage, 1);
     let functions = quote_spanned! {Span::mixed_site()=>
         #[allow(dead_code)]
-        fn __wasmpipe_process(rt: &__wp::Runtime, meta: &[u8], input: &[u8]) -> i32 {
-            rt.filter(meta, input, |event: #event_ty, ctx: #ctx_ty| #call)
+        fn __wasmpipe_process(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_input: &[u8]) -> i32 {
+            __wp_rt.filter(__wp_meta, __wp_input, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #call)
         }
     };
-    Ok(frame(Kind::Filter, &stage, 1, Glue { functions, exports: process_export(), key_fn: None }))
+    Ok(frame(
+        Kind::Filter,
+        &stage,
+        1,
+        Glue {
+            functions,
+            exports: process_export(),
+            key_fn: None,
+        },
+    ))
 }

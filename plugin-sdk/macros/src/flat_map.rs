@@ -13,7 +13,7 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     let stage = StageFn::new(Kind::FlatMap, func, 1)?;
     let event_ty = &stage.args[0];
     by_value(Kind::FlatMap, "event", event_ty)?;
-    let call = call(&stage, 1, &["event"]);
+    let call = call(&stage, 1, &["__wp_event"]);
     let body = match returns(&stage.func.sig.output) {
         Returns::Unit => {
             return Err(syn::Error::new(
@@ -30,9 +30,18 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     let ctx_ty = ctx_type(&stage, 1);
     let functions = quote_spanned! {Span::mixed_site()=>
         #[allow(dead_code)]
-        fn __wasmpipe_process(rt: &__wp::Runtime, meta: &[u8], input: &[u8]) -> i32 {
-            rt.flat_map(meta, input, |event: #event_ty, ctx: #ctx_ty| #body)
+        fn __wasmpipe_process(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_input: &[u8]) -> i32 {
+            __wp_rt.flat_map(__wp_meta, __wp_input, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #body)
         }
     };
-    Ok(frame(Kind::FlatMap, &stage, 1, Glue { functions, exports: process_export(), key_fn: None }))
+    Ok(frame(
+        Kind::FlatMap,
+        &stage,
+        1,
+        Glue {
+            functions,
+            exports: process_export(),
+            key_fn: None,
+        },
+    ))
 }

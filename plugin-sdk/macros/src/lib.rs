@@ -100,7 +100,10 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
         }
         Ok(other) => Err(syn::Error::new_spanned(
             other,
-            format!("`#[{}]` applies to a function: `fn name(event: T, ...) -> ...`", kind.name()),
+            format!(
+                "`#[{}]` applies to a function: `fn name(event: T, ...) -> ...`",
+                kind.name()
+            ),
         )),
         Err(e) => Err(e),
     };

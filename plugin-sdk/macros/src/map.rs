@@ -13,8 +13,9 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     let stage = StageFn::new(Kind::Map, func, 1)?;
     let event_ty = &stage.args[0];
     by_value(Kind::Map, "event", event_ty)?;
-    let call = call(&stage, 1, &["event"]);
-    let body = match returns(&stage.func.sig.output) {
+    let call = call(&stage, 1, &["__wp_event"]);
+    let output = returns(&stage.func.sig.output);
+    let body = match output {
         Returns::Unit => {
             return Err(syn::Error::new(
                 stage.sig_span(),
@@ -27,11 +28,26 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
         }
     };
     let ctx_ty = ctx_type(&stage, 1);
+    // Spanned at the return type: "`Out: Serialize` is not satisfied" then
+    // points at `Out` in the signature instead of at the attribute.
+    let method = match output {
+        Returns::Value(ty) | Returns::Result(ty) => syn::Ident::new("map", syn::spanned::Spanned::span(ty)),
+        Returns::Unit => unreachable!("rejected above"),
+    };
     let functions = quote_spanned! {Span::mixed_site()=>
         #[allow(dead_code)]
-        fn __wasmpipe_process(rt: &__wp::Runtime, meta: &[u8], input: &[u8]) -> i32 {
-            rt.map(meta, input, |event: #event_ty, ctx: #ctx_ty| #body)
+        fn __wasmpipe_process(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_input: &[u8]) -> i32 {
+            __wp_rt.#method(__wp_meta, __wp_input, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #body)
         }
     };
-    Ok(frame(Kind::Map, &stage, 1, Glue { functions, exports: process_export(), key_fn: None }))
+    Ok(frame(
+        Kind::Map,
+        &stage,
+        1,
+        Glue {
+            functions,
+            exports: process_export(),
+            key_fn: None,
+        },
+    ))
 }

@@ -62,15 +62,17 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     };
 
     let s = Span::mixed_site();
-    let call = call(&stage, 2, &["acc", "event"]);
+    let call = call(&stage, 2, &["__wp_acc", "__wp_event"]);
     let ctx_ty = ctx_type(&stage, 2);
     let fold = match shape {
-        Shape::ByValue => quote_spanned!(s=> __wp::ByValue(|acc: #acc_ty, event: #event_ty, ctx: #ctx_ty| #call)),
+        Shape::ByValue => {
+            quote_spanned!(s=> __wp::ByValue(|__wp_acc: #acc_ty, __wp_event: #event_ty, __wp_ctx: #ctx_ty| #call))
+        }
         Shape::InPlaceFallible => {
-            quote_spanned!(s=> __wp::InPlace(|acc: #acc_ty, event: #event_ty, ctx: #ctx_ty| #call))
+            quote_spanned!(s=> __wp::InPlace(|__wp_acc: #acc_ty, __wp_event: #event_ty, __wp_ctx: #ctx_ty| #call))
         }
         Shape::InPlace => quote_spanned! {s=>
-            __wp::InPlace(|acc: #acc_ty, event: #event_ty, ctx: #ctx_ty| {
+            __wp::InPlace(|__wp_acc: #acc_ty, __wp_event: #event_ty, __wp_ctx: #ctx_ty| {
                 #call;
                 ::core::result::Result::Ok::<(), ::core::convert::Infallible>(())
             })
@@ -78,43 +80,60 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     };
     let init = match &args.init {
         Some(init) => quote!(#init),
-        None => quote_spanned!(acc_inner.span()=> <#acc_inner as ::core::default::Default>::default),
+        None => {
+            quote_spanned!(acc_inner.span()=> <#acc_inner as ::core::default::Default>::default)
+        }
     };
     let key = match &args.key {
-        Some(key) => quote_spanned!(key.span()=> ::core::option::Option::Some(#key)),
+        Some(key) => quote_spanned! {key.span()=>
+            ::core::option::Option::Some(|__wp_event: &#event_ty| __wp::key_string(&#key(__wp_event)))
+        },
         None => quote_spanned!(s=> ::core::option::Option::None::<__wp::NoKey<#event_ty>>),
     };
     let combine = &args.combine;
     let functions = quote_spanned! {s=>
         #[allow(dead_code)]
-        fn __wasmpipe_reduce(rt: &__wp::Runtime, meta: &[u8], acc: &[u8], input: &[u8]) -> i32 {
-            rt.reduce(meta, acc, input, #init, #key, #fold)
+        fn __wasmpipe_reduce(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_acc: &[u8], __wp_input: &[u8]) -> i32 {
+            __wp_rt.reduce(__wp_meta, __wp_acc, __wp_input, #init, #key, #fold)
         }
 
         #[allow(dead_code)]
-        fn __wasmpipe_combine(rt: &__wp::Runtime, a: &[u8], b: &[u8]) -> i32 {
-            rt.combine(a, b, #init, #combine)
+        fn __wasmpipe_combine(__wp_rt: &__wp::Runtime, __wp_a: &[u8], __wp_b: &[u8]) -> i32 {
+            __wp_rt.combine(__wp_a, __wp_b, #init, #combine)
         }
     };
     let exports = quote_spanned! {s=>
         #[cfg(target_arch = "wasm32")]
         #[unsafe(no_mangle)]
         pub extern "C" fn wasmpipe_reduce(
-            ctx_ptr: i32, ctx_len: i32, acc_ptr: i32, acc_len: i32, in_ptr: i32, in_len: i32,
+            __wp_ctx_ptr: i32, __wp_ctx_len: i32, __wp_acc_ptr: i32, __wp_acc_len: i32, __wp_in_ptr: i32, __wp_in_len: i32,
         ) -> i32 {
             // SAFETY: the host passes buffers from `wasmpipe_alloc`, as the ABI requires.
-            unsafe { __wp::export::reduce(ctx_ptr, ctx_len, acc_ptr, acc_len, in_ptr, in_len, __wasmpipe_reduce) }
+            unsafe { __wp::export::reduce(__wp_ctx_ptr, __wp_ctx_len, __wp_acc_ptr, __wp_acc_len, __wp_in_ptr, __wp_in_len, __wasmpipe_reduce) }
         }
 
         #[cfg(target_arch = "wasm32")]
         #[unsafe(no_mangle)]
-        pub extern "C" fn wasmpipe_combine(a_ptr: i32, a_len: i32, b_ptr: i32, b_len: i32) -> i32 {
+        pub extern "C" fn wasmpipe_combine(__wp_a_ptr: i32, __wp_a_len: i32, __wp_b_ptr: i32, __wp_b_len: i32) -> i32 {
             // SAFETY: the host passes buffers from `wasmpipe_alloc`, as the ABI requires.
-            unsafe { __wp::export::combine(a_ptr, a_len, b_ptr, b_len, __wasmpipe_combine) }
+            unsafe { __wp::export::combine(__wp_a_ptr, __wp_a_len, __wp_b_ptr, __wp_b_len, __wasmpipe_combine) }
         }
     };
     let key_fn = args.key.as_ref().map(|k| {
-        k.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::")
+        k.segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect::<Vec<_>>()
+            .join("::")
     });
-    Ok(frame(Kind::Reduce, &stage, 2, Glue { functions, exports, key_fn }))
+    Ok(frame(
+        Kind::Reduce,
+        &stage,
+        2,
+        Glue {
+            functions,
+            exports,
+            key_fn,
+        },
+    ))
 }

@@ -61,7 +61,9 @@ pub(crate) fn returns(output: &ReturnType) -> Returns<'_> {
     };
     match ty {
         Type::Tuple(t) if t.elems.is_empty() => Returns::Unit,
-        Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Result") => {
+        Type::Path(p)
+            if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Result") =>
+        {
             Returns::Result(ty)
         }
         _ => Returns::Value(ty),
@@ -96,7 +98,10 @@ impl StageFn {
             ));
         }
         if let Some(v) = &sig.variadic {
-            errors.push(syn::Error::new_spanned(v, format!("`#[{attr}]` functions cannot be variadic")));
+            errors.push(syn::Error::new_spanned(
+                v,
+                format!("`#[{attr}]` functions cannot be variadic"),
+            ));
         }
         let mut args = Vec::new();
         for arg in &sig.inputs {
@@ -122,16 +127,27 @@ impl StageFn {
             let found = args.len();
             return Err(syn::Error::new(
                 sig.paren_token.span.join(),
-                format!("`#[{attr}]` functions take {min} or {} arguments, found {found}; expected {}", min + 1, kind.shapes()),
+                format!(
+                    "`#[{attr}]` functions take {min} or {} arguments, found {found}; expected {}",
+                    min + 1,
+                    kind.shapes()
+                ),
             ));
         }
-        if let Some(ctx) = args.get(min) {
-            if !matches!(ctx, Type::Reference(TypeReference { mutability: None, .. })) {
-                return Err(syn::Error::new_spanned(
-                    ctx,
-                    "the last argument of a stage function is its context and must be a shared reference: `ctx: &Context<P>`",
-                ));
-            }
+        if let Some(ctx) = args.get(min)
+            && !matches!(
+                ctx,
+                Type::Reference(TypeReference {
+                    mutability: None,
+                    ..
+                })
+            )
+        {
+            return Err(syn::Error::new_spanned(
+                ctx,
+                "the last argument of a stage function is its context and must be a shared reference: \
+                 `ctx: &Context<P>`",
+            ));
         }
         Ok(StageFn { func, args })
     }
@@ -151,7 +167,13 @@ impl StageFn {
 /// value that the function then owns.
 pub(crate) fn by_value(kind: Kind, what: &str, ty: &Type) -> syn::Result<()> {
     if let Type::Reference(_) = ty {
-        return Err(syn::Error::new_spanned(ty, format!("`#[{}]` takes the {what} by value: `{what}: T`", kind.name())));
+        return Err(syn::Error::new_spanned(
+            ty,
+            format!(
+                "`#[{}]` takes the {what} by value: `{what}: T`",
+                kind.name()
+            ),
+        ));
     }
     Ok(())
 }

@@ -35,7 +35,12 @@ impl<P> Context<P> {
     /// A context for the stage named `stage` with the given params, no chunk
     /// metadata and event index 0.
     pub fn new(stage: impl Into<String>, params: P) -> Self {
-        Context { stage: stage.into(), params, meta: Map::new(), index: 0 }
+        Context {
+            stage: stage.into(),
+            params,
+            meta: Map::new(),
+            index: 0,
+        }
     }
 
     /// Replaces the chunk metadata (what the host sends with each chunk).

@@ -67,6 +67,13 @@ pub mod __private {
     /// The type of the absent key function of a reduce without `key = fn`.
     pub type NoKey<T> = fn(&T) -> String;
 
+    /// The group name of a key returned by a `key = fn` function. A helper
+    /// rather than a bound on the runtime, so that a key borrowed from the
+    /// event (`fn(&Word) -> &str`) works too.
+    pub fn key_string<K: ToString + ?Sized>(key: &K) -> String {
+        key.to_string()
+    }
+
     /// The params type `P` of a stage, read off a closure whose argument has
     /// the type of the stage function's context argument. This accepts any
     /// spelling of that type (`&Context<P>`, `&Context`, an alias) without

@@ -14,7 +14,10 @@ use serde_json::Value;
 pub(crate) fn lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
     let input = input.strip_suffix(b"\n").unwrap_or(input);
     let lines = (!input.is_empty()).then(|| input.split(|&b| b == b'\n'));
-    lines.into_iter().flatten().map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    lines
+        .into_iter()
+        .flatten()
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 /// Decodes one event line into the stage's input type.
@@ -49,8 +52,12 @@ pub(crate) fn key_at(event: &Value, pointer: &str) -> Result<String, String> {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
         Some(Value::Null) => Err(format!("key `{pointer}` is null in event")),
-        Some(Value::Array(_)) => Err(format!("key `{pointer}` is an array; keys must be strings, numbers or booleans")),
-        Some(Value::Object(_)) => Err(format!("key `{pointer}` is an object; keys must be strings, numbers or booleans")),
+        Some(Value::Array(_)) => Err(format!(
+            "key `{pointer}` is an array; keys must be strings, numbers or booleans"
+        )),
+        Some(Value::Object(_)) => Err(format!(
+            "key `{pointer}` is an object; keys must be strings, numbers or booleans"
+        )),
     }
 }
 
@@ -107,9 +114,15 @@ mod tests {
             n: i64,
         }
         let syntax = parse_event::<Num>(b"{\"n\":").unwrap_err();
-        assert!(syntax.starts_with("invalid event JSON: EOF while parsing"), "{syntax}");
+        assert!(
+            syntax.starts_with("invalid event JSON: EOF while parsing"),
+            "{syntax}"
+        );
         let data = parse_event::<Num>(b"{\"m\":1}").unwrap_err();
-        assert_eq!(data, "event does not match `Num`: missing field `n` at line 1 column 7");
+        assert_eq!(
+            data,
+            "event does not match `Num`: missing field `n` at line 1 column 7"
+        );
     }
 
     #[test]
@@ -119,7 +132,10 @@ mod tests {
         assert_eq!(key_at(&ev, "/n").unwrap(), "404");
         assert_eq!(key_at(&ev, "/b").unwrap(), "true");
         assert_eq!(key_at(&ev, "/o/a").unwrap(), "1");
-        assert_eq!(key_at(&ev, "/service").unwrap_err(), "key `/service` not found in event");
+        assert_eq!(
+            key_at(&ev, "/service").unwrap_err(),
+            "key `/service` not found in event"
+        );
         assert_eq!(key_at(&ev, "/z").unwrap_err(), "key `/z` is null in event");
         assert!(key_at(&ev, "/o").unwrap_err().contains("is an object"));
         assert!(key_at(&ev, "/l").unwrap_err().contains("is an array"));
@@ -128,7 +144,13 @@ mod tests {
     #[test]
     fn short_type_names() {
         assert_eq!(short_type_name::<Vec<String>>(), "Vec<String>");
-        assert_eq!(short_type_name::<(i64, serde_json::Value)>(), "(i64, Value)");
-        assert_eq!(short_type_name::<std::collections::BTreeMap<String, u8>>(), "BTreeMap<String, u8>");
+        assert_eq!(
+            short_type_name::<(i64, serde_json::Value)>(),
+            "(i64, Value)"
+        );
+        assert_eq!(
+            short_type_name::<std::collections::BTreeMap<String, u8>>(),
+            "BTreeMap<String, u8>"
+        );
     }
 }

@@ -136,7 +136,13 @@ pub unsafe fn reduce(
     glue: fn(&Runtime, &[u8], &[u8], &[u8]) -> i32,
 ) -> i32 {
     // SAFETY: per this function's contract.
-    let (meta, acc, input) = unsafe { (take(ctx_ptr, ctx_len), take(acc_ptr, acc_len), take(in_ptr, in_len)) };
+    let (meta, acc, input) = unsafe {
+        (
+            take(ctx_ptr, ctx_len),
+            take(acc_ptr, acc_len),
+            take(in_ptr, in_len),
+        )
+    };
     with_runtime(|rt| glue(rt, &meta, &acc, &input))
 }
 
@@ -144,7 +150,13 @@ pub unsafe fn reduce(
 ///
 /// # Safety
 /// Both buffers must come from [`alloc`] (see [`take_buffer`]).
-pub unsafe fn combine(a_ptr: i32, a_len: i32, b_ptr: i32, b_len: i32, glue: fn(&Runtime, &[u8], &[u8]) -> i32) -> i32 {
+pub unsafe fn combine(
+    a_ptr: i32,
+    a_len: i32,
+    b_ptr: i32,
+    b_len: i32,
+    glue: fn(&Runtime, &[u8], &[u8]) -> i32,
+) -> i32 {
     // SAFETY: per this function's contract.
     let (a, b) = unsafe { (take(a_ptr, a_len), take(b_ptr, b_len)) };
     with_runtime(|rt| glue(rt, &a, &b))

@@ -15,8 +15,8 @@
 //! - [`export`]: the instance's global runtime, buffer hand-over with the
 //!   host, the panic hook and reactor initialisation.
 
-pub mod export;
 mod events;
+pub mod export;
 mod stages;
 
 use std::any::Any;
@@ -128,7 +128,12 @@ impl Runtime {
                 reserved: 0,
             }),
             panic: RefCell::new(String::new()),
-            state: RefCell::new(State { out: Vec::new(), origin: Vec::new(), errors: Vec::new(), config: None }),
+            state: RefCell::new(State {
+                out: Vec::new(),
+                origin: Vec::new(),
+                errors: Vec::new(),
+                config: None,
+            }),
         }
     }
 
@@ -174,7 +179,9 @@ impl Runtime {
     pub fn record_panic(&self, message: &str) {
         // A panic inside `record_panic` itself would find the buffer borrowed;
         // the first message is the useful one then.
-        let Ok(mut buf) = self.panic.try_borrow_mut() else { return };
+        let Ok(mut buf) = self.panic.try_borrow_mut() else {
+            return;
+        };
         buf.clear();
         buf.push_str(message);
         let d = self.descriptor.as_ptr();
@@ -206,7 +213,12 @@ impl Runtime {
     /// exactly one record, at [`NO_EVENT`], and the output is empty.
     fn call(&self, body: impl FnOnce(&mut State) -> Result<(), String>) -> i32 {
         self.panic.borrow_mut().clear();
-        self.descriptor.set(Descriptor { cursor: NO_EVENT, panic_ptr: 0, panic_len: 0, ..self.descriptor.get() });
+        self.descriptor.set(Descriptor {
+            cursor: NO_EVENT,
+            panic_ptr: 0,
+            panic_len: 0,
+            ..self.descriptor.get()
+        });
         let mut state = self.state.borrow_mut();
         state.out.clear();
         state.origin.clear();
@@ -243,27 +255,39 @@ impl Runtime {
                 abi: ABI_VERSION,
                 kind: stage.kind,
                 name: stage.name,
-                sdk: env!("CARGO_PKG_VERSION"),
+                // `docs/abi.md`: the host trusts the output lines of modules
+                // whose `sdk` starts with `wasmpipe-sdk` to be valid JSON.
+                sdk: concat!("wasmpipe-sdk ", env!("CARGO_PKG_VERSION")),
                 keyed: stage.key_fn.is_some(),
             };
-            serde_json::to_writer(&mut state.out, &meta).map_err(|e| format!("cannot encode metadata: {e}"))
+            serde_json::to_writer(&mut state.out, &meta)
+                .map_err(|e| format!("cannot encode metadata: {e}"))
         })
     }
 
     /// `wasmpipe_init`: parses the stage configuration, and the params into
     /// `P` once for the life of the instance.
-    pub fn init<P: DeserializeOwned + 'static>(&self, stage: &StageInfo, cfg: &[u8], _params: PhantomData<P>) -> i32 {
+    pub fn init<P: DeserializeOwned + 'static>(
+        &self,
+        stage: &StageInfo,
+        cfg: &[u8],
+        _params: PhantomData<P>,
+    ) -> i32 {
         self.call(|state| {
             state.config = None;
-            let cfg: StageConfig =
-                serde_json::from_slice(cfg).map_err(|e| format!("invalid stage configuration: {e}"))?;
-            let params =
-                P::deserialize(cfg.params).map_err(|e| format!("invalid params for stage `{}`: {e}", cfg.stage))?;
+            let cfg: StageConfig = serde_json::from_slice(cfg)
+                .map_err(|e| format!("invalid stage configuration: {e}"))?;
+            let params = P::deserialize(cfg.params)
+                .map_err(|e| format!("invalid params for stage `{}`: {e}", cfg.stage))?;
             if let Some(pointer) = &cfg.key {
                 check_key_pointer(stage, &cfg.stage, pointer)?;
             }
             let keyed = stage.key_fn.is_some() || cfg.key.is_some();
-            state.config = Some(Config { ctx: Box::new(Context::new(cfg.stage, params)), key: cfg.key, keyed });
+            state.config = Some(Config {
+                ctx: Box::new(Context::new(cfg.stage, params)),
+                key: cfg.key,
+                keyed,
+            });
             Ok(())
         })
     }
@@ -274,7 +298,10 @@ impl Runtime {
 /// every event of every chunk.
 fn check_key_pointer(stage: &StageInfo, name: &str, pointer: &str) -> Result<(), String> {
     if stage.kind != kind::REDUCE {
-        return Err(format!("stage `{name}` is a {} stage; only reduce stages take a `key`", stage.kind));
+        return Err(format!(
+            "stage `{name}` is a {} stage; only reduce stages take a `key`",
+            stage.kind
+        ));
     }
     if let Some(key_fn) = stage.key_fn {
         return Err(format!(
@@ -282,7 +309,9 @@ fn check_key_pointer(stage: &StageInfo, name: &str, pointer: &str) -> Result<(),
         ));
     }
     if !pointer.is_empty() && !pointer.starts_with('/') {
-        return Err(format!("invalid key `{pointer}` for stage `{name}`: a JSON pointer starts with `/`, e.g. `/{pointer}`"));
+        return Err(format!(
+            "invalid key `{pointer}` for stage `{name}`: a JSON pointer starts with `/`, e.g. `/{pointer}`"
+        ));
     }
     Ok(())
 }
@@ -290,7 +319,10 @@ fn check_key_pointer(stage: &StageInfo, name: &str, pointer: &str) -> Result<(),
 /// The stage's context, with the params type the glue expects.
 fn context_mut<P: 'static>(config: &mut Option<Config>) -> Result<&mut Context<P>, String> {
     let config = config.as_mut().ok_or_else(not_initialised)?;
-    config.ctx.downcast_mut().ok_or_else(|| "internal error: params type differs from `init`".to_owned())
+    config
+        .ctx
+        .downcast_mut()
+        .ok_or_else(|| "internal error: params type differs from `init`".to_owned())
 }
 
 fn not_initialised() -> String {

@@ -25,7 +25,8 @@ struct Sink<'a> {
 impl Sink<'_> {
     /// Appends `value` as one output line.
     fn push_json<U: Serialize + ?Sized>(&mut self, value: &U) -> Result<(), String> {
-        serde_json::to_writer(&mut *self.out, value).map_err(|e| format!("cannot encode output: {e}"))?;
+        serde_json::to_writer(&mut *self.out, value)
+            .map_err(|e| format!("cannot encode output: {e}"))?;
         self.out.push(b'\n');
         self.origin.push(self.index);
         Ok(())
@@ -50,7 +51,12 @@ impl Runtime {
         mut per_event: impl FnMut(&mut Sink<'_>, &[u8], &Context<P>) -> Result<(), String>,
     ) -> i32 {
         self.call(|state| {
-            let State { out, origin, errors, config } = state;
+            let State {
+                out,
+                origin,
+                errors,
+                config,
+            } = state;
             let ctx = context_mut::<P>(config)?;
             ctx.meta = parse_meta(meta)?;
             for (i, line) in lines(input).enumerate() {
@@ -127,7 +133,7 @@ impl Runtime {
     /// The stage is keyed when `key` is a key function or the manifest gave a
     /// key pointer; the accumulator is then a JSON object from key to `A`.
     #[allow(clippy::too_many_arguments)]
-    pub fn reduce<T, A, P, E, I, K, R, Fo>(
+    pub fn reduce<T, A, P, E, I, K, Fo>(
         &self,
         meta: &[u8],
         acc: &[u8],
@@ -142,16 +148,21 @@ impl Runtime {
         P: 'static,
         E: Display,
         I: Fn() -> A,
-        K: Fn(&T) -> R,
-        R: ToString,
+        K: Fn(&T) -> String,
         Fo: Fold<A, T, P, E>,
     {
         self.call(|state| {
-            let State { out, errors, config, .. } = state;
+            let State {
+                out,
+                errors,
+                config,
+                ..
+            } = state;
             let pointer = config.as_ref().ok_or_else(not_initialised)?.key.clone();
             let ctx = context_mut::<P>(config)?;
             ctx.meta = parse_meta(meta)?;
-            let mut fail = |index: u32, message: String| encode_error(errors, index, message.as_bytes());
+            let mut fail =
+                |index: u32, message: String| encode_error(errors, index, message.as_bytes());
 
             if key.is_none() && pointer.is_none() {
                 let mut acc: A = parse_accumulator(acc, &ctx.stage)?.unwrap_or_else(&init);
@@ -173,13 +184,14 @@ impl Runtime {
                 return write_accumulator(out, &acc);
             }
 
-            let mut groups: BTreeMap<String, A> = parse_accumulator(acc, &ctx.stage)?.unwrap_or_default();
+            let mut groups: BTreeMap<String, A> =
+                parse_accumulator(acc, &ctx.stage)?.unwrap_or_default();
             for (i, line) in lines(input).enumerate() {
                 let index = i as u32;
                 self.set_cursor(index);
                 ctx.index = i;
                 let keyed = match (&key, &pointer) {
-                    (Some(key), _) => parse_event::<T>(line).map(|event| (key(&event).to_string(), event)),
+                    (Some(key), _) => parse_event::<T>(line).map(|event| (key(&event), event)),
                     (None, Some(pointer)) => parse_event::<Value>(line).and_then(|value| {
                         let key = key_at(&value, pointer)?;
                         Ok((key, event_from_value::<T>(value)?))
@@ -211,8 +223,11 @@ impl Runtime {
         self.call(|state| {
             let config = state.config.as_ref().ok_or_else(not_initialised)?;
             if config.keyed {
-                let mut groups: BTreeMap<String, A> = parse_combined(a, "first")?.unwrap_or_default();
-                for (key, theirs) in parse_combined::<BTreeMap<String, A>>(b, "second")?.unwrap_or_default() {
+                let mut groups: BTreeMap<String, A> =
+                    parse_combined(a, "first")?.unwrap_or_default();
+                for (key, theirs) in
+                    parse_combined::<BTreeMap<String, A>>(b, "second")?.unwrap_or_default()
+                {
                     let merged = match groups.remove(&key) {
                         Some(ours) => combine(ours, theirs),
                         None => theirs,
@@ -221,7 +236,10 @@ impl Runtime {
                 }
                 return write_accumulator(&mut state.out, &groups);
             }
-            let merged = match (parse_combined::<A>(a, "first")?, parse_combined::<A>(b, "second")?) {
+            let merged = match (
+                parse_combined::<A>(a, "first")?,
+                parse_combined::<A>(b, "second")?,
+            ) {
                 (Some(a), Some(b)) => combine(a, b),
                 (Some(one), None) | (None, Some(one)) => one,
                 (None, None) => init(),
@@ -236,14 +254,18 @@ fn parse_accumulator<A: DeserializeOwned>(acc: &[u8], stage: &str) -> Result<Opt
     if acc.is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(acc).map(Some).map_err(|e| format!("invalid accumulator for stage `{stage}`: {e}"))
+    serde_json::from_slice(acc)
+        .map(Some)
+        .map_err(|e| format!("invalid accumulator for stage `{stage}`: {e}"))
 }
 
 fn parse_combined<A: DeserializeOwned>(acc: &[u8], which: &str) -> Result<Option<A>, String> {
     if acc.is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(acc).map(Some).map_err(|e| format!("invalid {which} accumulator to combine: {e}"))
+    serde_json::from_slice(acc)
+        .map(Some)
+        .map_err(|e| format!("invalid {which} accumulator to combine: {e}"))
 }
 
 fn write_accumulator<A: Serialize + ?Sized>(out: &mut Vec<u8>, acc: &A) -> Result<(), String> {

@@ -16,8 +16,16 @@ struct Num {
     n: i64,
 }
 
-const MAP: StageInfo = StageInfo { kind: kind::MAP, name: "double", key_fn: None };
-const REDUCE: StageInfo = StageInfo { kind: kind::REDUCE, name: "sum", key_fn: None };
+const MAP: StageInfo = StageInfo {
+    kind: kind::MAP,
+    name: "double",
+    key_fn: None,
+};
+const REDUCE: StageInfo = StageInfo {
+    kind: kind::REDUCE,
+    name: "sum",
+    key_fn: None,
+};
 
 fn ready<P: DeserializeOwned + 'static>(stage: &StageInfo, cfg: Value) -> Runtime {
     let rt = Runtime::new();
@@ -31,7 +39,11 @@ fn out(rt: &Runtime) -> String {
 }
 
 fn double(ev: Num, _: &Context<NoParams>) -> Result<Num, String> {
-    if ev.n == 13 { Err("unlucky 13".into()) } else { Ok(Num { n: ev.n * 2 }) }
+    if ev.n == 13 {
+        Err("unlucky 13".into())
+    } else {
+        Ok(Num { n: ev.n * 2 })
+    }
 }
 
 #[test]
@@ -44,13 +56,22 @@ fn map_keeps_going_past_bad_events() {
     assert_eq!(
         rt.errors(),
         [
-            (1, "invalid event JSON: EOF while parsing an object at line 1 column 5".to_owned()),
+            (
+                1,
+                "invalid event JSON: EOF while parsing a value at line 1 column 5".to_owned()
+            ),
             (2, "unlucky 13".to_owned()),
-            (3, "event does not match `Num`: missing field `n` at line 1 column 7".to_owned()),
+            (
+                3,
+                "event does not match `Num`: missing field `n` at line 1 column 7".to_owned()
+            ),
         ]
     );
     let d = rt.descriptor();
-    assert_eq!((d.cursor, d.out_len, d.origin_count, d.panic_len), (NO_EVENT, 16, 2, 0));
+    assert_eq!(
+        (d.cursor, d.out_len, d.origin_count, d.panic_len),
+        (NO_EVENT, 16, 2, 0)
+    );
 }
 
 #[test]
@@ -62,7 +83,10 @@ fn buffers_are_cleared_between_calls() {
     assert_eq!(rt.origins(), [0]);
     assert_eq!(rt.errors(), []);
     assert_eq!(rt.map(b"", b"", double), status::OK);
-    assert_eq!((rt.output(), rt.origins(), rt.descriptor().err_len), (vec![], vec![], 0));
+    assert_eq!(
+        (rt.output(), rt.origins(), rt.descriptor().err_len),
+        (vec![], vec![], 0)
+    );
 }
 
 #[test]
@@ -71,14 +95,29 @@ fn filter_passes_the_original_bytes() {
     struct Log {
         level: String,
     }
-    let stage = StageInfo { kind: kind::FILTER, name: "errors_only", key_fn: None };
+    let stage = StageInfo {
+        kind: kind::FILTER,
+        name: "errors_only",
+        key_fn: None,
+    };
     let rt = ready::<NoParams>(&stage, json!({"stage": "errors_only"}));
     let chunk = "{\"level\": \"error\",  \"msg\":\"a\u{e9}\"}\n{\"level\":\"info\"}\n{}\n{\"level\":\"error\"}";
-    let code = rt.filter(b"", chunk.as_bytes(), |ev: &Log, _: &Context<NoParams>| ev.level == "error");
+    let code = rt.filter(b"", chunk.as_bytes(), |ev: &Log, _: &Context<NoParams>| {
+        ev.level == "error"
+    });
     assert_eq!(code, status::OK);
-    assert_eq!(out(&rt), "{\"level\": \"error\",  \"msg\":\"a\u{e9}\"}\n{\"level\":\"error\"}\n");
+    assert_eq!(
+        out(&rt),
+        "{\"level\": \"error\",  \"msg\":\"a\u{e9}\"}\n{\"level\":\"error\"}\n"
+    );
     assert_eq!(rt.origins(), [0, 3]);
-    assert_eq!(rt.errors(), [(2, "event does not match `Log`: missing field `level` at line 1 column 2".to_owned())]);
+    assert_eq!(
+        rt.errors(),
+        [(
+            2,
+            "event does not match `Log`: missing field `level` at line 1 column 2".to_owned()
+        )]
+    );
 }
 
 #[test]
@@ -89,9 +128,16 @@ fn flat_map_takes_back_the_outputs_of_a_failing_event() {
         }
         Ok((0..ev.n).map(|i| json!({ "i": i })).collect())
     }
-    let stage = StageInfo { kind: kind::FLAT_MAP, name: "split", key_fn: None };
+    let stage = StageInfo {
+        kind: kind::FLAT_MAP,
+        name: "split",
+        key_fn: None,
+    };
     let rt = ready::<NoParams>(&stage, json!({"stage": "split"}));
-    assert_eq!(rt.flat_map(b"", b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}", split), status::OK);
+    assert_eq!(
+        rt.flat_map(b"", b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}", split),
+        status::OK
+    );
     assert_eq!(out(&rt), "{\"i\":0}\n{\"i\":0}\n{\"i\":1}\n{\"i\":2}\n");
     assert_eq!(rt.origins(), [1, 3, 3, 3]);
     assert_eq!(rt.errors(), [(2, "two".to_owned())]);
@@ -100,12 +146,22 @@ fn flat_map_takes_back_the_outputs_of_a_failing_event() {
     #[derive(Serialize)]
     struct Bad(std::collections::BTreeMap<Vec<u8>, u8>);
     let bad = |ev: Num, _: &Context<NoParams>| -> Result<Vec<Result<u8, Bad>>, Infallible> {
-        Ok(vec![Ok(1), if ev.n == 1 { Err(Bad([(vec![1], 1)].into())) } else { Ok(2) }])
+        Ok(vec![
+            Ok(1),
+            if ev.n == 1 {
+                Err(Bad([(vec![1], 1)].into()))
+            } else {
+                Ok(2)
+            },
+        ])
     };
     assert_eq!(rt.flat_map(b"", b"{\"n\":0}\n{\"n\":1}", bad), status::OK);
     assert_eq!(out(&rt), "{\"Ok\":1}\n{\"Ok\":2}\n");
     assert_eq!(rt.origins(), [0, 0]);
-    assert_eq!(rt.errors(), [(1, "cannot encode output: key must be a string".to_owned())]);
+    assert_eq!(
+        rt.errors(),
+        [(1, "cannot encode output: key must be a string".to_owned())]
+    );
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
@@ -121,15 +177,24 @@ fn prod() -> String {
 
 #[test]
 fn context_carries_params_meta_and_index() {
-    let rt = ready::<Params>(&MAP, json!({"stage": "enrich", "params": {"region": "eu"}, "key": null}));
+    let rt = ready::<Params>(
+        &MAP,
+        json!({"stage": "enrich", "params": {"region": "eu"}, "key": null}),
+    );
     let seen = |ev: Value, ctx: &Context<Params>| -> Result<Value, Infallible> {
         Ok(json!({
             "ev": ev, "stage": ctx.stage(), "region": ctx.params().region, "env": ctx.params().env,
             "host": ctx.meta_str("host"), "index": ctx.index(),
         }))
     };
-    assert_eq!(rt.map(br#"{"host":"web-1","job":7}"#, b"1\n2", seen), status::OK);
-    let lines: Vec<Value> = out(&rt).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        rt.map(br#"{"host":"web-1","job":7}"#, b"1\n2", seen),
+        status::OK
+    );
+    let lines: Vec<Value> = out(&rt)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(
         lines,
         [
@@ -143,27 +208,62 @@ fn context_carries_params_meta_and_index() {
     assert_eq!(rt.map(b"[1]", b"3", seen), status::FAILED);
     assert_eq!(
         rt.errors(),
-        [(NO_EVENT, "invalid chunk metadata: invalid type: sequence, expected a map at line 1 column 0".to_owned())]
+        [(
+            NO_EVENT,
+            "invalid chunk metadata: invalid type: sequence, expected a map at line 1 column 0"
+                .to_owned()
+        )]
     );
 }
 
 #[test]
 fn init_failures_are_one_record_at_no_event() {
     let rt = Runtime::new();
-    assert_eq!(rt.init::<Params>(&MAP, br#"{"stage":"enrich","params":{"env":"dev"}}"#, PhantomData), status::FAILED);
-    assert_eq!(rt.errors(), [(NO_EVENT, "invalid params for stage `enrich`: missing field `region`".to_owned())]);
+    assert_eq!(
+        rt.init::<Params>(
+            &MAP,
+            br#"{"stage":"enrich","params":{"env":"dev"}}"#,
+            PhantomData
+        ),
+        status::FAILED
+    );
+    assert_eq!(
+        rt.errors(),
+        [(
+            NO_EVENT,
+            "invalid params for stage `enrich`: missing field `region`".to_owned()
+        )]
+    );
     assert_eq!(rt.output(), b"");
     // Params default to `{}` when the configuration has none.
-    assert_eq!(rt.init::<Params>(&MAP, br#"{"stage":"enrich"}"#, PhantomData), status::FAILED);
-    assert_eq!(rt.errors(), [(NO_EVENT, "invalid params for stage `enrich`: missing field `region`".to_owned())]);
+    assert_eq!(
+        rt.init::<Params>(&MAP, br#"{"stage":"enrich"}"#, PhantomData),
+        status::FAILED
+    );
+    assert_eq!(
+        rt.errors(),
+        [(
+            NO_EVENT,
+            "invalid params for stage `enrich`: missing field `region`".to_owned()
+        )]
+    );
     assert_eq!(rt.init::<Params>(&MAP, b"{", PhantomData), status::FAILED);
-    assert!(rt.errors()[0].1.starts_with("invalid stage configuration: EOF"), "{:?}", rt.errors());
+    assert!(
+        rt.errors()[0]
+            .1
+            .starts_with("invalid stage configuration: EOF"),
+        "{:?}",
+        rt.errors()
+    );
 
     // The failed init left the stage unconfigured.
     assert_eq!(rt.map(b"", b"{\"n\":1}", double), status::FAILED);
     assert_eq!(
         rt.errors(),
-        [(NO_EVENT, "stage not initialised: the host must call `wasmpipe_init` first".to_owned())]
+        [(
+            NO_EVENT,
+            "stage not initialised: the host must call `wasmpipe_init` first".to_owned()
+        )]
     );
 }
 
@@ -178,7 +278,10 @@ fn key_pointers_are_checked_at_init() {
     assert_eq!(init(&REDUCE, "/service"), (status::OK, None));
     assert_eq!(
         init(&MAP, "/service"),
-        (status::FAILED, Some("stage `s` is a map stage; only reduce stages take a `key`".to_owned()))
+        (
+            status::FAILED,
+            Some("stage `s` is a map stage; only reduce stages take a `key`".to_owned())
+        )
     );
     assert_eq!(
         init(&REDUCE, "service"),
@@ -187,7 +290,11 @@ fn key_pointers_are_checked_at_init() {
             Some("invalid key `service` for stage `s`: a JSON pointer starts with `/`, e.g. `/service`".to_owned())
         )
     );
-    let by_word = StageInfo { kind: kind::REDUCE, name: "count", key_fn: Some("by_word") };
+    let by_word = StageInfo {
+        kind: kind::REDUCE,
+        name: "count",
+        key_fn: Some("by_word"),
+    };
     assert_eq!(
         init(&by_word, "/word"),
         (
@@ -202,11 +309,15 @@ fn metadata_describes_the_stage() {
     let rt = Runtime::new();
     assert_eq!(rt.metadata(&MAP), status::OK);
     let expected = format!(
-        "{{\"abi\":1,\"kind\":\"map\",\"name\":\"double\",\"sdk\":\"{}\",\"keyed\":false}}",
+        "{{\"abi\":1,\"kind\":\"map\",\"name\":\"double\",\"sdk\":\"wasmpipe-sdk {}\",\"keyed\":false}}",
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(out(&rt), expected);
-    let keyed = StageInfo { kind: kind::REDUCE, name: "count", key_fn: Some("by_word") };
+    let keyed = StageInfo {
+        kind: kind::REDUCE,
+        name: "count",
+        key_fn: Some("by_word"),
+    };
     assert_eq!(rt.metadata(&keyed), status::OK);
     assert!(out(&rt).ends_with("\"keyed\":true}"));
 }
@@ -220,11 +331,19 @@ fn add(acc: i64, ev: Num, _: &Context<NoParams>) -> i64 {
 #[test]
 fn reduce_folds_chunks_into_the_accumulator() {
     let rt = ready::<NoParams>(&REDUCE, json!({"stage": "sum"}));
-    let reduce = |acc: &[u8], input: &[u8]| rt.reduce(b"", acc, input, i64::default, NoKey::None, ByValue(add));
+    let reduce = |acc: &[u8], input: &[u8]| {
+        rt.reduce(b"", acc, input, i64::default, NoKey::None, ByValue(add))
+    };
     assert_eq!(reduce(b"", b"{\"n\":1}\n{\"n\":2}\nnope\n"), status::OK);
     assert_eq!(out(&rt), "3");
-    assert_eq!(rt.origins(), []);
-    assert_eq!(rt.errors(), [(2, "invalid event JSON: expected ident at line 1 column 2".to_owned())]);
+    assert_eq!(rt.origins(), Vec::<u32>::new());
+    assert_eq!(
+        rt.errors(),
+        [(
+            2,
+            "invalid event JSON: expected ident at line 1 column 2".to_owned()
+        )]
+    );
     assert_eq!(reduce(b"3", b"{\"n\":10}"), status::OK);
     assert_eq!(out(&rt), "13");
     assert_eq!(reduce(b"", b""), status::OK);
@@ -255,7 +374,14 @@ fn tally(acc: &mut Stats, ev: Num, _: &Context<NoParams>) -> Result<(), String> 
 #[test]
 fn in_place_reduce_reports_failing_events() {
     let rt = ready::<NoParams>(&REDUCE, json!({"stage": "tally"}));
-    let code = rt.reduce(b"", b"", b"{\"n\":5}\n{\"n\":-1}\n{\"n\":7}", Stats::default, NoKey::None, InPlace(tally));
+    let code = rt.reduce(
+        b"",
+        b"",
+        b"{\"n\":5}\n{\"n\":-1}\n{\"n\":7}",
+        Stats::default,
+        NoKey::None,
+        InPlace(tally),
+    );
     assert_eq!(code, status::OK);
     assert_eq!(out(&rt), "{\"count\":2,\"total\":12}");
     assert_eq!(rt.errors(), [(1, "negative n -1".to_owned())]);
@@ -277,10 +403,20 @@ fn keyed_reduce_by_pointer() {
         rt.errors(),
         [
             (2, "key `/service` not found in event".to_owned()),
-            (5, "event does not match `Num`: missing field `n`".to_owned()),
+            (
+                5,
+                "event does not match `Num`: missing field `n`".to_owned()
+            ),
         ]
     );
-    let code = rt.reduce(b"", br#"{"api":5,"db":2}"#, br#"{"service":"db","n":1}"#, i64::default, NoKey::None, ByValue(add));
+    let code = rt.reduce(
+        b"",
+        br#"{"api":5,"db":2}"#,
+        br#"{"service":"db","n":1}"#,
+        i64::default,
+        NoKey::None,
+        ByValue(add),
+    );
     assert_eq!(code, status::OK);
     assert_eq!(out(&rt), r#"{"api":5,"db":3}"#);
 }
@@ -298,12 +434,32 @@ fn keyed_reduce_by_function_in_place() {
         *acc += 1;
         Ok(())
     }
-    let stage = StageInfo { kind: kind::REDUCE, name: "count", key_fn: Some("by_word") };
+    let stage = StageInfo {
+        kind: kind::REDUCE,
+        name: "count",
+        key_fn: Some("by_word"),
+    };
     let rt = ready::<NoParams>(&stage, json!({"stage": "count"}));
     let chunk = b"{\"word\":\"b\"}\n{\"word\":\"a\"}\n{\"word\":\"b\"}\n{}";
-    assert_eq!(rt.reduce(b"", b"{\"a\":10}", chunk, u64::default, Some(by_word), InPlace(count)), status::OK);
+    assert_eq!(
+        rt.reduce(
+            b"",
+            b"{\"a\":10}",
+            chunk,
+            u64::default,
+            Some(|w: &Word| by_word(w).to_owned()),
+            InPlace(count)
+        ),
+        status::OK
+    );
     assert_eq!(out(&rt), r#"{"a":11,"b":2}"#);
-    assert_eq!(rt.errors(), [(3, "event does not match `Word`: missing field `word` at line 1 column 2".to_owned())]);
+    assert_eq!(
+        rt.errors(),
+        [(
+            3,
+            "event does not match `Word`: missing field `word` at line 1 column 2".to_owned()
+        )]
+    );
 }
 
 #[test]
@@ -317,10 +473,22 @@ fn combine_merges_accumulators() {
     assert_eq!(rt.combine(b"", b"", i64::default, merge), status::OK);
     assert_eq!(out(&rt), "0");
     assert_eq!(rt.combine(b"3", b"{}", i64::default, merge), status::FAILED);
-    assert!(rt.errors()[0].1.starts_with("invalid second accumulator to combine: invalid type: map"));
+    assert!(
+        rt.errors()[0]
+            .1
+            .starts_with("invalid second accumulator to combine: invalid type: map")
+    );
 
     let rt = ready::<NoParams>(&REDUCE, json!({"stage": "count", "key": "/word"}));
-    assert_eq!(rt.combine(br#"{"a":1,"b":2}"#, br#"{"b":3,"c":4}"#, i64::default, merge), status::OK);
+    assert_eq!(
+        rt.combine(
+            br#"{"a":1,"b":2}"#,
+            br#"{"b":3,"c":4}"#,
+            i64::default,
+            merge
+        ),
+        status::OK
+    );
     assert_eq!(out(&rt), r#"{"a":1,"b":5,"c":4}"#);
 }
 
@@ -328,13 +496,19 @@ fn combine_merges_accumulators() {
 fn panics_are_published_in_the_descriptor() {
     let rt = Runtime::new();
     rt.record_panic("panicked at src/lib.rs:10:5: poison event");
-    assert_eq!(rt.panic_message(), "panicked at src/lib.rs:10:5: poison event");
+    assert_eq!(
+        rt.panic_message(),
+        "panicked at src/lib.rs:10:5: poison event"
+    );
     let d = rt.descriptor();
-    assert_eq!(d.panic_len, 42);
+    assert_eq!(d.panic_len, 41);
     assert_eq!(d.panic_ptr, rt.panic.borrow().as_ptr() as usize as u32);
     // The next call starts clean.
     assert_eq!(rt.metadata(&MAP), status::OK);
-    assert_eq!((rt.descriptor().panic_len, rt.panic_message()), (0, String::new()));
+    assert_eq!(
+        (rt.descriptor().panic_len, rt.panic_message()),
+        (0, String::new())
+    );
 }
 
 #[test]
@@ -344,7 +518,10 @@ fn cursor_tracks_the_current_event() {
     let code = rt.map(b"", b"1\n2\n3", |n: i64, ctx: &Context<NoParams>| {
         // The cursor is in the descriptor while the function runs.
         // SAFETY: reading the runtime's own descriptor, as the host would.
-        seen.push((unsafe { std::ptr::read_volatile(rt.descriptor_ptr()) }.cursor, ctx.index()));
+        seen.push((
+            unsafe { std::ptr::read_volatile(rt.descriptor_ptr()) }.cursor,
+            ctx.index(),
+        ));
         Ok::<_, Infallible>(n)
     });
     assert_eq!(code, status::OK);

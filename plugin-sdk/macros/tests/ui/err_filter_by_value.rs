@@ -1,0 +1,8 @@
+use wasmpipe_sdk::prelude::*;
+
+#[filter]
+fn keep(ev: Value) -> bool {
+    true
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use wasmpipe_sdk::prelude::*;
+
+#[map]
+struct Double;
+
+fn main() {}
