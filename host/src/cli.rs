@@ -68,7 +68,10 @@ fn init_logging(level: &str) {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Loads a manifest and every stage in it, with a runtime sized for it.
@@ -81,14 +84,30 @@ fn load_pipeline(
     use crate::runtime::{Runtime, RuntimeConfig, default_cache_dir};
     let manifest = Manifest::load(path)?;
     let doc = &manifest.doc;
-    let workers = workers.or(doc.runtime.workers.map(|n| n.get())).unwrap_or_else(crate::exec::default_workers);
+    let workers = workers
+        .or(doc.runtime.workers.map(|n| n.get()))
+        .unwrap_or_else(crate::exec::default_workers);
     let max_memory = doc
         .stages
         .iter()
-        .map(|s| s.limits.memory.or(doc.runtime.memory).unwrap_or(DEFAULT_MEMORY).0)
+        .map(|s| {
+            s.limits
+                .memory
+                .or(doc.runtime.memory)
+                .unwrap_or(DEFAULT_MEMORY)
+                .0
+        })
         .max()
         .unwrap_or(DEFAULT_MEMORY.0);
-    let cache_dir = if no_cache { None } else { doc.runtime.cache_dir.as_ref().map(|d| manifest.resolve(d)).or_else(default_cache_dir) };
+    let cache_dir = if no_cache {
+        None
+    } else {
+        doc.runtime
+            .cache_dir
+            .as_ref()
+            .map(|d| manifest.resolve(d))
+            .or_else(default_cache_dir)
+    };
     let config = RuntimeConfig {
         // Every worker's instances, plus one per stage for metadata and the
         // final combine, plus replacements created while old ones drain.

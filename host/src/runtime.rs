@@ -7,7 +7,9 @@ mod instance;
 mod sandbox;
 mod stage;
 
-pub use engine::{EPOCH_TICK, ModuleOrigin, Runtime, RuntimeConfig, content_hash, default_cache_dir};
+pub use engine::{
+    EPOCH_TICK, ModuleOrigin, Runtime, RuntimeConfig, content_hash, default_cache_dir,
+};
 pub use error::StageError;
 pub use instance::{CallOutput, StageInstance};
 pub use sandbox::StageState;

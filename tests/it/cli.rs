@@ -20,8 +20,17 @@ fn inspect_prints_the_plugin_metadata() {
     assert_eq!(v["metadata"]["kind"], "reduce");
     assert_eq!(v["metadata"]["name"], "word_count");
     assert_eq!(v["metadata"]["abi"], 1);
-    assert!(v["metadata"]["sdk"].as_str().unwrap().starts_with("wasmpipe-sdk"));
-    assert_eq!(v["version"].as_str().unwrap().len(), 64, "sha-256 content hash");
+    assert!(
+        v["metadata"]["sdk"]
+            .as_str()
+            .unwrap()
+            .starts_with("wasmpipe-sdk")
+    );
+    assert_eq!(
+        v["version"].as_str().unwrap().len(),
+        64,
+        "sha-256 content hash"
+    );
     let r = run(&["inspect", plugin("double").to_str().unwrap()]).expect_code(0);
     assert!(r.stdout.contains("kind:     map"), "{}", r.stdout);
 }
@@ -31,14 +40,30 @@ fn check_loads_every_stage_and_reports_compiled_then_cached() {
     let dir = tempfile::tempdir().unwrap();
     let m = double_manifest(dir.path());
     let cache = dir.path().join("cache");
-    let check = || wasmpipe().arg("check").arg(&m).env("WASMPIPE_CACHE_DIR", &cache).output().unwrap();
+    let check = || {
+        wasmpipe()
+            .arg("check")
+            .arg(&m)
+            .env("WASMPIPE_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
     let first = String::from_utf8(check().stdout).unwrap();
-    assert!(first.contains("ok: pipeline `cli` with 1 stages"), "{first}");
+    assert!(
+        first.contains("ok: pipeline `cli` with 1 stages"),
+        "{first}"
+    );
     assert!(first.contains("compiled"), "{first}");
-    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().filter_map(|e| e.ok()).collect();
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
     assert_eq!(cached.len(), 1, "one compiled module in the cache");
     let second = String::from_utf8(check().stdout).unwrap();
-    assert!(second.contains("cached"), "the second run skips compilation: {second}");
+    assert!(
+        second.contains("cached"),
+        "the second run skips compilation: {second}"
+    );
 }
 
 #[test]
@@ -54,9 +79,19 @@ fn stdin_to_stdout_and_exit_code_zero() {
         .spawn()
         .unwrap();
     let input: String = (0..100).map(|i| format!("{{\"n\":{i}}}\n")).collect();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected: String = (0..100).map(|i| format!("{{\"n\":{}}}\n", i * 2)).collect();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
 }
@@ -65,7 +100,11 @@ fn stdin_to_stdout_and_exit_code_zero() {
 fn a_json_array_source_is_split_into_events() {
     let dir = tempfile::tempdir().unwrap();
     let m = double_manifest(dir.path());
-    let inp = write(dir.path(), "in.json", "[\n  {\"n\": 1},\n  {\n    \"n\": 2\n  },\n  {\"n\": 3}\n]\n");
+    let inp = write(
+        dir.path(),
+        "in.json",
+        "[\n  {\"n\": 1},\n  {\n    \"n\": 2\n  },\n  {\"n\": 3}\n]\n",
+    );
     let r = run_manifest(&m, &["-i", inp.to_str().unwrap(), "-q"]).expect_code(0);
     assert_eq!(r.stdout, "{\"n\":2}\n{\"n\":4}\n{\"n\":6}\n");
 }
@@ -76,18 +115,31 @@ fn a_broken_json_array_fails_with_its_position() {
     let m = double_manifest(dir.path());
     let inp = write(dir.path(), "in.json", "[{\"n\": 1}\n {\"n\": 2}]");
     let r = run_manifest(&m, &["-i", inp.to_str().unwrap(), "-q"]).expect_code(1);
-    assert!(r.stderr.contains("in.json:2:2: expected `,` or `]` after an array element"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("in.json:2:2: expected `,` or `]` after an array element"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn dead_letters_give_exit_code_three_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let m = double_manifest(dir.path());
-    let inp = write(dir.path(), "in.jsonl", "{\"n\":1}\n{\"n\":\"two\"}\n{\"n\":3}\n");
+    let inp = write(
+        dir.path(),
+        "in.jsonl",
+        "{\"n\":1}\n{\"n\":\"two\"}\n{\"n\":3}\n",
+    );
     let r = run_manifest(&m, &["-i", inp.to_str().unwrap()]).expect_code(3);
     assert_eq!(r.stdout, "{\"n\":2}\n{\"n\":6}\n");
     assert!(r.stderr.contains("1 dead letters"), "{}", r.stderr);
-    assert!(r.stderr.contains("double"), "the summary names each stage: {}", r.stderr);
+    assert!(
+        r.stderr.contains("double"),
+        "the summary names each stage: {}",
+        r.stderr
+    );
 }
 
 #[test]

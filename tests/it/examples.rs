@@ -11,7 +11,10 @@ fn examples() -> Vec<std::path::PathBuf> {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 4, "the adder, enrich, errors and wordcount examples");
+    assert!(
+        dirs.len() >= 4,
+        "the adder, enrich, errors and wordcount examples"
+    );
     dirs
 }
 
@@ -22,7 +25,8 @@ fn every_example_matches_its_expected_output_with_one_and_two_workers() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let manifest = dir.join(format!("{name}.toml"));
         let expected = std::fs::read_to_string(dir.join("expected.jsonl")).expect("expected.jsonl");
-        let expected_dead = std::fs::read_to_string(dir.join("expected-dead.jsonl")).unwrap_or_default();
+        let expected_dead =
+            std::fs::read_to_string(dir.join("expected-dead.jsonl")).unwrap_or_default();
         for (workers, chunk) in [("1", "4096"), ("2", "3"), ("2", "4096")] {
             let tmp = tempfile::tempdir().unwrap();
             let out = tmp.path().join("out.jsonl");
@@ -45,10 +49,19 @@ fn every_example_matches_its_expected_output_with_one_and_two_workers() {
                     "received_at=2026-11-27T12:00:00.000Z",
                 ],
             );
-            assert_eq!(r.code, if expected_dead.is_empty() { 0 } else { 3 }, "{name}: {}", r.stderr);
+            assert_eq!(
+                r.code,
+                if expected_dead.is_empty() { 0 } else { 3 },
+                "{name}: {}",
+                r.stderr
+            );
             let what = format!("example `{name}` with {workers} workers, chunks of {chunk}");
             assert_text_eq(&std::fs::read_to_string(&out).unwrap(), &expected, &what);
-            assert_text_eq(&std::fs::read_to_string(&dead).unwrap_or_default(), &expected_dead, &format!("{what}: dead letters"));
+            assert_text_eq(
+                &std::fs::read_to_string(&dead).unwrap_or_default(),
+                &expected_dead,
+                &format!("{what}: dead letters"),
+            );
         }
     }
 }
@@ -70,6 +83,8 @@ fn the_adder_sums_ten_million_lines_exactly_in_bounded_memory() {
     let manifest = repo().join("examples/adder/adder.toml");
     plugin("double");
     let out_path = tmp.path().join("out.txt");
+    // Waited for by `wait4` below, which std does not know about.
+    #[allow(clippy::zombie_processes)]
     let child = crate::util::wasmpipe()
         .args(["run", "-q", "-i", input.to_str().unwrap()])
         .arg(&manifest)
@@ -78,8 +93,15 @@ fn the_adder_sums_ten_million_lines_exactly_in_bounded_memory() {
         .unwrap();
     let (status, peak) = wait_with_peak_rss(child.id());
     assert_eq!(status, 0, "wasmpipe failed");
-    assert_eq!(std::fs::read_to_string(&out_path).unwrap().trim(), expected.to_string());
-    assert!(peak < 200 << 20, "peak RSS of the run was {} MiB, above 200 MiB", peak >> 20);
+    assert_eq!(
+        std::fs::read_to_string(&out_path).unwrap().trim(),
+        expected.to_string()
+    );
+    assert!(
+        peak < 200 << 20,
+        "peak RSS of the run was {} MiB, above 200 MiB",
+        peak >> 20
+    );
 }
 
 /// Waits for child `pid` and returns its exit code and its own peak RSS in

@@ -15,7 +15,11 @@ fn faulty_manifest(dir: &Path, limits: &str) -> std::path::PathBuf {
 
 /// Runs `faulty` over n = 0..count with `special` (line index, raw line)
 /// substitutions; returns (outputs, dead letters, stderr).
-fn run_faulty(limits: &str, count: usize, special: &[(usize, &str)]) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, String) {
+fn run_faulty(
+    limits: &str,
+    count: usize,
+    special: &[(usize, &str)],
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let m = faulty_manifest(dir.path(), limits);
     let mut input = String::new();
@@ -28,26 +32,57 @@ fn run_faulty(limits: &str, count: usize, special: &[(usize, &str)]) -> (Vec<ser
     }
     let inp = write(dir.path(), "in.jsonl", &input);
     let out = dir.path().join("out.jsonl");
-    let r = run_manifest(&m, &["-i", inp.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let r = run_manifest(
+        &m,
+        &["-i", inp.to_str().unwrap(), "-o", out.to_str().unwrap()],
+    );
     assert!(r.code == 0 || r.code == 3, "run failed:\n{}", r.stderr);
-    (read_jsonl(&out), read_jsonl(&dir.path().join("iso.dead.jsonl")), r.stderr)
+    (
+        read_jsonl(&out),
+        read_jsonl(&dir.path().join("iso.dead.jsonl")),
+        r.stderr,
+    )
 }
 
 fn expected_outputs(count: usize, dropped: &[usize]) -> Vec<serde_json::Value> {
-    (0..count).filter(|i| !dropped.contains(i) && i % 1000 != 13).map(|i| serde_json::json!({ "n": i })).collect()
+    (0..count)
+        .filter(|i| !dropped.contains(i) && i % 1000 != 13)
+        .map(|i| serde_json::json!({ "n": i }))
+        .collect()
 }
 
 #[test]
 fn malformed_json_guest_error_and_panic_each_fail_only_their_event() {
     let (out, dead, _) = run_faulty("", 10_000, &[(5000, "{\"n\": 5000,"), (7000, "{\"n\":-1}")]);
-    assert_eq!(out, expected_outputs(10_000, &[5000, 7000]), "every other event is processed, in order");
-    assert_eq!(dead.len(), 12, "1 malformed + 10 unlucky + 1 panic: {dead:#?}");
-    let by_line = |line: u64| dead.iter().find(|d| d["line"] == line).unwrap_or_else(|| panic!("no dead letter for line {line}"));
+    assert_eq!(
+        out,
+        expected_outputs(10_000, &[5000, 7000]),
+        "every other event is processed, in order"
+    );
+    assert_eq!(
+        dead.len(),
+        12,
+        "1 malformed + 10 unlucky + 1 panic: {dead:#?}"
+    );
+    let by_line = |line: u64| {
+        dead.iter()
+            .find(|d| d["line"] == line)
+            .unwrap_or_else(|| panic!("no dead letter for line {line}"))
+    };
     let malformed = by_line(5001);
-    assert!(malformed["error"].as_str().unwrap().contains("EOF"), "{malformed}");
-    assert_eq!(malformed["event"], "{\"n\": 5000,", "invalid JSON is kept as text");
+    assert!(
+        malformed["error"].as_str().unwrap().contains("EOF"),
+        "{malformed}"
+    );
+    assert_eq!(
+        malformed["event"], "{\"n\": 5000,",
+        "invalid JSON is kept as text"
+    );
     let panicked = by_line(7001);
-    assert!(panicked["error"].as_str().unwrap().contains("poison event"), "the panic message is reported: {panicked}");
+    assert!(
+        panicked["error"].as_str().unwrap().contains("poison event"),
+        "the panic message is reported: {panicked}"
+    );
     assert_eq!(panicked["event"], serde_json::json!({ "n": -1 }));
     for k in 0..10u64 {
         let d = by_line(k * 1000 + 14);
@@ -59,7 +94,11 @@ fn malformed_json_guest_error_and_panic_each_fail_only_their_event() {
 
 #[test]
 fn an_endless_loop_on_one_event_times_out_alone() {
-    let (out, dead, _) = run_faulty("limits = { timeout = \"300ms\" }", 3000, &[(1500, "{\"n\":-2}")]);
+    let (out, dead, _) = run_faulty(
+        "limits = { timeout = \"300ms\" }",
+        3000,
+        &[(1500, "{\"n\":-2}")],
+    );
     assert_eq!(out, expected_outputs(3000, &[1500]));
     let looped: Vec<_> = dead.iter().filter(|d| d["line"] == 1501).collect();
     assert_eq!(looped.len(), 1, "{dead:#?}");
@@ -68,11 +107,18 @@ fn an_endless_loop_on_one_event_times_out_alone() {
 
 #[test]
 fn a_memory_bomb_on_one_event_is_stopped_and_isolated() {
-    let (out, dead, _) = run_faulty("limits = { memory = \"32MiB\" }", 3000, &[(10, "{\"n\":-3}")]);
+    let (out, dead, _) = run_faulty(
+        "limits = { memory = \"32MiB\" }",
+        3000,
+        &[(10, "{\"n\":-3}")],
+    );
     assert_eq!(out, expected_outputs(3000, &[10]));
     let bomb: Vec<_> = dead.iter().filter(|d| d["line"] == 11).collect();
     assert_eq!(bomb.len(), 1, "{dead:#?}");
-    assert_eq!(bomb[0]["error"], "stage `faulty` ran out of memory (limit 33554432 bytes)");
+    assert_eq!(
+        bomb[0]["error"],
+        "stage `faulty` ran out of memory (limit 33554432 bytes)"
+    );
 }
 
 #[test]

@@ -13,12 +13,24 @@ fn bad_manifests_match_their_snapshots() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "expected the manifest error cases in {dir:?}");
+    assert!(
+        cases.len() >= 10,
+        "expected the manifest error cases in {dir:?}"
+    );
     let bless = std::env::var_os("BLESS").is_some();
     let mut failures = Vec::new();
     for case in cases {
-        let name = case.file_name().expect("file name").to_string_lossy().into_owned();
-        let out = wasmpipe().arg("check").arg(&name).current_dir(&dir).output().expect("runs");
+        let name = case
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned();
+        let out = wasmpipe()
+            .arg("check")
+            .arg(&name)
+            .current_dir(&dir)
+            .output()
+            .expect("runs");
         assert_eq!(out.status.code(), Some(1), "{name} should be refused");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let snap = case.with_extension("err");
@@ -26,13 +38,18 @@ fn bad_manifests_match_their_snapshots() {
             std::fs::write(&snap, &stderr).expect("write snapshot");
             continue;
         }
-        let expected = std::fs::read_to_string(&snap).unwrap_or_else(|_| panic!("no snapshot {snap:?}; run with BLESS=1"));
+        let expected = std::fs::read_to_string(&snap)
+            .unwrap_or_else(|_| panic!("no snapshot {snap:?}; run with BLESS=1"));
         if stderr != expected {
             failures.push((name, stderr, expected));
         }
     }
     if let Some((name, actual, expected)) = failures.first() {
-        assert_text_eq(actual, expected, &format!("{} snapshot(s) differ; first: {name}", failures.len()));
+        assert_text_eq(
+            actual,
+            expected,
+            &format!("{} snapshot(s) differ; first: {name}", failures.len()),
+        );
     }
 }
 
@@ -44,7 +61,11 @@ fn every_error_points_at_file_line_and_column() {
         if p.extension().is_some_and(|e| e == "err") {
             let text = std::fs::read_to_string(&p).expect("readable");
             let toml = p.with_extension("toml");
-            let name = toml.file_name().expect("name").to_string_lossy().into_owned();
+            let name = toml
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
             assert!(
                 text.contains(&format!("--> {name}:")),
                 "{p:?} does not locate the error in {name}:\n{text}"

@@ -15,12 +15,25 @@ fn probe(dir: &Path, allow: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Va
     let r = wasmpipe()
         .arg("run")
         .arg(&m)
-        .args(["-q", "-i", inp.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args([
+            "-q",
+            "-i",
+            inp.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .env("HOME", "/home/tester")
         .output()
         .unwrap();
-    assert!(matches!(r.status.code(), Some(0 | 3)), "{}", String::from_utf8_lossy(&r.stderr));
-    (read_jsonl(&out), read_jsonl(&dir.join("sandbox.dead.jsonl")))
+    assert!(
+        matches!(r.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    (
+        read_jsonl(&out),
+        read_jsonl(&dir.join("sandbox.dead.jsonl")),
+    )
 }
 
 #[test]
@@ -38,11 +51,18 @@ fn files_and_environment_are_denied_by_default() {
 fn granted_directories_and_variables_are_visible_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("fake-etc")).unwrap();
-    write(&dir.path().join("fake-etc"), "passwd", "tester:x:1000:1000\n");
+    write(
+        &dir.path().join("fake-etc"),
+        "passwd",
+        "tester:x:1000:1000\n",
+    );
     let allow = "allow = { env = [\"HOME\"], dirs = [{ host = \"fake-etc\", guest = \"/etc\" }] }";
     let (out, dead) = probe(dir.path(), allow);
     assert!(dead.is_empty(), "{dead:?}");
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0]["passwd"], "tester:x:1000:1000\n", "the granted directory, not the host's /etc");
+    assert_eq!(
+        out[0]["passwd"], "tester:x:1000:1000\n",
+        "the granted directory, not the host's /etc"
+    );
     assert_eq!(out[0]["home"], "/home/tester");
 }

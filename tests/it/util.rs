@@ -7,7 +7,10 @@ use std::sync::OnceLock;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
 }
 
 /// A file under `tests/fixtures/`.
@@ -45,7 +48,10 @@ pub fn plugin(name: &str) -> PathBuf {
 /// The `wasmpipe` binary, with a compiled-module cache private to this run.
 pub fn wasmpipe() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpipe"));
-    cmd.env("WASMPIPE_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache"));
+    cmd.env(
+        "WASMPIPE_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache"),
+    );
     cmd.env_remove("RUST_LOG");
     cmd
 }
@@ -70,19 +76,33 @@ impl From<Output> for Run {
 impl Run {
     /// Panics with the whole output unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
 
 /// Runs `wasmpipe` with `args`.
 pub fn run(args: &[&str]) -> Run {
-    wasmpipe().args(args).output().expect("cannot run wasmpipe").into()
+    wasmpipe()
+        .args(args)
+        .output()
+        .expect("cannot run wasmpipe")
+        .into()
 }
 
 /// Runs `wasmpipe run <manifest> <args>`.
 pub fn run_manifest(manifest: &Path, args: &[&str]) -> Run {
-    wasmpipe().arg("run").arg(manifest).args(args).output().expect("cannot run wasmpipe").into()
+    wasmpipe()
+        .arg("run")
+        .arg(manifest)
+        .args(args)
+        .output()
+        .expect("cannot run wasmpipe")
+        .into()
 }
 
 /// Writes `text` as `name` in `dir` and returns its path.
@@ -100,7 +120,11 @@ pub fn toml_path(p: &Path) -> String {
 /// Reads a JSON-lines file into values.
 pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(p).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?} in {p:?}: {e}"))).collect()
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?} in {p:?}: {e}"))
+        })
+        .collect()
 }
 
 /// Asserts two texts are equal, showing the first differing lines.
@@ -109,8 +133,19 @@ pub fn assert_text_eq(actual: &str, expected: &str, what: &str) {
         return;
     }
     let (a, e): (Vec<_>, Vec<_>) = (actual.lines().collect(), expected.lines().collect());
-    let first = a.iter().zip(&e).position(|(x, y)| x != y).unwrap_or(a.len().min(e.len()));
-    let show = |v: &[&str]| v.iter().skip(first).take(5).map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n");
+    let first = a
+        .iter()
+        .zip(&e)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(e.len()));
+    let show = |v: &[&str]| {
+        v.iter()
+            .skip(first)
+            .take(5)
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     panic!(
         "{what} differs at line {} ({} lines vs {} expected)\n--- actual\n{}\n--- expected\n{}",
         first + 1,

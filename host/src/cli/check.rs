@@ -22,14 +22,29 @@ pub fn run(args: CheckArgs) -> Result<u8> {
     let (_manifest, pipeline) = load_pipeline(&args.manifest, Some(1), args.no_cache)?;
     let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
     chain.warm_up()?;
-    println!("ok: pipeline `{}` with {} stages", pipeline.name, pipeline.stages.len());
+    println!(
+        "ok: pipeline `{}` with {} stages",
+        pipeline.name,
+        pipeline.stages.len()
+    );
     for s in &pipeline.stages {
-        let key = s.spec.key.as_deref().map(|k| format!(", key {k}")).unwrap_or_default();
+        let key = s
+            .spec
+            .key
+            .as_deref()
+            .map(|k| format!(", key {k}"))
+            .unwrap_or_default();
         let origin = match s.origin {
             crate::runtime::ModuleOrigin::Compiled => "compiled",
             crate::runtime::ModuleOrigin::Cached => "cached",
         };
-        println!("  {:<16} {:<8} {} (version {}, {origin}{key})", s.name(), s.kind.as_str(), s.spec.plugin.display(), s.short_version());
+        println!(
+            "  {:<16} {:<8} {} (version {}, {origin}{key})",
+            s.name(),
+            s.kind.as_str(),
+            s.spec.plugin.display(),
+            s.short_version()
+        );
     }
     Ok(EXIT_OK)
 }

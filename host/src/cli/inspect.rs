@@ -17,7 +17,11 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> Result<u8> {
-    let rt = Runtime::new(&RuntimeConfig { max_instances: 4, cache_dir: None, ..RuntimeConfig::default() })?;
+    let rt = Runtime::new(&RuntimeConfig {
+        max_instances: 4,
+        cache_dir: None,
+        ..RuntimeConfig::default()
+    })?;
     let linker = linker(&rt)?;
     let spec = StageSpec {
         name: "inspect".into(),
@@ -41,7 +45,15 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         let m = &stage.meta;
         println!("plugin:   {}", args.plugin.display());
         println!("name:     {}", m.name);
-        println!("kind:     {}{}", m.kind, if m.keyed { " (computes its own key)" } else { "" });
+        println!(
+            "kind:     {}{}",
+            m.kind,
+            if m.keyed {
+                " (computes its own key)"
+            } else {
+                ""
+            }
+        );
         println!("abi:      {}", m.abi);
         println!("sdk:      {}", m.sdk.as_deref().unwrap_or("(none)"));
         println!("version:  {}", stage.version);

@@ -1,7 +1,9 @@
 //! `wasmpipe run`: run a pipeline over a file or stdin.
 
 use super::{EXIT_DEAD_LETTERS, EXIT_OK, load_pipeline};
-use crate::exec::{ChunkLimits, DeadLetterSink, JsonArray, JsonLines, RunContext, RunSummary, Source};
+use crate::exec::{
+    ChunkLimits, DeadLetterSink, JsonArray, JsonLines, RunContext, RunSummary, Source,
+};
 use crate::manifest::SourceFormat;
 use anyhow::{Context as _, Result};
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
@@ -53,7 +55,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
 
     let input = match &args.input {
         Some(p) => Some(p.clone()),
-        None => doc.source.path.as_ref().map(|p| p.get_ref()).filter(|p| *p != "-").map(|p| manifest.resolve(p)),
+        None => doc
+            .source
+            .path
+            .as_ref()
+            .map(|p| p.get_ref())
+            .filter(|p| *p != "-")
+            .map(|p| manifest.resolve(p)),
     }
     .filter(|p| p.as_os_str() != "-");
     let format = match args.format.as_deref() {
@@ -65,25 +73,48 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }),
     };
     let limits = ChunkLimits {
-        events: args.chunk_size.or(doc.runtime.chunk_size.map(|n| n.get())).unwrap_or(crate::manifest::DEFAULT_CHUNK_SIZE).max(1),
-        max_event: doc.runtime.max_event_size.map_or(ChunkLimits::default().max_event, |b| b.0 as usize),
+        events: args
+            .chunk_size
+            .or(doc.runtime.chunk_size.map(|n| n.get()))
+            .unwrap_or(crate::manifest::DEFAULT_CHUNK_SIZE)
+            .max(1),
+        max_event: doc
+            .runtime
+            .max_event_size
+            .map_or(ChunkLimits::default().max_event, |b| b.0 as usize),
         ..ChunkLimits::default()
     };
     let read = Arc::new(AtomicU64::new(0));
-    let (reader, total_bytes, name): (Box<dyn std::io::BufRead + Send>, Option<u64>, String) = match &input {
-        Some(p) => {
-            let f = std::fs::File::open(p).with_context(|| format!("cannot open input {p:?}"))?;
-            let len = f.metadata().ok().map(|m| m.len());
-            (Box::new(BufReader::with_capacity(1 << 20, f)), len, p.display().to_string())
-        }
-        None => (Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())), None, "<stdin>".into()),
-    };
+    let (reader, total_bytes, name): (Box<dyn std::io::BufRead + Send>, Option<u64>, String) =
+        match &input {
+            Some(p) => {
+                let f =
+                    std::fs::File::open(p).with_context(|| format!("cannot open input {p:?}"))?;
+                let len = f.metadata().ok().map(|m| m.len());
+                (
+                    Box::new(BufReader::with_capacity(1 << 20, f)),
+                    len,
+                    p.display().to_string(),
+                )
+            }
+            None => (
+                Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
+                None,
+                "<stdin>".into(),
+            ),
+        };
     let source: Box<dyn Source> = match format {
         SourceFormat::Jsonl => Box::new(JsonLines::new(reader, limits, read.clone())),
         SourceFormat::JsonArray => Box::new(JsonArray::new(reader, limits, read.clone(), name)),
     };
 
-    let output = args.output.clone().or_else(|| doc.sink.path.as_ref().filter(|p| *p != "-").map(|p| manifest.resolve(p)));
+    let output = args.output.clone().or_else(|| {
+        doc.sink
+            .path
+            .as_ref()
+            .filter(|p| *p != "-")
+            .map(|p| manifest.resolve(p))
+    });
     let mut sink: Box<dyn Write> = match output.as_ref().filter(|p| p.as_os_str() != "-") {
         Some(p) => Box::new(BufWriter::with_capacity(
             1 << 20,
@@ -102,8 +133,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Some(total) if !args.quiet && std::io::stderr().is_terminal() => {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                )
+                .expect("valid template"),
             );
             Some(bar)
         }
@@ -116,7 +149,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
     };
     let mut ctx = RunContext::local();
-    ctx.extra.extend(args.meta.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))));
+    ctx.extra.extend(
+        args.meta
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))),
+    );
     let summary = pipeline.run(source, &mut sink, &mut dead, &ctx, &mut progress)?;
     drop(sink);
     if let Some(bar) = bar {
@@ -128,19 +165,43 @@ pub fn run(args: RunArgs) -> Result<u8> {
             eprintln!("dead letters written to {}", dl_path.display());
         }
     }
-    Ok(if summary.dead_letters > 0 { EXIT_DEAD_LETTERS } else { EXIT_OK })
+    Ok(if summary.dead_letters > 0 {
+        EXIT_DEAD_LETTERS
+    } else {
+        EXIT_OK
+    })
 }
 
 /// The end-of-run table: events in / out / failed per stage, then totals.
 pub fn render_summary(s: &RunSummary) -> String {
     let mut out = String::new();
-    let w = s.stages.iter().map(|(n, _, _)| n.len()).max().unwrap_or(5).max(5);
-    out.push_str(&format!("{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n", "stage", "kind", "in", "out", "failed"));
+    let w = s
+        .stages
+        .iter()
+        .map(|(n, _, _)| n.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    out.push_str(&format!(
+        "{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n",
+        "stage", "kind", "in", "out", "failed"
+    ));
     for (name, kind, c) in &s.stages {
-        out.push_str(&format!("{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n", name, kind.as_str(), c.events_in, c.events_out, c.failed));
+        out.push_str(&format!(
+            "{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n",
+            name,
+            kind.as_str(),
+            c.events_in,
+            c.events_out,
+            c.failed
+        ));
     }
     let secs = s.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { s.events_read as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        s.events_read as f64 / secs
+    } else {
+        0.0
+    };
     out.push_str(&format!(
         "{} events in {:.2}s ({:.0} events/s); {} outputs; {} dead letters{}\n",
         s.events_read,
@@ -148,11 +209,17 @@ pub fn render_summary(s: &RunSummary) -> String {
         rate,
         s.outputs,
         s.dead_letters,
-        if s.rejected > 0 { format!(" ({} refused by the source)", s.rejected) } else { String::new() }
+        if s.rejected > 0 {
+            format!(" ({} refused by the source)", s.rejected)
+        } else {
+            String::new()
+        }
     ));
     out
 }
 
 fn parse_meta(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }

@@ -70,7 +70,12 @@ impl Chain {
     /// A chain over `stages`; instances are created on first use.
     pub fn new(rt: Arc<Runtime>, stages: Vec<Arc<Stage>>) -> Chain {
         let instances = stages.iter().map(|_| None).collect();
-        Chain { rt, stages, instances, acc: Vec::new() }
+        Chain {
+            rt,
+            stages,
+            instances,
+            acc: Vec::new(),
+        }
     }
 
     /// Creates every instance now, so configuration errors surface before
@@ -101,7 +106,9 @@ impl Chain {
         if self.instances[s].is_none() {
             self.instances[s] = Some(self.stages[s].instantiate(&self.rt)?);
         }
-        Ok(self.instances[s].as_mut().expect("instance was just created"))
+        Ok(self.instances[s]
+            .as_mut()
+            .expect("instance was just created"))
     }
 
     /// Runs `chunk` through every stage. `ctx` is the per-chunk context JSON
@@ -109,7 +116,10 @@ impl Chain {
     /// instance cannot even be created); event-level trouble is in
     /// [`ChunkOutcome::failures`].
     pub fn process(&mut self, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkOutcome> {
-        let mut outcome = ChunkOutcome { counts: vec![StageCounts::default(); self.stages.len()], ..Default::default() };
+        let mut outcome = ChunkOutcome {
+            counts: vec![StageCounts::default(); self.stages.len()],
+            ..Default::default()
+        };
         let mut input: Cow<[u8]> = Cow::Borrowed(&chunk.data);
         let mut origin: Vec<u32> = (0..chunk.len() as u32).collect();
         for s in 0..self.stages.len() {
@@ -117,10 +127,20 @@ impl Chain {
                 break;
             }
             outcome.counts[s].events_in = origin.len() as u64;
-            let mut sink = StageSink { out: Vec::new(), origin: Vec::new(), failures: Vec::new() };
+            let mut sink = StageSink {
+                out: Vec::new(),
+                origin: Vec::new(),
+                failures: Vec::new(),
+            };
             self.run_isolated(s, ctx, &input, &origin, &mut sink)?;
             outcome.counts[s].failed = sink.failures.len() as u64;
-            outcome.failures.extend(sink.failures.into_iter().map(|(event, error)| Failure { event, stage: s, error }));
+            outcome
+                .failures
+                .extend(sink.failures.into_iter().map(|(event, error)| Failure {
+                    event,
+                    stage: s,
+                    error,
+                }));
             if self.stages[s].kind == crate::manifest::StageKind::Reduce {
                 origin.clear();
                 input = Cow::Owned(Vec::new());
@@ -138,7 +158,14 @@ impl Chain {
 
     /// Runs stage `s` over `input`, retrying around failures until every
     /// event has either produced its outputs or been recorded as failed.
-    fn run_isolated(&mut self, s: usize, ctx: &[u8], input: &[u8], origin: &[u32], sink: &mut StageSink) -> Result<()> {
+    fn run_isolated(
+        &mut self,
+        s: usize,
+        ctx: &[u8],
+        input: &[u8],
+        origin: &[u32],
+        sink: &mut StageSink,
+    ) -> Result<()> {
         let mut input = Cow::Borrowed(input);
         let mut origin = Cow::Borrowed(origin);
         loop {
@@ -149,20 +176,27 @@ impl Chain {
             if !err.poisons_instance() {
                 // The guest refused the call as a whole: every event fails.
                 let msg = err.to_string();
-                sink.failures.extend(origin.iter().map(|&o| (o, msg.clone())));
+                sink.failures
+                    .extend(origin.iter().map(|&o| (o, msg.clone())));
                 return Ok(());
             }
             self.instances[s] = None;
             tracing::debug!("isolating failure in {} events: {err}", origin.len());
             if origin.len() == 1 {
-                sink.failures.push((origin[0], err.without_event().to_string()));
+                sink.failures
+                    .push((origin[0], err.without_event().to_string()));
                 return Ok(());
             }
             let starts = line_starts(&input);
-            match err.event().map(|e| e as usize).filter(|&e| e < origin.len()) {
+            match err
+                .event()
+                .map(|e| e as usize)
+                .filter(|&e| e < origin.len())
+            {
                 Some(bad) => {
                     // The cursor names the culprit: drop it, retry the rest.
-                    sink.failures.push((origin[bad], err.without_event().to_string()));
+                    sink.failures
+                        .push((origin[bad], err.without_event().to_string()));
                     let end = starts.get(bad + 1).copied().unwrap_or(input.len());
                     let mut rest = Vec::with_capacity(input.len());
                     rest.extend_from_slice(&input[..starts[bad]]);
@@ -185,16 +219,33 @@ impl Chain {
 
     /// One guest call over `input`; on success its results are appended to
     /// `sink` (or, for a reduce, become the accumulator).
-    fn call(&mut self, s: usize, ctx: &[u8], input: &[u8], origin: &[u32], sink: &mut StageSink) -> Result<Result<(), StageError>> {
+    fn call(
+        &mut self,
+        s: usize,
+        ctx: &[u8],
+        input: &[u8],
+        origin: &[u32],
+        sink: &mut StageSink,
+    ) -> Result<Result<(), StageError>> {
         let stage = self.stages[s].clone();
         let is_reduce = stage.kind == crate::manifest::StageKind::Reduce;
         // Only a reduce consumes the accumulator; it is put back if the call fails.
-        let acc = if is_reduce { std::mem::take(&mut self.acc) } else { Vec::new() };
+        let acc = if is_reduce {
+            std::mem::take(&mut self.acc)
+        } else {
+            Vec::new()
+        };
         if self.instances[s].is_none() {
             self.instances[s] = Some(stage.instantiate(&self.rt)?);
         }
-        let inst = self.instances[s].as_mut().expect("instance was just created");
-        let res = if is_reduce { inst.reduce(ctx, &acc, input) } else { inst.process(ctx, input) };
+        let inst = self.instances[s]
+            .as_mut()
+            .expect("instance was just created");
+        let res = if is_reduce {
+            inst.reduce(ctx, &acc, input)
+        } else {
+            inst.process(ctx, input)
+        };
         let out = match res {
             Ok(out) => out,
             Err(e) => {
@@ -209,12 +260,18 @@ impl Chain {
             match origin.get(idx as usize) {
                 Some(&o) => sink.failures.push((o, msg)),
                 None => {
-                    let message = format!("error record names event {idx} of a {}-event input: {msg}", origin.len());
+                    let message = format!(
+                        "error record names event {idx} of a {}-event input: {msg}",
+                        origin.len()
+                    );
                     sink.failures.truncate(failures_before);
                     if is_reduce {
                         self.acc = acc;
                     }
-                    return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+                    return Ok(Err(StageError::Abi {
+                        stage: stage.name().to_string(),
+                        message,
+                    }));
                 }
             }
         }
@@ -224,9 +281,16 @@ impl Chain {
             return Ok(Ok(()));
         }
         if out.origins.len() / 4 != line_count(out.out) {
-            let message = format!("{} output lines but {} origin entries", line_count(out.out), out.origins.len() / 4);
+            let message = format!(
+                "{} output lines but {} origin entries",
+                line_count(out.out),
+                out.origins.len() / 4
+            );
             sink.failures.truncate(failures_before);
-            return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+            return Ok(Err(StageError::Abi {
+                stage: stage.name().to_string(),
+                message,
+            }));
         }
         if stage.trusted_output {
             for o in out.origins() {
@@ -234,8 +298,12 @@ impl Chain {
                     Some(&g) => sink.origin.push(g),
                     None => {
                         sink.failures.truncate(failures_before);
-                        let message = format!("origin {o} is outside the {}-event input", origin.len());
-                        return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+                        let message =
+                            format!("origin {o} is outside the {}-event input", origin.len());
+                        return Ok(Err(StageError::Abi {
+                            stage: stage.name().to_string(),
+                            message,
+                        }));
                     }
                 }
             }
@@ -248,7 +316,10 @@ impl Chain {
             let Some(&g) = origin.get(o as usize) else {
                 sink.failures.truncate(failures_before);
                 let message = format!("origin {o} is outside the {}-event input", origin.len());
-                return Ok(Err(StageError::Abi { stage: stage.name().to_string(), message }));
+                return Ok(Err(StageError::Abi {
+                    stage: stage.name().to_string(),
+                    message,
+                }));
             };
             match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                 Ok(_) => {
@@ -256,7 +327,13 @@ impl Chain {
                     sink.out.push(b'\n');
                     sink.origin.push(g);
                 }
-                Err(e) => sink.failures.push((g, format!("stage `{}` produced output that is not valid JSON: {e}", stage.name()))),
+                Err(e) => sink.failures.push((
+                    g,
+                    format!(
+                        "stage `{}` produced output that is not valid JSON: {e}",
+                        stage.name()
+                    ),
+                )),
             }
         }
         Ok(Ok(()))
@@ -288,5 +365,9 @@ impl Chain {
 /// Lines in an NDJSON buffer whose lines all end in `\n`.
 fn line_count(buf: &[u8]) -> usize {
     let n = memchr::memchr_iter(b'\n', buf).count();
-    if buf.last().is_some_and(|&b| b != b'\n') { n + 1 } else { n }
+    if buf.last().is_some_and(|&b| b != b'\n') {
+        n + 1
+    } else {
+        n
+    }
 }

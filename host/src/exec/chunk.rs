@@ -46,7 +46,10 @@ impl Chunk {
     /// The bytes of event `i`, without its newline.
     pub fn event(&self, i: usize) -> &[u8] {
         let start = self.starts[i] as usize;
-        let end = self.starts.get(i + 1).map_or(self.data.len(), |&s| s as usize);
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.data.len(), |&s| s as usize);
         let ev = &self.data[start..end];
         ev.strip_suffix(b"\n").unwrap_or(ev)
     }

@@ -59,14 +59,25 @@ impl DeadLetterSink {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove the old dead-letter file {path:?}")),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove the old dead-letter file {path:?}"));
+            }
         }
-        Ok(DeadLetterSink { path: Some(path), out: None, count: 0 })
+        Ok(DeadLetterSink {
+            path: Some(path),
+            out: None,
+            count: 0,
+        })
     }
 
     /// Dead letters to any writer (tests, stderr).
     pub fn writer(w: Box<dyn Write + Send>) -> DeadLetterSink {
-        DeadLetterSink { path: None, out: Some(w), count: 0 }
+        DeadLetterSink {
+            path: None,
+            out: Some(w),
+            count: 0,
+        }
     }
 
     /// The file path, when writing to a file.
@@ -82,18 +93,30 @@ impl DeadLetterSink {
     /// Writes one dead letter.
     pub fn write(&mut self, d: &DeadLetter<'_>) -> Result<()> {
         if self.out.is_none() {
-            let path = self.path.as_ref().expect("a sink without a writer has a path");
+            let path = self
+                .path
+                .as_ref()
+                .expect("a sink without a writer has a path");
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {dir:?} for dead letters"))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create directory {dir:?} for dead letters"))?;
             }
-            let f = File::create(path).with_context(|| format!("cannot create the dead-letter file {path:?}"))?;
+            let f = File::create(path)
+                .with_context(|| format!("cannot create the dead-letter file {path:?}"))?;
             self.out = Some(Box::new(BufWriter::new(f)));
         }
         let event = match serde_json::from_slice::<&RawValue>(d.event) {
             Ok(raw) => EventField::Json(raw),
             Err(_) => EventField::Text(String::from_utf8_lossy(d.event).into_owned()),
         };
-        let rec = Record { pipeline: d.pipeline, stage: d.stage, error: d.error, index: d.index, line: d.line, event };
+        let rec = Record {
+            pipeline: d.pipeline,
+            stage: d.stage,
+            error: d.error,
+            index: d.index,
+            line: d.line,
+            event,
+        };
         let out = self.out.as_mut().expect("opened above");
         serde_json::to_writer(&mut *out, &rec)?;
         out.write_all(b"\n").context("cannot write a dead letter")?;

@@ -48,8 +48,14 @@ pub struct RunContext {
 impl RunContext {
     /// A context for a local run: a job id from the clock and the host name.
     pub fn local() -> RunContext {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        RunContext { job: format!("run-{}", now.as_millis()), host: host_name(), extra: Default::default() }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        RunContext {
+            job: format!("run-{}", now.as_millis()),
+            host: host_name(),
+            extra: Default::default(),
+        }
     }
 }
 
@@ -57,7 +63,8 @@ impl RunContext {
     /// The context JSON of one chunk: pipeline, job, host, the time the
     /// chunk was taken up and its number, then the extra fields.
     pub fn chunk_json(&self, pipeline: &str, chunk: u64) -> Result<Vec<u8>> {
-        let received_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let received_at =
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         let mut m = serde_json::Map::new();
         m.insert("pipeline".into(), pipeline.into());
         m.insert("job".into(), self.job.clone().into());
@@ -109,12 +116,22 @@ impl Pipeline {
                 kind: Some(*st.kind.get_ref()),
                 plugin: manifest.resolve(st.plugin.get_ref()),
                 params: match &st.params {
-                    Some(t) => serde_json::to_value(t).context("stage params must be representable as JSON")?,
+                    Some(t) => serde_json::to_value(t)
+                        .context("stage params must be representable as JSON")?,
                     None => serde_json::json!({}),
                 },
                 key: st.key.as_ref().map(|k| k.get_ref().clone()),
-                memory: st.limits.memory.or(doc.runtime.memory).unwrap_or(DEFAULT_MEMORY).0,
-                timeout: st.limits.timeout.or(doc.runtime.timeout).map_or(DEFAULT_TIMEOUT, |t| t.0),
+                memory: st
+                    .limits
+                    .memory
+                    .or(doc.runtime.memory)
+                    .unwrap_or(DEFAULT_MEMORY)
+                    .0,
+                timeout: st
+                    .limits
+                    .timeout
+                    .or(doc.runtime.timeout)
+                    .map_or(DEFAULT_TIMEOUT, |t| t.0),
                 allow: st.allow.clone(),
                 base_dir: manifest.dir.clone(),
             };
@@ -128,27 +145,46 @@ impl Pipeline {
                     anyhow!(d.with_hint("`wasmpipe inspect <plugin>` shows what a plugin exports; docs/abi.md lists what a stage must export"))
                 }
             })?;
-            if stage.kind == StageKind::Reduce && stage.meta.keyed && st.key.is_some() {
+            if let Some(key) = &st.key
+                && stage.kind == StageKind::Reduce
+                && stage.meta.keyed
+            {
                 let d = manifest.diagnostic_at(
-                    st.key.as_ref().expect("checked").span(),
-                    format!("stage `{}` computes its own group key, so `key` cannot be set", st.name.get_ref()),
+                    key.span(),
+                    format!(
+                        "stage `{}` computes its own group key, so `key` cannot be set",
+                        st.name.get_ref()
+                    ),
                 );
                 bail!(d.with_hint("remove `key` from the manifest"));
             }
             stages.push(stage);
         }
-        let workers = doc.runtime.workers.map_or_else(default_workers, |n| n.get());
-        Ok(Pipeline { name: manifest.name().to_string(), stages, runtime, workers, ordered: doc.runtime.ordered.unwrap_or(true) })
+        let workers = doc
+            .runtime
+            .workers
+            .map_or_else(default_workers, |n| n.get());
+        Ok(Pipeline {
+            name: manifest.name().to_string(),
+            stages,
+            runtime,
+            workers,
+            ordered: doc.runtime.ordered.unwrap_or(true),
+        })
     }
 
     /// Whether the last stage is a reduce.
     pub fn reduces(&self) -> bool {
-        self.stages.last().is_some_and(|s| s.kind == StageKind::Reduce)
+        self.stages
+            .last()
+            .is_some_and(|s| s.kind == StageKind::Reduce)
     }
 
     /// Whether the reduce gives one result per key.
     pub fn keyed(&self) -> bool {
-        self.stages.last().is_some_and(|s| s.kind == StageKind::Reduce && (s.spec.key.is_some() || s.meta.keyed))
+        self.stages
+            .last()
+            .is_some_and(|s| s.kind == StageKind::Reduce && (s.spec.key.is_some() || s.meta.keyed))
     }
 
     /// Runs the pipeline over `source`, writing outputs (or the reduce result)
@@ -173,7 +209,11 @@ impl Pipeline {
         let (done_tx, done_rx) = unbounded::<(Chunk, Result<ChunkOutcome>)>();
 
         let mut summary = RunSummary {
-            stages: self.stages.iter().map(|s| (s.name().to_string(), s.kind, StageCounts::default())).collect(),
+            stages: self
+                .stages
+                .iter()
+                .map(|s| (s.name().to_string(), s.kind, StageCounts::default()))
+                .collect(),
             ..Default::default()
         };
         let result = std::thread::scope(|scope| -> Result<Vec<Vec<u8>>> {
@@ -249,11 +289,19 @@ impl Pipeline {
             }
             let mut accs = Vec::new();
             for h in handles {
-                accs.push(h.join().map_err(|_| anyhow!("a worker thread panicked"))??);
+                accs.push(
+                    h.join()
+                        .map_err(|_| anyhow!("a worker thread panicked"))??,
+                );
             }
-            reader.join().map_err(|_| anyhow!("the reader thread panicked"))??;
+            reader
+                .join()
+                .map_err(|_| anyhow!("the reader thread panicked"))??;
             if !pending.is_empty() {
-                bail!("internal error: {} chunks were never written", pending.len());
+                bail!(
+                    "internal error: {} chunks were never written",
+                    pending.len()
+                );
             }
             Ok(accs)
         })?;
@@ -270,8 +318,16 @@ impl Pipeline {
         Ok(summary)
     }
 
-    fn write_chunk(&self, chunk: &Chunk, outcome: &ChunkOutcome, sink: &mut dyn Write, dead: &mut DeadLetterSink, summary: &mut RunSummary) -> Result<()> {
-        sink.write_all(&outcome.output).context("cannot write the output")?;
+    fn write_chunk(
+        &self,
+        chunk: &Chunk,
+        outcome: &ChunkOutcome,
+        sink: &mut dyn Write,
+        dead: &mut DeadLetterSink,
+        summary: &mut RunSummary,
+    ) -> Result<()> {
+        sink.write_all(&outcome.output)
+            .context("cannot write the output")?;
         summary.outputs += outcome.output_count;
         summary.events_read += (chunk.len() + chunk.rejects.len()) as u64;
         for (total, c) in summary.stages.iter_mut().zip(&outcome.counts) {
@@ -281,7 +337,14 @@ impl Pipeline {
         }
         for r in &chunk.rejects {
             summary.rejected += 1;
-            dead.write(&DeadLetter { pipeline: &self.name, stage: None, error: &r.error, index: r.index, line: r.line, event: &r.preview })?;
+            dead.write(&DeadLetter {
+                pipeline: &self.name,
+                stage: None,
+                error: &r.error,
+                index: r.index,
+                line: r.line,
+                event: &r.preview,
+            })?;
         }
         for f in &outcome.failures {
             let i = f.event as usize;
@@ -304,7 +367,11 @@ impl Pipeline {
         let mut chain = Chain::new(self.runtime.clone(), self.stages.clone());
         let mut total: Vec<u8> = Vec::new();
         for acc in accs.into_iter().filter(|a| !a.is_empty()) {
-            total = if total.is_empty() { acc } else { chain.combine(&total, &acc)? };
+            total = if total.is_empty() {
+                acc
+            } else {
+                chain.combine(&total, &acc)?
+            };
         }
         if total.is_empty() {
             // No event reached the reduce: its result is the initial accumulator.
@@ -316,10 +383,18 @@ impl Pipeline {
             return Ok(1);
         }
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&total)
-            .with_context(|| format!("keyed reduce `{}` returned a result that is not a JSON object", self.stages.last().map_or("", |s| s.name())))?;
+            .with_context(|| {
+                format!(
+                    "keyed reduce `{}` returned a result that is not a JSON object",
+                    self.stages.last().map_or("", |s| s.name())
+                )
+            })?;
         let n = map.len() as u64;
         for (key, value) in map {
-            serde_json::to_writer(&mut *sink, &serde_json::json!({ "key": key, "value": value }))?;
+            serde_json::to_writer(
+                &mut *sink,
+                &serde_json::json!({ "key": key, "value": value }),
+            )?;
             sink.write_all(b"\n")?;
         }
         Ok(n)
@@ -329,7 +404,11 @@ impl Pipeline {
 /// Offset of event `i` from the chunk's first event, counting the events the
 /// source rejected in between (they have indices too).
 fn chunk_offset(chunk: &Chunk, i: usize) -> u64 {
-    let before = chunk.rejects.iter().filter(|r| r.line < chunk.lines[i]).count();
+    let before = chunk
+        .rejects
+        .iter()
+        .filter(|r| r.line < chunk.lines[i])
+        .count();
     (i + before) as u64
 }
 

@@ -21,7 +21,11 @@ pub struct ChunkLimits {
 
 impl Default for ChunkLimits {
     fn default() -> Self {
-        ChunkLimits { events: crate::manifest::DEFAULT_CHUNK_SIZE, bytes: 4 << 20, max_event: 1 << 20 }
+        ChunkLimits {
+            events: crate::manifest::DEFAULT_CHUNK_SIZE,
+            bytes: 4 << 20,
+            max_event: 1 << 20,
+        }
     }
 }
 
@@ -49,7 +53,15 @@ pub struct JsonLines<R> {
 impl<R: BufRead + Send> JsonLines<R> {
     /// Reads JSON lines from `reader`; `read` counts bytes consumed.
     pub fn new(reader: R, limits: ChunkLimits, read: Arc<AtomicU64>) -> Self {
-        JsonLines { reader, limits, seq: 0, index: 0, line: 0, done: false, read }
+        JsonLines {
+            reader,
+            limits,
+            seq: 0,
+            index: 0,
+            line: 0,
+            done: false,
+            read,
+        }
     }
 }
 
@@ -58,7 +70,11 @@ impl<R: BufRead + Send> Source for JsonLines<R> {
         if self.done {
             return Ok(None);
         }
-        let mut chunk = Chunk { seq: self.seq, first_index: self.index, ..Chunk::default() };
+        let mut chunk = Chunk {
+            seq: self.seq,
+            first_index: self.index,
+            ..Chunk::default()
+        };
         while chunk.len() < self.limits.events && chunk.data.len() < self.limits.bytes {
             // Read one line straight into the chunk, stopping to copy once it
             // is too large to be an event.
@@ -105,7 +121,10 @@ impl<R: BufRead + Send> Source for JsonLines<R> {
                 chunk.rejects.push(Reject {
                     index: self.index,
                     line: self.line,
-                    error: format!("event is larger than the limit of {} bytes (runtime.max_event_size)", self.limits.max_event),
+                    error: format!(
+                        "event is larger than the limit of {} bytes (runtime.max_event_size)",
+                        self.limits.max_event
+                    ),
                     preview,
                 });
                 self.index += 1;
@@ -115,7 +134,10 @@ impl<R: BufRead + Send> Source for JsonLines<R> {
             if end > line_start && chunk.data[end - 1] == b'\r' {
                 end -= 1;
             }
-            if chunk.data[line_start..end].iter().all(u8::is_ascii_whitespace) {
+            if chunk.data[line_start..end]
+                .iter()
+                .all(u8::is_ascii_whitespace)
+            {
                 chunk.data.truncate(line_start);
                 if !complete {
                     self.done = true;
@@ -162,7 +184,11 @@ enum ArrayState {
     /// After `[` or `,`: expecting an element (or `]` right after `[`).
     Element { first: bool },
     /// Inside an element.
-    Value { depth: u32, in_string: bool, escape: bool },
+    Value {
+        depth: u32,
+        in_string: bool,
+        escape: bool,
+    },
     /// After an element: expecting `,` or `]`.
     Separator,
     /// After the closing `]`.
@@ -172,17 +198,34 @@ enum ArrayState {
 impl<R: BufRead + Send> JsonArray<R> {
     /// Reads a JSON array from `reader`; `name` names the input in errors.
     pub fn new(reader: R, limits: ChunkLimits, read: Arc<AtomicU64>, name: String) -> Self {
-        JsonArray { reader, limits, seq: 0, index: 0, line: 1, col: 0, state: ArrayState::Start, read, name }
+        JsonArray {
+            reader,
+            limits,
+            seq: 0,
+            index: 0,
+            line: 1,
+            col: 0,
+            state: ArrayState::Start,
+            read,
+            name,
+        }
     }
 
     fn syntax(&self, what: &str) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}:{}: {what}", self.name, self.line, self.col))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}:{}:{}: {what}", self.name, self.line, self.col),
+        )
     }
 }
 
 impl<R: BufRead + Send> Source for JsonArray<R> {
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk { seq: self.seq, first_index: self.index, ..Chunk::default() };
+        let mut chunk = Chunk {
+            seq: self.seq,
+            first_index: self.index,
+            ..Chunk::default()
+        };
         let mut ev_start = 0usize;
         let mut ev_line = 0u64;
         let mut oversized = false;
@@ -191,8 +234,13 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
             if buf.is_empty() {
                 return match self.state {
                     ArrayState::End => break 'outer,
-                    ArrayState::Start if self.index == 0 && chunk.is_empty() => Err(self.syntax("expected a JSON array, found end of input")),
-                    _ => Err(self.syntax("unexpected end of input inside the JSON array (missing `]`?)")),
+                    ArrayState::Start if self.index == 0 && chunk.is_empty() => {
+                        Err(self.syntax("expected a JSON array, found end of input"))
+                    }
+                    _ => {
+                        Err(self
+                            .syntax("unexpected end of input inside the JSON array (missing `]`?)"))
+                    }
                 };
             }
             let mut used = 0;
@@ -210,7 +258,9 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                         if b == b'[' {
                             self.state = ArrayState::Element { first: true };
                         } else if !b.is_ascii_whitespace() {
-                            exit = Some(Err("expected `[` at the start of a JSON array source (use `format = \"jsonl\"` for JSON lines)"));
+                            exit = Some(Err(
+                                "expected `[` at the start of a JSON array source (use `format = \"jsonl\"` for JSON lines)",
+                            ));
                             break;
                         }
                     }
@@ -231,12 +281,28 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                         oversized = false;
                         chunk.data.push(b);
                         self.state = match b {
-                            b'{' | b'[' => ArrayState::Value { depth: 1, in_string: false, escape: false },
-                            b'"' => ArrayState::Value { depth: 0, in_string: true, escape: false },
-                            _ => ArrayState::Value { depth: 0, in_string: false, escape: false },
+                            b'{' | b'[' => ArrayState::Value {
+                                depth: 1,
+                                in_string: false,
+                                escape: false,
+                            },
+                            b'"' => ArrayState::Value {
+                                depth: 0,
+                                in_string: true,
+                                escape: false,
+                            },
+                            _ => ArrayState::Value {
+                                depth: 0,
+                                in_string: false,
+                                escape: false,
+                            },
                         };
                     }
-                    ArrayState::Value { depth, in_string, escape } => {
+                    ArrayState::Value {
+                        depth,
+                        in_string,
+                        escape,
+                    } => {
                         let mut next = (depth, in_string, escape);
                         let mut end_of_value = false;
                         if in_string {
@@ -258,14 +324,34 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                         }
                         if depth == 0 && !in_string && b.is_ascii_whitespace() {
                             // Whitespace ends a scalar element (`2 3` is two values, not `23`).
-                            finish(&mut self.index, &self.limits, &mut chunk, ev_start, ev_line, oversized);
+                            finish(
+                                &mut self.index,
+                                &self.limits,
+                                &mut chunk,
+                                ev_start,
+                                ev_line,
+                                oversized,
+                            );
                             self.state = ArrayState::Separator;
                             continue;
                         }
                         if end_of_value {
-                            finish(&mut self.index, &self.limits, &mut chunk, ev_start, ev_line, oversized);
-                            self.state = if b == b']' { ArrayState::End } else { ArrayState::Element { first: false } };
-                            if chunk.len() >= self.limits.events || chunk.data.len() >= self.limits.bytes {
+                            finish(
+                                &mut self.index,
+                                &self.limits,
+                                &mut chunk,
+                                ev_start,
+                                ev_line,
+                                oversized,
+                            );
+                            self.state = if b == b']' {
+                                ArrayState::End
+                            } else {
+                                ArrayState::Element { first: false }
+                            };
+                            if chunk.len() >= self.limits.events
+                                || chunk.data.len() >= self.limits.bytes
+                            {
                                 exit = Some(Ok(()));
                                 break;
                             }
@@ -280,20 +366,40 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                                 chunk.data.truncate(ev_start + PREVIEW);
                             }
                         }
-                        self.state = ArrayState::Value { depth: next.0, in_string: next.1, escape: next.2 };
+                        self.state = ArrayState::Value {
+                            depth: next.0,
+                            in_string: next.1,
+                            escape: next.2,
+                        };
                         if depth > 0 && next.0 == 0 && !next.1 {
                             self.state = ArrayState::Separator;
-                            finish(&mut self.index, &self.limits, &mut chunk, ev_start, ev_line, oversized);
+                            finish(
+                                &mut self.index,
+                                &self.limits,
+                                &mut chunk,
+                                ev_start,
+                                ev_line,
+                                oversized,
+                            );
                         } else if depth == 0 && in_string && !next.1 {
                             // A top-level string element just closed.
                             self.state = ArrayState::Separator;
-                            finish(&mut self.index, &self.limits, &mut chunk, ev_start, ev_line, oversized);
+                            finish(
+                                &mut self.index,
+                                &self.limits,
+                                &mut chunk,
+                                ev_start,
+                                ev_line,
+                                oversized,
+                            );
                         }
                     }
                     ArrayState::Separator => match b {
                         b',' => {
                             self.state = ArrayState::Element { first: false };
-                            if chunk.len() >= self.limits.events || chunk.data.len() >= self.limits.bytes {
+                            if chunk.len() >= self.limits.events
+                                || chunk.data.len() >= self.limits.bytes
+                            {
                                 exit = Some(Ok(()));
                                 break;
                             }
@@ -330,14 +436,24 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
 }
 
 /// Closes the array element that started at `start` of `chunk.data`.
-fn finish(index: &mut u64, limits: &ChunkLimits, chunk: &mut Chunk, start: usize, line: u64, oversized: bool) {
+fn finish(
+    index: &mut u64,
+    limits: &ChunkLimits,
+    chunk: &mut Chunk,
+    start: usize,
+    line: u64,
+    oversized: bool,
+) {
     {
         if oversized {
             let preview = chunk.data.split_off(start);
             chunk.rejects.push(Reject {
                 index: *index,
                 line,
-                error: format!("event is larger than the limit of {} bytes (runtime.max_event_size)", limits.max_event),
+                error: format!(
+                    "event is larger than the limit of {} bytes (runtime.max_event_size)",
+                    limits.max_event
+                ),
                 preview,
             });
         } else {
@@ -364,7 +480,11 @@ mod tests {
     }
 
     fn limits(events: usize) -> ChunkLimits {
-        ChunkLimits { events, bytes: 1 << 20, max_event: 64 }
+        ChunkLimits {
+            events,
+            bytes: 1 << 20,
+            max_event: 64,
+        }
     }
 
     #[test]
@@ -372,7 +492,14 @@ mod tests {
         let input = b"{\"a\":1}\n\n  \n{\"a\":2}\r\n{\"a\":3}";
         let mut src = JsonLines::new(&input[..], limits(2), Arc::default());
         let evs = all_events(&mut src);
-        assert_eq!(evs, [("{\"a\":1}".into(), 1), ("{\"a\":2}".into(), 4), ("{\"a\":3}".into(), 5)]);
+        assert_eq!(
+            evs,
+            [
+                ("{\"a\":1}".into(), 1),
+                ("{\"a\":2}".into(), 4),
+                ("{\"a\":3}".into(), 5)
+            ]
+        );
     }
 
     #[test]
@@ -390,7 +517,8 @@ mod tests {
 
     #[test]
     fn json_array_splits_elements_and_strips_whitespace() {
-        let input = b"[\n  {\"a\": [1, 2], \"s\": \"x, ]\\\" y\"},\n  3,\n  \"str\" ,\n  {\"b\": {}}\n]\n";
+        let input =
+            b"[\n  {\"a\": [1, 2], \"s\": \"x, ]\\\" y\"},\n  3,\n  \"str\" ,\n  {\"b\": {}}\n]\n";
         let mut src = JsonArray::new(&input[..], limits(3), Arc::default(), "in.json".into());
         let evs = all_events(&mut src);
         assert_eq!(
@@ -406,11 +534,24 @@ mod tests {
 
     #[test]
     fn json_array_reports_structure_errors_with_position() {
-        let mut src = JsonArray::new(&b"[1, 2 3]"[..], limits(10), Arc::default(), "in.json".into());
+        let mut src = JsonArray::new(
+            &b"[1, 2 3]"[..],
+            limits(10),
+            Arc::default(),
+            "in.json".into(),
+        );
         let err = src.next_chunk().unwrap_err().to_string();
-        assert_eq!(err, "in.json:1:7: expected `,` or `]` after an array element");
+        assert_eq!(
+            err,
+            "in.json:1:7: expected `,` or `]` after an array element"
+        );
         let mut src = JsonArray::new(&b"[1, 2"[..], limits(10), Arc::default(), "in.json".into());
-        assert!(src.next_chunk().unwrap_err().to_string().contains("missing `]`"));
+        assert!(
+            src.next_chunk()
+                .unwrap_err()
+                .to_string()
+                .contains("missing `]`")
+        );
         let mut src = JsonArray::new(&b"[]"[..], limits(10), Arc::default(), "in.json".into());
         assert!(src.next_chunk().unwrap().is_none());
     }

@@ -30,7 +30,9 @@ impl Diagnostic {
         let start = span.start.min(text.len());
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-        let source_line = text[line_start..line_end].trim_end_matches('\r').to_string();
+        let source_line = text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string();
         let line = text[..start].matches('\n').count() + 1;
         let column = text[line_start..start].chars().count() + 1;
         let end = span.end.clamp(start, line_end);
@@ -58,7 +60,13 @@ impl fmt::Display for Diagnostic {
         let gutter = self.line.to_string().len();
         let pad = " ".repeat(gutter);
         writeln!(f, "{}", self.message)?;
-        writeln!(f, "{pad}--> {}:{}:{}", self.path.display(), self.line, self.column)?;
+        writeln!(
+            f,
+            "{pad}--> {}:{}:{}",
+            self.path.display(),
+            self.line,
+            self.column
+        )?;
         writeln!(f, "{pad} |")?;
         writeln!(f, "{} | {}", self.line, self.source_line)?;
         let lead: String = self
@@ -85,7 +93,8 @@ mod tests {
     fn locates_line_and_column_of_span() {
         let text = "[pipeline]\nname = \"a b\"\n";
         let at = text.find("\"a b\"").unwrap();
-        let d = Diagnostic::new(Path::new("m.toml"), text, at..at + 5, "bad name").with_hint("use '-'");
+        let d =
+            Diagnostic::new(Path::new("m.toml"), text, at..at + 5, "bad name").with_hint("use '-'");
         assert_eq!((d.line, d.column), (2, 8));
         assert_eq!(
             d.to_string(),

@@ -258,9 +258,13 @@ impl TryFrom<String> for Name {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let ok_start = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
-        let bad = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'));
+        let bad = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'));
         if s.is_empty() {
-            return Err("name must not be empty; hint: use ASCII letters, digits, '-' and '_'".into());
+            return Err(
+                "name must not be empty; hint: use ASCII letters, digits, '-' and '_'".into(),
+            );
         }
         if let Some(c) = bad {
             return Err(format!(
@@ -269,10 +273,14 @@ impl TryFrom<String> for Name {
             ));
         }
         if !ok_start {
-            return Err(format!("invalid name `{s}`; hint: a name starts with a letter"));
+            return Err(format!(
+                "invalid name `{s}`; hint: a name starts with a letter"
+            ));
         }
         if s.len() > 64 {
-            return Err(format!("invalid name `{s}`; hint: a name has at most 64 characters"));
+            return Err(format!(
+                "invalid name `{s}`; hint: a name has at most 64 characters"
+            ));
         }
         Ok(Name(s))
     }
@@ -320,7 +328,10 @@ impl ManifestError {
 impl Manifest {
     /// Reads, parses and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Manifest::parse(path, &text)
     }
 
@@ -334,16 +345,26 @@ impl Manifest {
                 Some((m, h)) => (m.to_string(), h.to_string()),
                 None => (full.to_string(), hint_for(full)),
             };
-            ManifestError::Invalid(Box::new(Diagnostic::new(path, text, span, message).with_hint(hint)))
+            ManifestError::Invalid(Box::new(
+                Diagnostic::new(path, text, span, message).with_hint(hint),
+            ))
         })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let manifest = Manifest { path: path.to_path_buf(), dir, doc };
-        manifest.validate(text).map_err(|d| ManifestError::Invalid(Box::new(d)))?;
+        let manifest = Manifest {
+            path: path.to_path_buf(),
+            dir,
+            doc,
+        };
+        manifest
+            .validate(text)
+            .map_err(|d| ManifestError::Invalid(Box::new(d)))?;
         Ok(manifest)
     }
 
     fn validate(&self, text: &str) -> Result<(), Diagnostic> {
-        let at = |span: std::ops::Range<usize>, msg: String| Diagnostic::new(&self.path, text, span, msg);
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            Diagnostic::new(&self.path, text, span, msg)
+        };
         let stages = &self.doc.stages;
         if stages.is_empty() {
             let span = text.find("[pipeline]").map_or(0..0, |i| i..i + 10);
@@ -353,8 +374,11 @@ impl Manifest {
         let mut names = HashSet::new();
         for (i, stage) in stages.iter().enumerate() {
             if !names.insert(stage.name.get_ref().clone()) {
-                return Err(at(stage.name.span(), format!("stage name `{}` is used twice", stage.name.get_ref()))
-                    .with_hint("give every stage a unique `name`"));
+                return Err(at(
+                    stage.name.span(),
+                    format!("stage name `{}` is used twice", stage.name.get_ref()),
+                )
+                .with_hint("give every stage a unique `name`"));
             }
             let kind = *stage.kind.get_ref();
             if kind == StageKind::Reduce && i + 1 != stages.len() {
@@ -363,12 +387,24 @@ impl Manifest {
             }
             if let Some(key) = &stage.key {
                 if kind != StageKind::Reduce {
-                    return Err(at(key.span(), format!("`key` is only meaningful on a reduce stage, and `{}` is a {kind}", stage.name.get_ref()))
-                        .with_hint("remove `key`, or make this stage a `reduce`"));
+                    return Err(at(
+                        key.span(),
+                        format!(
+                            "`key` is only meaningful on a reduce stage, and `{}` is a {kind}",
+                            stage.name.get_ref()
+                        ),
+                    )
+                    .with_hint("remove `key`, or make this stage a `reduce`"));
                 }
                 if !key.get_ref().starts_with('/') {
-                    return Err(at(key.span(), format!("`key` must be a JSON pointer, got `{}`", key.get_ref()))
-                        .with_hint(format!("JSON pointers start with '/', e.g. `key = \"/{}\"`", key.get_ref().trim_start_matches(['.', '$']))));
+                    return Err(at(
+                        key.span(),
+                        format!("`key` must be a JSON pointer, got `{}`", key.get_ref()),
+                    )
+                    .with_hint(format!(
+                        "JSON pointers start with '/', e.g. `key = \"/{}\"`",
+                        key.get_ref().trim_start_matches(['.', '$'])
+                    )));
                 }
             }
             let plugin = self.resolve(stage.plugin.get_ref());
@@ -379,16 +415,25 @@ impl Manifest {
             for grant in &stage.allow.dirs {
                 let host = self.resolve(grant.host.get_ref());
                 if !host.is_dir() {
-                    return Err(at(grant.host.span(), format!("granted directory {host:?} does not exist"))
-                        .with_hint("create it, or fix the path (relative to the manifest)"));
+                    return Err(at(
+                        grant.host.span(),
+                        format!("granted directory {host:?} does not exist"),
+                    )
+                    .with_hint("create it, or fix the path (relative to the manifest)"));
                 }
             }
         }
-        if let Some(src) = &self.doc.source.path {
-            if src.get_ref() != "-" && !self.resolve(src.get_ref()).is_file() {
-                return Err(at(src.span(), format!("source file {:?} does not exist", self.resolve(src.get_ref())))
-                    .with_hint("fix the path (relative to the manifest), or pass `--input` on the command line"));
-            }
+        if let Some(src) = &self.doc.source.path
+            && src.get_ref() != "-"
+            && !self.resolve(src.get_ref()).is_file()
+        {
+            let message = format!(
+                "source file {:?} does not exist",
+                self.resolve(src.get_ref())
+            );
+            return Err(at(src.span(), message).with_hint(
+                "fix the path (relative to the manifest), or pass `--input` on the command line",
+            ));
         }
         Ok(())
     }
@@ -396,7 +441,11 @@ impl Manifest {
     /// Resolves a path written in the manifest against the manifest's directory.
     pub fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     /// The manifest's pipeline name.

@@ -34,8 +34,11 @@ impl std::str::FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let hint = "hint: write a size such as \"64MiB\", \"512KiB\", \"1GiB\" or a number of bytes";
-        let n: u64 = num.parse().map_err(|_| format!("invalid size `{s}`; {hint}"))?;
+        let hint =
+            "hint: write a size such as \"64MiB\", \"512KiB\", \"1GiB\" or a number of bytes";
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size `{s}`; {hint}"))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "K" | "KB" | "kB" => 1 << 10,
@@ -43,18 +46,20 @@ impl std::str::FromStr for ByteSize {
             "GiB" | "G" | "GB" => 1 << 30,
             _ => return Err(format!("invalid size unit in `{s}`; {hint}")),
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large; hint: sizes go up to 16EiB"))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size `{s}` is too large; hint: sizes go up to 16EiB"))
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n >= 1 << 30 && n % (1 << 30) == 0 {
+        if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
             write!(f, "{}GiB", n >> 30)
-        } else if n >= 1 << 20 && n % (1 << 20) == 0 {
+        } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", n >> 20)
-        } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", n >> 10)
         } else {
             write!(f, "{n}B")
@@ -81,7 +86,9 @@ impl std::str::FromStr for DurationSpec {
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let hint = "hint: write a duration such as \"250ms\", \"5s\" or \"2m\"";
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`; {hint}"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration `{s}`; {hint}"))?;
         let d = match unit.trim() {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -90,7 +97,9 @@ impl std::str::FromStr for DurationSpec {
             _ => return Err(format!("invalid duration unit in `{s}`; {hint}")),
         };
         if d.is_zero() {
-            return Err(format!("duration `{s}` must be greater than zero; hint: a limit of zero would stop every call"));
+            return Err(format!(
+                "duration `{s}` must be greater than zero; hint: a limit of zero would stop every call"
+            ));
         }
         Ok(DurationSpec(d))
     }
@@ -99,7 +108,11 @@ impl std::str::FromStr for DurationSpec {
 impl fmt::Display for DurationSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+        if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
     }
 }
 
@@ -111,14 +124,25 @@ mod tests {
     fn parses_sizes() {
         assert_eq!("64MiB".parse::<ByteSize>().unwrap(), ByteSize(64 << 20));
         assert_eq!("512 KiB".parse::<ByteSize>().unwrap(), ByteSize(512 << 10));
-        assert!("64 parsecs".parse::<ByteSize>().unwrap_err().contains("unit"));
+        assert!(
+            "64 parsecs"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unit")
+        );
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
     }
 
     #[test]
     fn parses_durations() {
-        assert_eq!("250ms".parse::<DurationSpec>().unwrap().0, Duration::from_millis(250));
-        assert_eq!("2m".parse::<DurationSpec>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "250ms".parse::<DurationSpec>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "2m".parse::<DurationSpec>().unwrap().0,
+            Duration::from_secs(120)
+        );
         assert!("5".parse::<DurationSpec>().unwrap_err().contains("no unit"));
         assert!("0s".parse::<DurationSpec>().is_err());
     }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,
+};
 
 /// How often the epoch advances. Wall-time limits are enforced to within
 /// one tick; 10 ms keeps the ticker's cost invisible while a timeout of a
@@ -30,7 +32,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_instances: 64, max_memory: 4 << 30, cache_dir: default_cache_dir() }
+        RuntimeConfig {
+            max_instances: 64,
+            max_memory: 4 << 30,
+            cache_dir: default_cache_dir(),
+        }
     }
 }
 
@@ -78,7 +84,9 @@ impl Runtime {
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasmtime engine")?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
             let engine = engine.clone();
@@ -93,7 +101,12 @@ impl Runtime {
                 })
                 .context("cannot start the epoch ticker thread")?
         };
-        Ok(Runtime { engine, cache_dir: cfg.cache_dir.clone(), stop, ticker: Some(ticker) })
+        Ok(Runtime {
+            engine,
+            cache_dir: cfg.cache_dir.clone(),
+            stop,
+            ticker: Some(ticker),
+        })
     }
 
     /// The engine.
@@ -113,8 +126,14 @@ impl Runtime {
             return Ok((self.compile(wasm, what)?, ModuleOrigin::Compiled));
         };
         let mut compat = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut compat);
-        let file = dir.join(format!("{}-{:016x}.cwasm", content_hash(wasm), compat.finish()));
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compat);
+        let file = dir.join(format!(
+            "{}-{:016x}.cwasm",
+            content_hash(wasm),
+            compat.finish()
+        ));
         if file.is_file() {
             // SAFETY: the file was written by `Module::serialize` of an engine
             // with the same compatibility hash (it is in the name), in a cache
@@ -122,7 +141,9 @@ impl Runtime {
             // fails to deserialize and is recompiled below.
             match unsafe { Module::deserialize_file(&self.engine, &file) } {
                 Ok(m) => return Ok((m, ModuleOrigin::Cached)),
-                Err(e) => tracing::warn!("ignoring unusable cached module {}: {e:#}", file.display()),
+                Err(e) => {
+                    tracing::warn!("ignoring unusable cached module {}: {e:#}", file.display())
+                }
             }
         }
         let module = self.compile(wasm, what)?;
@@ -133,7 +154,9 @@ impl Runtime {
     }
 
     fn compile(&self, wasm: &[u8], what: &Path) -> Result<Module> {
-        Module::new(&self.engine, wasm).map_err(anyhow::Error::from).with_context(|| format!("{} is not a valid WebAssembly module", what.display()))
+        Module::new(&self.engine, wasm)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} is not a valid WebAssembly module", what.display()))
     }
 }
 

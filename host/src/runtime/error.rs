@@ -69,7 +69,9 @@ impl StageError {
     /// The event the failure is attributed to, if any.
     pub fn event(&self) -> Option<u32> {
         match self {
-            StageError::Trap { event, .. } | StageError::Timeout { event, .. } | StageError::OutOfMemory { event, .. } => *event,
+            StageError::Trap { event, .. }
+            | StageError::Timeout { event, .. }
+            | StageError::OutOfMemory { event, .. } => *event,
             StageError::Failed { .. } | StageError::Abi { .. } => None,
         }
     }
@@ -90,7 +92,9 @@ impl StageError {
     pub fn without_event(&self) -> StageError {
         let mut e = self.clone();
         match &mut e {
-            StageError::Trap { event, .. } | StageError::Timeout { event, .. } | StageError::OutOfMemory { event, .. } => *event = None,
+            StageError::Trap { event, .. }
+            | StageError::Timeout { event, .. }
+            | StageError::OutOfMemory { event, .. } => *event = None,
             _ => {}
         }
         e

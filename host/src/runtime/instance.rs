@@ -25,7 +25,9 @@ pub struct CallOutput<'a> {
 impl CallOutput<'_> {
     /// The origin of each output line.
     pub fn origins(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
-        self.origins.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.origins
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// Per-event errors as (index, message).
@@ -37,14 +39,38 @@ impl CallOutput<'_> {
     }
 }
 
+/// Parameters of `wasmpipe_process` and `wasmpipe_combine`: two buffers.
+type FourArgs = (i32, i32, i32, i32);
+/// Parameters of `wasmpipe_reduce`: three buffers.
+type SixArgs = (i32, i32, i32, i32, i32, i32);
+
+/// Looks up an export that only some kinds have, checking its signature.
+fn optional_func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    instance: &wasmtime::Instance,
+    store: &mut Store<StageState>,
+    name: &str,
+    stage: &str,
+) -> Result<Option<TypedFunc<P, R>>> {
+    if instance.get_func(&mut *store, name).is_none() {
+        return Ok(None);
+    }
+    let f = instance
+        .get_typed_func(&mut *store, name)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!("stage `{stage}`: export `{name}` has the wrong signature (see docs/abi.md)")
+        })?;
+    Ok(Some(f))
+}
+
 /// A configured instance of one stage.
 pub struct StageInstance {
     store: Store<StageState>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
-    process: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
-    reduce: Option<TypedFunc<(i32, i32, i32, i32, i32, i32), i32>>,
-    combine: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
+    process: Option<TypedFunc<FourArgs, i32>>,
+    reduce: Option<TypedFunc<SixArgs, i32>>,
+    combine: Option<TypedFunc<FourArgs, i32>>,
     desc_addr: u32,
     stage: String,
     memory_limit: u64,
@@ -55,7 +81,16 @@ impl StageInstance {
     pub(crate) fn new(rt: &Runtime, stage: &Stage) -> Result<StageInstance> {
         let spec = &stage.spec;
         let wasi = wasi_ctx(&spec.name, &spec.allow, &spec.base_dir)?;
-        let mut store = Store::new(rt.engine(), StageState { wasi, limiter: MemoryLimiter { limit: spec.memory, refused: false } });
+        let mut store = Store::new(
+            rt.engine(),
+            StageState {
+                wasi,
+                limiter: MemoryLimiter {
+                    limit: spec.memory,
+                    refused: false,
+                },
+            },
+        );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
         let instance = stage
@@ -64,31 +99,36 @@ impl StageInstance {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot instantiate stage `{}` (is its memory limit below the module's minimum?)", spec.name))?;
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, export::INITIALIZE) {
-            init.call(&mut store, ()).map_err(anyhow::Error::from).with_context(|| format!("stage `{}` trapped in `_initialize`", spec.name))?;
+            init.call(&mut store, ())
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("stage `{}` trapped in `_initialize`", spec.name))?;
         }
-        let memory = instance.get_memory(&mut store, export::MEMORY).context("no memory export")?;
-        let func_err = |name: &str| format!("stage `{}`: export `{name}` has the wrong signature (see docs/abi.md)", spec.name);
+        let memory = instance
+            .get_memory(&mut store, export::MEMORY)
+            .context("no memory export")?;
+        let func_err = |name: &str| {
+            format!(
+                "stage `{}`: export `{name}` has the wrong signature (see docs/abi.md)",
+                spec.name
+            )
+        };
         let desc_addr = instance
             .get_typed_func::<(), i32>(&mut store, export::DESCRIPTOR)
             .map_err(anyhow::Error::from)
             .with_context(|| func_err(export::DESCRIPTOR))?
             .call(&mut store, ())
             .map_err(anyhow::Error::from)? as u32;
-        let alloc = instance.get_typed_func(&mut store, export::ALLOC).map_err(anyhow::Error::from).with_context(|| func_err(export::ALLOC))?;
-        let init = instance.get_typed_func::<(i32, i32), i32>(&mut store, export::INIT).map_err(anyhow::Error::from).with_context(|| func_err(export::INIT))?;
-        let optional = |store: &mut Store<StageState>, name: &'static str| instance.get_func(&mut *store, name).map(|_| name);
-        let process = match optional(&mut store, export::PROCESS) {
-            Some(n) => Some(instance.get_typed_func(&mut store, &n).map_err(anyhow::Error::from).with_context(|| func_err(&n))?),
-            None => None,
-        };
-        let reduce = match optional(&mut store, export::REDUCE) {
-            Some(n) => Some(instance.get_typed_func(&mut store, &n).map_err(anyhow::Error::from).with_context(|| func_err(&n))?),
-            None => None,
-        };
-        let combine = match optional(&mut store, export::COMBINE) {
-            Some(n) => Some(instance.get_typed_func(&mut store, &n).map_err(anyhow::Error::from).with_context(|| func_err(&n))?),
-            None => None,
-        };
+        let alloc = instance
+            .get_typed_func(&mut store, export::ALLOC)
+            .map_err(anyhow::Error::from)
+            .with_context(|| func_err(export::ALLOC))?;
+        let init = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, export::INIT)
+            .map_err(anyhow::Error::from)
+            .with_context(|| func_err(export::INIT))?;
+        let process = optional_func(&instance, &mut store, export::PROCESS, &spec.name)?;
+        let reduce = optional_func(&instance, &mut store, export::REDUCE, &spec.name)?;
+        let combine = optional_func(&instance, &mut store, export::COMBINE, &spec.name)?;
         let mut inst = StageInstance {
             store,
             memory,
@@ -101,7 +141,9 @@ impl StageInstance {
             memory_limit: spec.memory,
             timeout: spec.timeout,
         };
-        let cfg = inst.write(&stage.config_json).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg = inst
+            .write(&stage.config_json)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let res = inst.call(|s| init.call(s, cfg));
         if let Err(e) = res {
             bail!("{e}");
@@ -122,12 +164,21 @@ impl StageInstance {
 
     /// Folds one chunk into `acc` (empty: the initial accumulator); the new
     /// accumulator is `out`.
-    pub fn reduce(&mut self, ctx: &[u8], acc: &[u8], input: &[u8]) -> Result<CallOutput<'_>, StageError> {
+    pub fn reduce(
+        &mut self,
+        ctx: &[u8],
+        acc: &[u8],
+        input: &[u8],
+    ) -> Result<CallOutput<'_>, StageError> {
         let Some(f) = self.reduce.clone() else {
             return Err(self.abi_error("the stage does not export `wasmpipe_reduce`".into()));
         };
         let c = self.write(ctx)?;
-        let a = if acc.is_empty() { (0, 0) } else { self.write(acc)? };
+        let a = if acc.is_empty() {
+            (0, 0)
+        } else {
+            self.write(acc)?
+        };
         let i = self.write(input)?;
         let d = self.call(|s| f.call(s, (c.0, c.1, a.0, a.1, i.0, i.1)))?;
         self.output(d)
@@ -151,26 +202,39 @@ impl StageInstance {
 
     /// Copies `data` into a guest buffer from `wasmpipe_alloc`.
     fn write(&mut self, data: &[u8]) -> Result<(i32, i32), StageError> {
-        let len = i32::try_from(data.len()).map_err(|_| self.abi_error(format!("input of {} bytes is too large", data.len())))?;
+        let len = i32::try_from(data.len())
+            .map_err(|_| self.abi_error(format!("input of {} bytes is too large", data.len())))?;
         let alloc = self.alloc.clone();
         self.reset_limits();
-        let ptr = alloc.call(&mut self.store, len).map_err(|e| self.classify(e))?;
+        let ptr = alloc
+            .call(&mut self.store, len)
+            .map_err(|e| self.classify(e))?;
         self.memory
             .write(&mut self.store, ptr as u32 as usize, data)
-            .map_err(|_| self.abi_error(format!("`wasmpipe_alloc({len})` returned out-of-bounds pointer {ptr:#x}")))?;
+            .map_err(|_| {
+                self.abi_error(format!(
+                    "`wasmpipe_alloc({len})` returned out-of-bounds pointer {ptr:#x}"
+                ))
+            })?;
         Ok((ptr, len))
     }
 
     fn reset_limits(&mut self) {
         self.store.data_mut().limiter.refused = false;
-        self.store.set_epoch_deadline(Runtime::deadline_ticks(self.timeout));
+        self.store
+            .set_epoch_deadline(Runtime::deadline_ticks(self.timeout));
     }
 
     /// Runs one guest entry point and interprets its status.
-    fn call(&mut self, f: impl FnOnce(&mut Store<StageState>) -> wasmtime::Result<i32>) -> Result<Descriptor, StageError> {
+    fn call(
+        &mut self,
+        f: impl FnOnce(&mut Store<StageState>) -> wasmtime::Result<i32>,
+    ) -> Result<Descriptor, StageError> {
         self.reset_limits();
         let status = f(&mut self.store).map_err(|e| self.classify(e))?;
-        let d = self.descriptor().ok_or_else(|| self.abi_error("descriptor out of bounds".into()))?;
+        let d = self
+            .descriptor()
+            .ok_or_else(|| self.abi_error("descriptor out of bounds".into()))?;
         if status == status::OK {
             return Ok(d);
         }
@@ -180,7 +244,10 @@ impl StageInstance {
             .map(|r| String::from_utf8_lossy(r.message).into_owned())
             .next()
             .unwrap_or_else(|| format!("status {status} without a message"));
-        Err(StageError::Failed { stage: self.stage.clone(), message })
+        Err(StageError::Failed {
+            stage: self.stage.clone(),
+            message,
+        })
     }
 
     /// Turns a wasmtime error from a call into a typed stage error, using the
@@ -190,12 +257,22 @@ impl StageInstance {
         let event = d.map(|d| d.cursor).filter(|&c| c != NO_EVENT);
         let stage = self.stage.clone();
         if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            return StageError::Timeout { stage, event, limit: self.timeout };
+            return StageError::Timeout {
+                stage,
+                event,
+                limit: self.timeout,
+            };
         }
         if self.store.data().limiter.refused {
-            return StageError::OutOfMemory { stage, event, limit: self.memory_limit };
+            return StageError::OutOfMemory {
+                stage,
+                event,
+                limit: self.memory_limit,
+            };
         }
-        let panic = d.filter(|d| d.panic_len > 0).and_then(|d| self.slice(d.panic_ptr, d.panic_len));
+        let panic = d
+            .filter(|d| d.panic_len > 0)
+            .and_then(|d| self.slice(d.panic_ptr, d.panic_len));
         let message = match panic {
             Some(p) => String::from_utf8_lossy(p).into_owned(),
             None => match e.downcast_ref::<Trap>() {
@@ -203,7 +280,11 @@ impl StageInstance {
                 None => format!("{e:#}"),
             },
         };
-        StageError::Trap { stage, event, message }
+        StageError::Trap {
+            stage,
+            event,
+            message,
+        }
     }
 
     fn descriptor(&self) -> Option<Descriptor> {
@@ -211,19 +292,34 @@ impl StageInstance {
     }
 
     fn slice(&self, ptr: u32, len: u32) -> Option<&[u8]> {
-        self.memory.data(&self.store).get(ptr as usize..(ptr as usize).checked_add(len as usize)?)
+        self.memory
+            .data(&self.store)
+            .get(ptr as usize..(ptr as usize).checked_add(len as usize)?)
     }
 
     fn output(&self, d: Descriptor) -> Result<CallOutput<'_>, StageError> {
         let oob = |what: &str| self.abi_error(format!("{what} out of bounds"));
-        let out = self.slice(d.out_ptr, d.out_len).ok_or_else(|| oob("output"))?;
-        let origins = self.slice(d.origin_ptr, d.origin_count.saturating_mul(4)).ok_or_else(|| oob("origin table"))?;
-        let errors = self.slice(d.err_ptr, d.err_len).ok_or_else(|| oob("error records"))?;
-        Ok(CallOutput { out, origins, errors })
+        let out = self
+            .slice(d.out_ptr, d.out_len)
+            .ok_or_else(|| oob("output"))?;
+        let origins = self
+            .slice(d.origin_ptr, d.origin_count.saturating_mul(4))
+            .ok_or_else(|| oob("origin table"))?;
+        let errors = self
+            .slice(d.err_ptr, d.err_len)
+            .ok_or_else(|| oob("error records"))?;
+        Ok(CallOutput {
+            out,
+            origins,
+            errors,
+        })
     }
 
     fn abi_error(&self, message: String) -> StageError {
-        StageError::Abi { stage: self.stage.clone(), message }
+        StageError::Abi {
+            stage: self.stage.clone(),
+            message,
+        }
     }
 }
 

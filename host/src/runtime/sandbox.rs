@@ -38,7 +38,12 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let ok = desired as u64 <= self.limit;
         if !ok {
             self.refused = true;
@@ -46,7 +51,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(ok)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold function references; a stage needing a million is broken.
         Ok(desired <= 1_000_000)
     }
@@ -56,8 +66,14 @@ impl ResourceLimiter for MemoryLimiter {
 pub fn wasi_ctx(stage: &str, allow: &Allow, base_dir: &Path) -> Result<WasiP1Ctx> {
     let mut b = WasiCtxBuilder::new();
     let stage: Arc<str> = Arc::from(stage);
-    b.stdout(GuestLog { stage: stage.clone(), stream: "stdout" });
-    b.stderr(GuestLog { stage: stage.clone(), stream: "stderr" });
+    b.stdout(GuestLog {
+        stage: stage.clone(),
+        stream: "stdout",
+    });
+    b.stderr(GuestLog {
+        stage: stage.clone(),
+        stream: "stderr",
+    });
     for name in &allow.env {
         if let Ok(v) = std::env::var(name) {
             b.env(name, v);
@@ -65,7 +81,11 @@ pub fn wasi_ctx(stage: &str, allow: &Allow, base_dir: &Path) -> Result<WasiP1Ctx
     }
     for grant in &allow.dirs {
         let host = base_dir.join(grant.host.get_ref());
-        let perms = if grant.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        let perms = if grant.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
         b.preopened_dir(&host, &grant.guest, perms)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot grant directory {host:?} to stage `{stage}`"))?;
@@ -128,7 +148,10 @@ struct LineWriter {
 
 impl LineWriter {
     fn new(log: GuestLog) -> Self {
-        LineWriter { log, pending: Vec::new() }
+        LineWriter {
+            log,
+            pending: Vec::new(),
+        }
     }
 
     fn push(&mut self, mut bytes: &[u8]) {
@@ -139,7 +162,8 @@ impl LineWriter {
             bytes = &bytes[nl + 1..];
         }
         let room = MAX_LOG_LINE.saturating_sub(self.pending.len());
-        self.pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.pending
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn emit(&mut self) {
@@ -181,7 +205,11 @@ impl OutputStream for LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -78,14 +78,16 @@ pub struct Stage {
 /// else. What a stage may reach is decided by its `WasiP1Ctx`, not here.
 pub fn linker(rt: &Runtime) -> Result<Linker<StageState>> {
     let mut linker = Linker::new(rt.engine());
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StageState| &mut s.wasi).map_err(anyhow::Error::from)?;
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StageState| &mut s.wasi)
+        .map_err(anyhow::Error::from)?;
     Ok(linker)
 }
 
 impl Stage {
     /// Reads, compiles (or loads from cache), links and checks a stage.
     pub fn load(rt: &Runtime, linker: &Linker<StageState>, spec: StageSpec) -> Result<Arc<Stage>> {
-        let bytes = std::fs::read(&spec.plugin).with_context(|| format!("cannot read plugin {:?}", spec.plugin))?;
+        let bytes = std::fs::read(&spec.plugin)
+            .with_context(|| format!("cannot read plugin {:?}", spec.plugin))?;
         let version = content_hash(&bytes);
         let (module, origin) = rt.load_module(&bytes, &spec.plugin)?;
         check_exports(&module, &spec.plugin)?;
@@ -100,21 +102,43 @@ impl Stage {
                 meta.abi
             );
         }
-        let kind = StageKind::parse(&meta.kind)
-            .ok_or_else(|| anyhow!("plugin {:?} declares unknown stage kind `{}`", spec.plugin, meta.kind))?;
+        let kind = StageKind::parse(&meta.kind).ok_or_else(|| {
+            anyhow!(
+                "plugin {:?} declares unknown stage kind `{}`",
+                spec.plugin,
+                meta.kind
+            )
+        })?;
         check_kind_exports(&module, kind, &spec.plugin)?;
         if let Some(declared) = spec.kind
             && declared != kind
         {
-            bail!(KindMismatch { stage: spec.name.clone(), declared, exported: kind, plugin: spec.plugin.clone() });
+            bail!(KindMismatch {
+                stage: spec.name.clone(),
+                declared,
+                exported: kind,
+                plugin: spec.plugin.clone()
+            });
         }
         let config_json = serde_json::to_vec(&serde_json::json!({
             "stage": spec.name,
             "params": spec.params,
             "key": spec.key,
         }))?;
-        let trusted_output = meta.sdk.as_deref().is_some_and(|s| s.starts_with("wasmpipe-sdk"));
-        Ok(Arc::new(Stage { spec, meta, kind, version, origin, trusted_output, pre, config_json }))
+        let trusted_output = meta
+            .sdk
+            .as_deref()
+            .is_some_and(|s| s.starts_with("wasmpipe-sdk"));
+        Ok(Arc::new(Stage {
+            spec,
+            meta,
+            kind,
+            version,
+            origin,
+            trusted_output,
+            pre,
+            config_json,
+        }))
     }
 
     /// The stage's name.
@@ -135,7 +159,9 @@ impl Stage {
 
 /// A stage whose module exports a different kind than the manifest declares.
 #[derive(Debug, thiserror::Error)]
-#[error("stage `{stage}` is declared as `{declared}` but its plugin {plugin:?} exports a `{exported}` stage")]
+#[error(
+    "stage `{stage}` is declared as `{declared}` but its plugin {plugin:?} exports a `{exported}` stage"
+)]
 pub struct KindMismatch {
     /// Stage name.
     pub stage: String,
@@ -148,7 +174,12 @@ pub struct KindMismatch {
 }
 
 fn check_exports(module: &Module, path: &Path) -> Result<()> {
-    for name in [export::DESCRIPTOR, export::METADATA, export::ALLOC, export::INIT] {
+    for name in [
+        export::DESCRIPTOR,
+        export::METADATA,
+        export::ALLOC,
+        export::INIT,
+    ] {
         match module.get_export(name) {
             Some(ExternType::Func(_)) => {}
             _ => bail!(
@@ -177,27 +208,53 @@ fn check_kind_exports(module: &Module, kind: StageKind, path: &Path) -> Result<(
 
 fn read_metadata(rt: &Runtime, pre: &InstancePre<StageState>, path: &Path) -> Result<Metadata> {
     let wasi = wasi_ctx("metadata", &Allow::default(), Path::new("."))?;
-    let mut store = Store::new(rt.engine(), StageState { wasi, limiter: MemoryLimiter { limit: 64 << 20, refused: false } });
+    let mut store = Store::new(
+        rt.engine(),
+        StageState {
+            wasi,
+            limiter: MemoryLimiter {
+                limit: 64 << 20,
+                refused: false,
+            },
+        },
+    );
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(Runtime::deadline_ticks(Duration::from_secs(5)));
-    let instance = pre.instantiate(&mut store).map_err(anyhow::Error::from).with_context(|| format!("cannot instantiate plugin {path:?}"))?;
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot instantiate plugin {path:?}"))?;
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, export::INITIALIZE) {
-        init.call(&mut store, ()).map_err(anyhow::Error::from).with_context(|| format!("plugin {path:?} trapped in `_initialize`"))?;
+        init.call(&mut store, ())
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {path:?} trapped in `_initialize`"))?;
     }
     let call = |store: &mut Store<StageState>, name: &str| -> Result<i32> {
-        let f = instance.get_typed_func::<(), i32>(&mut *store, name).map_err(anyhow::Error::from)?;
-        f.call(&mut *store, ()).map_err(anyhow::Error::from).with_context(|| format!("plugin {path:?} failed in `{name}`"))
+        let f = instance
+            .get_typed_func::<(), i32>(&mut *store, name)
+            .map_err(anyhow::Error::from)?;
+        f.call(&mut *store, ())
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {path:?} failed in `{name}`"))
     };
     let desc = call(&mut store, export::DESCRIPTOR)? as u32;
     let status = call(&mut store, export::METADATA)?;
     if status != wasmpipe_abi::status::OK {
         bail!("plugin {path:?} failed to report its metadata (status {status})");
     }
-    let memory = instance.get_memory(&mut store, export::MEMORY).context("no memory export")?;
+    let memory = instance
+        .get_memory(&mut store, export::MEMORY)
+        .context("no memory export")?;
     let data = memory.data(&store);
-    let d = super::instance::read_descriptor(data, desc).ok_or_else(|| anyhow!("plugin {path:?}: descriptor out of bounds"))?;
+    let d = super::instance::read_descriptor(data, desc)
+        .ok_or_else(|| anyhow!("plugin {path:?}: descriptor out of bounds"))?;
     let bytes = data
         .get(d.out_ptr as usize..(d.out_ptr as usize).saturating_add(d.out_len as usize))
         .ok_or_else(|| anyhow!("plugin {path:?}: metadata out of bounds"))?;
-    serde_json::from_slice(bytes).with_context(|| format!("plugin {path:?} reported malformed metadata: {}", String::from_utf8_lossy(bytes)))
+    serde_json::from_slice(bytes).with_context(|| {
+        format!(
+            "plugin {path:?} reported malformed metadata: {}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
 }

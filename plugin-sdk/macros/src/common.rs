@@ -15,8 +15,9 @@
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote_spanned};
-use syn::Type;
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{ReturnType, Type};
 
 use crate::signature::{Kind, StageFn};
 
@@ -53,6 +54,18 @@ pub(crate) fn call(stage: &StageFn, min: usize, args: &[&str]) -> TokenStream {
     quote_spanned!(Span::mixed_site()=> #name(#(#args),*))
 }
 
+/// The codecs of a stage's events and outputs, spanned at the event type and
+/// the return type: a missing `Deserialize` or `Serialize` is reported there.
+pub(crate) fn codecs(event_ty: &Type, output: &ReturnType) -> (TokenStream, TokenStream) {
+    let events = quote_spanned!(event_ty.span()=> __wp::events());
+    let output_span = match output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => output.span(),
+    };
+    let outputs = quote_spanned!(output_span=> __wp::outputs());
+    (events, outputs)
+}
+
 /// `PhantomData<P>` for the stage's params type `P`, read off the context
 /// argument's type whatever its spelling.
 fn params(stage: &StageFn, min: usize) -> TokenStream {
@@ -65,7 +78,7 @@ fn params(stage: &StageFn, min: usize) -> TokenStream {
 fn params_of(ctx: &Type) -> TokenStream {
     // Spanned at the context type, so that "`Params: Deserialize` is not
     // satisfied" points at the user's `&Context<Params>`.
-    quote_spanned!(syn::spanned::Spanned::span(ctx)=> __wp::params_of(|_: #ctx| {}))
+    quote_spanned!(ctx.span()=> __wp::params_of(|_: #ctx| {}))
 }
 
 /// The full expansion of a stage: the function unchanged, then the marker and

@@ -2,6 +2,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote_spanned;
+use syn::spanned::Spanned;
 use syn::{ItemFn, Type, TypeReference};
 
 use crate::args::no_args;
@@ -43,10 +44,11 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     }
     let call = call(&stage, 1, &["__wp_event"]);
     let ctx_ty = ctx_type(&stage, 1);
+    let events = quote_spanned!(event_ty.span()=> __wp::events());
     let functions = quote_spanned! {Span::mixed_site()=>
         #[allow(dead_code)]
         fn __wasmpipe_process(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_input: &[u8]) -> i32 {
-            __wp_rt.filter(__wp_meta, __wp_input, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #call)
+            __wp_rt.filter(__wp_meta, __wp_input, #events, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #call)
         }
     };
     Ok(frame(

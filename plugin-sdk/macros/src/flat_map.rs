@@ -5,7 +5,7 @@ use quote::quote_spanned;
 use syn::ItemFn;
 
 use crate::args::no_args;
-use crate::common::{Glue, call, ctx_type, expand as frame, process_export};
+use crate::common::{Glue, call, codecs, ctx_type, expand as frame, process_export};
 use crate::signature::{Kind, Returns, StageFn, by_value, returns};
 
 pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream> {
@@ -28,10 +28,11 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
         }
     };
     let ctx_ty = ctx_type(&stage, 1);
+    let (events, outputs) = codecs(event_ty, &stage.func.sig.output);
     let functions = quote_spanned! {Span::mixed_site()=>
         #[allow(dead_code)]
         fn __wasmpipe_process(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_input: &[u8]) -> i32 {
-            __wp_rt.flat_map(__wp_meta, __wp_input, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #body)
+            __wp_rt.flat_map(__wp_meta, __wp_input, #events, #outputs, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #body)
         }
     };
     Ok(frame(

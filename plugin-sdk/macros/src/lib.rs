@@ -74,6 +74,10 @@ pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #[reduce(combine = merge)] fn f(acc: &mut A, event: T [, ctx: &Context<P>])
 /// #[reduce(combine = merge)] fn f(acc: &mut A, event: T [, ctx: &Context<P>]) -> Result<(), E>
 /// ```
+/// A fallible reduce takes the accumulator by `&mut` so that it survives an
+/// `Err`; return the error before changing the accumulator, since the host
+/// expects a failed event to leave no trace in it.
+///
 /// Arguments:
 /// - `combine = merge` (required): `fn merge(a: A, b: A) -> A`;
 /// - `init = start`: `fn start() -> A`, the initial accumulator; `A::default()`

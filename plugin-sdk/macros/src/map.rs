@@ -5,7 +5,7 @@ use quote::quote_spanned;
 use syn::ItemFn;
 
 use crate::args::no_args;
-use crate::common::{Glue, call, ctx_type, expand as frame, process_export};
+use crate::common::{Glue, call, codecs, ctx_type, expand as frame, process_export};
 use crate::signature::{Kind, Returns, StageFn, by_value, returns};
 
 pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream> {
@@ -14,8 +14,7 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     let event_ty = &stage.args[0];
     by_value(Kind::Map, "event", event_ty)?;
     let call = call(&stage, 1, &["__wp_event"]);
-    let output = returns(&stage.func.sig.output);
-    let body = match output {
+    let body = match returns(&stage.func.sig.output) {
         Returns::Unit => {
             return Err(syn::Error::new(
                 stage.sig_span(),
@@ -28,16 +27,11 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
         }
     };
     let ctx_ty = ctx_type(&stage, 1);
-    // Spanned at the return type: "`Out: Serialize` is not satisfied" then
-    // points at `Out` in the signature instead of at the attribute.
-    let method = match output {
-        Returns::Value(ty) | Returns::Result(ty) => syn::Ident::new("map", syn::spanned::Spanned::span(ty)),
-        Returns::Unit => unreachable!("rejected above"),
-    };
+    let (events, outputs) = codecs(event_ty, &stage.func.sig.output);
     let functions = quote_spanned! {Span::mixed_site()=>
         #[allow(dead_code)]
         fn __wasmpipe_process(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_input: &[u8]) -> i32 {
-            __wp_rt.#method(__wp_meta, __wp_input, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #body)
+            __wp_rt.map(__wp_meta, __wp_input, #events, #outputs, |__wp_event: #event_ty, __wp_ctx: #ctx_ty| #body)
         }
     };
     Ok(frame(

@@ -91,15 +91,17 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
         None => quote_spanned!(s=> ::core::option::Option::None::<__wp::NoKey<#event_ty>>),
     };
     let combine = &args.combine;
+    let events = quote_spanned!(event_ty.span()=> __wp::events());
+    let accumulators = quote_spanned!(acc_inner.span()=> __wp::accumulators());
     let functions = quote_spanned! {s=>
         #[allow(dead_code)]
         fn __wasmpipe_reduce(__wp_rt: &__wp::Runtime, __wp_meta: &[u8], __wp_acc: &[u8], __wp_input: &[u8]) -> i32 {
-            __wp_rt.reduce(__wp_meta, __wp_acc, __wp_input, #init, #key, #fold)
+            __wp_rt.reduce(__wp_meta, __wp_acc, __wp_input, #events, #accumulators, #init, #key, #fold)
         }
 
         #[allow(dead_code)]
         fn __wasmpipe_combine(__wp_rt: &__wp::Runtime, __wp_a: &[u8], __wp_b: &[u8]) -> i32 {
-            __wp_rt.combine(__wp_a, __wp_b, #init, #combine)
+            __wp_rt.combine(__wp_a, __wp_b, #accumulators, #init, #combine)
         }
     };
     let exports = quote_spanned! {s=>

@@ -111,9 +111,9 @@ impl StageFn {
                     format!("`#[{attr}]` functions cannot take `self`: use a free function"),
                 )),
                 FnArg::Typed(t) => {
-                    if let Type::ImplTrait(_) = &*t.ty {
+                    if let Some(impl_trait) = find_impl_trait(&t.ty) {
                         errors.push(syn::Error::new_spanned(
-                            &t.ty,
+                            impl_trait,
                             format!("`#[{attr}]` functions cannot take `impl Trait` arguments: name a concrete type"),
                         ));
                     }
@@ -160,6 +160,35 @@ impl StageFn {
     /// Span to report problems with the whole signature at.
     pub(crate) fn sig_span(&self) -> Span {
         self.func.sig.span()
+    }
+}
+
+/// An `impl Trait` anywhere in `ty` (`&impl Debug`, `Vec<impl Debug>`): an
+/// anonymous generic parameter, which the glue cannot name.
+fn find_impl_trait(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::ImplTrait(_) => Some(ty),
+        Type::Reference(r) => find_impl_trait(&r.elem),
+        Type::Slice(s) => find_impl_trait(&s.elem),
+        Type::Array(a) => find_impl_trait(&a.elem),
+        Type::Ptr(p) => find_impl_trait(&p.elem),
+        Type::Paren(p) => find_impl_trait(&p.elem),
+        Type::Group(g) => find_impl_trait(&g.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(find_impl_trait),
+        Type::Path(p) => p
+            .path
+            .segments
+            .iter()
+            .find_map(|segment| match &segment.arguments {
+                syn::PathArguments::AngleBracketed(args) => {
+                    args.args.iter().find_map(|arg| match arg {
+                        syn::GenericArgument::Type(t) => find_impl_trait(t),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            }),
+        _ => None,
     }
 }
 

@@ -58,7 +58,10 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::runtime::export;
-    pub use crate::runtime::{ByValue, Fold, InPlace, NoParams, Runtime, StageInfo};
+    pub use crate::runtime::{
+        Accumulators, ByValue, Events, Fold, InPlace, NoParams, Outputs, Runtime, StageInfo,
+        accumulators, events, outputs,
+    };
     pub use wasmpipe_abi::kind;
 
     use crate::Context;

@@ -11,10 +11,12 @@
 //! - this file: [`Runtime`], its buffers and descriptor, the call protocol,
 //!   `metadata` and `init`;
 //! - `stages`: the per-kind loops (map, filter, flat_map, reduce, combine);
+//! - `codec`: decoding and encoding events, outputs and accumulators;
 //! - `events`: splitting a chunk into events and wording per-event errors;
 //! - [`export`]: the instance's global runtime, buffer hand-over with the
 //!   host, the panic hook and reactor initialisation.
 
+mod codec;
 mod events;
 pub mod export;
 mod stages;
@@ -31,6 +33,7 @@ use wasmpipe_abi::{ABI_VERSION, Descriptor, NO_EVENT, encode_error, kind, status
 
 use crate::Context;
 
+pub use codec::{Accumulators, Events, Outputs, accumulators, events, outputs};
 pub use stages::{ByValue, Fold, InPlace};
 
 /// Params type of stages whose function takes no context: the manifest may

@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Display;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use wasmpipe_abi::encode_error;
 
-use super::events::{event_from_value, key_at, lines, parse_event};
+use super::codec::{Accumulators, Events, Outputs};
+use super::events::{key_at, lines, parse_event};
 use super::{Runtime, State, context_mut, not_initialised, parse_meta};
 use crate::Context;
 
@@ -24,9 +23,8 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     /// Appends `value` as one output line.
-    fn push_json<U: Serialize + ?Sized>(&mut self, value: &U) -> Result<(), String> {
-        serde_json::to_writer(&mut *self.out, value)
-            .map_err(|e| format!("cannot encode output: {e}"))?;
+    fn push<U>(&mut self, outputs: &Outputs<U>, value: &U) -> Result<(), String> {
+        (outputs.write)(self.out, value).map_err(|e| format!("cannot encode output: {e}"))?;
         self.out.push(b'\n');
         self.origin.push(self.index);
         Ok(())
@@ -77,30 +75,34 @@ impl Runtime {
     }
 
     /// `wasmpipe_process` of a map stage: one output per event.
-    pub fn map<T, U, E, P, F>(&self, meta: &[u8], input: &[u8], mut f: F) -> i32
+    pub fn map<T, U, E, P, F>(
+        &self,
+        meta: &[u8],
+        input: &[u8],
+        events: Events<T>,
+        outputs: Outputs<U>,
+        mut f: F,
+    ) -> i32
     where
-        T: DeserializeOwned,
-        U: Serialize,
         E: Display,
         P: 'static,
         F: FnMut(T, &Context<P>) -> Result<U, E>,
     {
         self.each_event(meta, input, |sink, line, ctx| {
-            let event = parse_event::<T>(line)?;
+            let event = (events.from_line)(line)?;
             let output = f(event, ctx).map_err(|e| e.to_string())?;
-            sink.push_json(&output)
+            sink.push(&outputs, &output)
         })
     }
 
     /// `wasmpipe_process` of a filter stage: the event, byte for byte, or nothing.
-    pub fn filter<T, P, F>(&self, meta: &[u8], input: &[u8], mut f: F) -> i32
+    pub fn filter<T, P, F>(&self, meta: &[u8], input: &[u8], events: Events<T>, mut f: F) -> i32
     where
-        T: DeserializeOwned,
         P: 'static,
         F: FnMut(&T, &Context<P>) -> bool,
     {
         self.each_event(meta, input, |sink, line, ctx| {
-            let event = parse_event::<T>(line)?;
+            let event = (events.from_line)(line)?;
             if f(&event, ctx) {
                 sink.push_raw(line);
             }
@@ -109,19 +111,24 @@ impl Runtime {
     }
 
     /// `wasmpipe_process` of a flat_map stage: any number of outputs per event.
-    pub fn flat_map<T, I, E, P, F>(&self, meta: &[u8], input: &[u8], mut f: F) -> i32
+    pub fn flat_map<T, I, E, P, F>(
+        &self,
+        meta: &[u8],
+        input: &[u8],
+        events: Events<T>,
+        outputs: Outputs<I::Item>,
+        mut f: F,
+    ) -> i32
     where
-        T: DeserializeOwned,
         I: IntoIterator,
-        I::Item: Serialize,
         E: Display,
         P: 'static,
         F: FnMut(T, &Context<P>) -> Result<I, E>,
     {
         self.each_event(meta, input, |sink, line, ctx| {
-            let event = parse_event::<T>(line)?;
+            let event = (events.from_line)(line)?;
             for output in f(event, ctx).map_err(|e| e.to_string())? {
-                sink.push_json(&output)?;
+                sink.push(&outputs, &output)?;
             }
             Ok(())
         })
@@ -138,13 +145,13 @@ impl Runtime {
         meta: &[u8],
         acc: &[u8],
         input: &[u8],
+        events: Events<T>,
+        accumulators: Accumulators<A>,
         init: I,
         key: Option<K>,
         mut fold: Fo,
     ) -> i32
     where
-        T: DeserializeOwned,
-        A: Serialize + DeserializeOwned,
         P: 'static,
         E: Display,
         I: Fn() -> A,
@@ -161,16 +168,20 @@ impl Runtime {
             let pointer = config.as_ref().ok_or_else(not_initialised)?.key.clone();
             let ctx = context_mut::<P>(config)?;
             ctx.meta = parse_meta(meta)?;
+            let invalid = |e| format!("invalid accumulator for stage `{}`: {e}", ctx.stage);
             let mut fail =
                 |index: u32, message: String| encode_error(errors, index, message.as_bytes());
 
             if key.is_none() && pointer.is_none() {
-                let mut acc: A = parse_accumulator(acc, &ctx.stage)?.unwrap_or_else(&init);
+                let mut acc = match acc {
+                    [] => init(),
+                    bytes => (accumulators.read)(bytes).map_err(invalid)?,
+                };
                 for (i, line) in lines(input).enumerate() {
                     let index = i as u32;
                     self.set_cursor(index);
                     ctx.index = i;
-                    match parse_event::<T>(line) {
+                    match (events.from_line)(line) {
                         Err(message) => fail(index, message),
                         Ok(event) => {
                             let (next, result) = fold.fold(acc, event, ctx);
@@ -181,20 +192,22 @@ impl Runtime {
                         }
                     }
                 }
-                return write_accumulator(out, &acc);
+                return (accumulators.write)(out, &acc).map_err(cannot_encode);
             }
 
-            let mut groups: BTreeMap<String, A> =
-                parse_accumulator(acc, &ctx.stage)?.unwrap_or_default();
+            let mut groups = match acc {
+                [] => BTreeMap::new(),
+                bytes => (accumulators.read_groups)(bytes).map_err(invalid)?,
+            };
             for (i, line) in lines(input).enumerate() {
                 let index = i as u32;
                 self.set_cursor(index);
                 ctx.index = i;
                 let keyed = match (&key, &pointer) {
-                    (Some(key), _) => parse_event::<T>(line).map(|event| (key(&event), event)),
+                    (Some(key), _) => (events.from_line)(line).map(|event| (key(&event), event)),
                     (None, Some(pointer)) => parse_event::<Value>(line).and_then(|value| {
                         let key = key_at(&value, pointer)?;
-                        Ok((key, event_from_value::<T>(value)?))
+                        Ok((key, (events.from_value)(value)?))
                     }),
                     (None, None) => unreachable!("unkeyed reduce returned above"),
                 };
@@ -207,69 +220,65 @@ impl Runtime {
                     }
                 }
             }
-            write_accumulator(out, &groups)
+            (accumulators.write_groups)(out, &groups).map_err(cannot_encode)
         })
     }
 
     /// `wasmpipe_combine`: merges two accumulators with `combine`. For a keyed
     /// stage, groups present in both are combined and the others kept. An
     /// empty input stands for a fresh accumulator.
-    pub fn combine<A, I, F>(&self, a: &[u8], b: &[u8], init: I, mut combine: F) -> i32
+    pub fn combine<A, I, F>(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        accumulators: Accumulators<A>,
+        init: I,
+        mut combine: F,
+    ) -> i32
     where
-        A: Serialize + DeserializeOwned,
         I: Fn() -> A,
         F: FnMut(A, A) -> A,
     {
         self.call(|state| {
             let config = state.config.as_ref().ok_or_else(not_initialised)?;
+            let read = |bytes: &[u8], which: &str| -> Result<Option<A>, String> {
+                match bytes {
+                    [] => Ok(None),
+                    bytes => (accumulators.read)(bytes)
+                        .map(Some)
+                        .map_err(|e| format!("invalid {which} accumulator to combine: {e}")),
+                }
+            };
+            let read_groups = |bytes: &[u8], which: &str| -> Result<BTreeMap<String, A>, String> {
+                match bytes {
+                    [] => Ok(BTreeMap::new()),
+                    bytes => (accumulators.read_groups)(bytes)
+                        .map_err(|e| format!("invalid {which} accumulator to combine: {e}")),
+                }
+            };
             if config.keyed {
-                let mut groups: BTreeMap<String, A> =
-                    parse_combined(a, "first")?.unwrap_or_default();
-                for (key, theirs) in
-                    parse_combined::<BTreeMap<String, A>>(b, "second")?.unwrap_or_default()
-                {
+                let mut groups = read_groups(a, "first")?;
+                for (key, theirs) in read_groups(b, "second")? {
                     let merged = match groups.remove(&key) {
                         Some(ours) => combine(ours, theirs),
                         None => theirs,
                     };
                     groups.insert(key, merged);
                 }
-                return write_accumulator(&mut state.out, &groups);
+                return (accumulators.write_groups)(&mut state.out, &groups).map_err(cannot_encode);
             }
-            let merged = match (
-                parse_combined::<A>(a, "first")?,
-                parse_combined::<A>(b, "second")?,
-            ) {
+            let merged = match (read(a, "first")?, read(b, "second")?) {
                 (Some(a), Some(b)) => combine(a, b),
                 (Some(one), None) | (None, Some(one)) => one,
                 (None, None) => init(),
             };
-            write_accumulator(&mut state.out, &merged)
+            (accumulators.write)(&mut state.out, &merged).map_err(cannot_encode)
         })
     }
 }
 
-/// The accumulator handed in by the host; `None` when there is none yet.
-fn parse_accumulator<A: DeserializeOwned>(acc: &[u8], stage: &str) -> Result<Option<A>, String> {
-    if acc.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_slice(acc)
-        .map(Some)
-        .map_err(|e| format!("invalid accumulator for stage `{stage}`: {e}"))
-}
-
-fn parse_combined<A: DeserializeOwned>(acc: &[u8], which: &str) -> Result<Option<A>, String> {
-    if acc.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_slice(acc)
-        .map(Some)
-        .map_err(|e| format!("invalid {which} accumulator to combine: {e}"))
-}
-
-fn write_accumulator<A: Serialize + ?Sized>(out: &mut Vec<u8>, acc: &A) -> Result<(), String> {
-    serde_json::to_writer(out, acc).map_err(|e| format!("cannot encode accumulator: {e}"))
+fn cannot_encode(e: serde_json::Error) -> String {
+    format!("cannot encode accumulator: {e}")
 }
 
 /// How a reduce function folds one event into an accumulator. The two

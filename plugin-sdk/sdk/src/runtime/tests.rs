@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wasmpipe_abi::{NO_EVENT, kind, status};
 
+use super::codec::{accumulators, events, outputs};
 use super::export::{alloc_buffer, take_buffer};
 use super::*;
 
@@ -50,7 +51,7 @@ fn double(ev: Num, _: &Context<NoParams>) -> Result<Num, String> {
 fn map_keeps_going_past_bad_events() {
     let rt = ready::<NoParams>(&MAP, json!({"stage": "double"}));
     let chunk = b"{\"n\":1}\n{\"n\":\n{\"n\":13}\r\n{\"m\":2}\n{\"n\":4}\n";
-    assert_eq!(rt.map(b"", chunk, double), status::OK);
+    assert_eq!(rt.map(b"", chunk, events(), outputs(), double), status::OK);
     assert_eq!(out(&rt), "{\"n\":2}\n{\"n\":8}\n");
     assert_eq!(rt.origins(), [0, 4]);
     assert_eq!(
@@ -77,12 +78,18 @@ fn map_keeps_going_past_bad_events() {
 #[test]
 fn buffers_are_cleared_between_calls() {
     let rt = ready::<NoParams>(&MAP, json!({"stage": "double"}));
-    assert_eq!(rt.map(b"", b"{\"n\":13}\n{\"n\":1}", double), status::OK);
-    assert_eq!(rt.map(b"", b"{\"n\":5}", double), status::OK);
+    assert_eq!(
+        rt.map(b"", b"{\"n\":13}\n{\"n\":1}", events(), outputs(), double),
+        status::OK
+    );
+    assert_eq!(
+        rt.map(b"", b"{\"n\":5}", events(), outputs(), double),
+        status::OK
+    );
     assert_eq!(out(&rt), "{\"n\":10}\n");
     assert_eq!(rt.origins(), [0]);
     assert_eq!(rt.errors(), []);
-    assert_eq!(rt.map(b"", b"", double), status::OK);
+    assert_eq!(rt.map(b"", b"", events(), outputs(), double), status::OK);
     assert_eq!(
         (rt.output(), rt.origins(), rt.descriptor().err_len),
         (vec![], vec![], 0)
@@ -102,9 +109,12 @@ fn filter_passes_the_original_bytes() {
     };
     let rt = ready::<NoParams>(&stage, json!({"stage": "errors_only"}));
     let chunk = "{\"level\": \"error\",  \"msg\":\"a\u{e9}\"}\n{\"level\":\"info\"}\n{}\n{\"level\":\"error\"}";
-    let code = rt.filter(b"", chunk.as_bytes(), |ev: &Log, _: &Context<NoParams>| {
-        ev.level == "error"
-    });
+    let code = rt.filter(
+        b"",
+        chunk.as_bytes(),
+        events(),
+        |ev: &Log, _: &Context<NoParams>| ev.level == "error",
+    );
     assert_eq!(code, status::OK);
     assert_eq!(
         out(&rt),
@@ -135,7 +145,13 @@ fn flat_map_takes_back_the_outputs_of_a_failing_event() {
     };
     let rt = ready::<NoParams>(&stage, json!({"stage": "split"}));
     assert_eq!(
-        rt.flat_map(b"", b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}", split),
+        rt.flat_map(
+            b"",
+            b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}",
+            events(),
+            outputs(),
+            split
+        ),
         status::OK
     );
     assert_eq!(out(&rt), "{\"i\":0}\n{\"i\":0}\n{\"i\":1}\n{\"i\":2}\n");
@@ -155,7 +171,10 @@ fn flat_map_takes_back_the_outputs_of_a_failing_event() {
             },
         ])
     };
-    assert_eq!(rt.flat_map(b"", b"{\"n\":0}\n{\"n\":1}", bad), status::OK);
+    assert_eq!(
+        rt.flat_map(b"", b"{\"n\":0}\n{\"n\":1}", events(), outputs(), bad),
+        status::OK
+    );
     assert_eq!(out(&rt), "{\"Ok\":1}\n{\"Ok\":2}\n");
     assert_eq!(rt.origins(), [0, 0]);
     assert_eq!(
@@ -188,7 +207,13 @@ fn context_carries_params_meta_and_index() {
         }))
     };
     assert_eq!(
-        rt.map(br#"{"host":"web-1","job":7}"#, b"1\n2", seen),
+        rt.map(
+            br#"{"host":"web-1","job":7}"#,
+            b"1\n2",
+            events(),
+            outputs(),
+            seen
+        ),
         status::OK
     );
     let lines: Vec<Value> = out(&rt)
@@ -203,9 +228,12 @@ fn context_carries_params_meta_and_index() {
         ]
     );
     // Metadata is per chunk: a chunk without it does not see the last one's.
-    assert_eq!(rt.map(b"", b"3", seen), status::OK);
+    assert_eq!(rt.map(b"", b"3", events(), outputs(), seen), status::OK);
     assert!(out(&rt).contains("\"host\":null"), "{}", out(&rt));
-    assert_eq!(rt.map(b"[1]", b"3", seen), status::FAILED);
+    assert_eq!(
+        rt.map(b"[1]", b"3", events(), outputs(), seen),
+        status::FAILED
+    );
     assert_eq!(
         rt.errors(),
         [(
@@ -257,7 +285,10 @@ fn init_failures_are_one_record_at_no_event() {
     );
 
     // The failed init left the stage unconfigured.
-    assert_eq!(rt.map(b"", b"{\"n\":1}", double), status::FAILED);
+    assert_eq!(
+        rt.map(b"", b"{\"n\":1}", events(), outputs(), double),
+        status::FAILED
+    );
     assert_eq!(
         rt.errors(),
         [(
@@ -332,7 +363,16 @@ fn add(acc: i64, ev: Num, _: &Context<NoParams>) -> i64 {
 fn reduce_folds_chunks_into_the_accumulator() {
     let rt = ready::<NoParams>(&REDUCE, json!({"stage": "sum"}));
     let reduce = |acc: &[u8], input: &[u8]| {
-        rt.reduce(b"", acc, input, i64::default, NoKey::None, ByValue(add))
+        rt.reduce(
+            b"",
+            acc,
+            input,
+            events(),
+            accumulators(),
+            i64::default,
+            NoKey::None,
+            ByValue(add),
+        )
     };
     assert_eq!(reduce(b"", b"{\"n\":1}\n{\"n\":2}\nnope\n"), status::OK);
     assert_eq!(out(&rt), "3");
@@ -378,6 +418,8 @@ fn in_place_reduce_reports_failing_events() {
         b"",
         b"",
         b"{\"n\":5}\n{\"n\":-1}\n{\"n\":7}",
+        events(),
+        accumulators(),
         Stats::default,
         NoKey::None,
         InPlace(tally),
@@ -396,7 +438,16 @@ fn keyed_reduce_by_pointer() {
 {"service":"api","n":4}
 {"service":7,"n":5}
 {"service":"api"}"#;
-    let code = rt.reduce(b"", b"", chunk, i64::default, NoKey::None, ByValue(add));
+    let code = rt.reduce(
+        b"",
+        b"",
+        chunk,
+        events(),
+        accumulators(),
+        i64::default,
+        NoKey::None,
+        ByValue(add),
+    );
     assert_eq!(code, status::OK);
     assert_eq!(out(&rt), r#"{"7":5,"api":5,"db":2}"#);
     assert_eq!(
@@ -413,6 +464,8 @@ fn keyed_reduce_by_pointer() {
         b"",
         br#"{"api":5,"db":2}"#,
         br#"{"service":"db","n":1}"#,
+        events(),
+        accumulators(),
         i64::default,
         NoKey::None,
         ByValue(add),
@@ -446,6 +499,8 @@ fn keyed_reduce_by_function_in_place() {
             b"",
             b"{\"a\":10}",
             chunk,
+            events(),
+            accumulators(),
             u64::default,
             Some(|w: &Word| by_word(w).to_owned()),
             InPlace(count)
@@ -466,13 +521,25 @@ fn keyed_reduce_by_function_in_place() {
 fn combine_merges_accumulators() {
     let merge = |a: i64, b: i64| a + b;
     let rt = ready::<NoParams>(&REDUCE, json!({"stage": "sum"}));
-    assert_eq!(rt.combine(b"3", b"4", i64::default, merge), status::OK);
+    assert_eq!(
+        rt.combine(b"3", b"4", accumulators(), i64::default, merge),
+        status::OK
+    );
     assert_eq!(out(&rt), "7");
-    assert_eq!(rt.combine(b"", b"4", i64::default, merge), status::OK);
+    assert_eq!(
+        rt.combine(b"", b"4", accumulators(), i64::default, merge),
+        status::OK
+    );
     assert_eq!(out(&rt), "4");
-    assert_eq!(rt.combine(b"", b"", i64::default, merge), status::OK);
+    assert_eq!(
+        rt.combine(b"", b"", accumulators(), i64::default, merge),
+        status::OK
+    );
     assert_eq!(out(&rt), "0");
-    assert_eq!(rt.combine(b"3", b"{}", i64::default, merge), status::FAILED);
+    assert_eq!(
+        rt.combine(b"3", b"{}", accumulators(), i64::default, merge),
+        status::FAILED
+    );
     assert!(
         rt.errors()[0]
             .1
@@ -484,6 +551,7 @@ fn combine_merges_accumulators() {
         rt.combine(
             br#"{"a":1,"b":2}"#,
             br#"{"b":3,"c":4}"#,
+            accumulators(),
             i64::default,
             merge
         ),
@@ -515,15 +583,21 @@ fn panics_are_published_in_the_descriptor() {
 fn cursor_tracks_the_current_event() {
     let rt = ready::<NoParams>(&MAP, json!({"stage": "double"}));
     let mut seen = Vec::new();
-    let code = rt.map(b"", b"1\n2\n3", |n: i64, ctx: &Context<NoParams>| {
-        // The cursor is in the descriptor while the function runs.
-        // SAFETY: reading the runtime's own descriptor, as the host would.
-        seen.push((
-            unsafe { std::ptr::read_volatile(rt.descriptor_ptr()) }.cursor,
-            ctx.index(),
-        ));
-        Ok::<_, Infallible>(n)
-    });
+    let code = rt.map(
+        b"",
+        b"1\n2\n3",
+        events(),
+        outputs(),
+        |n: i64, ctx: &Context<NoParams>| {
+            // The cursor is in the descriptor while the function runs.
+            // SAFETY: reading the runtime's own descriptor, as the host would.
+            seen.push((
+                unsafe { std::ptr::read_volatile(rt.descriptor_ptr()) }.cursor,
+                ctx.index(),
+            ));
+            Ok::<_, Infallible>(n)
+        },
+    );
     assert_eq!(code, status::OK);
     assert_eq!(seen, [(0, 0), (1, 1), (2, 2)]);
     assert_eq!(rt.descriptor().cursor, NO_EVENT);

@@ -1,0 +1,59 @@
+//! Codec witnesses: how to decode events and accumulators and encode outputs
+//! and accumulators of the types a stage uses.
+//!
+//! The serde bounds live on the functions that build these values rather
+//! than on the chunk loops. The glue builds each one at a span in the user's
+//! signature, so that "`In: Deserialize` is not satisfied" points at the
+//! event type and "`Out: Serialize`" at the return type, each reported once.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::events::{event_from_value, parse_event};
+
+/// Decodes events of type `T`.
+pub struct Events<T> {
+    pub(crate) from_line: fn(&[u8]) -> Result<T, String>,
+    pub(crate) from_value: fn(Value) -> Result<T, String>,
+}
+
+/// The codec of events of type `T`.
+pub fn events<T: DeserializeOwned>() -> Events<T> {
+    Events {
+        from_line: parse_event::<T>,
+        from_value: event_from_value::<T>,
+    }
+}
+
+/// Encodes outputs of type `U`.
+pub struct Outputs<U> {
+    pub(crate) write: fn(&mut Vec<u8>, &U) -> serde_json::Result<()>,
+}
+
+/// The codec of outputs of type `U`.
+pub fn outputs<U: Serialize>() -> Outputs<U> {
+    Outputs {
+        write: |out, value| serde_json::to_writer(out, value),
+    }
+}
+
+/// Decodes and encodes accumulators of type `A`, alone or grouped by key.
+pub struct Accumulators<A> {
+    pub(crate) read: fn(&[u8]) -> serde_json::Result<A>,
+    pub(crate) read_groups: fn(&[u8]) -> serde_json::Result<BTreeMap<String, A>>,
+    pub(crate) write: fn(&mut Vec<u8>, &A) -> serde_json::Result<()>,
+    pub(crate) write_groups: fn(&mut Vec<u8>, &BTreeMap<String, A>) -> serde_json::Result<()>,
+}
+
+/// The codec of accumulators of type `A`.
+pub fn accumulators<A: Serialize + DeserializeOwned>() -> Accumulators<A> {
+    Accumulators {
+        read: |bytes| serde_json::from_slice(bytes),
+        read_groups: |bytes| serde_json::from_slice(bytes),
+        write: |out, acc| serde_json::to_writer(out, acc),
+        write_groups: |out, groups| serde_json::to_writer(out, groups),
+    }
+}
