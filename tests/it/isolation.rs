@@ -126,3 +126,14 @@ fn guest_prints_reach_the_host_log_tagged_with_the_stage() {
     let (_, _, stderr) = run_faulty("", 20, &[]);
     assert!(stderr.contains("[faulty] faulty saw n=7"), "{stderr}");
 }
+
+#[test]
+fn a_chunk_too_slow_for_the_time_limit_is_split_not_dead_lettered() {
+    // Forty slow events (about 10 ms each) in one chunk take far longer than
+    // the 150 ms limit, but each alone is well within it: nothing may fail.
+    let special: Vec<(usize, &str)> = (0..40).map(|i| (i, "{\"n\":-5}")).collect();
+    let (out, dead, stderr) = run_faulty("limits = { timeout = \"150ms\" }", 40, &special);
+    assert!(dead.is_empty(), "no event is at fault: {dead:#?}\n{stderr}");
+    assert_eq!(out.len(), 40);
+    assert!(out.iter().all(|o| o["n"] == -5));
+}

@@ -2,10 +2,15 @@
 //! one worker (one instance per stage, one call per stage per chunk) and
 //! isolates failures so that only the events at fault become dead letters.
 //!
-//! When a call traps, times out or runs out of memory, the instance is
-//! discarded. If the guest's cursor names the event it was working on, that
-//! event is dead-lettered and the rest of the input is retried; otherwise the
-//! input is split in halves and each half retried, down to single events.
+//! When a call fails, the instance is discarded and the input is retried
+//! on a new one, in pieces:
+//! - a trap (a panic) with the guest's cursor naming the event: that event
+//!   is dead-lettered and the rest retried together;
+//! - a timeout or out-of-memory with a cursor: the events before it, it
+//!   alone and the events after it are retried separately, so a slow event
+//!   fails alone while a chunk that was merely too big for the limit is
+//!   processed in smaller pieces;
+//! - no cursor: the input is split in halves, down to single events.
 
 use super::chunk::{Chunk, line_starts};
 use crate::runtime::{Runtime, Stage, StageError, StageInstance};
@@ -188,13 +193,11 @@ impl Chain {
                 return Ok(());
             }
             let starts = line_starts(&input);
-            match err
-                .event()
-                .map(|e| e as usize)
-                .filter(|&e| e < origin.len())
-            {
-                Some(bad) => {
-                    // The cursor names the culprit: drop it, retry the rest.
+            let cursor = err.event().map(|e| e as usize).filter(|&e| e < origin.len());
+            match (cursor, &err) {
+                (Some(bad), StageError::Trap { .. }) => {
+                    // A trap is the event's own doing (a panic, a bad
+                    // access): drop it and retry the rest.
                     sink.failures
                         .push((origin[bad], err.without_event().to_string()));
                     let end = starts.get(bad + 1).copied().unwrap_or(input.len());
@@ -206,7 +209,22 @@ impl Chain {
                     input = Cow::Owned(rest);
                     origin = Cow::Owned(rest_origin);
                 }
-                None => {
+                (Some(at), _) => {
+                    // Time or memory ran out while on event `at`; it may be
+                    // the culprit, or the chunk may simply be too big for
+                    // the limit. Run the events before it, it alone, and
+                    // the events after it separately: a slow event fails
+                    // alone, and a merely large chunk gets smaller.
+                    let end = starts.get(at + 1).copied().unwrap_or(input.len());
+                    let parts = [(0, starts[at], 0, at), (starts[at], end, at, at + 1), (end, input.len(), at + 1, origin.len())];
+                    for (from, to, o_from, o_to) in parts {
+                        if o_from < o_to {
+                            self.run_isolated(s, ctx, &input[from..to], &origin[o_from..o_to], sink)?;
+                        }
+                    }
+                    return Ok(());
+                }
+                (None, _) => {
                     let mid = origin.len() / 2;
                     let (a, b) = input.split_at(starts[mid]);
                     self.run_isolated(s, ctx, a, &origin[..mid], sink)?;

@@ -7,6 +7,7 @@
 //! - `-3`: allocates until memory runs out;
 //! - `-4`: tries to read `/etc/passwd` and `$HOME`; fails the event saying
 //!   what was denied, or returns what it read if both were allowed;
+//! - `-5`: is slow (spins for some milliseconds), then passes through;
 //! - `7`: prints `faulty saw n=7` to stdout;
 //! - otherwise passes `{"n": n}` through.
 
@@ -36,6 +37,15 @@ fn faulty(ev: Num) -> Result<Value, String> {
             }
         }
         -4 => probe_wasi(),
+        -5 => {
+            // About 10 ms of work, with no clock to read (the sandbox freezes it).
+            let mut x = 0u64;
+            for i in 0..10_000_000u64 {
+                x = black_box(x.wrapping_add(i));
+            }
+            black_box(x);
+            Ok(json!({ "n": -5 }))
+        }
         n if n % 1000 == 13 => Err("unlucky 13".to_owned()),
         n => {
             if n == 7 {
