@@ -40,17 +40,31 @@ pub trait Source: Send {
 const PREVIEW: usize = 256;
 
 /// JSON lines: one event per line, blank lines skipped.
+///
+/// Reads the input in large blocks and finds line ends with `memchr`; each
+/// run of consecutive events is copied into the chunk with one `memcpy`.
 pub struct JsonLines<R> {
     reader: R,
     limits: ChunkLimits,
     seq: u64,
+    /// Index of the next event in the source.
     index: u64,
+    /// Lines read so far.
     line: u64,
-    done: bool,
+    /// Input read but not yet consumed: `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Inside a line too long to be an event: its dead letter, held until
+    /// the rest of the line has been skipped.
+    skipping: Option<Reject>,
+    eof: bool,
     read: Arc<AtomicU64>,
 }
 
-impl<R: BufRead + Send> JsonLines<R> {
+/// Bytes asked of the reader at a time.
+const READ_BLOCK: usize = 256 << 10;
+
+impl<R: io::Read + Send> JsonLines<R> {
     /// Reads JSON lines from `reader`; `read` counts bytes consumed.
     pub fn new(reader: R, limits: ChunkLimits, read: Arc<AtomicU64>) -> Self {
         JsonLines {
@@ -59,102 +73,131 @@ impl<R: BufRead + Send> JsonLines<R> {
             seq: 0,
             index: 0,
             line: 0,
-            done: false,
+            buf: Vec::new(),
+            pos: 0,
+            skipping: None,
+            eof: false,
             read,
+        }
+    }
+
+    /// Moves the unconsumed bytes to the front and appends what one `read`
+    /// returns; `false` at end of input.
+    fn fill(&mut self) -> io::Result<bool> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let old = self.buf.len();
+        self.buf.resize(old + READ_BLOCK, 0);
+        let n = loop {
+            match self.reader.read(&mut self.buf[old..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(old + n);
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n > 0)
+    }
+
+    fn reject(&self, line: u64, start: &[u8]) -> Reject {
+        Reject {
+            index: self.index,
+            line,
+            error: format!("event is larger than the limit of {} bytes (runtime.max_event_size)", self.limits.max_event),
+            // At most `max_event` bytes, so the preview does not depend on
+            // how much of the line had been read when it was refused.
+            preview: start[..start.len().min(PREVIEW).min(self.limits.max_event)].to_vec(),
         }
     }
 }
 
-impl<R: BufRead + Send> Source for JsonLines<R> {
+impl<R: io::Read + Send> Source for JsonLines<R> {
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut chunk = Chunk {
-            seq: self.seq,
-            first_index: self.index,
-            ..Chunk::default()
-        };
-        while chunk.len() < self.limits.events && chunk.data.len() < self.limits.bytes {
-            // Read one line straight into the chunk, stopping to copy once it
-            // is too large to be an event.
-            let line_start = chunk.data.len();
-            let mut oversized = false;
-            let mut saw_any = false;
-            let mut complete = false;
-            loop {
-                let buf = self.reader.fill_buf()?;
-                if buf.is_empty() {
-                    break;
+        let mut chunk = Chunk { seq: self.seq, first_index: self.index, ..Chunk::default() };
+        loop {
+            // `buf[run..]` is the run of whole events not yet copied.
+            let mut run = self.pos;
+            while let Some(nl) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
+                let (start, end) = (self.pos, self.pos + nl);
+                self.pos = end + 1;
+                self.line += 1;
+                if let Some(reject) = self.skipping.take() {
+                    // The end of an oversized line.
+                    chunk.rejects.push(reject);
+                    self.index += 1;
+                    run = self.pos;
+                    continue;
                 }
-                saw_any = true;
-                let (take, found) = match memchr::memchr(b'\n', buf) {
-                    Some(i) => (i, true),
-                    None => (buf.len(), false),
-                };
-                if !oversized {
-                    if chunk.data.len() - line_start + take > self.limits.max_event {
-                        oversized = true;
-                        let keep = (line_start + PREVIEW).min(chunk.data.len());
-                        chunk.data.truncate(keep);
-                        let room = (line_start + PREVIEW).saturating_sub(chunk.data.len());
-                        chunk.data.extend_from_slice(&buf[..take.min(room)]);
-                    } else {
-                        chunk.data.extend_from_slice(&buf[..take]);
+                let line = &self.buf[start..end];
+                let blank = line.iter().all(u8::is_ascii_whitespace);
+                if blank || line.len() > self.limits.max_event {
+                    chunk.data.extend_from_slice(&self.buf[run..start]);
+                    if !blank {
+                        let reject = self.reject(self.line, &self.buf[start..end]);
+                        chunk.rejects.push(reject);
+                        self.index += 1;
                     }
+                    run = self.pos;
+                    continue;
                 }
-                let used = take + found as usize;
-                self.reader.consume(used);
-                self.read.fetch_add(used as u64, Ordering::Relaxed);
-                if found {
-                    complete = true;
-                    break;
+                if line.ends_with(b"\r") {
+                    // `\r\n` line ends: copy the event without its `\r`.
+                    chunk.data.extend_from_slice(&self.buf[run..end - 1]);
+                    chunk.data.push(b'\n');
+                    chunk.starts.push((chunk.data.len() - (end - start)) as u32);
+                    run = self.pos;
+                } else {
+                    chunk.starts.push((chunk.data.len() + start - run) as u32);
                 }
-            }
-            if !saw_any {
-                self.done = true;
-                break;
-            }
-            self.line += 1;
-            if oversized {
-                let preview = chunk.data.split_off(line_start);
-                chunk.rejects.push(Reject {
-                    index: self.index,
-                    line: self.line,
-                    error: format!(
-                        "event is larger than the limit of {} bytes (runtime.max_event_size)",
-                        self.limits.max_event
-                    ),
-                    preview,
-                });
+                chunk.lines.push(self.line);
                 self.index += 1;
-                continue;
-            }
-            let mut end = chunk.data.len();
-            if end > line_start && chunk.data[end - 1] == b'\r' {
-                end -= 1;
-            }
-            if chunk.data[line_start..end]
-                .iter()
-                .all(u8::is_ascii_whitespace)
-            {
-                chunk.data.truncate(line_start);
-                if !complete {
-                    self.done = true;
-                    break;
+                if chunk.starts.len() >= self.limits.events || chunk.data.len() + self.pos - run >= self.limits.bytes {
+                    chunk.data.extend_from_slice(&self.buf[run..self.pos]);
+                    self.seq += 1;
+                    return Ok(Some(chunk));
                 }
-                continue;
             }
-            chunk.data.truncate(end);
-            chunk.data.push(b'\n');
-            chunk.starts.push(line_start as u32);
-            chunk.lines.push(self.line);
-            self.index += 1;
-            if !complete {
-                self.done = true;
+            chunk.data.extend_from_slice(&self.buf[run..self.pos]);
+            // `buf[pos..]` is a partial line.
+            if self.skipping.is_some() {
+                self.pos = self.buf.len();
+            } else if self.buf.len() - self.pos > self.limits.max_event {
+                let reject = self.reject(self.line + 1, &self.buf[self.pos..]);
+                self.skipping = Some(reject);
+                self.pos = self.buf.len();
+            }
+            if self.eof {
                 break;
+            }
+            if !self.fill()? {
+                self.eof = true;
             }
         }
+        // End of input: a last line without a newline is an event too.
+        if let Some(reject) = self.skipping.take() {
+            self.line += 1;
+            chunk.rejects.push(reject);
+            self.index += 1;
+        } else if self.pos < self.buf.len() {
+            self.line += 1;
+            let line = &self.buf[self.pos..];
+            if line.len() > self.limits.max_event {
+                let reject = self.reject(self.line, line);
+                chunk.rejects.push(reject);
+                self.index += 1;
+            } else if !line.iter().all(u8::is_ascii_whitespace) {
+                chunk.starts.push(chunk.data.len() as u32);
+                chunk.lines.push(self.line);
+                chunk.data.extend_from_slice(line);
+                chunk.data.push(b'\n');
+                self.index += 1;
+            }
+        }
+        self.pos = self.buf.len();
         if chunk.is_empty() && chunk.rejects.is_empty() {
             return Ok(None);
         }
@@ -500,6 +543,61 @@ mod tests {
                 ("{\"a\":3}".into(), 5)
             ]
         );
+    }
+
+    /// A reader that hands out at most `step` bytes per `read`.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.data.len().min(self.step).min(buf.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn json_lines_are_the_same_whatever_the_read_sizes() {
+        let big = format!("{{\"s\":\"{}\"}}", "x".repeat(200));
+        let mut input = String::new();
+        for i in 0..300 {
+            match i % 37 {
+                5 => input.push_str(&big),
+                9 => input.push_str("   "),
+                _ => input.push_str(&format!("{{\"i\":{i}}}")),
+            }
+            input.push(if i % 11 == 0 { '\r' } else { ' ' });
+            input.push('\n');
+        }
+        input.push_str("{\"last\":true}");
+        let expect = |step: usize| {
+            let mut src = JsonLines::new(Trickle { data: input.as_bytes(), step }, limits(7), Arc::default());
+            let mut events = Vec::new();
+            let mut rejects = Vec::new();
+            while let Some(c) = src.next_chunk().unwrap() {
+                assert!(c.len() <= 7);
+                for i in 0..c.len() {
+                    events.push((String::from_utf8(c.event(i).to_vec()).unwrap(), c.lines[i]));
+                }
+                rejects.extend(c.rejects.iter().map(|r| (r.index, r.line, r.preview.len())));
+            }
+            (events, rejects)
+        };
+        let (events, rejects) = expect(1 << 20);
+        let oversized = (0..300).filter(|i| i % 37 == 5).count();
+        let blank = (0..300).filter(|i| i % 37 == 9).count();
+        assert_eq!(events.len(), 300 - oversized - blank + 1, "all but the oversized and blank lines, plus the last");
+        assert_eq!(events[0], ("{\"i\":0}".to_string(), 1), "`\\r` and the space before it are not stripped alike");
+        assert_eq!(events.last().unwrap(), &("{\"last\":true}".to_string(), 301));
+        assert_eq!(rejects.len(), oversized);
+        assert_eq!(rejects[0], (5, 6, 64), "index, line and the start of the event");
+        for step in [1, 3, 64, 65, 250] {
+            assert_eq!(expect(step), (events.clone(), rejects.clone()), "read size {step}");
+        }
     }
 
     #[test]

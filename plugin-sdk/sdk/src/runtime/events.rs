@@ -13,11 +13,23 @@ use serde_json::Value;
 /// so that guest and host agree on every event's index.
 pub(crate) fn lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
     let input = input.strip_suffix(b"\n").unwrap_or(input);
-    let lines = (!input.is_empty()).then(|| input.split(|&b| b == b'\n'));
-    lines
-        .into_iter()
-        .flatten()
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    // memchr finds each newline a word (or a SIMD vector) at a time; a
+    // byte-by-byte split costs a few nanoseconds per byte of every event.
+    let mut rest = (!input.is_empty()).then_some(input);
+    std::iter::from_fn(move || {
+        let chunk = rest?;
+        let line = match memchr::memchr(b'\n', chunk) {
+            Some(nl) => {
+                rest = Some(&chunk[nl + 1..]);
+                &chunk[..nl]
+            }
+            None => {
+                rest = None;
+                chunk
+            }
+        };
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
 }
 
 /// Decodes one event line into the stage's input type.
