@@ -2,9 +2,12 @@
 //! doc comments. `main` prints the whole error chain and maps outcomes to
 //! exit codes.
 
+mod build;
 mod check;
 mod inspect;
+mod new;
 mod run;
+mod test;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -15,6 +18,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code: the run completed but some events became dead letters.
 pub const EXIT_DEAD_LETTERS: u8 = 3;
+/// Exit code: `wasmpipe test` produced outputs other than `--expect`ed.
+pub const EXIT_MISMATCH: u8 = 4;
 
 /// Run map / filter / flat_map / reduce stages compiled to WebAssembly over
 /// streams of JSON events.
@@ -33,6 +38,9 @@ enum Command {
     Run(run::RunArgs),
     Check(check::CheckArgs),
     Inspect(inspect::InspectArgs),
+    New(new::NewArgs),
+    Build(build::BuildArgs),
+    Test(test::TestArgs),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -43,6 +51,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::New(args) => new::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Test(args) => test::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -74,11 +85,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Loads a manifest and every stage in it, with a runtime sized for it.
+/// Loads a manifest and every stage in it, with a runtime sized for it
+/// (and, when `watch`, for stages and limits that a reload may add).
 fn load_pipeline(
     path: &std::path::Path,
     workers: Option<usize>,
     no_cache: bool,
+    watch: bool,
 ) -> anyhow::Result<(crate::manifest::Manifest, crate::exec::Pipeline)> {
     use crate::manifest::{DEFAULT_MEMORY, Manifest};
     use crate::runtime::{Runtime, RuntimeConfig, default_cache_dir};
@@ -108,11 +121,18 @@ fn load_pipeline(
             .map(|d| manifest.resolve(d))
             .or_else(default_cache_dir)
     };
+    // A reload may add stages and raise limits, so a watched pipeline gets
+    // room for 16 stages and the largest memory a wasm32 module can have.
+    let (stages, max_memory) = if watch {
+        (doc.stages.len().max(16), 4 << 30)
+    } else {
+        (doc.stages.len(), max_memory.next_multiple_of(64 << 10))
+    };
     let config = RuntimeConfig {
         // Every worker's instances, plus one per stage for metadata and the
         // final combine, plus replacements created while old ones drain.
-        max_instances: ((workers + 2) * doc.stages.len() * 2 + 8) as u32,
-        max_memory: max_memory.next_multiple_of(64 << 10),
+        max_instances: ((workers + 2) * stages * 2 + 8) as u32,
+        max_memory,
         cache_dir,
     };
     let runtime = std::sync::Arc::new(Runtime::new(&config)?);

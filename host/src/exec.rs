@@ -6,10 +6,14 @@ pub mod chain;
 pub mod chunk;
 pub mod dead_letter;
 pub mod pipeline;
+pub mod reload;
 pub mod source;
 
 pub use chain::{Chain, ChunkOutcome, Failure, StageCounts};
 pub use chunk::Chunk;
 pub use dead_letter::{DeadLetter, DeadLetterSink};
-pub use pipeline::{Pipeline, RunContext, RunSummary, default_workers, host_name};
+pub use pipeline::{
+    Pipeline, RunContext, RunSummary, default_workers, host_name, load_stage, stage_spec,
+};
+pub use reload::{LiveStages, StageSet};
 pub use source::{ChunkLimits, JsonArray, JsonLines, Source};

@@ -10,10 +10,16 @@
 //!   into chunks, the chain runs a chunk through every stage with fault
 //!   isolation, the pipeline runs chains on worker threads and writes the
 //!   sink and dead letters.
+//! - [`watch`]: hot reload for `run --watch`: file watching, the checks a
+//!   new stage version passes, swapping it in between chunks; the
+//!   never-ending source.
+//! - [`build`]: building stage crates for `wasm32-wasip1` with cargo.
 //! - [`cli`]: the `wasmpipe` command line, one module per subcommand.
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod cli;
 pub mod exec;
 pub mod manifest;
 pub mod runtime;
+pub mod watch;

@@ -58,12 +58,26 @@ fn every_example_matches_its_expected_output_with_one_and_two_workers() {
             let what = format!("example `{name}` with {workers} workers, chunks of {chunk}");
             assert_text_eq(&std::fs::read_to_string(&out).unwrap(), &expected, &what);
             assert_text_eq(
-                &std::fs::read_to_string(&dead).unwrap_or_default(),
+                &without_versions(&std::fs::read_to_string(&dead).unwrap_or_default()),
                 &expected_dead,
                 &format!("{what}: dead letters"),
             );
         }
     }
+}
+
+/// Dead letters with their `versions` field (the content hash of each
+/// stage, which changes with every build of the plugins) removed, after
+/// checking it is there.
+fn without_versions(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let at = l
+                .rfind(",\"versions\":{")
+                .unwrap_or_else(|| panic!("a dead letter without `versions`: {l}"));
+            format!("{}}}\n", &l[..at])
+        })
+        .collect()
 }
 
 #[test]

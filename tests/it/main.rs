@@ -9,4 +9,5 @@ mod cli;
 mod examples;
 mod isolation;
 mod manifest_errors;
+mod reload;
 mod sandbox;

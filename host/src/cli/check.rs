@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 /// Validate a manifest: parse it, compile and load every stage, check each
 /// stage's ABI version and kind against the manifest, and configure one
-/// instance of each with its params. Runs no events.
+/// instance of each with its params. Runs no events but the stages'
+/// `samples`, which must all pass.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The pipeline manifest (TOML).
@@ -19,9 +20,10 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> Result<u8> {
-    let (_manifest, pipeline) = load_pipeline(&args.manifest, Some(1), args.no_cache)?;
+    let (manifest, pipeline) = load_pipeline(&args.manifest, Some(1), args.no_cache, false)?;
     let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
     chain.warm_up()?;
+    check_samples(&manifest, &pipeline)?;
     println!(
         "ok: pipeline `{}` with {} stages",
         pipeline.name,
@@ -47,4 +49,19 @@ pub fn run(args: CheckArgs) -> Result<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// Runs every stage that has `samples` over them (the check a new version
+/// must pass under `run --watch`).
+pub(super) fn check_samples(
+    manifest: &crate::manifest::Manifest,
+    pipeline: &crate::exec::Pipeline,
+) -> Result<()> {
+    for (st, stage) in manifest.doc.stages.iter().zip(&pipeline.stages) {
+        if let Some(samples) = &st.samples {
+            let path = manifest.resolve(samples.get_ref());
+            crate::watch::trial::trial(&pipeline.runtime, stage, Some(&path), &pipeline.name)?;
+        }
+    }
+    Ok(())
 }

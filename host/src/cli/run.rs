@@ -2,14 +2,16 @@
 
 use super::{EXIT_DEAD_LETTERS, EXIT_OK, load_pipeline};
 use crate::exec::{
-    ChunkLimits, DeadLetterSink, JsonArray, JsonLines, RunContext, RunSummary, Source,
+    ChunkLimits, DeadLetterSink, JsonArray, JsonLines, LiveStages, RunContext, RunSummary, Source,
 };
 use crate::manifest::SourceFormat;
-use anyhow::{Context as _, Result};
+use crate::watch::Reloader;
+use crate::watch::follow::{Follow, FollowInput};
+use anyhow::{Context as _, Result, bail};
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Run a pipeline over its source and write its outputs.
 ///
@@ -47,10 +49,21 @@ pub struct RunArgs {
     /// No progress bar and no summary.
     #[arg(long, short)]
     quiet: bool,
+    /// Keep running: follow the input file as it grows (or read stdin until
+    /// it closes), and hot-reload the manifest and every stage's plugin
+    /// when they change on disk. Ctrl-C or SIGTERM stops cleanly after the
+    /// chunks in flight. JSON lines input only.
+    #[arg(long)]
+    watch: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let (manifest, pipeline) = load_pipeline(&args.manifest, args.workers, args.no_cache)?;
+    let (manifest, mut pipeline) = load_pipeline(
+        &args.manifest,
+        args.workers,
+        args.no_cache,
+        args.watch,
+    )?;
     let doc = &manifest.doc;
 
     let input = match &args.input {
@@ -85,27 +98,27 @@ pub fn run(args: RunArgs) -> Result<u8> {
         ..ChunkLimits::default()
     };
     let read = Arc::new(AtomicU64::new(0));
-    let (reader, total_bytes, name): (Box<dyn std::io::BufRead + Send>, Option<u64>, String) =
-        match &input {
-            Some(p) => {
-                let f =
-                    std::fs::File::open(p).with_context(|| format!("cannot open input {p:?}"))?;
-                let len = f.metadata().ok().map(|m| m.len());
-                (
-                    Box::new(BufReader::with_capacity(1 << 20, f)),
-                    len,
-                    p.display().to_string(),
-                )
-            }
-            None => (
-                Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
-                None,
-                "<stdin>".into(),
-            ),
+    let mut watching = None;
+    let (source, total_bytes): (Box<dyn Source>, Option<u64>) = if args.watch {
+        if format == SourceFormat::JsonArray {
+            bail!("`--watch` reads JSON lines; a JSON array has an end and cannot be followed");
+        }
+        super::check::check_samples(&manifest, &pipeline)?;
+        let live = Arc::new(LiveStages::new(pipeline.stages.clone()));
+        pipeline.live = Some(live.clone());
+        let reloader = Reloader::new(manifest.clone(), pipeline.runtime.clone(), live)?;
+        watching = Some(crate::watch::spawn(reloader)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        crate::watch::stop_on_signal(stop.clone())?;
+        let from = match &input {
+            Some(p) => FollowInput::File(p.clone()),
+            None => FollowInput::Stdin,
         };
-    let source: Box<dyn Source> = match format {
-        SourceFormat::Jsonl => Box::new(JsonLines::new(reader, limits, read.clone())),
-        SourceFormat::JsonArray => Box::new(JsonArray::new(reader, limits, read.clone(), name)),
+        let source = Follow::new(from, limits, stop, read.clone())
+            .with_context(|| format!("cannot open input {input:?}"))?;
+        (Box::new(source), None)
+    } else {
+        plain_source(input.as_ref(), format, limits, read.clone())?
     };
 
     let output = args.output.clone().or_else(|| {
@@ -115,12 +128,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .filter(|p| *p != "-")
             .map(|p| manifest.resolve(p))
     });
+    // A watched pipeline writes each chunk as soon as it is done (one write
+    // per chunk), so that its output can be followed.
+    let buffer = if args.watch { 0 } else { 1 << 20 };
     let mut sink: Box<dyn Write> = match output.as_ref().filter(|p| p.as_os_str() != "-") {
         Some(p) => Box::new(BufWriter::with_capacity(
-            1 << 20,
+            buffer,
             std::fs::File::create(p).with_context(|| format!("cannot create output file {p:?}"))?,
         )),
-        None => Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
+        None => Box::new(BufWriter::with_capacity(buffer, std::io::stdout().lock())),
     };
     let dl_path = args
         .dead_letters
@@ -128,6 +144,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .or_else(|| doc.dead_letters.path.as_ref().map(|p| manifest.resolve(p)))
         .unwrap_or_else(|| manifest.dir.join(format!("{}.dead.jsonl", manifest.name())));
     let mut dead = DeadLetterSink::file(dl_path.clone())?;
+    if args.watch {
+        dead = dead.flush_each();
+    }
 
     let bar = match total_bytes {
         Some(total) if !args.quiet && std::io::stderr().is_terminal() => {
@@ -155,6 +174,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))),
     );
     let summary = pipeline.run(source, &mut sink, &mut dead, &ctx, &mut progress)?;
+    drop(watching);
     drop(sink);
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -170,6 +190,38 @@ pub fn run(args: RunArgs) -> Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// The source of a plain run: a file or stdin, read to its end.
+fn plain_source(
+    input: Option<&PathBuf>,
+    format: SourceFormat,
+    limits: ChunkLimits,
+    read: Arc<AtomicU64>,
+) -> Result<(Box<dyn Source>, Option<u64>)> {
+    let (reader, total_bytes, name): (Box<dyn std::io::BufRead + Send>, Option<u64>, String) =
+        match input {
+            Some(p) => {
+                let f =
+                    std::fs::File::open(p).with_context(|| format!("cannot open input {p:?}"))?;
+                let len = f.metadata().ok().map(|m| m.len());
+                (
+                    Box::new(BufReader::with_capacity(1 << 20, f)),
+                    len,
+                    p.display().to_string(),
+                )
+            }
+            None => (
+                Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
+                None,
+                "<stdin>".into(),
+            ),
+        };
+    let source: Box<dyn Source> = match format {
+        SourceFormat::Jsonl => Box::new(JsonLines::new(reader, limits, read)),
+        SourceFormat::JsonArray => Box::new(JsonArray::new(reader, limits, read, name)),
+    };
+    Ok((source, total_bytes))
 }
 
 /// The end-of-run table: events in / out / failed per stage, then totals.

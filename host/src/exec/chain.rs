@@ -13,6 +13,7 @@
 //! - no cursor: the input is split in halves, down to single events.
 
 use super::chunk::{Chunk, line_starts};
+use super::reload::StageSet;
 use crate::runtime::{Runtime, Stage, StageError, StageInstance};
 use anyhow::Result;
 use std::borrow::Cow;
@@ -53,6 +54,9 @@ pub struct ChunkOutcome {
     pub failures: Vec<Failure>,
     /// Counts per stage.
     pub counts: Vec<StageCounts>,
+    /// The stage set (and so the version of each stage) that ran the chunk;
+    /// set by the pipeline.
+    pub set: Option<Arc<StageSet>>,
 }
 
 /// The stages of a pipeline as run by one worker.
@@ -95,6 +99,28 @@ impl Chain {
     /// The stages.
     pub fn stages(&self) -> &[Arc<Stage>] {
         &self.stages
+    }
+
+    /// Runs the next chunks on `stages` (a hot reload, between chunks).
+    /// Instances of stages that did not change are kept; the others are
+    /// dropped now and created on first use. The reduce accumulator carries
+    /// over.
+    pub fn replace_stages(&mut self, stages: Vec<Arc<Stage>>) {
+        let mut old: Vec<_> = self
+            .stages
+            .drain(..)
+            .zip(self.instances.drain(..))
+            .collect();
+        self.instances = stages
+            .iter()
+            .map(|s| {
+                let i = old
+                    .iter()
+                    .position(|(o, inst)| Arc::ptr_eq(o, s) && inst.is_some())?;
+                old.swap_remove(i).1
+            })
+            .collect();
+        self.stages = stages;
     }
 
     /// Takes the reduce accumulator (JSON), leaving the initial one.
@@ -193,7 +219,10 @@ impl Chain {
                 return Ok(());
             }
             let starts = line_starts(&input);
-            let cursor = err.event().map(|e| e as usize).filter(|&e| e < origin.len());
+            let cursor = err
+                .event()
+                .map(|e| e as usize)
+                .filter(|&e| e < origin.len());
             match (cursor, &err) {
                 (Some(bad), StageError::Trap { .. }) => {
                     // A trap is the event's own doing (a panic, a bad
@@ -216,10 +245,20 @@ impl Chain {
                     // the events after it separately: a slow event fails
                     // alone, and a merely large chunk gets smaller.
                     let end = starts.get(at + 1).copied().unwrap_or(input.len());
-                    let parts = [(0, starts[at], 0, at), (starts[at], end, at, at + 1), (end, input.len(), at + 1, origin.len())];
+                    let parts = [
+                        (0, starts[at], 0, at),
+                        (starts[at], end, at, at + 1),
+                        (end, input.len(), at + 1, origin.len()),
+                    ];
                     for (from, to, o_from, o_to) in parts {
                         if o_from < o_to {
-                            self.run_isolated(s, ctx, &input[from..to], &origin[o_from..o_to], sink)?;
+                            self.run_isolated(
+                                s,
+                                ctx,
+                                &input[from..to],
+                                &origin[o_from..o_to],
+                                sink,
+                            )?;
                         }
                     }
                     return Ok(());

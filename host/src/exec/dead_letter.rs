@@ -23,6 +23,9 @@ pub struct DeadLetter<'a> {
     pub line: u64,
     /// The event as read from the source.
     pub event: &'a [u8],
+    /// The version of each stage of the chunk the event was in
+    /// (`{"stage":"<12 hex>",...}`), when known.
+    pub versions: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -35,6 +38,8 @@ struct Record<'a> {
     /// The original event: embedded as JSON when it is valid JSON, else as
     /// a string holding its (lossily decoded) text.
     event: EventField<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -50,6 +55,7 @@ pub struct DeadLetterSink {
     path: Option<PathBuf>,
     out: Option<Box<dyn Write + Send>>,
     count: u64,
+    flush_each: bool,
 }
 
 impl DeadLetterSink {
@@ -68,6 +74,7 @@ impl DeadLetterSink {
             path: Some(path),
             out: None,
             count: 0,
+            flush_each: false,
         })
     }
 
@@ -77,7 +84,15 @@ impl DeadLetterSink {
             path: None,
             out: Some(w),
             count: 0,
+            flush_each: false,
         }
+    }
+
+    /// Flushes after every dead letter, for long-running pipelines whose
+    /// dead letters should be visible as they happen.
+    pub fn flush_each(mut self) -> DeadLetterSink {
+        self.flush_each = true;
+        self
     }
 
     /// The file path, when writing to a file.
@@ -116,10 +131,14 @@ impl DeadLetterSink {
             index: d.index,
             line: d.line,
             event,
+            versions: d.versions,
         };
         let out = self.out.as_mut().expect("opened above");
         serde_json::to_writer(&mut *out, &rec)?;
         out.write_all(b"\n").context("cannot write a dead letter")?;
+        if self.flush_each {
+            out.flush().context("cannot write the dead-letter file")?;
+        }
         self.count += 1;
         Ok(())
     }

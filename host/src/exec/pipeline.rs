@@ -9,9 +9,10 @@
 use super::chain::{Chain, ChunkOutcome, StageCounts};
 use super::chunk::Chunk;
 use super::dead_letter::{DeadLetter, DeadLetterSink};
+use super::reload::{LiveStages, StageSet};
 use super::source::Source;
-use crate::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, Manifest, StageKind};
-use crate::runtime::{KindMismatch, Runtime, Stage, StageSpec, linker};
+use crate::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, Manifest, StageKind, StageSection};
+use crate::runtime::{KindMismatch, Runtime, Stage, StageSpec, StageState, linker};
 use anyhow::{Context as _, Result, anyhow, bail};
 use crossbeam_channel::{bounded, unbounded};
 use std::collections::BTreeMap;
@@ -31,6 +32,12 @@ pub struct Pipeline {
     pub workers: usize,
     /// Whether outputs keep input order.
     pub ordered: bool,
+    /// Whether output objects get a `"_versions"` field (`[runtime].lineage`).
+    pub lineage: bool,
+    /// When set, the stages run are this handle's current set, which may be
+    /// replaced while the pipeline runs (`run --watch`); `stages` is then
+    /// only the set it started with.
+    pub live: Option<Arc<LiveStages>>,
 }
 
 /// Per-chunk context fields every stage can read (`Context::meta`).
@@ -111,54 +118,7 @@ impl Pipeline {
         let linker = linker(&runtime)?;
         let mut stages = Vec::new();
         for st in &doc.stages {
-            let spec = StageSpec {
-                name: st.name.get_ref().to_string(),
-                kind: Some(*st.kind.get_ref()),
-                plugin: manifest.resolve(st.plugin.get_ref()),
-                params: match &st.params {
-                    Some(t) => serde_json::to_value(t)
-                        .context("stage params must be representable as JSON")?,
-                    None => serde_json::json!({}),
-                },
-                key: st.key.as_ref().map(|k| k.get_ref().clone()),
-                memory: st
-                    .limits
-                    .memory
-                    .or(doc.runtime.memory)
-                    .unwrap_or(DEFAULT_MEMORY)
-                    .0,
-                timeout: st
-                    .limits
-                    .timeout
-                    .or(doc.runtime.timeout)
-                    .map_or(DEFAULT_TIMEOUT, |t| t.0),
-                allow: st.allow.clone(),
-                base_dir: manifest.dir.clone(),
-            };
-            let stage = Stage::load(&runtime, &linker, spec).map_err(|e| match e.downcast::<KindMismatch>() {
-                Ok(m) => {
-                    let hint = format!("set `kind = \"{}\"`, or point `plugin` at a {} stage", m.exported, m.declared);
-                    anyhow!(manifest.diagnostic_at(st.kind.span(), m.to_string()).with_hint(hint))
-                }
-                Err(e) => {
-                    let d = manifest.diagnostic_at(st.plugin.span(), format!("cannot load stage `{}`: {e:#}", st.name.get_ref()));
-                    anyhow!(d.with_hint("`wasmpipe inspect <plugin>` shows what a plugin exports; docs/abi.md lists what a stage must export"))
-                }
-            })?;
-            if let Some(key) = &st.key
-                && stage.kind == StageKind::Reduce
-                && stage.meta.keyed
-            {
-                let d = manifest.diagnostic_at(
-                    key.span(),
-                    format!(
-                        "stage `{}` computes its own group key, so `key` cannot be set",
-                        st.name.get_ref()
-                    ),
-                );
-                bail!(d.with_hint("remove `key` from the manifest"));
-            }
-            stages.push(stage);
+            stages.push(load_stage(manifest, st, &runtime, &linker)?);
         }
         let workers = doc
             .runtime
@@ -170,6 +130,8 @@ impl Pipeline {
             runtime,
             workers,
             ordered: doc.runtime.ordered.unwrap_or(true),
+            lineage: doc.runtime.lineage.unwrap_or(false),
+            live: None,
         })
     }
 
@@ -205,11 +167,17 @@ impl Pipeline {
         for _ in 0..credits {
             credit_tx.send(()).expect("credit channel has room");
         }
-        let (chunk_tx, chunk_rx) = bounded::<Chunk>(credits);
+        // Every chunk is stamped with the stage set current when it is read.
+        let live = self
+            .live
+            .clone()
+            .unwrap_or_else(|| Arc::new(LiveStages::new(self.stages.clone())));
+        let initial = live.current();
+        let (chunk_tx, chunk_rx) = bounded::<(Chunk, Arc<StageSet>)>(credits);
         let (done_tx, done_rx) = unbounded::<(Chunk, Result<ChunkOutcome>)>();
 
         let mut summary = RunSummary {
-            stages: self
+            stages: initial
                 .stages
                 .iter()
                 .map(|s| (s.name().to_string(), s.kind, StageCounts::default()))
@@ -217,11 +185,12 @@ impl Pipeline {
             ..Default::default()
         };
         let result = std::thread::scope(|scope| -> Result<Vec<Vec<u8>>> {
+            let reader_live = live.clone();
             let reader = scope.spawn(move || -> Result<()> {
                 while credit_rx.recv().is_ok() {
                     match source.next_chunk().context("cannot read the input")? {
                         Some(chunk) => {
-                            if chunk_tx.send(chunk).is_err() {
+                            if chunk_tx.send((chunk, reader_live.current())).is_err() {
                                 break;
                             }
                         }
@@ -234,16 +203,28 @@ impl Pipeline {
             for w in 0..workers {
                 let chunk_rx = chunk_rx.clone();
                 let done_tx = done_tx.clone();
-                let mut chain = Chain::new(self.runtime.clone(), self.stages.clone());
+                let mut chain = Chain::new(self.runtime.clone(), initial.stages.clone());
+                let mut generation = initial.generation;
+                let lineage = self.lineage;
                 let pipeline = &self.name;
                 let run_ctx = ctx;
                 let handle = std::thread::Builder::new()
                     .name(format!("wasmpipe-worker-{w}"))
                     .spawn_scoped(scope, move || -> Result<Vec<u8>> {
                         chain.warm_up()?;
-                        for chunk in chunk_rx.iter() {
+                        for (chunk, set) in chunk_rx.iter() {
+                            if set.generation != generation {
+                                chain.replace_stages(set.stages.clone());
+                                generation = set.generation;
+                            }
                             let ctx = run_ctx.chunk_json(pipeline, chunk.seq)?;
-                            let outcome = chain.process(&chunk, &ctx);
+                            let outcome = chain.process(&chunk, &ctx).map(|mut o| {
+                                if lineage {
+                                    set.splice_lineage(&mut o.output);
+                                }
+                                o.set = Some(set);
+                                o
+                            });
                             let fatal = outcome.is_err();
                             if done_tx.send((chunk, outcome)).is_err() || fatal {
                                 break;
@@ -307,7 +288,7 @@ impl Pipeline {
         })?;
 
         if self.reduces() {
-            summary.outputs = self.write_result(result, sink)?;
+            summary.outputs = self.write_result(&live.current().stages, result, sink)?;
             if let Some(last) = summary.stages.last_mut() {
                 last.2.events_out = summary.outputs;
             }
@@ -330,7 +311,21 @@ impl Pipeline {
             .context("cannot write the output")?;
         summary.outputs += outcome.output_count;
         summary.events_read += (chunk.len() + chunk.rejects.len()) as u64;
-        for (total, c) in summary.stages.iter_mut().zip(&outcome.counts) {
+        let stages = outcome.set.as_ref().map_or(&self.stages, |s| &s.stages);
+        let versions = outcome.set.as_ref().map(|s| s.versions());
+        for (i, (stage, c)) in stages.iter().zip(&outcome.counts).enumerate() {
+            // By name: a hot reload may add, remove or reorder stages.
+            let total = match summary.stages.get(i).filter(|t| t.0 == stage.name()) {
+                Some(_) => &mut summary.stages[i],
+                None => match summary.stages.iter().position(|t| t.0 == stage.name()) {
+                    Some(j) => &mut summary.stages[j],
+                    None => {
+                        let entry = (stage.name().to_string(), stage.kind, StageCounts::default());
+                        summary.stages.push(entry);
+                        summary.stages.last_mut().expect("just pushed")
+                    }
+                },
+            };
             total.2.events_in += c.events_in;
             total.2.events_out += c.events_out;
             total.2.failed += c.failed;
@@ -344,17 +339,19 @@ impl Pipeline {
                 index: r.index,
                 line: r.line,
                 event: &r.preview,
+                versions,
             })?;
         }
         for f in &outcome.failures {
             let i = f.event as usize;
             dead.write(&DeadLetter {
                 pipeline: &self.name,
-                stage: Some(self.stages[f.stage].name()),
+                stage: Some(stages[f.stage].name()),
                 error: &f.error,
                 index: chunk.first_index + chunk_offset(chunk, i),
                 line: chunk.lines[i],
                 event: chunk.event(i),
+                versions,
             })?;
         }
         summary.dead_letters = dead.count();
@@ -363,8 +360,13 @@ impl Pipeline {
 
     /// Combines the workers' accumulators and writes the result: one line,
     /// or one `{"key":..,"value":..}` line per key, in key order.
-    fn write_result(&self, accs: Vec<Vec<u8>>, sink: &mut dyn Write) -> Result<u64> {
-        let mut chain = Chain::new(self.runtime.clone(), self.stages.clone());
+    fn write_result(
+        &self,
+        stages: &[Arc<Stage>],
+        accs: Vec<Vec<u8>>,
+        sink: &mut dyn Write,
+    ) -> Result<u64> {
+        let mut chain = Chain::new(self.runtime.clone(), stages.to_vec());
         let mut total: Vec<u8> = Vec::new();
         for acc in accs.into_iter().filter(|a| !a.is_empty()) {
             total = if total.is_empty() {
@@ -386,7 +388,7 @@ impl Pipeline {
             .with_context(|| {
                 format!(
                     "keyed reduce `{}` returned a result that is not a JSON object",
-                    self.stages.last().map_or("", |s| s.name())
+                    stages.last().map_or("", |s| s.name())
                 )
             })?;
         let n = map.len() as u64;
@@ -399,6 +401,83 @@ impl Pipeline {
         }
         Ok(n)
     }
+}
+
+/// The runtime spec of manifest stage `st`. A stage crate directory is
+/// built first (see [`crate::build::stage_artifact`]).
+pub fn stage_spec(manifest: &Manifest, st: &StageSection) -> Result<StageSpec> {
+    let doc = &manifest.doc;
+    let mut plugin = manifest.resolve(st.plugin.get_ref());
+    if plugin.is_dir() {
+        plugin = crate::build::stage_artifact(&plugin)?;
+    }
+    Ok(StageSpec {
+        name: st.name.get_ref().to_string(),
+        kind: Some(*st.kind.get_ref()),
+        plugin,
+        params: match &st.params {
+            Some(t) => {
+                serde_json::to_value(t).context("stage params must be representable as JSON")?
+            }
+            None => serde_json::json!({}),
+        },
+        key: st.key.as_ref().map(|k| k.get_ref().clone()),
+        memory: st
+            .limits
+            .memory
+            .or(doc.runtime.memory)
+            .unwrap_or(DEFAULT_MEMORY)
+            .0,
+        timeout: st
+            .limits
+            .timeout
+            .or(doc.runtime.timeout)
+            .map_or(DEFAULT_TIMEOUT, |t| t.0),
+        allow: st.allow.clone(),
+        base_dir: manifest.dir.clone(),
+    })
+}
+
+/// Loads manifest stage `st`: compiled (or from cache), checked against the
+/// ABI and against the kind the manifest declares. Errors point at the
+/// manifest.
+pub fn load_stage(
+    manifest: &Manifest,
+    st: &StageSection,
+    runtime: &Runtime,
+    linker: &wasmtime::Linker<StageState>,
+) -> Result<Arc<Stage>> {
+    let spec = stage_spec(manifest, st).map_err(|e| {
+        let d = manifest.diagnostic_at(
+            st.plugin.span(),
+            format!("cannot load stage `{}`: {e:#}", st.name.get_ref()),
+        );
+        anyhow!(d.with_hint("`wasmpipe build <dir>` shows the whole build output"))
+    })?;
+    let stage = Stage::load(runtime, linker, spec).map_err(|e| match e.downcast::<KindMismatch>() {
+        Ok(m) => {
+            let hint = format!("set `kind = \"{}\"`, or point `plugin` at a {} stage", m.exported, m.declared);
+            anyhow!(manifest.diagnostic_at(st.kind.span(), m.to_string()).with_hint(hint))
+        }
+        Err(e) => {
+            let d = manifest.diagnostic_at(st.plugin.span(), format!("cannot load stage `{}`: {e:#}", st.name.get_ref()));
+            anyhow!(d.with_hint("`wasmpipe inspect <plugin>` shows what a plugin exports; docs/abi.md lists what a stage must export"))
+        }
+    })?;
+    if let Some(key) = &st.key
+        && stage.kind == StageKind::Reduce
+        && stage.meta.keyed
+    {
+        let d = manifest.diagnostic_at(
+            key.span(),
+            format!(
+                "stage `{}` computes its own group key, so `key` cannot be set",
+                st.name.get_ref()
+            ),
+        );
+        bail!(d.with_hint("remove `key` from the manifest"));
+    }
+    Ok(stage)
 }
 
 /// Offset of event `i` from the chunk's first event, counting the events the

@@ -98,7 +98,8 @@ pub struct StageSection {
     pub name: Spanned<Name>,
     /// What the stage does; must match the kind its plugin exports.
     pub kind: Spanned<StageKind>,
-    /// The compiled stage module (`.wasm`), relative to the manifest.
+    /// The compiled stage module (`.wasm`), or a stage crate's directory
+    /// (built with `wasmpipe build`), relative to the manifest.
     pub plugin: Spanned<String>,
     /// Parameters handed to the stage at start-up (its `Context::params`).
     #[serde(default)]
@@ -113,6 +114,11 @@ pub struct StageSection {
     /// Host resources the stage may touch; none by default.
     #[serde(default)]
     pub allow: Allow,
+    /// Sample events (JSON lines, relative to the manifest) that a new
+    /// version of the stage must process without a failure before
+    /// `run --watch` swaps it in, and that `check` runs it on.
+    #[serde(default)]
+    pub samples: Option<Spanned<String>>,
 }
 
 /// Resource limits of one stage instance.
@@ -129,7 +135,7 @@ pub struct Limits {
 
 /// Capabilities granted to a stage. The default grants nothing: no files,
 /// no environment variables, a clock frozen at the Unix epoch.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Allow {
     /// Host environment variables the stage may read (by name).
@@ -144,7 +150,7 @@ pub struct Allow {
 }
 
 /// One directory made visible to a stage.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirGrant {
     /// Host path, relative to the manifest.
@@ -202,6 +208,10 @@ pub struct RuntimeSection {
     /// Where compiled modules are cached; default `$XDG_CACHE_HOME/wasmpipe`.
     #[serde(default)]
     pub cache_dir: Option<String>,
+    /// Whether each output object gets a `"_versions"` field naming the
+    /// version of every stage that produced it.
+    #[serde(default)]
+    pub lineage: Option<bool>,
 }
 
 /// A stage kind.
@@ -408,9 +418,26 @@ impl Manifest {
                 }
             }
             let plugin = self.resolve(stage.plugin.get_ref());
-            if !plugin.is_file() {
+            if plugin.is_dir() && !plugin.join("Cargo.toml").is_file() {
+                return Err(at(stage.plugin.span(), format!("plugin {:?} of stage `{}` is a directory without a `Cargo.toml`", plugin, stage.name.get_ref()))
+                    .with_hint("point `plugin` at a `.wasm` file or at a stage crate (`wasmpipe new` makes one)"));
+            }
+            if !plugin.exists() {
                 return Err(at(stage.plugin.span(), format!("plugin file {:?} of stage `{}` does not exist", plugin, stage.name.get_ref()))
                     .with_hint("build the plugins first (`cd plugins && cargo build --release`); paths are relative to the manifest"));
+            }
+            if let Some(samples) = &stage.samples
+                && !self.resolve(samples.get_ref()).is_file()
+            {
+                return Err(at(
+                    samples.span(),
+                    format!(
+                        "samples file {:?} of stage `{}` does not exist",
+                        self.resolve(samples.get_ref()),
+                        stage.name.get_ref()
+                    ),
+                )
+                .with_hint("write a few sample events, one JSON value per line; paths are relative to the manifest"));
             }
             for grant in &stage.allow.dirs {
                 let host = self.resolve(grant.host.get_ref());

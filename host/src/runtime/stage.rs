@@ -33,7 +33,7 @@ pub struct Metadata {
 
 /// Everything needed to load one stage, taken from a manifest entry (or
 /// built by hand for `inspect` and tests).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageSpec {
     /// Stage name (unique in the pipeline).
     pub name: String,

@@ -1,0 +1,152 @@
+//! Versioned stage sets, for swapping stages while a pipeline runs.
+//!
+//! A [`StageSet`] is one generation of a pipeline's stages. [`LiveStages`]
+//! holds the current one; `run --watch` publishes a new set when a plugin
+//! or the manifest changes. The pipeline's reader stamps every chunk with
+//! the set that is current when the chunk is cut from the source, and the
+//! worker that takes the chunk runs it on exactly that set. So a chunk is
+//! processed by one version of each stage, in-flight chunks finish on the
+//! version they were stamped with, and versions change only at chunk
+//! boundaries, in input order.
+
+use crate::runtime::Stage;
+use serde_json::value::RawValue;
+use std::sync::{Arc, Mutex};
+
+/// One generation of a pipeline's stages.
+pub struct StageSet {
+    /// 0 for the stages a run started with, then 1, 2, ... per swap.
+    pub generation: u64,
+    /// The stages, in order.
+    pub stages: Vec<Arc<Stage>>,
+    /// `{"stage":"<12 hex>",...}`: the short version of every stage.
+    versions: Box<RawValue>,
+    /// `"_versions":{...}`, spliced into output objects when lineage is on.
+    lineage_field: Vec<u8>,
+}
+
+impl std::fmt::Debug for StageSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageSet")
+            .field("generation", &self.generation)
+            .field("versions", &self.versions)
+            .finish()
+    }
+}
+
+impl StageSet {
+    /// A set of `stages` numbered `generation`.
+    pub fn new(generation: u64, stages: Vec<Arc<Stage>>) -> Arc<StageSet> {
+        let map: serde_json::Map<String, serde_json::Value> = stages
+            .iter()
+            .map(|s| (s.name().to_string(), s.short_version().into()))
+            .collect();
+        let text = serde_json::to_string(&map).expect("a map of strings serializes");
+        let lineage_field = format!("\"_versions\":{text}").into_bytes();
+        let versions = RawValue::from_string(text).expect("serde_json wrote valid JSON");
+        Arc::new(StageSet {
+            generation,
+            stages,
+            versions,
+            lineage_field,
+        })
+    }
+
+    /// The short version of every stage, as a JSON object keyed by stage name.
+    pub fn versions(&self) -> &RawValue {
+        &self.versions
+    }
+
+    /// Adds `"_versions":{...}` to every output line that is a JSON object;
+    /// other lines (numbers, strings, arrays) are left as they are.
+    pub fn splice_lineage(&self, output: &mut Vec<u8>) {
+        splice_field(output, &self.lineage_field);
+    }
+}
+
+/// The current stage set of a running pipeline, replaced whole by
+/// [`LiveStages::publish`].
+pub struct LiveStages {
+    current: Mutex<Arc<StageSet>>,
+}
+
+impl LiveStages {
+    /// Starts at generation 0 with `stages`.
+    pub fn new(stages: Vec<Arc<Stage>>) -> LiveStages {
+        LiveStages {
+            current: Mutex::new(StageSet::new(0, stages)),
+        }
+    }
+
+    /// The current set. Cheap: one uncontended lock and a reference count.
+    pub fn current(&self) -> Arc<StageSet> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `stages` the current set, numbered one past the previous one;
+    /// chunks read from now on run on it.
+    pub fn publish(&self, stages: Vec<Arc<Stage>>) -> Arc<StageSet> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let next = StageSet::new(cur.generation + 1, stages);
+        *cur = next.clone();
+        next
+    }
+}
+
+/// Inserts `field` (`"name":value`) before the closing brace of every line
+/// of `buf` that ends in `}` (ignoring trailing whitespace). A byte splice,
+/// no parsing: outputs are already known to be one JSON value per line.
+fn splice_field(buf: &mut Vec<u8>, field: &[u8]) {
+    if buf.is_empty() {
+        return;
+    }
+    let lines = memchr::memchr_iter(b'\n', buf).count() + 1;
+    let mut out = Vec::with_capacity(buf.len() + lines * (field.len() + 1));
+    for line in buf.split_inclusive(|&b| b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let end = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        if end == 0 || body[end - 1] != b'}' {
+            out.extend_from_slice(line);
+            continue;
+        }
+        let close = end - 1;
+        let empty = body[..close]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .is_some_and(|i| body[i] == b'{');
+        out.extend_from_slice(&body[..close]);
+        if !empty {
+            out.push(b',');
+        }
+        out.extend_from_slice(field);
+        out.extend_from_slice(&line[close..]);
+    }
+    *buf = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice_field;
+
+    fn spliced(s: &str) -> String {
+        let mut b = s.as_bytes().to_vec();
+        splice_field(&mut b, br#""_v":{"a":"1"}"#);
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn splices_into_objects_only() {
+        assert_eq!(
+            spliced("{\"n\":1}\n{}\n3\n\"s\"\n[1]\n{ \"x\" : {} } \n"),
+            "{\"n\":1,\"_v\":{\"a\":\"1\"}}\n{\"_v\":{\"a\":\"1\"}}\n3\n\"s\"\n[1]\n{ \"x\" : {} ,\"_v\":{\"a\":\"1\"}} \n"
+        );
+        assert_eq!(spliced(""), "");
+        assert_eq!(spliced("{\"n\":1}"), "{\"n\":1,\"_v\":{\"a\":\"1\"}}");
+    }
+}
