@@ -86,7 +86,9 @@ pub(crate) fn expand(attr: TokenStream, func: ItemFn) -> syn::Result<TokenStream
     };
     let key = match &args.key {
         Some(key) => quote_spanned! {key.span()=>
-            ::core::option::Option::Some(|__wp_event: &#event_ty| __wp::key_string(&#key(__wp_event)))
+            ::core::option::Option::Some(|__wp_event: &#event_ty, __wp_key: &mut ::std::string::String| {
+                __wp::write_key(&#key(__wp_event), __wp_key)
+            })
         },
         None => quote_spanned!(s=> ::core::option::Option::None::<__wp::NoKey<#event_ty>>),
     };

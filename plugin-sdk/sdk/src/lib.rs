@@ -68,13 +68,17 @@ pub mod __private {
     use std::marker::PhantomData;
 
     /// The type of the absent key function of a reduce without `key = fn`.
-    pub type NoKey<T> = fn(&T) -> String;
+    pub type NoKey<T> = fn(&T, &mut String);
 
-    /// The group name of a key returned by a `key = fn` function. A helper
-    /// rather than a bound on the runtime, so that a key borrowed from the
-    /// event (`fn(&Word) -> &str`) works too.
-    pub fn key_string<K: ToString + ?Sized>(key: &K) -> String {
-        key.to_string()
+    /// Writes the group name of a key returned by a `key = fn` function into
+    /// a buffer reused for every event, so that finding an existing group
+    /// allocates nothing. A helper rather than a bound on the runtime, so
+    /// that a key borrowed from the event (`fn(&Word) -> &str`) works too.
+    pub fn write_key<K: std::fmt::Display + ?Sized>(key: &K, buf: &mut String) {
+        use std::fmt::Write;
+        buf.clear();
+        // Writing to a `String` cannot fail.
+        let _ = write!(buf, "{key}");
     }
 
     /// The params type `P` of a stage, read off a closure whose argument has

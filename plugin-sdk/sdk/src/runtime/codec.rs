@@ -10,21 +10,18 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
-use super::events::{event_from_value, parse_event};
+use super::events::parse_event;
 
 /// Decodes events of type `T`.
 pub struct Events<T> {
     pub(crate) from_line: fn(&[u8]) -> Result<T, String>,
-    pub(crate) from_value: fn(Value) -> Result<T, String>,
 }
 
 /// The codec of events of type `T`.
 pub fn events<T: DeserializeOwned>() -> Events<T> {
     Events {
         from_line: parse_event::<T>,
-        from_value: event_from_value::<T>,
     }
 }
 

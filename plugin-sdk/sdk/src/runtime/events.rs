@@ -2,7 +2,10 @@
 //! The wording of per-event error messages lives here, so that every stage
 //! kind reports a bad event the same way.
 
-use serde::de::DeserializeOwned;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
+    Visitor,
+};
 use serde_json::Value;
 
 /// The events of a newline-delimited chunk, in order.
@@ -37,11 +40,6 @@ pub(crate) fn parse_event<T: DeserializeOwned>(line: &[u8]) -> Result<T, String>
     serde_json::from_slice(line).map_err(|e| describe_event_error::<T>(&e))
 }
 
-/// Decodes an event already parsed as JSON (keyed reduce reads the key first).
-pub(crate) fn event_from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|e| describe_event_error::<T>(&e))
-}
-
 /// Tells apart "this is not JSON" from "this JSON is not the event the stage
 /// expects": they point at different culprits (the source vs. the stage).
 fn describe_event_error<T>(e: &serde_json::Error) -> String {
@@ -52,24 +50,174 @@ fn describe_event_error<T>(e: &serde_json::Error) -> String {
     }
 }
 
-/// The grouping key of `event` at the JSON pointer `pointer`.
+/// The reference tokens of a JSON pointer (RFC 6901): `/a~1b/0` is
+/// `["a/b", "0"]`.
+pub(crate) fn pointer_tokens(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+/// Writes the grouping key of the event on `line`, found at the JSON
+/// pointer whose tokens are `path`, into `buf`.
 ///
 /// Strings are used as they are; numbers and booleans by their JSON text, so
 /// `{"code": 404}` and `{"code": "404"}` share a group. Null, arrays and objects
 /// are refused rather than stringified: grouping by them is almost always a
-/// wrong pointer.
-pub(crate) fn key_at(event: &Value, pointer: &str) -> Result<String, String> {
-    match event.pointer(pointer) {
-        None => Err(format!("key `{pointer}` not found in event")),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
-        Some(Value::Null) => Err(format!("key `{pointer}` is null in event")),
-        Some(Value::Array(_)) => Err(format!(
+/// wrong pointer. The walk skips every value off the path without building
+/// it, so no `Value` tree is allocated per event.
+pub(crate) fn key_into(
+    line: &[u8],
+    pointer: &str,
+    path: &[String],
+    buf: &mut String,
+) -> Result<(), String> {
+    let mut found = Found::Missing;
+    let mut de = serde_json::Deserializer::from_slice(line);
+    Seek {
+        path,
+        found: &mut found,
+        buf: &mut *buf,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| describe_event_error::<Value>(&e))?;
+    match found {
+        Found::Missing => Err(format!("key `{pointer}` not found in event")),
+        Found::Scalar => Ok(()),
+        Found::Null => Err(format!("key `{pointer}` is null in event")),
+        Found::Array => Err(format!(
             "key `{pointer}` is an array; keys must be strings, numbers or booleans"
         )),
-        Some(Value::Object(_)) => Err(format!(
+        Found::Object => Err(format!(
             "key `{pointer}` is an object; keys must be strings, numbers or booleans"
         )),
+    }
+}
+
+/// What the pointer led to.
+enum Found {
+    Missing,
+    Scalar,
+    Null,
+    Array,
+    Object,
+}
+
+/// Walks down `path`, skipping everything else.
+struct Seek<'a> {
+    path: &'a [String],
+    found: &'a mut Found,
+    buf: &'a mut String,
+}
+
+impl<'de> DeserializeSeed<'de> for Seek<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Seek<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        let Seek { path, found, buf } = self;
+        let Some((first, rest)) = path.split_first() else {
+            *found = Found::Object;
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        let mut seek = Some(Seek {
+            path: rest,
+            found,
+            buf,
+        });
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match seek.take() {
+                Some(s) if *k == **first => map.next_value_seed(s)?,
+                other => {
+                    seek = other;
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        let Seek { path, found, buf } = self;
+        let Some((first, rest)) = path.split_first() else {
+            *found = Found::Array;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        let target = first.parse::<usize>().ok();
+        let mut seek = Some(Seek {
+            path: rest,
+            found,
+            buf,
+        });
+        let mut i = 0;
+        loop {
+            let more = match seek.take() {
+                Some(s) if Some(i) == target => seq.next_element_seed(s)?.is_some(),
+                other => {
+                    seek = other;
+                    seq.next_element::<IgnoredAny>()?.is_some()
+                }
+            };
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.scalar(v)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(if v { "true" } else { "false" })
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(&Value::from(v).to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(&Value::from(v).to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.scalar(&Value::from(v).to_string())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        if self.path.is_empty() {
+            *self.found = Found::Null;
+        }
+        Ok(())
+    }
+}
+
+impl Seek<'_> {
+    /// A scalar: the key if the path ends here, else the pointer goes
+    /// through a scalar and finds nothing.
+    fn scalar<E>(self, text: &str) -> Result<(), E> {
+        if self.path.is_empty() {
+            self.buf.clear();
+            self.buf.push_str(text);
+            *self.found = Found::Scalar;
+        }
+        Ok(())
     }
 }
 
@@ -137,20 +285,40 @@ mod tests {
         );
     }
 
+    fn key_at(ev: &Value, pointer: &str) -> Result<String, String> {
+        let mut buf = String::from("stale");
+        let line = serde_json::to_vec(ev).unwrap();
+        key_into(&line, pointer, &pointer_tokens(pointer), &mut buf).map(|()| buf)
+    }
+
     #[test]
     fn keys_from_pointers() {
-        let ev = json!({"s": "web", "n": 404, "b": true, "z": null, "o": {"a": 1}, "l": [1]});
+        let ev = json!({"s": "web", "n": 404, "f": 1.5, "b": true, "z": null, "o": {"a": 1, "a/b": "slash"}, "l": [1, "two"]});
         assert_eq!(key_at(&ev, "/s").unwrap(), "web");
         assert_eq!(key_at(&ev, "/n").unwrap(), "404");
+        assert_eq!(key_at(&ev, "/f").unwrap(), "1.5");
         assert_eq!(key_at(&ev, "/b").unwrap(), "true");
         assert_eq!(key_at(&ev, "/o/a").unwrap(), "1");
+        assert_eq!(key_at(&ev, "/o/a~1b").unwrap(), "slash");
+        assert_eq!(key_at(&ev, "/l/1").unwrap(), "two");
         assert_eq!(
             key_at(&ev, "/service").unwrap_err(),
             "key `/service` not found in event"
         );
+        assert_eq!(
+            key_at(&ev, "/l/7").unwrap_err(),
+            "key `/l/7` not found in event"
+        );
+        assert_eq!(
+            key_at(&ev, "/s/x").unwrap_err(),
+            "key `/s/x` not found in event"
+        );
         assert_eq!(key_at(&ev, "/z").unwrap_err(), "key `/z` is null in event");
         assert!(key_at(&ev, "/o").unwrap_err().contains("is an object"));
         assert!(key_at(&ev, "/l").unwrap_err().contains("is an array"));
+        let mut buf = String::new();
+        let bad = key_into(b"{\"s\": ", "/s", &pointer_tokens("/s"), &mut buf).unwrap_err();
+        assert!(bad.starts_with("invalid event JSON"), "{bad}");
     }
 
     #[test]

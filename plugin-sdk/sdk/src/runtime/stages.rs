@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Display;
 
-use serde_json::Value;
 use wasmpipe_abi::encode_error;
 
 use super::codec::{Accumulators, Events, Outputs};
-use super::events::{key_at, lines, parse_event};
+use super::events::{key_into, lines, pointer_tokens};
 use super::{Runtime, State, context_mut, not_initialised, parse_meta};
 use crate::Context;
 
@@ -155,7 +154,7 @@ impl Runtime {
         P: 'static,
         E: Display,
         I: Fn() -> A,
-        K: Fn(&T) -> String,
+        K: Fn(&T, &mut String),
         Fo: Fold<A, T, P, E>,
     {
         self.call(|state| {
@@ -199,22 +198,31 @@ impl Runtime {
                 [] => BTreeMap::new(),
                 bytes => (accumulators.read_groups)(bytes).map_err(invalid)?,
             };
+            let path = pointer.as_deref().map(pointer_tokens);
+            // Reused for every event: an existing group is found without
+            // allocating; only a new group's key is copied.
+            let mut key_buf = String::new();
             for (i, line) in lines(input).enumerate() {
                 let index = i as u32;
                 self.set_cursor(index);
                 ctx.index = i;
-                let keyed = match (&key, &pointer) {
-                    (Some(key), _) => (events.from_line)(line).map(|event| (key(&event), event)),
-                    (None, Some(pointer)) => parse_event::<Value>(line).and_then(|value| {
-                        let key = key_at(&value, pointer)?;
-                        Ok((key, (events.from_value)(value)?))
-                    }),
+                let event = match (&key, &path) {
+                    (Some(key), _) => {
+                        (events.from_line)(line).inspect(|event| key(event, &mut key_buf))
+                    }
+                    (None, Some(path)) => key_into(
+                        line,
+                        pointer.as_deref().unwrap_or_default(),
+                        path,
+                        &mut key_buf,
+                    )
+                    .and_then(|()| (events.from_line)(line)),
                     (None, None) => unreachable!("unkeyed reduce returned above"),
                 };
-                match keyed {
+                match event {
                     Err(message) => fail(index, message),
-                    Ok((key, event)) => {
-                        if let Err(e) = fold.fold_entry(&mut groups, key, &init, event, ctx) {
+                    Ok(event) => {
+                        if let Err(e) = fold.fold_entry(&mut groups, &key_buf, &init, event, ctx) {
                             fail(index, e.to_string());
                         }
                     }
@@ -294,7 +302,7 @@ pub trait Fold<A, T, P, E> {
     fn fold_entry(
         &mut self,
         groups: &mut BTreeMap<String, A>,
-        key: String,
+        key: &str,
         init: &impl Fn() -> A,
         event: T,
         ctx: &Context<P>,
@@ -320,14 +328,18 @@ where
     fn fold_entry(
         &mut self,
         groups: &mut BTreeMap<String, A>,
-        key: String,
+        key: &str,
         init: &impl Fn() -> A,
         event: T,
         ctx: &Context<P>,
     ) -> Result<(), Infallible> {
         // The function consumes the accumulator, so it leaves the map for the
-        // call: `remove` + `insert` needs no placeholder value.
-        let acc = groups.remove(&key).unwrap_or_else(init);
+        // call: `remove_entry` + `insert` needs no placeholder value and
+        // reuses the group's key.
+        let (key, acc) = match groups.remove_entry(key) {
+            Some(entry) => entry,
+            None => (key.to_owned(), init()),
+        };
         groups.insert(key, (self.0)(acc, event, ctx));
         Ok(())
     }
@@ -345,11 +357,18 @@ where
     fn fold_entry(
         &mut self,
         groups: &mut BTreeMap<String, A>,
-        key: String,
+        key: &str,
         init: &impl Fn() -> A,
         event: T,
         ctx: &Context<P>,
     ) -> Result<(), E> {
-        (self.0)(groups.entry(key).or_insert_with(init), event, ctx)
+        if let Some(acc) = groups.get_mut(key) {
+            return (self.0)(acc, event, ctx);
+        }
+        (self.0)(
+            groups.entry(key.to_owned()).or_insert_with(init),
+            event,
+            ctx,
+        )
     }
 }

@@ -353,7 +353,7 @@ fn metadata_describes_the_stage() {
     assert!(out(&rt).ends_with("\"keyed\":true}"));
 }
 
-type NoKey = Option<fn(&Num) -> String>;
+type NoKey = Option<fn(&Num, &mut String)>;
 
 fn add(acc: i64, ev: Num, _: &Context<NoParams>) -> i64 {
     acc + ev.n
@@ -456,7 +456,7 @@ fn keyed_reduce_by_pointer() {
             (2, "key `/service` not found in event".to_owned()),
             (
                 5,
-                "event does not match `Num`: missing field `n`".to_owned()
+                "event does not match `Num`: missing field `n` at line 1 column 17".to_owned()
             ),
         ]
     );
@@ -502,7 +502,7 @@ fn keyed_reduce_by_function_in_place() {
             events(),
             accumulators(),
             u64::default,
-            Some(|w: &Word| by_word(w).to_owned()),
+            Some(|w: &Word, buf: &mut String| crate::__private::write_key(by_word(w), buf)),
             InPlace(count)
         ),
         status::OK
