@@ -20,6 +20,8 @@ pub fn build_crate(dir: &Path) -> Result<PathBuf> {
     if !manifest.is_file() {
         bail!("{dir:?} is not a stage crate: it has no `Cargo.toml`");
     }
+    let dir = &dir.canonicalize()?;
+    let manifest = dir.join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
         .args(["build", "--release", "--target", TARGET])

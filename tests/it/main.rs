@@ -5,6 +5,7 @@
 mod util;
 
 mod abi;
+mod author;
 mod cli;
 mod examples;
 mod isolation;

@@ -11,7 +11,7 @@ use crate::util::{plugin, toml_path, wasmpipe, write};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,15 +29,18 @@ pub struct Watched {
 impl Watched {
     /// Starts `wasmpipe run --watch <manifest> -o <dir>/out.jsonl`.
     pub fn start(manifest: &Path, dir: &Path, args: &[&str]) -> Watched {
+        Watched::start_with(wasmpipe(), manifest, dir, args)
+    }
+
+    /// The same, from `cmd` (the `wasmpipe` binary with its environment).
+    pub fn start_with(mut cmd: Command, manifest: &Path, dir: &Path, args: &[&str]) -> Watched {
         let out = dir.join("out.jsonl");
-        let mut child = wasmpipe()
+        let mut child = cmd
             .args(["run", "--watch"])
             .arg(manifest)
             .arg("-o")
             .arg(&out)
             .args(args)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
