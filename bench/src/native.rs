@@ -40,8 +40,11 @@ pub fn adder(data: &[u8], threads: usize) -> Vec<u8> {
     format!("{}\n", sums.iter().sum::<i64>()).into_bytes()
 }
 
-/// W2: every event enriched, as JSON lines in input order.
-pub fn enrich_all(data: &[u8], threads: usize) -> Vec<u8> {
+/// W2: every event enriched, as JSON lines in input order, written to `out`.
+///
+/// Each thread writes its share into its own buffer; the buffers are then
+/// written one after the other (no concatenation, which would copy them).
+pub fn enrich_all(data: &[u8], threads: usize, out: &mut impl std::io::Write) -> std::io::Result<()> {
     let outs = parallel(data, threads, |part| {
         let mut out = Vec::with_capacity(part.len() * 3 / 2);
         for l in lines(part) {
@@ -51,7 +54,10 @@ pub fn enrich_all(data: &[u8], threads: usize) -> Vec<u8> {
         }
         out
     });
-    outs.concat()
+    for o in outs {
+        out.write_all(&o)?;
+    }
+    Ok(())
 }
 
 /// W3: per service, count, sum of durations and errors, one

@@ -68,11 +68,17 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    // wasmtime and its WASI layer log every compilation step and open a
+    // span per guest call; keep them out of the way unless asked for by
+    // `RUST_LOG`, so that guest output reads as plain tagged lines.
+    let quiet = "cranelift_codegen=warn,cranelift_frontend=warn,wasmtime=warn,wasmtime_cranelift=warn,wiggle=off,wasmtime_wasi=off";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},{quiet}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .try_init();

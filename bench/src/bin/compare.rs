@@ -39,7 +39,7 @@ fn main() -> Result<()> {
     let data = repo.join("target/bench-data");
     std::fs::create_dir_all(&data)?;
     let plugins = repo.join("plugins/target/wasm32-wasip1/release");
-    for p in ["double", "sum", "bench_enrich", "bench_stats"] {
+    for p in ["double", "sum", "bench_adder", "bench_enrich", "bench_stats"] {
         ensure!(plugins.join(format!("{p}.wasm")).is_file(), "plugin {p} is not built; run `bash bench/run`");
     }
     let env = Env { wasmpipe: bin_dir.join("wasmpipe"), native: bin_dir.join("native"), data: data.clone(), plugins };
@@ -49,12 +49,13 @@ fn main() -> Result<()> {
     let logs = env.ensure_data("logs", opts.w2_events, |w, n| wasmpipe_bench::data::logs(w, n))?;
 
     let adder = env.manifest("w1", &[("double", "map", ""), ("sum", "reduce", "")])?;
+    let fused = env.manifest("w1-fused", &[("bench_adder", "reduce", "")])?;
     let enrich = env.manifest("w2", &[("bench_enrich", "map", "")])?;
     let stats = env.manifest("w3", &[("bench_stats", "reduce", "")])?;
 
     // Compile each module into the cache first: the runs below measure a
     // warm start, as every run after the first is.
-    for m in [&adder, &enrich, &stats] {
+    for m in [&adder, &fused, &enrich, &stats] {
         let status = Command::new(&env.wasmpipe).arg("check").arg(m).stdout(std::process::Stdio::null()).status()?;
         ensure!(status.success(), "`wasmpipe check {}` failed", m.display());
     }
@@ -65,6 +66,7 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for (name, work, input, manifest, events) in [
         ("W1 adder", "w1", &w1, &adder, opts.w1_lines),
+        ("W1 fused (1 stage)", "w1", &w1, &fused, opts.w1_lines),
         ("W2 enrich", "w2", &logs, &enrich, opts.w2_events),
         ("W3 keyed reduce", "w3", &logs, &stats, opts.w2_events),
     ] {

@@ -6,7 +6,8 @@ use anyhow::Result;
 use std::path::PathBuf;
 
 /// Print a plugin's metadata (kind, name, ABI and SDK versions), its
-/// content hash and its exports.
+/// content hash (the stage version) and its size. Refuses modules that are
+/// not wasmpipe stages, saying why.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// The plugin (`.wasm`).

@@ -34,16 +34,16 @@ pub struct RunArgs {
     #[arg(long, value_parser = ["jsonl", "json_array"])]
     format: Option<String>,
     /// Worker threads, overriding the manifest (default: one per core).
-    #[arg(long, short)]
-    workers: Option<usize>,
+    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
     /// Events per chunk, overriding the manifest.
-    #[arg(long)]
-    chunk_size: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    chunk_size: Option<u32>,
     /// Do not read or write the compiled-module cache.
     #[arg(long)]
     no_cache: bool,
     /// Set a context field every stage sees (`Context::meta`), overriding
-    /// the defaults (pipeline, job, host, received_at). Repeatable.
+    /// the defaults (pipeline, job, host, received_at, chunk). Repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_meta)]
     meta: Vec<(String, String)>,
     /// No progress bar and no summary.
@@ -60,7 +60,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<u8> {
     let (manifest, mut pipeline) = load_pipeline(
         &args.manifest,
-        args.workers,
+        args.workers.map(|w| w as usize),
         args.no_cache,
         args.watch,
     )?;
@@ -88,6 +88,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let limits = ChunkLimits {
         events: args
             .chunk_size
+            .map(|n| n as usize)
             .or(doc.runtime.chunk_size.map(|n| n.get()))
             .unwrap_or(crate::manifest::DEFAULT_CHUNK_SIZE)
             .max(1),
