@@ -37,14 +37,46 @@ pub fn adder(out: &mut impl Write, lines: u64) -> io::Result<()> {
 }
 
 const SERVICES: [&str; 20] = [
-    "api-gateway", "auth", "billing", "cart", "catalog", "checkout", "email", "search", "inventory", "orders",
-    "payments", "pricing", "profile", "recommendations", "reviews", "sessions", "shipping", "tax", "uploads", "users",
+    "api-gateway",
+    "auth",
+    "billing",
+    "cart",
+    "catalog",
+    "checkout",
+    "email",
+    "search",
+    "inventory",
+    "orders",
+    "payments",
+    "pricing",
+    "profile",
+    "recommendations",
+    "reviews",
+    "sessions",
+    "shipping",
+    "tax",
+    "uploads",
+    "users",
 ];
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 const REGIONS: [&str; 4] = ["eu-west-1", "us-east-1", "us-west-2", "ap-south-1"];
 const WORDS: [&str; 16] = [
-    "request", "served", "cache", "miss", "timeout", "upstream", "retrying", "connection", "reset", "by", "peer",
-    "slow", "query", "token", "refreshed", "declined",
+    "request",
+    "served",
+    "cache",
+    "miss",
+    "timeout",
+    "upstream",
+    "retrying",
+    "connection",
+    "reset",
+    "by",
+    "peer",
+    "slow",
+    "query",
+    "token",
+    "refreshed",
+    "declined",
 ];
 
 /// W2/W3: `count` log events of about 250-350 bytes each.

@@ -10,7 +10,11 @@ pub fn split_lines(data: &[u8], n: usize) -> Vec<&[u8]> {
     let mut parts = Vec::new();
     let mut start = 0;
     for i in 1..=n {
-        let mut end = if i == n { data.len() } else { (data.len() * i / n).max(start) };
+        let mut end = if i == n {
+            data.len()
+        } else {
+            (data.len() * i / n).max(start)
+        };
         while end < data.len() && data[end - 1] != b'\n' {
             end += 1;
         }
@@ -24,18 +28,27 @@ fn lines(part: &[u8]) -> impl Iterator<Item = &[u8]> {
     part.split(|&b| b == b'\n').filter(|l| !l.is_empty())
 }
 
-fn parallel<'a, T: Send>(data: &'a [u8], threads: usize, f: impl Fn(&'a [u8]) -> T + Sync) -> Vec<T> {
+fn parallel<'a, T: Send>(
+    data: &'a [u8],
+    threads: usize,
+    f: impl Fn(&'a [u8]) -> T + Sync,
+) -> Vec<T> {
     let parts = split_lines(data, threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = parts.iter().map(|p| s.spawn(|| f(p))).collect();
-        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker panicked"))
+            .collect()
     })
 }
 
 /// W1: the sum of `n * 2`, as wasmpipe's adder prints it.
 pub fn adder(data: &[u8], threads: usize) -> Vec<u8> {
     let sums = parallel(data, threads, |part| {
-        lines(part).map(|l| double(serde_json::from_slice::<Num>(l).expect("valid W1 line")).n).sum::<i64>()
+        lines(part)
+            .map(|l| double(serde_json::from_slice::<Num>(l).expect("valid W1 line")).n)
+            .sum::<i64>()
     });
     format!("{}\n", sums.iter().sum::<i64>()).into_bytes()
 }
@@ -44,12 +57,17 @@ pub fn adder(data: &[u8], threads: usize) -> Vec<u8> {
 ///
 /// Each thread writes its share into its own buffer; the buffers are then
 /// written one after the other (no concatenation, which would copy them).
-pub fn enrich_all(data: &[u8], threads: usize, out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn enrich_all(
+    data: &[u8],
+    threads: usize,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     let outs = parallel(data, threads, |part| {
         let mut out = Vec::with_capacity(part.len() * 3 / 2);
         for l in lines(part) {
             let log: Log<&str> = serde_json::from_slice(l).expect("valid W2 line");
-            serde_json::to_writer(&mut out, &enrich(log, crate::RECEIVED_AT, crate::HOST)).expect("serializes");
+            serde_json::to_writer(&mut out, &enrich(log, crate::RECEIVED_AT, crate::HOST))
+                .expect("serializes");
             out.push(b'\n');
         }
         out
@@ -80,7 +98,8 @@ pub fn service_stats(data: &[u8], threads: usize) -> Vec<u8> {
     }
     let mut out = Vec::new();
     for (k, v) in total {
-        serde_json::to_writer(&mut out, &serde_json::json!({ "key": k, "value": v })).expect("serializes");
+        serde_json::to_writer(&mut out, &serde_json::json!({ "key": k, "value": v }))
+            .expect("serializes");
         out.push(b'\n');
     }
     out

@@ -11,8 +11,13 @@ use wasmpipe::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT};
 use wasmpipe::runtime::{Runtime, RuntimeConfig, Stage, StageSpec, linker};
 
 fn plugin(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/target/wasm32-wasip1/release/{name}.wasm"));
-    assert!(p.is_file(), "{p:?} is missing: run `cd plugins && cargo build --release` first");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../plugins/target/wasm32-wasip1/release/{name}.wasm"
+    ));
+    assert!(
+        p.is_file(),
+        "{p:?} is missing: run `cd plugins && cargo build --release` first"
+    );
     p
 }
 
@@ -31,7 +36,12 @@ fn spec(name: &str) -> StageSpec {
 }
 
 fn runtime(cache: Option<PathBuf>) -> Runtime {
-    Runtime::new(&RuntimeConfig { max_instances: 64, max_memory: 1 << 30, cache_dir: cache }).expect("runtime")
+    Runtime::new(&RuntimeConfig {
+        max_instances: 64,
+        max_memory: 1 << 30,
+        cache_dir: cache,
+    })
+    .expect("runtime")
 }
 
 fn chunk_calls(c: &mut Criterion) {
@@ -40,7 +50,9 @@ fn chunk_calls(c: &mut Criterion) {
     let mut inst = stage.instantiate(&rt).unwrap();
     let mut group = c.benchmark_group("map call per chunk (double)");
     for events in [1usize, 16, 256, 4096] {
-        let chunk: Vec<u8> = (0..events).flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes()).collect();
+        let chunk: Vec<u8> = (0..events)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect();
         group.throughput(Throughput::Elements(events as u64));
         group.bench_with_input(BenchmarkId::from_parameter(events), &chunk, |b, chunk| {
             b.iter(|| inst.process(b"{}", chunk).unwrap().out.len())
@@ -63,10 +75,16 @@ fn module_loading(c: &mut Criterion) {
     let bytes = std::fs::read(plugin("enrich")).unwrap();
     cached.load_module(&bytes, &plugin("enrich")).unwrap(); // fills the cache
     let mut group = c.benchmark_group("module load (enrich)");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
-    group.bench_function("from cache", |b| b.iter(|| cached.load_module(&bytes, &plugin("enrich")).unwrap()));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("from cache", |b| {
+        b.iter(|| cached.load_module(&bytes, &plugin("enrich")).unwrap())
+    });
     let uncached = runtime(None);
-    group.bench_function("compile", |b| b.iter(|| uncached.load_module(&bytes, &plugin("enrich")).unwrap()));
+    group.bench_function("compile", |b| {
+        b.iter(|| uncached.load_module(&bytes, &plugin("enrich")).unwrap())
+    });
     group.finish();
 }
 

@@ -64,6 +64,11 @@ fn malformed_json_guest_error_and_panic_each_fail_only_their_event() {
         12,
         "1 malformed + 10 unlucky + 1 panic: {dead:#?}"
     );
+    let order: Vec<u64> = dead.iter().map(|d| d["index"].as_u64().unwrap()).collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "dead letters in source order: {order:?}"
+    );
     let by_line = |line: u64| {
         dead.iter()
             .find(|d| d["line"] == line)

@@ -2,10 +2,11 @@
 //! with `wasmpipe check` and its stderr compared with the `.err` file beside
 //! it. `BLESS=1 cargo test --release manifest_errors` rewrites the snapshots.
 
-use crate::util::{assert_text_eq, repo, wasmpipe};
+use crate::util::{assert_text_eq, plugin, repo, wasmpipe};
 
 #[test]
 fn bad_manifests_match_their_snapshots() {
+    plugin("enrich"); // some cases load real stages, to check their params
     let dir = repo().join("tests/ui");
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/ui exists")

@@ -74,7 +74,13 @@ pub fn enrich<S: Borrow<str>, C>(log: Log<S>, received_at: C, host: C) -> Enrich
         _ => 0,
     };
     let slow = log.duration_ms > 500;
-    Enriched { log, received_at, host, level_num, slow }
+    Enriched {
+        log,
+        received_at,
+        host,
+        level_num,
+        slow,
+    }
 }
 
 /// The fields of a W2 event that W3 reads.
@@ -108,5 +114,9 @@ pub fn add_sample<S: Borrow<str>>(acc: &mut Stats, s: &Sample<S>) {
 
 /// W3's combine.
 pub fn merge(a: Stats, b: Stats) -> Stats {
-    Stats { count: a.count + b.count, duration_ms: a.duration_ms + b.duration_ms, errors: a.errors + b.errors }
+    Stats {
+        count: a.count + b.count,
+        duration_ms: a.duration_ms + b.duration_ms,
+        errors: a.errors + b.errors,
+    }
 }

@@ -21,7 +21,12 @@ struct Opts {
 }
 
 fn main() -> Result<()> {
-    let mut opts = Opts { rounds: 3, workers: 2, w1_lines: 10_000_000, w2_events: 2_000_000 };
+    let mut opts = Opts {
+        rounds: 3,
+        workers: 2,
+        w1_lines: 10_000_000,
+        w2_events: 2_000_000,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -34,19 +39,42 @@ fn main() -> Result<()> {
             _ => bail!("unknown argument `{a}`; use --rounds N, --workers N, --quick"),
         }
     }
-    let bin_dir = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .to_path_buf();
     let repo = bin_dir.join("../..").canonicalize()?;
     let data = repo.join("target/bench-data");
     std::fs::create_dir_all(&data)?;
     let plugins = repo.join("plugins/target/wasm32-wasip1/release");
-    for p in ["double", "sum", "bench_adder", "bench_enrich", "bench_stats"] {
-        ensure!(plugins.join(format!("{p}.wasm")).is_file(), "plugin {p} is not built; run `bash bench/run`");
+    for p in [
+        "double",
+        "sum",
+        "bench_adder",
+        "bench_enrich",
+        "bench_stats",
+    ] {
+        ensure!(
+            plugins.join(format!("{p}.wasm")).is_file(),
+            "plugin {p} is not built; run `bash bench/run`"
+        );
     }
-    let env = Env { wasmpipe: bin_dir.join("wasmpipe"), native: bin_dir.join("native"), data: data.clone(), plugins };
+    let env = Env {
+        wasmpipe: bin_dir.join("wasmpipe"),
+        native: bin_dir.join("native"),
+        data: data.clone(),
+        plugins,
+    };
 
-    let w1 = env.ensure_data("w1", opts.w1_lines, |w, n| wasmpipe_bench::data::adder(w, n))?;
-    let w1_small = env.ensure_data("w1-small", opts.w1_lines / 10, |w, n| wasmpipe_bench::data::adder(w, n))?;
-    let logs = env.ensure_data("logs", opts.w2_events, |w, n| wasmpipe_bench::data::logs(w, n))?;
+    let w1 = env.ensure_data("w1", opts.w1_lines, |w, n| {
+        wasmpipe_bench::data::adder(w, n)
+    })?;
+    let w1_small = env.ensure_data("w1-small", opts.w1_lines / 10, |w, n| {
+        wasmpipe_bench::data::adder(w, n)
+    })?;
+    let logs = env.ensure_data("logs", opts.w2_events, |w, n| {
+        wasmpipe_bench::data::logs(w, n)
+    })?;
 
     let adder = env.manifest("w1", &[("double", "map", ""), ("sum", "reduce", "")])?;
     let fused = env.manifest("w1-fused", &[("bench_adder", "reduce", "")])?;
@@ -56,12 +84,24 @@ fn main() -> Result<()> {
     // Compile each module into the cache first: the runs below measure a
     // warm start, as every run after the first is.
     for m in [&adder, &fused, &enrich, &stats] {
-        let status = Command::new(&env.wasmpipe).arg("check").arg(m).stdout(std::process::Stdio::null()).status()?;
+        let status = Command::new(&env.wasmpipe)
+            .arg("check")
+            .arg(m)
+            .stdout(std::process::Stdio::null())
+            .status()?;
         ensure!(status.success(), "`wasmpipe check {}` failed", m.display());
     }
-    println!("wasmpipe benchmark: {} workers, best of {} rounds, {}", opts.workers, opts.rounds, today());
+    println!(
+        "wasmpipe benchmark: {} workers, best of {} rounds, {}",
+        opts.workers,
+        opts.rounds,
+        today()
+    );
     println!();
-    println!("| workload | program | events/s | MB/s | vs native ({}t) | peak RSS |", opts.workers);
+    println!(
+        "| workload | program | events/s | MB/s | vs native ({}t) | peak RSS |",
+        opts.workers
+    );
     println!("|---|---|---:|---:|---:|---:|");
     let mut rows = Vec::new();
     for (name, work, input, manifest, events) in [
@@ -90,10 +130,17 @@ fn main() -> Result<()> {
         }
         let reference = &hashes[0].1;
         for (i, h) in &hashes {
-            ensure!(h == reference, "{name}: program {i} produced different output ({h} vs {reference})");
+            ensure!(
+                h == reference,
+                "{name}: program {i} produced different output ({h} vs {reference})"
+            );
         }
         let native_n = best[1].wall;
-        for (label, m) in [("native 1 thread", best[0]), (&format!("native {} threads", opts.workers)[..], best[1]), ("wasmpipe", best[2])] {
+        for (label, m) in [
+            ("native 1 thread", best[0]),
+            (&format!("native {} threads", opts.workers)[..], best[1]),
+            ("wasmpipe", best[2]),
+        ] {
             let secs = m.wall.as_secs_f64();
             println!(
                 "| {name} | {label} | {:.2}M | {:.0} | {:.2}x | {} MB |",
@@ -123,7 +170,10 @@ fn main() -> Result<()> {
     for _ in 0..5 {
         startup = startup.min(env.wasmpipe(&adder, 1, &one)?.0.wall);
     }
-    println!("start-up to first event processed (whole process, cached modules): {:.1} ms", startup.as_secs_f64() * 1e3);
+    println!(
+        "start-up to first event processed (whole process, cached modules): {:.1} ms",
+        startup.as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
@@ -142,17 +192,28 @@ struct Measure {
 
 impl Measure {
     fn worst() -> Measure {
-        Measure { wall: Duration::MAX, rss: 0 }
+        Measure {
+            wall: Duration::MAX,
+            rss: 0,
+        }
     }
 
     /// The faster run, keeping the larger peak RSS seen.
     fn min(self, other: Measure) -> Measure {
-        Measure { wall: self.wall.min(other.wall), rss: self.rss.max(other.rss) }
+        Measure {
+            wall: self.wall.min(other.wall),
+            rss: self.rss.max(other.rss),
+        }
     }
 }
 
 impl Env {
-    fn ensure_data(&self, name: &str, count: u64, write: impl Fn(&mut BufWriter<std::fs::File>, u64) -> std::io::Result<()>) -> Result<PathBuf> {
+    fn ensure_data(
+        &self,
+        name: &str,
+        count: u64,
+        write: impl Fn(&mut BufWriter<std::fs::File>, u64) -> std::io::Result<()>,
+    ) -> Result<PathBuf> {
         let path = self.data.join(format!("{name}-{count}.jsonl"));
         if !path.is_file() {
             eprintln!("generating {}", path.display());
@@ -170,7 +231,10 @@ impl Env {
         let mut text = format!("[pipeline]\nname = \"{name}\"\n");
         for (plugin, kind, extra) in stages {
             let path = self.plugins.join(format!("{plugin}.wasm"));
-            text.push_str(&format!("\n[[stage]]\nname = \"{plugin}\"\nkind = \"{kind}\"\nplugin = {:?}\n{extra}", path.display().to_string()));
+            text.push_str(&format!(
+                "\n[[stage]]\nname = \"{plugin}\"\nkind = \"{kind}\"\nplugin = {:?}\n{extra}",
+                path.display().to_string()
+            ));
         }
         let path = self.data.join(format!("{name}.toml"));
         std::fs::write(&path, text)?;
@@ -215,10 +279,16 @@ fn measure(mut cmd: Command) -> Result<Measure> {
     let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr()) };
     let wall = started.elapsed();
     ensure!(rc == child.id() as i32, "wait4 failed");
-    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed with status {status}"
+    );
     // SAFETY: filled in by the successful wait4.
     let usage = unsafe { usage.assume_init() };
-    Ok(Measure { wall, rss: usage.ru_maxrss as u64 * 1024 })
+    Ok(Measure {
+        wall,
+        rss: usage.ru_maxrss as u64 * 1024,
+    })
 }
 
 fn hash(path: &Path) -> Result<String> {
@@ -230,5 +300,6 @@ fn hash(path: &Path) -> Result<String> {
 
 fn today() -> String {
     let out = Command::new("date").arg("+%Y-%m-%d").output().ok();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

@@ -11,7 +11,8 @@ fn main() -> Result<()> {
     };
     let threads: usize = threads.parse().context("threads must be a number")?;
     let data = std::fs::read(input).with_context(|| format!("cannot read {input}"))?;
-    let mut out = std::fs::File::create(output).with_context(|| format!("cannot create {output}"))?;
+    let mut out =
+        std::fs::File::create(output).with_context(|| format!("cannot create {output}"))?;
     match work.as_str() {
         "w1" => out.write_all(&wasmpipe_bench::native::adder(&data, threads))?,
         "w2" => wasmpipe_bench::native::enrich_all(&data, threads, &mut out)?,

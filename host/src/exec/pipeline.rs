@@ -12,7 +12,7 @@ use super::dead_letter::{DeadLetter, DeadLetterSink};
 use super::reload::{LiveStages, StageSet};
 use super::source::Source;
 use crate::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, Manifest, StageKind, StageSection};
-use crate::runtime::{KindMismatch, Runtime, Stage, StageSpec, StageState, linker};
+use crate::runtime::{KindMismatch, Runtime, Stage, StageError, StageSpec, StageState, linker};
 use anyhow::{Context as _, Result, anyhow, bail};
 use crossbeam_channel::{bounded, unbounded};
 use std::collections::BTreeMap;
@@ -330,9 +330,13 @@ impl Pipeline {
             total.2.events_out += c.events_out;
             total.2.failed += c.failed;
         }
+        // Dead letters in source order, whichever stage (or the source)
+        // failed them and in whatever order isolation found them.
+        let mut letters: Vec<DeadLetter<'_>> =
+            Vec::with_capacity(chunk.rejects.len() + outcome.failures.len());
         for r in &chunk.rejects {
             summary.rejected += 1;
-            dead.write(&DeadLetter {
+            letters.push(DeadLetter {
                 pipeline: &self.name,
                 stage: None,
                 error: &r.error,
@@ -340,11 +344,11 @@ impl Pipeline {
                 line: r.line,
                 event: &r.preview,
                 versions,
-            })?;
+            });
         }
         for f in &outcome.failures {
             let i = f.event as usize;
-            dead.write(&DeadLetter {
+            letters.push(DeadLetter {
                 pipeline: &self.name,
                 stage: Some(stages[f.stage].name()),
                 error: &f.error,
@@ -352,7 +356,11 @@ impl Pipeline {
                 line: chunk.lines[i],
                 event: chunk.event(i),
                 versions,
-            })?;
+            });
+        }
+        letters.sort_by_key(|d| d.index);
+        for d in &letters {
+            dead.write(d)?;
         }
         summary.dead_letters = dead.count();
         Ok(())
@@ -416,9 +424,8 @@ pub fn stage_spec(manifest: &Manifest, st: &StageSection) -> Result<StageSpec> {
         kind: Some(*st.kind.get_ref()),
         plugin,
         params: match &st.params {
-            Some(t) => {
-                serde_json::to_value(t).context("stage params must be representable as JSON")?
-            }
+            Some(t) => serde_json::to_value(t.get_ref())
+                .context("stage params must be representable as JSON")?,
             None => serde_json::json!({}),
         },
         key: st.key.as_ref().map(|k| k.get_ref().clone()),
@@ -464,6 +471,20 @@ pub fn load_stage(
             anyhow!(d.with_hint("`wasmpipe inspect <plugin>` shows what a plugin exports; docs/abi.md lists what a stage must export"))
         }
     })?;
+    // Configure one instance now, so that params the stage rejects stop the
+    // pipeline before any input is read, pointing at the params.
+    if let Err(e) = stage.instantiate(runtime) {
+        let (span, message) = match (e.downcast_ref::<StageError>(), &st.params) {
+            (Some(StageError::Failed { message, .. }), Some(p)) => (p.span(), message.clone()),
+            (Some(StageError::Failed { message, .. }), None) => (st.name.span(), message.clone()),
+            _ => (
+                st.plugin.span(),
+                format!("cannot start stage `{}`: {e:#}", st.name.get_ref()),
+            ),
+        };
+        let hint = "the stage's params type decides which fields and values it accepts";
+        bail!(manifest.diagnostic_at(span, message).with_hint(hint));
+    }
     if let Some(key) = &st.key
         && stage.kind == StageKind::Reduce
         && stage.meta.keyed

@@ -107,7 +107,10 @@ impl<R: io::Read + Send> JsonLines<R> {
         Reject {
             index: self.index,
             line,
-            error: format!("event is larger than the limit of {} bytes (runtime.max_event_size)", self.limits.max_event),
+            error: format!(
+                "event is larger than the limit of {} bytes (runtime.max_event_size)",
+                self.limits.max_event
+            ),
             // At most `max_event` bytes, so the preview does not depend on
             // how much of the line had been read when it was refused.
             preview: start[..start.len().min(PREVIEW).min(self.limits.max_event)].to_vec(),
@@ -117,7 +120,11 @@ impl<R: io::Read + Send> JsonLines<R> {
 
 impl<R: io::Read + Send> Source for JsonLines<R> {
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk { seq: self.seq, first_index: self.index, ..Chunk::default() };
+        let mut chunk = Chunk {
+            seq: self.seq,
+            first_index: self.index,
+            ..Chunk::default()
+        };
         loop {
             // `buf[run..]` is the run of whole events not yet copied.
             let mut run = self.pos;
@@ -155,7 +162,9 @@ impl<R: io::Read + Send> Source for JsonLines<R> {
                 }
                 chunk.lines.push(self.line);
                 self.index += 1;
-                if chunk.starts.len() >= self.limits.events || chunk.data.len() + self.pos - run >= self.limits.bytes {
+                if chunk.starts.len() >= self.limits.events
+                    || chunk.data.len() + self.pos - run >= self.limits.bytes
+                {
                     chunk.data.extend_from_slice(&self.buf[run..self.pos]);
                     self.seq += 1;
                     return Ok(Some(chunk));
@@ -575,7 +584,14 @@ mod tests {
         }
         input.push_str("{\"last\":true}");
         let expect = |step: usize| {
-            let mut src = JsonLines::new(Trickle { data: input.as_bytes(), step }, limits(7), Arc::default());
+            let mut src = JsonLines::new(
+                Trickle {
+                    data: input.as_bytes(),
+                    step,
+                },
+                limits(7),
+                Arc::default(),
+            );
             let mut events = Vec::new();
             let mut rejects = Vec::new();
             while let Some(c) = src.next_chunk().unwrap() {
@@ -590,13 +606,32 @@ mod tests {
         let (events, rejects) = expect(1 << 20);
         let oversized = (0..300).filter(|i| i % 37 == 5).count();
         let blank = (0..300).filter(|i| i % 37 == 9).count();
-        assert_eq!(events.len(), 300 - oversized - blank + 1, "all but the oversized and blank lines, plus the last");
-        assert_eq!(events[0], ("{\"i\":0}".to_string(), 1), "`\\r` and the space before it are not stripped alike");
-        assert_eq!(events.last().unwrap(), &("{\"last\":true}".to_string(), 301));
+        assert_eq!(
+            events.len(),
+            300 - oversized - blank + 1,
+            "all but the oversized and blank lines, plus the last"
+        );
+        assert_eq!(
+            events[0],
+            ("{\"i\":0}".to_string(), 1),
+            "`\\r` and the space before it are not stripped alike"
+        );
+        assert_eq!(
+            events.last().unwrap(),
+            &("{\"last\":true}".to_string(), 301)
+        );
         assert_eq!(rejects.len(), oversized);
-        assert_eq!(rejects[0], (5, 6, 64), "index, line and the start of the event");
+        assert_eq!(
+            rejects[0],
+            (5, 6, 64),
+            "index, line and the start of the event"
+        );
         for step in [1, 3, 64, 65, 250] {
-            assert_eq!(expect(step), (events.clone(), rejects.clone()), "read size {step}");
+            assert_eq!(
+                expect(step),
+                (events.clone(), rejects.clone()),
+                "read size {step}"
+            );
         }
     }
 

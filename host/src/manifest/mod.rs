@@ -103,7 +103,7 @@ pub struct StageSection {
     pub plugin: Spanned<String>,
     /// Parameters handed to the stage at start-up (its `Context::params`).
     #[serde(default)]
-    pub params: Option<toml::Table>,
+    pub params: Option<Spanned<toml::Table>>,
     /// For a keyed reduce: a JSON pointer (`"/service"`) naming each event's
     /// group key. One result per key.
     #[serde(default)]

@@ -6,7 +6,7 @@ use super::engine::Runtime;
 use super::error::StageError;
 use super::sandbox::{MemoryLimiter, StageState, wasi_ctx};
 use super::stage::Stage;
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use std::time::Duration;
 use wasmpipe_abi::{Descriptor, NO_EVENT, decode_errors, export, status};
 use wasmtime::{Memory, Store, Trap, TypedFunc};
@@ -146,7 +146,8 @@ impl StageInstance {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let res = inst.call(|s| init.call(s, cfg));
         if let Err(e) = res {
-            bail!("{e}");
+            // Kept typed, so a caller can tell rejected params from a trap.
+            return Err(e.into());
         }
         Ok(inst)
     }

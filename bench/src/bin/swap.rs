@@ -1,0 +1,444 @@
+//! Hot-reload figures for docs/performance.md: how long from a plugin file
+//! being written to its new version serving, and how much throughput a
+//! pipeline loses while its stage is swapped every second.
+//!
+//! It runs `wasmpipe run --watch` on the `version_tag` stage with lineage
+//! on, feeds stdin as fast as the pipeline takes it, and reads stdout,
+//! noting when each output first carries a new version. Versions are made
+//! by patching the tag the plugin carries (see plugins/version_tag).
+//!
+//! Run with: cargo build --release -p wasmpipe -p wasmpipe-bench &&
+//! (cd plugins && cargo build --release) && target/release/swap [--seconds N] [--rounds N] [--no-crate]
+
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Opts {
+    seconds: u64,
+    rounds: usize,
+    crate_edit: bool,
+}
+
+fn main() -> Result<()> {
+    let mut opts = Opts {
+        seconds: 5,
+        rounds: 3,
+        crate_edit: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seconds" => opts.seconds = args.next().context("--seconds N")?.parse()?,
+            "--rounds" => opts.rounds = args.next().context("--rounds N")?.parse()?,
+            "--no-crate" => opts.crate_edit = false,
+            _ => bail!("unknown argument `{a}`; use --seconds N, --rounds N, --no-crate"),
+        }
+    }
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .to_path_buf();
+    let repo = bin_dir.join("../..").canonicalize()?;
+    let wasmpipe = bin_dir.join("wasmpipe");
+    let plugin = repo.join("plugins/target/wasm32-wasip1/release/version_tag.wasm");
+    ensure!(
+        plugin.is_file(),
+        "build the plugins first: (cd plugins && cargo build --release)"
+    );
+    let base = std::fs::read(&plugin)?;
+    let work = repo.join("target/bench-data/swap");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    // A private module cache: "new" versions really are compiled.
+    let cache = work.join("cache");
+
+    println!("machine: {} cores, load average {}", cores(), loadavg());
+    let live = work.join("tag.wasm");
+    std::fs::write(&live, patch(&base, "v1"))?;
+    let manifest = work.join("swap.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[pipeline]\nname = \"swap\"\n\n[[stage]]\nname = \"tag\"\nkind = \"map\"\nplugin = {:?}\n\n[runtime]\nlineage = true\nworkers = 2\n",
+            live.display().to_string()
+        ),
+    )?;
+    let mut p = Piped::start(&wasmpipe, &manifest, &cache)?;
+    p.wait_rate(Duration::from_secs(2));
+
+    // Swap latency: the file is written (to a temporary name, then renamed
+    // over the plugin), then the first output line carrying the new version.
+    println!("\nswap latency (file renamed into place -> first output with the new version):");
+    let mut fresh = Vec::new();
+    for i in 0..5 {
+        let tag = format!("n{i}");
+        fresh.push(p.swap(&live, &patch(&base, &tag))?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let tag = format!("n{}", i % 2);
+        seen.push(p.swap(&live, &patch(&base, &tag))?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Compiled ahead by `wasmpipe check` (as `wasmpipe build` does), which
+    // shares the module cache.
+    let mut ahead = Vec::new();
+    for i in 0..5 {
+        let bytes = patch(&base, &format!("p{i}"));
+        let staged = work.join("staged.wasm");
+        std::fs::write(&staged, &bytes)?;
+        let staged_manifest = work.join("staged.toml");
+        std::fs::write(
+            &staged_manifest,
+            format!(
+                "[pipeline]\nname = \"staged\"\n\n[[stage]]\nname = \"tag\"\nkind = \"map\"\nplugin = \"staged.wasm\"\n"
+            ),
+        )?;
+        let st = Command::new(&wasmpipe)
+            .arg("check")
+            .arg(&staged_manifest)
+            .env("WASMPIPE_CACHE_DIR", &cache)
+            .stdout(Stdio::null())
+            .status()?;
+        ensure!(st.success(), "wasmpipe check failed");
+        ahead.push(p.swap(&live, &bytes)?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    report("  new version (compiled)        ", &fresh);
+    report("  version seen before (cached)  ", &seen);
+    report("  new, compiled ahead by `check`", &ahead);
+    println!(
+        "  reload thread's own time (load, compile, check), new versions: {}",
+        p.checked_ms(5)
+    );
+
+    // Throughput while swapping every second: the three modes alternate,
+    // round after round, so that a noisy neighbour slows all of them alike.
+    println!(
+        "\nthroughput, {} rounds of {} s per mode (events/s, median of rounds):",
+        opts.rounds, opts.seconds
+    );
+    let secs = Duration::from_secs(opts.seconds);
+    let (mut steady, mut cached, mut compiled) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut k, mut f) = (0, 0);
+    for _ in 0..opts.rounds {
+        steady.push(p.rate_over(secs, |_| Ok(()))?);
+        cached.push(p.rate_over(secs, |p| {
+            k += 1;
+            p.swap_no_wait(&live, &patch(&base, &format!("n{}", k % 2)))
+        })?);
+        compiled.push(p.rate_over(secs, |p| {
+            f += 1;
+            p.swap_no_wait(&live, &patch(&base, &format!("{:02}", f % 100)))
+        })?);
+    }
+    let base_rate = median(&steady);
+    println!(
+        "  no swaps                        {base_rate:>12.0}  (rounds: {})",
+        list(&steady)
+    );
+    for (what, r) in [
+        ("swap every 1 s, cached versions", &cached),
+        ("swap every 1 s, new versions   ", &compiled),
+    ] {
+        let m = median(r);
+        println!(
+            "  {what} {m:>12.0}  ({:+.1}%; rounds: {})",
+            (m / base_rate - 1.0) * 100.0,
+            list(r)
+        );
+    }
+    let (code, log) = p.finish()?;
+    // 3: the line the feeder was writing when the pipeline stopped is a
+    // dead letter.
+    ensure!(
+        code == 0 || code == 3,
+        "wasmpipe exited with {code}:\n{log}"
+    );
+    ensure!(!log.contains("rejected"), "a swap was rejected:\n{log}");
+
+    if opts.crate_edit {
+        crate_edit(&wasmpipe, &work)?;
+    }
+    Ok(())
+}
+
+/// Latency of an edit to a stage crate's source through the rebuild.
+fn crate_edit(wasmpipe: &Path, work: &Path) -> Result<()> {
+    let st = Command::new(wasmpipe)
+        .args(["new", "edited", "--kind", "map", "--dir"])
+        .arg(work)
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(st.success(), "wasmpipe new failed");
+    let dir = work.join("edited");
+    let manifest = dir.join("pipeline.toml");
+    let mut p = Piped::start_input(wasmpipe, &manifest, &work.join("cache"), "{\"n\":1}\n")?;
+    p.wait_rate(Duration::from_secs(1));
+    println!("\ncrate source edit (src/lib.rs written -> first output from the rebuilt stage):");
+    let lib = dir.join("src/lib.rs");
+    let src = std::fs::read_to_string(&lib)?;
+    let mut times = Vec::new();
+    for i in 0..4 {
+        let factor = if i % 2 == 0 { 3 } else { 2 };
+        let edited = src.replace("checked_mul(2)", &format!("checked_mul({factor})"));
+        let started = Instant::now();
+        std::fs::write(&lib, edited)?;
+        let before = p.generation();
+        p.wait_generation(before + 1)?;
+        times.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    report("  rebuild + swap                ", &times);
+    let (code, log) = p.finish()?;
+    ensure!(
+        code == 0 || code == 3,
+        "wasmpipe exited with {code}:\n{log}"
+    );
+    Ok(())
+}
+
+/// `bytes` of version_tag with its tag patched to `tag` (two characters).
+fn patch(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let marker = b"wasmpipe-version-tag:";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("the version marker is in the module");
+    let mut out = bytes.to_vec();
+    out[at + 21..at + 23].copy_from_slice(tag.as_bytes());
+    out
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|r| format!("{:.2}M", r / 1e6))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))[..12].to_string()
+}
+
+fn report(what: &str, times: &[Duration]) {
+    let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{what} median {:>6.0} ms  min {:>6.0} ms  max {:>6.0} ms  (n={})",
+        ms[ms.len() / 2],
+        ms[0],
+        ms[ms.len() - 1],
+        ms.len()
+    );
+}
+
+/// A watched pipeline: a feeder thread keeps stdin full, a reader thread
+/// counts outputs and notes when each version first appears.
+struct Piped {
+    child: Child,
+    outputs: Arc<AtomicU64>,
+    first_seen: Arc<Mutex<Vec<(String, Instant)>>>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Piped {
+    fn start(wasmpipe: &Path, manifest: &Path, cache: &Path) -> Result<Piped> {
+        let mut buf = String::new();
+        for i in 0..100_000 {
+            buf.push_str(&format!("{{\"id\":{i},\"n\":{}}}\n", i % 1000));
+        }
+        Piped::start_input(wasmpipe, manifest, cache, &buf)
+    }
+
+    /// Starts the pipeline, feeding `input` to it over and over.
+    fn start_input(wasmpipe: &Path, manifest: &Path, cache: &Path, input: &str) -> Result<Piped> {
+        let mut child = Command::new(wasmpipe)
+            .args(["run", "--watch"])
+            .arg(manifest)
+            .env("WASMPIPE_CACHE_DIR", cache)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start wasmpipe")?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let input = input.as_bytes().to_vec();
+        std::thread::spawn(move || while stdin.write_all(&input).is_ok() {});
+        let outputs = Arc::new(AtomicU64::new(0));
+        let first_seen = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
+        let stdout = child.stdout.take().context("stdout")?;
+        let (o, seen) = (outputs.clone(), first_seen.clone());
+        std::thread::spawn(move || {
+            let key = b"\"_versions\":{\"";
+            let mut r = BufReader::with_capacity(1 << 20, stdout);
+            let mut line = Vec::new();
+            let mut current = Vec::new();
+            while r
+                .read_until(b'\n', &mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                o.fetch_add(1, Ordering::Relaxed);
+                if let Some(at) = line.windows(key.len()).rposition(|w| w == key) {
+                    // `"_versions":{"<stage>":"<12 hex>"`
+                    let rest = &line[at + key.len()..];
+                    if let Some(q) = rest.windows(3).position(|w| w == b"\":\"")
+                        && let Some(v) = rest.get(q + 3..q + 15)
+                        && v != current.as_slice()
+                    {
+                        current = v.to_vec();
+                        let v = String::from_utf8_lossy(v).into_owned();
+                        seen.lock().unwrap().push((v, Instant::now()));
+                    }
+                }
+                line.clear();
+            }
+        });
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().context("stderr")?;
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Ok(Piped {
+            child,
+            outputs,
+            first_seen,
+            log,
+        })
+    }
+
+    /// Waits until outputs flow, then lets them run for `warm`.
+    fn wait_rate(&mut self, warm: Duration) {
+        while self.outputs.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(warm);
+    }
+
+    /// Puts `bytes` in place (written beside it, then renamed over it) and
+    /// waits for the first output carrying its version.
+    fn swap(&mut self, live: &Path, bytes: &[u8]) -> Result<Duration> {
+        let want = short_hash(bytes);
+        let started = Instant::now();
+        self.swap_no_wait(live, bytes)?;
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            if let Some((_, at)) = self
+                .first_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(v, at)| *v == want && *at >= started)
+            {
+                return Ok(*at - started);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "version {want} never served:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn swap_no_wait(&mut self, live: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp: PathBuf = live.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, live)?;
+        Ok(())
+    }
+
+    /// Outputs per second over `span`, calling `each_second` once a second.
+    fn rate_over(
+        &mut self,
+        span: Duration,
+        mut each_second: impl FnMut(&mut Piped) -> Result<()>,
+    ) -> Result<f64> {
+        let start_n = self.outputs.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let mut next = started + Duration::from_secs(1);
+        while started.elapsed() < span {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += Duration::from_secs(1);
+            if started.elapsed() < span {
+                each_second(self)?;
+            }
+        }
+        let n = self.outputs.load(Ordering::Relaxed) - start_n;
+        Ok(n as f64 / started.elapsed().as_secs_f64())
+    }
+
+    /// The newest generation the log says is serving.
+    fn generation(&self) -> u64 {
+        let log = self.log.lock().unwrap();
+        log.lines()
+            .filter_map(|l| l.split("now serving generation ").nth(1))
+            .filter_map(|r| r.split(' ').next()?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn wait_generation(&self, g: u64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self.generation() < g {
+            ensure!(
+                Instant::now() < deadline,
+                "generation {g} never served:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// The "checked in N ms" of the first `n` reloads.
+    fn checked_ms(&self, n: usize) -> String {
+        let log = self.log.lock().unwrap();
+        let ms: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split("checked in ").nth(1))
+            .take(n)
+            .collect();
+        ms.join(", ")
+    }
+
+    /// Stops the pipeline with SIGTERM; its exit code and log.
+    fn finish(mut self) -> Result<(i32, String)> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        Ok((status.code().unwrap_or(-1), log))
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
