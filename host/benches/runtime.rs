@@ -26,7 +26,8 @@ fn spec(name: &str) -> StageSpec {
         name: name.into(),
         kind: None,
         plugin: plugin(name),
-        params: serde_json::json!({}),
+        // `enrich` needs its region; the other stages ignore params.
+        params: serde_json::json!({ "region": "eu-west-1" }),
         key: None,
         memory: DEFAULT_MEMORY.0,
         timeout: DEFAULT_TIMEOUT,

@@ -200,27 +200,27 @@ fn plain_source(
     limits: ChunkLimits,
     read: Arc<AtomicU64>,
 ) -> Result<(Box<dyn Source>, Option<u64>)> {
-    let (reader, total_bytes, name): (Box<dyn std::io::BufRead + Send>, Option<u64>, String) =
+    // JSON lines are read in large blocks straight from the file (a
+    // `BufReader` would add a copy); the JSON array scanner reads bytewise
+    // from a buffer.
+    let (reader, total_bytes, name): (Box<dyn std::io::Read + Send>, Option<u64>, String) =
         match input {
             Some(p) => {
                 let f =
                     std::fs::File::open(p).with_context(|| format!("cannot open input {p:?}"))?;
                 let len = f.metadata().ok().map(|m| m.len());
-                (
-                    Box::new(BufReader::with_capacity(1 << 20, f)),
-                    len,
-                    p.display().to_string(),
-                )
+                (Box::new(f), len, p.display().to_string())
             }
-            None => (
-                Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
-                None,
-                "<stdin>".into(),
-            ),
+            None => (Box::new(std::io::stdin()), None, "<stdin>".into()),
         };
     let source: Box<dyn Source> = match format {
         SourceFormat::Jsonl => Box::new(JsonLines::new(reader, limits, read)),
-        SourceFormat::JsonArray => Box::new(JsonArray::new(reader, limits, read, name)),
+        SourceFormat::JsonArray => Box::new(JsonArray::new(
+            BufReader::with_capacity(1 << 20, reader),
+            limits,
+            read,
+            name,
+        )),
     };
     Ok((source, total_bytes))
 }
@@ -236,17 +236,26 @@ pub fn render_summary(s: &RunSummary) -> String {
         .unwrap_or(5)
         .max(5);
     out.push_str(&format!(
-        "{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n",
-        "stage", "kind", "in", "out", "failed"
+        "{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}  {:>9}  {:>12}\n",
+        "stage", "kind", "in", "out", "failed", "busy", "in/s/worker"
     ));
     for (name, kind, c) in &s.stages {
+        // Busy time is summed over workers: its rate is per worker.
+        let busy = c.busy.as_secs_f64();
+        let rate = if busy > 0.0 {
+            c.events_in as f64 / busy
+        } else {
+            0.0
+        };
         out.push_str(&format!(
-            "{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}\n",
+            "{:<w$}  {:<8}  {:>12}  {:>12}  {:>8}  {:>8.2}s  {:>12.0}\n",
             name,
             kind.as_str(),
             c.events_in,
             c.events_out,
-            c.failed
+            c.failed,
+            busy,
+            rate
         ));
     }
     let secs = s.elapsed.as_secs_f64();

@@ -329,6 +329,7 @@ impl Pipeline {
             total.2.events_in += c.events_in;
             total.2.events_out += c.events_out;
             total.2.failed += c.failed;
+            total.2.busy += c.busy;
         }
         // Dead letters in source order, whichever stage (or the source)
         // failed them and in whatever order isolation found them.
