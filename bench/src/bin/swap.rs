@@ -139,20 +139,25 @@ fn main() -> Result<()> {
             p.swap_no_wait(&live, &patch(&base, &format!("{:02}", f % 100)))
         })?);
     }
-    let base_rate = median(&steady);
+    let rate = |v: &[(f64, f64)]| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
+    let cpu = |v: &[(f64, f64)]| median(&v.iter().map(|x| x.1).collect::<Vec<_>>());
+    let rounds = |v: &[(f64, f64)]| list(&v.iter().map(|x| x.0).collect::<Vec<_>>());
+    let (base_rate, base_cpu) = (rate(&steady), cpu(&steady));
     println!(
-        "  no swaps                        {base_rate:>12.0}  (rounds: {})",
-        list(&steady)
+        "  no swaps                        {base_rate:>12.0}  CPU {base_cpu:.3} s per M outputs  (rounds: {})",
+        rounds(&steady)
     );
     for (what, r) in [
         ("swap every 1 s, cached versions", &cached),
         ("swap every 1 s, new versions   ", &compiled),
     ] {
-        let m = median(r);
         println!(
-            "  {what} {m:>12.0}  ({:+.1}%; rounds: {})",
-            (m / base_rate - 1.0) * 100.0,
-            list(r)
+            "  {what} {:>12.0} ({:+.1}%)  CPU {:.3} s per M outputs ({:+.1}%)  (rounds: {})",
+            rate(r),
+            (rate(r) / base_rate - 1.0) * 100.0,
+            cpu(r),
+            (cpu(r) / base_cpu - 1.0) * 100.0,
+            rounds(r)
         );
     }
     let (code, log) = p.finish()?;
@@ -368,13 +373,15 @@ impl Piped {
         Ok(())
     }
 
-    /// Outputs per second over `span`, calling `each_second` once a second.
+    /// Outputs per second over `span`, and the CPU time wasmpipe spent
+    /// per million outputs, calling `each_second` once a second.
     fn rate_over(
         &mut self,
         span: Duration,
         mut each_second: impl FnMut(&mut Piped) -> Result<()>,
-    ) -> Result<f64> {
+    ) -> Result<(f64, f64)> {
         let start_n = self.outputs.load(Ordering::Relaxed);
+        let start_cpu = cpu_seconds(self.child.id());
         let started = Instant::now();
         let mut next = started + Duration::from_secs(1);
         while started.elapsed() < span {
@@ -385,7 +392,11 @@ impl Piped {
             }
         }
         let n = self.outputs.load(Ordering::Relaxed) - start_n;
-        Ok(n as f64 / started.elapsed().as_secs_f64())
+        let cpu = cpu_seconds(self.child.id()) - start_cpu;
+        Ok((
+            n as f64 / started.elapsed().as_secs_f64(),
+            cpu / (n as f64 / 1e6),
+        ))
     }
 
     /// The newest generation the log says is serving.
@@ -431,6 +442,17 @@ impl Piped {
         let log = self.log.lock().unwrap().clone();
         Ok((status.code().unwrap_or(-1), log))
     }
+}
+
+/// User + system CPU time of process `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks (100 per second).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn cores() -> usize {

@@ -200,23 +200,29 @@ impl Source for Follow {
                     None => continue,
                 }
             }
-            if self.eof || self.stop.load(Ordering::Relaxed) {
-                // Take what has already arrived, then end.
-                while let Ok(block) = self.rx.try_recv() {
-                    self.receive(&block?);
-                    if self.full_at.is_some() {
-                        break;
+            if !self.eof && self.stop.load(Ordering::Relaxed) {
+                // Take what has already arrived, and nothing after it: the
+                // input ends here, even if a writer is still going.
+                for _ in 0..self.rx.len() {
+                    match self.rx.try_recv() {
+                        Ok(block) => self.receive(&block?),
+                        Err(_) => break,
                     }
                 }
-                if self.full_at.is_some() {
-                    continue;
-                }
+                self.eof = true;
+                continue;
+            }
+            if self.eof {
                 if self.pending.is_empty() {
                     return Ok(None);
                 }
                 if self.pending.last() != Some(&b'\n') {
+                    // A last line without its newline is still an event.
                     self.pending.push(b'\n');
                     self.scan();
+                }
+                if self.full_at.is_some() {
+                    continue;
                 }
                 let (end, lines) = (self.last_end, self.lines);
                 match self.cut(end, lines)? {
@@ -298,5 +304,47 @@ mod tests {
             "a final line without newline is kept at stop"
         );
         assert!(src.next_chunk().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_stop_while_a_writer_goes_on_splits_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.jsonl");
+        std::fs::write(&p, "").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut src = Follow::new(
+            FollowInput::File(p.clone()),
+            limits(100),
+            stop.clone(),
+            Arc::default(),
+        )
+        .unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+            for i in 0..20_000 {
+                // Each event arrives in two writes, split mid-line.
+                f.write_all(format!("{{\"a\":{i}").as_bytes()).unwrap();
+                f.write_all(b"}\n").unwrap();
+            }
+        });
+        let mut events = Vec::new();
+        while let Some(c) = src.next_chunk().unwrap() {
+            for i in 0..c.len() {
+                events.push(String::from_utf8(c.event(i).to_vec()).unwrap());
+            }
+            if events.len() > 5_000 {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        writer.join().unwrap();
+        let last = events.len() - 1;
+        for (i, e) in events.iter().enumerate() {
+            let whole = *e == format!("{{\"a\":{i}}}");
+            // Only the very last event may be cut short by the stop.
+            assert!(
+                whole || (i == last && format!("{{\"a\":{i}}}").starts_with(e.as_str())),
+                "event {i}: {e}"
+            );
+        }
     }
 }

@@ -52,9 +52,13 @@ pub struct Reloader {
 /// What the files to watch are, after a (re)load.
 #[derive(Debug, Default)]
 struct WatchSet {
-    /// Directories watched for the files in `files`.
+    /// Directories watched (not recursively) for the files in `files`
+    /// and for crates' `Cargo.toml`.
     dirs: HashSet<PathBuf>,
-    /// Crate directories, watched recursively for their sources.
+    /// Crates' `src/` directories, watched recursively (a crate's `target/`
+    /// is never watched: a build writes thousands of files there).
+    sources: HashSet<PathBuf>,
+    /// Crate directories.
     crates: HashSet<PathBuf>,
     /// The manifest (canonical).
     manifest: PathBuf,
@@ -184,7 +188,10 @@ impl Reloader {
         for st in &self.manifest.doc.stages {
             let p = self.manifest.resolve(st.plugin.get_ref());
             if p.is_dir() {
-                set.crates.insert(p.canonicalize().unwrap_or(p));
+                let c = p.canonicalize().unwrap_or(p);
+                set.dirs.insert(c.clone());
+                set.sources.insert(c.join("src"));
+                set.crates.insert(c);
             } else {
                 let f = canonical_file(&p);
                 if let Some(d) = f.parent() {
@@ -355,8 +362,8 @@ fn add_watches(
     watching: &mut HashSet<(PathBuf, bool)>,
 ) {
     let dirs = set.dirs.iter().map(|d| (d.clone(), false));
-    let crates = set.crates.iter().map(|d| (d.clone(), true));
-    for (dir, recursive) in dirs.chain(crates) {
+    let sources = set.sources.iter().map(|d| (d.clone(), true));
+    for (dir, recursive) in dirs.chain(sources) {
         if watching.contains(&(dir.clone(), recursive)) {
             continue;
         }
