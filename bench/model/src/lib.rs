@@ -64,22 +64,95 @@ pub struct Enriched<S, C> {
     pub slow: bool,
 }
 
-/// W2's map.
-pub fn enrich<S: Borrow<str>, C>(log: Log<S>, received_at: C, host: C) -> Enriched<S, C> {
-    let level_num = match log.level.borrow() {
+/// A level as a number: 10, 20, 30, 40; 0 for an unknown level.
+pub fn level_num(level: &str) -> u8 {
+    match level {
         "debug" => 10,
         "info" => 20,
         "warn" => 30,
         "error" => 40,
         _ => 0,
-    };
-    let slow = log.duration_ms > 500;
+    }
+}
+
+/// Whether a request was slow.
+pub fn is_slow(duration_ms: u64) -> bool {
+    duration_ms > 500
+}
+
+/// W2's map.
+pub fn enrich<S: Borrow<str>, C>(log: Log<S>, received_at: C, host: C) -> Enriched<S, C> {
+    let level_num = level_num(log.level.borrow());
+    let slow = is_slow(log.duration_ms);
     Enriched {
         log,
         received_at,
         host,
         level_num,
         slow,
+    }
+}
+
+/// The two fields of a W2 event that its enrichment reads, for a stage that
+/// adds fields (`wasmpipe_sdk::Merge`) instead of re-encoding the event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Probe {
+    /// The level, decoded without allocating.
+    pub level: Level,
+    /// How long the request took.
+    pub duration_ms: u64,
+}
+
+/// A log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+    /// Anything else.
+    #[serde(other)]
+    Other,
+}
+
+impl Level {
+    /// The level's name, as in the event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Other => "",
+        }
+    }
+}
+
+/// The fields W2's enrichment adds, in the order `Enriched` writes them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Added<C> {
+    /// When the event was received.
+    pub received_at: C,
+    /// Which host received it.
+    pub host: C,
+    /// The level as a number.
+    pub level_num: u8,
+    /// Whether the request took over 500 ms.
+    pub slow: bool,
+}
+
+/// W2's map, as the fields it adds.
+pub fn added<C>(p: &Probe, received_at: C, host: C) -> Added<C> {
+    Added {
+        received_at,
+        host,
+        level_num: level_num(p.level.as_str()),
+        slow: is_slow(p.duration_ms),
     }
 }
 

@@ -79,11 +79,12 @@ fn main() -> Result<()> {
     let adder = env.manifest("w1", &[("double", "map", ""), ("sum", "reduce", "")])?;
     let fused = env.manifest("w1-fused", &[("bench_adder", "reduce", "")])?;
     let enrich = env.manifest("w2", &[("bench_enrich", "map", "")])?;
+    let merge = env.manifest("w2-merge", &[("bench_merge", "map", "")])?;
     let stats = env.manifest("w3", &[("bench_stats", "reduce", "")])?;
 
     // Compile each module into the cache first: the runs below measure a
     // warm start, as every run after the first is.
-    for m in [&adder, &fused, &enrich, &stats] {
+    for m in [&adder, &fused, &enrich, &merge, &stats] {
         let status = Command::new(&env.wasmpipe)
             .arg("check")
             .arg(m)
@@ -108,6 +109,7 @@ fn main() -> Result<()> {
         ("W1 adder", "w1", &w1, &adder, opts.w1_lines),
         ("W1 fused (1 stage)", "w1", &w1, &fused, opts.w1_lines),
         ("W2 enrich", "w2", &logs, &enrich, opts.w2_events),
+        ("W2 enrich with Merge", "w2", &logs, &merge, opts.w2_events),
         ("W3 keyed reduce", "w3", &logs, &stats, opts.w2_events),
     ] {
         let bytes = std::fs::metadata(input)?.len();

@@ -202,6 +202,14 @@ fn crate_edit(wasmpipe: &Path, work: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     report("  rebuild + swap                ", &times);
+    println!(
+        "  of which cargo build: {}",
+        p.log_values("built stage crate ", " in ", "s:")
+    );
+    println!(
+        "  whole reload (cargo, load, compile, check): {}",
+        p.checked_ms(usize::MAX)
+    );
     let (code, log) = p.finish()?;
     ensure!(
         code == 0 || code == 3,
@@ -420,6 +428,20 @@ impl Piped {
             std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
+    }
+
+    /// The text between `after` and `before` on log lines containing `what`.
+    fn log_values(&self, what: &str, after: &str, before: &str) -> String {
+        let log = self.log.lock().unwrap();
+        let v: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(what))
+            .filter_map(|l| {
+                let rest = l.rsplit_once(after)?.1;
+                Some(format!("{} s", rest.split(before).next()?))
+            })
+            .collect();
+        v.join(", ")
     }
 
     /// The "checked in N ms" of the first `n` reloads.

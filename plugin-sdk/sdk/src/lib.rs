@@ -41,14 +41,16 @@
 #![deny(missing_docs)]
 
 mod context;
+mod merge;
 mod runtime;
 
 pub use context::Context;
+pub use merge::{Merge, Output};
 pub use wasmpipe_sdk_macros::{filter, flat_map, map, reduce};
 
 /// The names a stage crate needs: `use wasmpipe_sdk::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Context, filter, flat_map, map, reduce};
+    pub use crate::{Context, Merge, filter, flat_map, map, reduce};
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::Value;
 }

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+
+use crate::Output;
 use serde::de::DeserializeOwned;
 
 use super::events::parse_event;
@@ -25,15 +27,16 @@ pub fn events<T: DeserializeOwned>() -> Events<T> {
     }
 }
 
-/// Encodes outputs of type `U`.
+/// Encodes outputs of type `U`, given the input event's text (for
+/// [`Merge`](crate::Merge)).
 pub struct Outputs<U> {
-    pub(crate) write: fn(&mut Vec<u8>, &U) -> serde_json::Result<()>,
+    pub(crate) write: fn(&mut Vec<u8>, &[u8], &U) -> Result<(), String>,
 }
 
 /// The codec of outputs of type `U`.
-pub fn outputs<U: Serialize>() -> Outputs<U> {
+pub fn outputs<U: Output>() -> Outputs<U> {
     Outputs {
-        write: |out, value| serde_json::to_writer(out, value),
+        write: |out, event, value| value.write_output(event, out),
     }
 }
 

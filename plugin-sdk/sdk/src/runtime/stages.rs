@@ -22,8 +22,8 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     /// Appends `value` as one output line.
-    fn push<U>(&mut self, outputs: &Outputs<U>, value: &U) -> Result<(), String> {
-        (outputs.write)(self.out, value).map_err(|e| format!("cannot encode output: {e}"))?;
+    fn push<U>(&mut self, outputs: &Outputs<U>, event: &[u8], value: &U) -> Result<(), String> {
+        (outputs.write)(self.out, event, value)?;
         self.out.push(b'\n');
         self.origin.push(self.index);
         Ok(())
@@ -90,7 +90,7 @@ impl Runtime {
         self.each_event(meta, input, |sink, line, ctx| {
             let event = (events.from_line)(line)?;
             let output = f(event, ctx).map_err(|e| e.to_string())?;
-            sink.push(&outputs, &output)
+            sink.push(&outputs, line, &output)
         })
     }
 
@@ -127,7 +127,7 @@ impl Runtime {
         self.each_event(meta, input, |sink, line, ctx| {
             let event = (events.from_line)(line)?;
             for output in f(event, ctx).map_err(|e| e.to_string())? {
-                sink.push(&outputs, &output)?;
+                sink.push(&outputs, line, &output)?;
             }
             Ok(())
         })
