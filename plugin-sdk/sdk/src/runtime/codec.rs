@@ -30,8 +30,11 @@ pub fn events<T: DeserializeOwned>() -> Events<T> {
 /// Encodes outputs of type `U`, given the input event's text (for
 /// [`Merge`](crate::Merge)).
 pub struct Outputs<U> {
-    pub(crate) write: fn(&mut Vec<u8>, &[u8], &U) -> Result<(), String>,
+    pub(crate) write: WriteOutput<U>,
 }
+
+/// Appends an output (third argument) for an input event (second argument).
+type WriteOutput<U> = fn(&mut Vec<u8>, &[u8], &U) -> Result<(), String>;
 
 /// The codec of outputs of type `U`.
 pub fn outputs<U: Output>() -> Outputs<U> {
