@@ -21,9 +21,37 @@ mod tests {
     #[test]
     fn counts_sums_and_errors() {
         let mut acc = Stats::default();
-        bench_stats(&mut acc, Sample { service: "a".into(), level: "error".into(), duration_ms: 5 });
-        bench_stats(&mut acc, Sample { service: "a".into(), level: "info".into(), duration_ms: 7 });
-        assert_eq!(acc, Stats { count: 2, duration_ms: 12, errors: 1 });
-        assert_eq!(service(&Sample { service: "x".into(), level: String::new(), duration_ms: 0 }), "x");
+        bench_stats(
+            &mut acc,
+            Sample {
+                service: "a".into(),
+                level: "error".into(),
+                duration_ms: 5,
+            },
+        );
+        bench_stats(
+            &mut acc,
+            Sample {
+                service: "a".into(),
+                level: "info".into(),
+                duration_ms: 7,
+            },
+        );
+        assert_eq!(
+            acc,
+            Stats {
+                count: 2,
+                duration_ms: 12,
+                errors: 1
+            }
+        );
+        assert_eq!(
+            service(&Sample {
+                service: "x".into(),
+                level: String::new(),
+                duration_ms: 0
+            }),
+            "x"
+        );
     }
 }
