@@ -141,7 +141,11 @@ fn load_pipeline(
         max_memory,
         cache_dir,
     };
-    let runtime = std::sync::Arc::new(Runtime::new(&config)?);
+    let runtime = std::sync::Arc::new(if watch {
+        Runtime::for_reloading(&config)?
+    } else {
+        Runtime::new(&config)?
+    });
     let mut pipeline = crate::exec::Pipeline::from_manifest(&manifest, runtime)?;
     pipeline.workers = workers;
     Ok((manifest, pipeline))

@@ -97,9 +97,7 @@ fn main() -> Result<()> {
         let staged_manifest = work.join("staged.toml");
         std::fs::write(
             &staged_manifest,
-            format!(
-                "[pipeline]\nname = \"staged\"\n\n[[stage]]\nname = \"tag\"\nkind = \"map\"\nplugin = \"staged.wasm\"\n"
-            ),
+            "[pipeline]\nname = \"staged\"\n\n[[stage]]\nname = \"tag\"\nkind = \"map\"\nplugin = \"staged.wasm\"\n",
         )?;
         let st = Command::new(&wasmpipe)
             .arg("check")

@@ -4,10 +4,13 @@
 
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::{
@@ -71,6 +74,17 @@ pub enum ModuleOrigin {
 impl Runtime {
     /// Builds the engine and starts the epoch ticker.
     pub fn new(cfg: &RuntimeConfig) -> Result<Runtime> {
+        Runtime::build(cfg, false)
+    }
+
+    /// A runtime for a pipeline whose stages are hot-reloaded: Cranelift
+    /// keeps each compiled function in memory, keyed by its body, so a new
+    /// version of a module only compiles the functions that changed.
+    pub fn for_reloading(cfg: &RuntimeConfig) -> Result<Runtime> {
+        Runtime::build(cfg, true)
+    }
+
+    fn build(cfg: &RuntimeConfig, function_cache: bool) -> Result<Runtime> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(cfg.max_instances)
             .total_memories(cfg.max_instances)
@@ -84,6 +98,11 @@ impl Runtime {
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if function_cache {
+            config
+                .enable_incremental_compilation(Arc::new(FunctionCache::default()))
+                .map_err(anyhow::Error::from)?;
+        }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot create the wasmtime engine")?;
@@ -157,6 +176,35 @@ impl Runtime {
         Module::new(&self.engine, wasm)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly module", what.display()))
+    }
+}
+
+/// Most bytes of compiled functions kept for reloads (a module's worth is
+/// a few MiB); past it, new functions are compiled but not kept.
+const FUNCTION_CACHE_BYTES: usize = 256 << 20;
+
+/// Cranelift's incremental compilation cache, in memory.
+#[derive(Debug, Default)]
+struct FunctionCache {
+    entries: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    bytes: AtomicUsize,
+}
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).map(|v| Cow::Owned(v.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let size = key.len() + value.len();
+        if self.bytes.fetch_add(size, Ordering::Relaxed) + size > FUNCTION_CACHE_BYTES {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(key.to_vec(), value);
+        true
     }
 }
 
