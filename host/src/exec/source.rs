@@ -423,18 +423,11 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                             in_string: next.1,
                             escape: next.2,
                         };
-                        if depth > 0 && next.0 == 0 && !next.1 {
-                            self.state = ArrayState::Separator;
-                            finish(
-                                &mut self.index,
-                                &self.limits,
-                                &mut chunk,
-                                ev_start,
-                                ev_line,
-                                oversized,
-                            );
-                        } else if depth == 0 && in_string && !next.1 {
-                            // A top-level string element just closed.
+                        // An object or array closed its last bracket, or a
+                        // top-level string element closed its quote.
+                        let closed =
+                            !next.1 && ((depth > 0 && next.0 == 0) || (depth == 0 && in_string));
+                        if closed {
                             self.state = ArrayState::Separator;
                             finish(
                                 &mut self.index,
