@@ -90,6 +90,22 @@ impl Watched {
         }
     }
 
+    /// Waits until `needle` appears in the log after its first `mark` bytes.
+    pub fn wait_since(&self, mark: usize, needle: &str) {
+        let (text, cv) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut t = text.lock().unwrap();
+        while !t[mark..].contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for `{needle}` in the log:\n{}",
+                &t[mark..]
+            );
+            t = cv.wait_timeout(t, left).unwrap().0;
+        }
+    }
+
     /// Writes events to the pipeline's stdin.
     pub fn feed(&mut self, text: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
@@ -182,10 +198,20 @@ fn events(range: std::ops::Range<u64>) -> String {
     s
 }
 
+/// Puts `bytes` at `path` the way editors and build tools do: written
+/// beside it, then renamed over it (one file event, never a partial file).
+fn put(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn manifest(dir: &Path, stages: &str, runtime: &str) -> PathBuf {
     let text =
         format!("[pipeline]\nname = \"hot\"\n\n{stages}\n[runtime]\nlineage = true\n{runtime}");
-    write(dir, "hot.toml", &text)
+    let path = dir.join("hot.toml");
+    put(&path, text.as_bytes());
+    path
 }
 
 fn tag_stage(name: &str, plugin: &Path, extra: &str) -> String {
@@ -225,7 +251,7 @@ fn a_million_events_streamed_through_swaps_each_run_by_exactly_one_version() {
     let mut w = Watched::start(&m, dir.path(), &[]);
     for (k, &v) in phases.iter().enumerate() {
         if k > 0 {
-            std::fs::write(&live, &bytes[v]).unwrap();
+            put(&live, &bytes[v]);
             w.wait_log(&format!("now serving generation {k} "), 1);
         }
         let (from, to) = (k as u64 * per, (k as u64 + 1) * per);
@@ -305,18 +331,16 @@ fn a_broken_plugin_never_replaces_the_running_one_and_a_fix_is_picked_up() {
     let mut w = Watched::start(&m, dir.path(), &[]);
     let mut sent = 0u64;
     for (i, (what, bytes, reason)) in broken.iter().enumerate() {
-        std::fs::write(&live, bytes).unwrap();
+        let mark = w.log().len();
+        if *what == "half-written" {
+            // Written in place, as a slow writer would leave it.
+            std::fs::write(&live, bytes).unwrap();
+        } else {
+            put(&live, bytes);
+        }
         w.wait_log("change rejected", i + 1);
-        let log = w.log();
-        let last = log
-            .lines()
-            .rfind(|l| l.contains("change rejected"))
-            .unwrap();
-        let rest = &log[log.rfind(last).unwrap()..];
-        assert!(
-            rest.contains(reason),
-            "{what}: expected `{reason}` in\n{rest}"
-        );
+        // The reason, which may be on a later line of the message.
+        w.wait_since(mark, reason);
         w.feed(&events(sent..sent + 10));
         sent += 10;
         for out in w.wait_outputs(sent as usize) {
@@ -325,7 +349,12 @@ fn a_broken_plugin_never_replaces_the_running_one_and_a_fix_is_picked_up() {
         }
     }
     // Finishing the half-written file is the fix.
-    std::fs::write(&live, &v2).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&live)
+        .unwrap();
+    f.write_all(&v2[v2.len() / 2..]).unwrap();
+    drop(f);
     w.wait_log("now serving generation 1 ", 1);
     w.feed(&events(sent..sent + 10));
     let outs = w.wait_outputs(sent as usize + 10);
@@ -356,22 +385,24 @@ fn an_invalid_manifest_edit_keeps_the_pipeline_and_a_valid_one_applies() {
         "[pipeline]\nname = \"hot\"\n\n{}\n[runtime]\nlineage = true\nworkerz = 2\n",
         stage("b")
     );
-    std::fs::write(&m, &bad).unwrap();
+    let mark = w.log().len();
+    put(&m, bad.as_bytes());
     w.wait_log("manifest rejected", 1);
     let line = bad.lines().position(|l| l.starts_with("workerz")).unwrap() + 1;
-    let at = format!("hot.toml:{line}:1");
-    assert!(w.log().contains(&at), "the error names {at}:\n{}", w.log());
+    // The error names the file, line and column of the misspelt field.
+    w.wait_since(mark, &format!("hot.toml:{line}:1"));
     w.feed(&events(5..10));
     assert!(w.wait_outputs(10).iter().all(|o| o["label"] == "a"));
 
     // A plugin that does not exist: refused too.
+    let mark = w.log().len();
     manifest(
         dir.path(),
         &tag_stage("tag", &dir.path().join("nope.wasm"), ""),
         "",
     );
     w.wait_log("manifest rejected", 2);
-    assert!(w.log().contains("does not exist"), "{}", w.log());
+    w.wait_since(mark, "does not exist");
 
     // A valid edit: new params, a new limit and a second stage.
     let second = tag_stage(
