@@ -362,9 +362,20 @@ fn a_broken_plugin_never_replaces_the_running_one_and_a_fix_is_picked_up() {
         assert_eq!(version_of(out, "tag"), short_hash(&v2), "{out}");
         assert_eq!(out["tag"], "v2");
     }
+    // A dead letter names the version that failed it.
+    w.feed("{\"id\":\"not a number\"}\n");
+    let dead_path = dir.path().join("hot.dead.jsonl");
+    let deadline = Instant::now() + PATIENCE;
+    while crate::util::read_jsonl(&dead_path).is_empty() {
+        assert!(Instant::now() < deadline, "no dead letter:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dead = crate::util::read_jsonl(&dead_path);
+    assert_eq!(dead[0]["versions"]["tag"], short_hash(&v2), "{}", dead[0]);
+    assert_eq!(dead[0]["index"], sent + 10);
     let (code, log) = w.finish();
-    assert_eq!(code, 0, "{log}");
-    assert!(log.contains("0 dead letters"), "{log}");
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("1 dead letters"), "{log}");
 }
 
 #[test]

@@ -149,7 +149,9 @@ impl Reloader {
                 next.push(s.clone());
                 continue;
             }
+            let loading = Instant::now();
             let stage = load_stage(manifest, st, &self.runtime, &self.linker)?;
+            let loaded = loading.elapsed();
             let samples = st.samples.as_ref().map(|p| manifest.resolve(p.get_ref()));
             trial::trial(&self.runtime, &stage, samples.as_deref(), manifest.name()).map_err(
                 |e| {
@@ -160,6 +162,14 @@ impl Reloader {
                     )
                 },
             )?;
+            tracing::debug!(
+                "stage `{}` version {}: loaded ({:?}) in {} ms, checked in {} ms",
+                stage.name(),
+                stage.short_version(),
+                stage.origin,
+                loaded.as_millis(),
+                (loading.elapsed() - loaded).as_millis()
+            );
             next.push(stage);
         }
         let ends_in = |stages: &[Arc<Stage>]| {
