@@ -415,18 +415,26 @@ fn an_invalid_manifest_edit_keeps_the_pipeline_and_a_valid_one_applies() {
     w.wait_log("manifest rejected", 2);
     w.wait_since(mark, "does not exist");
 
-    // A valid edit: new params, a new limit and a second stage.
+    // A valid edit: new params, a new limit and a second stage, whose
+    // plugin is not usable yet: the edit waits, the pipeline goes on.
+    let live2 = dir.path().join("tag2.wasm");
+    std::fs::write(&live2, b"not yet").unwrap();
     let second = tag_stage(
         "tag2",
-        &live,
+        &live2,
         "params = { label = \"second\" }\nlimits = { memory = \"32MiB\" }",
     );
     manifest(dir.path(), &format!("{}{second}", stage("b")), "");
+    w.wait_log("change rejected", 1);
+    w.feed(&events(10..12));
+    assert!(w.wait_outputs(12).iter().all(|o| o["label"] == "a"));
+    // Once the plugin is there, the waiting edit applies as a whole.
+    put(&live2, &v1);
     w.wait_log("now serving generation 1 ", 1);
     assert!(w.log().contains("stage `tag2`"), "{}", w.log());
-    w.feed(&events(10..15));
+    w.feed(&events(12..15));
     let outs = w.wait_outputs(15);
-    for o in &outs[10..] {
+    for o in &outs[12..] {
         assert_eq!(o["label"], "second", "{o}");
         let v = o["_versions"].as_object().unwrap();
         assert_eq!(v.len(), 2, "both stages' versions: {o}");

@@ -43,7 +43,12 @@ const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// Turns the manifest and plugins on disk into the pipeline's next stage
 /// set, or explains why not.
 pub struct Reloader {
+    /// The manifest the running stage set was made from.
     manifest: Manifest,
+    /// A newer, valid manifest whose stages could not all be loaded yet
+    /// (say, a crate that did not build): retried on every change, so that
+    /// fixing what it needs applies it without saving the manifest again.
+    pending: Option<Manifest>,
     runtime: Arc<Runtime>,
     linker: wasmtime::Linker<StageState>,
     live: Arc<LiveStages>,
@@ -72,6 +77,7 @@ impl Reloader {
         let linker = linker(&runtime)?;
         Ok(Reloader {
             manifest,
+            pending: None,
             runtime,
             linker,
             live,
@@ -84,38 +90,63 @@ impl Reloader {
     /// changed; `Err` (already explained) when the change was rejected.
     pub fn reload(&mut self, manifest_changed: bool) -> Result<Option<Arc<StageSet>>> {
         let started = Instant::now();
-        let candidate = if manifest_changed {
+        let edited = if manifest_changed {
             match Manifest::load(&self.manifest.path) {
-                Ok(m) => m,
+                Ok(m) => Some(m),
                 Err(e) => {
                     // Plugins may have changed in the same burst: still
-                    // check them, under the manifest that is running.
+                    // check them, under the last valid manifest.
                     tracing::error!(
                         "hot reload: manifest rejected, the running pipeline goes on: {e}"
                     );
-                    self.manifest.clone()
+                    self.pending.clone()
                 }
             }
         } else {
-            self.manifest.clone()
+            self.pending.clone()
         };
         let current = self.live.current();
-        let next = match self.next_stages(&candidate, &current) {
-            Ok(next) => next,
-            Err(e) => {
-                tracing::error!(
-                    "hot reload: change rejected, still serving generation {}: {e:#}",
-                    current.generation
-                );
-                return Err(e);
+        let reject = |e: &anyhow::Error| {
+            tracing::error!(
+                "hot reload: change rejected, still serving generation {}: {e:#}",
+                current.generation
+            );
+        };
+        let (next, manifest) = match edited {
+            Some(m) => match self.next_stages(&m, &current) {
+                Ok(next) => {
+                    self.pending = None;
+                    (next, m)
+                }
+                Err(e) => {
+                    // The edited manifest waits for what it needs; plugin
+                    // changes still apply under the running one.
+                    reject(&e);
+                    self.pending = Some(m);
+                    let running = self.manifest.clone();
+                    match self.next_stages(&running, &current) {
+                        Ok(next) => (next, running),
+                        Err(_) => return Err(e),
+                    }
+                }
+            },
+            None => {
+                let running = self.manifest.clone();
+                match self.next_stages(&running, &current) {
+                    Ok(next) => (next, running),
+                    Err(e) => {
+                        reject(&e);
+                        return Err(e);
+                    }
+                }
             }
         };
-        for what in restart_only_changes(&self.manifest.doc, &candidate.doc) {
+        for what in restart_only_changes(&self.manifest.doc, &manifest.doc) {
             tracing::warn!(
                 "hot reload: `{what}` changed; it takes effect when the pipeline is restarted"
             );
         }
-        self.manifest = candidate;
+        self.manifest = manifest;
         let unchanged = next.len() == current.stages.len()
             && next
                 .iter()
@@ -209,7 +240,8 @@ impl Reloader {
         );
     }
 
-    /// The files and directories the current manifest depends on.
+    /// The files and directories the running manifest, and the pending
+    /// one if any, depend on.
     fn watch_set(&self) -> WatchSet {
         let mut set = WatchSet {
             manifest: canonical_file(&self.manifest.path),
@@ -218,8 +250,10 @@ impl Reloader {
         if let Some(d) = set.manifest.parent() {
             set.dirs.insert(d.to_path_buf());
         }
-        for st in &self.manifest.doc.stages {
-            let p = self.manifest.resolve(st.plugin.get_ref());
+        let manifests = std::iter::once(&self.manifest).chain(&self.pending);
+        let stages = manifests.flat_map(|m| m.doc.stages.iter().map(move |st| (m, st)));
+        for (m, st) in stages {
+            let p = m.resolve(st.plugin.get_ref());
             if p.is_dir() {
                 let c = p.canonicalize().unwrap_or(p);
                 set.dirs.insert(c.clone());
@@ -378,10 +412,8 @@ pub fn spawn(mut reloader: Reloader) -> Result<WatchHandle> {
                 }
                 // A rejected change has been logged; the old set runs on.
                 let _ = reloader.reload(manifest_changed);
-                if manifest_changed {
-                    set = reloader.watch_set();
-                    add_watches(&mut watcher, &set, &mut watching);
-                }
+                set = reloader.watch_set();
+                add_watches(&mut watcher, &set, &mut watching);
             }
         })?;
     Ok(WatchHandle {
