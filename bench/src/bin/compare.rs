@@ -62,7 +62,11 @@ fn main() -> Result<()> {
     // Outputs go to memory (/dev/shm) where there is one, so that W2's
     // 800 MB of output measures the programs rather than the disk.
     let shm = Path::new("/dev/shm");
-    let out = if shm.is_dir() { shm.join("wasmpipe-bench") } else { data.join("out") };
+    let out = if shm.is_dir() {
+        shm.join("wasmpipe-bench")
+    } else {
+        data.join("out")
+    };
     std::fs::create_dir_all(&out)?;
     let env = Env {
         wasmpipe: bin_dir.join("wasmpipe"),
