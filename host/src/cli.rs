@@ -5,6 +5,7 @@
 mod check;
 mod inspect;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ enum Command {
     Run(run::RunArgs),
     Check(check::CheckArgs),
     Inspect(inspect::InspectArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -43,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -10,6 +10,9 @@
 //!   into chunks, the chain runs a chunk through every stage with fault
 //!   isolation, the pipeline runs chains on worker threads and writes the
 //!   sink and dead letters.
+//! - [`serve`]: `wasmpipe serve`, the HTTP service: ingest into a SQLite
+//!   journal, workers running the same chunk executor, stored events,
+//!   results per job.
 //! - [`cli`]: the `wasmpipe` command line, one module per subcommand.
 #![deny(missing_docs)]
 
@@ -17,3 +20,4 @@ pub mod cli;
 pub mod exec;
 pub mod manifest;
 pub mod runtime;
+pub mod serve;

@@ -10,3 +10,4 @@ mod examples;
 mod isolation;
 mod manifest_errors;
 mod sandbox;
+mod serve;

@@ -27,6 +27,8 @@ pub struct StageCounts {
     pub events_out: u64,
     /// Events dead-lettered at this stage.
     pub failed: u64,
+    /// Time spent in the stage, fault isolation included.
+    pub busy: std::time::Duration,
 }
 
 /// A failed event, before it is written as a dead letter.
@@ -137,7 +139,9 @@ impl Chain {
                 origin: Vec::new(),
                 failures: Vec::new(),
             };
+            let started = std::time::Instant::now();
             self.run_isolated(s, ctx, &input, &origin, &mut sink)?;
+            outcome.counts[s].busy = started.elapsed();
             outcome.counts[s].failed = sink.failures.len() as u64;
             outcome
                 .failures
