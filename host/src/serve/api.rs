@@ -2,7 +2,7 @@
 //! the status that says why; `docs/api.md` documents each route.
 
 use super::auth::{Denied, Need};
-use super::store::{EventQuery, JobRow};
+use super::store::{Chunks, EventQuery, JobRow};
 use super::{Service, now_ms};
 use axum::Router;
 use axum::body::Body;
@@ -280,12 +280,11 @@ async fn ingest_batch(
     let batch = tokio::task::spawn_blocking(move || parse_batch(&buf, format, &settings))
         .await
         .map_err(|e| ApiError::internal(e.into()))?
-        .map_err(|e| {
+        .inspect_err(|e| {
             match e.status {
                 StatusCode::PAYLOAD_TOO_LARGE => refused.too_large.fetch_add(1, Relaxed),
                 _ => refused.bad_request.fetch_add(1, Relaxed),
             };
-            e
         })?;
     let n = batch.events;
     if n > svc.settings.max_backlog {
@@ -374,7 +373,7 @@ pub struct Batch {
     /// Events.
     pub events: u64,
     /// Chunks: data and number of events.
-    pub chunks: Vec<(Vec<u8>, u64)>,
+    pub chunks: Chunks,
 }
 
 struct Chunker<'a> {

@@ -81,6 +81,9 @@ pub struct Store {
     reader: Mutex<Connection>,
 }
 
+/// A job's input cut into chunks: each chunk's events (NDJSON) and count.
+pub type Chunks = Vec<(Vec<u8>, u64)>;
+
 /// A batch to journal as a new job.
 pub struct NewJob<'a> {
     /// Pipeline name.
@@ -94,7 +97,7 @@ pub struct NewJob<'a> {
     /// Request state for the stages (JSON object).
     pub context: String,
     /// The chunks: NDJSON data and number of events.
-    pub chunks: Vec<(Vec<u8>, u64)>,
+    pub chunks: Chunks,
 }
 
 /// A chunk waiting to be processed.
@@ -583,7 +586,7 @@ impl Store {
         &self,
         job: i64,
         now: i64,
-        chunk: &dyn Fn(Vec<Vec<u8>>) -> Vec<(Vec<u8>, u64)>,
+        chunk: &dyn Fn(Vec<Vec<u8>>) -> Chunks,
     ) -> Result<Option<(i64, Vec<ChunkKey>, u64)>> {
         let mut w = self.writer();
         let tx = w.transaction()?;
