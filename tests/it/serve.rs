@@ -879,11 +879,17 @@ fn a_flood_gets_429_with_retry_after_and_memory_stays_bounded() {
         .parse()
         .unwrap();
     assert!(queued <= 3000, "{queued} events queued");
-    eprintln!("flood: {statuses:?}, {queued} queued");
-    // ~2.5 MB bodies in flight at most; the bound covers the runtime,
-    // compiled stages, SQLite's cache and the queue.
+    eprintln!(
+        "flood: {statuses:?}, {queued} queued, peak RSS {} KiB",
+        s.peak_rss_kib()
+    );
+    // The stated bound: 100 MiB. Bodies in memory are at most
+    // max_concurrent_ingest × max_body (4 MiB here; refused ones are read
+    // and dropped, not kept); the rest is the runtime, the compiled
+    // stages, SQLite's page cache and the queue of chunk keys. About 32 MiB
+    // is measured.
     let peak = s.peak_rss_kib();
-    assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
     assert_eq!(s.stop(), Some(0), "SIGTERM with a backlog still exits 0");
 }
 
@@ -1028,6 +1034,17 @@ fn crash_scenario(
         std::thread::sleep(Duration::from_millis(50));
     }
     let attempted = attempted.lock().unwrap().clone();
+    let jobs = get(&s, "/v1/jobs?limit=1000").json()["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
+    let resumed = s.log().matches("resuming").count();
+    eprintln!(
+        "{}: {} batches sent, {} acknowledged, {jobs} jobs stored, {resumed} restarts resumed queued chunks",
+        m.display(),
+        attempted.len(),
+        acked.len()
+    );
     check(&s, &acked, &attempted);
     assert_eq!(s.stop(), Some(0));
 }
