@@ -1130,3 +1130,81 @@ fn sigkill_at_random_points_loses_nothing_and_stores_nothing_twice() {
         });
     });
 }
+
+#[test]
+fn retention_deletes_old_events_and_the_input_they_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = stage("double", "map", "double", "");
+    let s = Server::start(
+        &manifest(dir.path(), "short", &stages, "retention = \"300ms\""),
+        &[],
+    );
+    let r = post(
+        &s,
+        "/v1/pipelines/short/jobs",
+        "application/json",
+        r#"[{"n":1},{"n":2}]"#,
+    );
+    let id = r.json()["job"].as_i64().unwrap();
+    wait_job(&s, id, &[]);
+    let t = Instant::now();
+    while !all_events(&s, &format!("job={id}"), &[]).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "events outlive their retention"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let r = post(&s, &format!("/v1/jobs/{id}/replay"), "application/json", "");
+    assert_eq!(
+        (r.status, r.error()),
+        (
+            410,
+            format!("the input of job {id} is past its retention and was deleted")
+        )
+    );
+    let job = get(&s, &format!("/v1/jobs/{id}")).json();
+    assert_eq!(job["events_out"], 2, "the job's record stays");
+}
+
+#[test]
+fn slow_senders_hold_the_ingest_slots_and_others_get_503() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&adder(dir.path(), "max_concurrent_ingest = 1"), &[]);
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+    // A client that sends half its body, then stalls, holding the one slot.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(slow, "POST /v1/pipelines/adder/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: 16\r\n\r\n{{\"n\":1}}\n").unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let r = post(
+        &s,
+        "/v1/pipelines/adder/jobs",
+        "application/x-ndjson",
+        "{\"n\":2}\n",
+    );
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (
+            503,
+            "too many batches are being received at once; retry later"
+        )
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "it waited for a slot first"
+    );
+    // The stalled client finishes; its batch is accepted whole.
+    write!(slow, "{{\"n\":3}}\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut slow, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let job = wait_job(&s, 1, &[]);
+    assert_eq!(job["result"], 8);
+}

@@ -841,6 +841,9 @@ fn reserve(svc: &Service, n: u64) -> Result<(), ApiError> {
 /// retried run again, through the current stages, as a new job.
 async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     authorize(&svc, &headers, Need::Write)?;
+    if svc.stopping.load(Relaxed) {
+        return Err(unavailable(&svc, "the server is shutting down"));
+    }
     let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
     let s = svc.clone();
     if blocking(move || s.store.job(n)).await?.is_none() {
