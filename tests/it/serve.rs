@@ -1199,7 +1199,7 @@ fn slow_senders_hold_the_ingest_slots_and_others_get_503() {
         "it waited for a slot first"
     );
     // The stalled client finishes; its batch is accepted whole.
-    write!(slow, "{{\"n\":3}}\n").unwrap();
+    slow.write_all(b"{\"n\":3}\n").unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut answer = String::new();
