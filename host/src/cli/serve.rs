@@ -46,7 +46,6 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
         let shutdown = async {
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
@@ -62,13 +61,15 @@ pub fn run(args: ServeArgs) -> Result<u8> {
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
         };
-        // Ready: the stages are loaded and the socket is bound. The store
-        // opens (and resumes) inside `run`, before the first request is read.
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        out.flush()?;
-        drop(out);
-        crate::serve::run(&manifest, pipeline, listener, shutdown).await
+        // Announced once the store is open and the workers are up, so a
+        // client that waits for this line finds the server ready.
+        let ready = |addr| -> Result<()> {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{addr}")?;
+            out.flush()?;
+            Ok(())
+        };
+        crate::serve::run(&manifest, pipeline, listener, shutdown, ready).await
     })?;
     Ok(EXIT_OK)
 }

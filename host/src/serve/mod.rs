@@ -81,7 +81,7 @@ impl Settings {
 pub struct Service {
     /// The pipeline's name (the only one served).
     pub pipeline: String,
-    /// Whether its last stage is a reduce, and keyed.
+    /// Whether its last stage is a reduce.
     pub reduces: bool,
     /// Whether the reduce is keyed.
     pub keyed: bool,
@@ -119,11 +119,14 @@ pub fn now_ms() -> i64 {
 }
 
 /// Serves `pipeline` on `listener` until `shutdown` resolves, then drains.
+/// `ready` is called once the store is open, unfinished chunks are queued
+/// and the workers are up, just before the first connection is accepted.
 pub async fn run(
     manifest: &Manifest,
     pipeline: Pipeline,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(std::net::SocketAddr) -> Result<()>,
 ) -> Result<()> {
     let serve = manifest.doc.serve.clone().unwrap_or_default();
     let settings = Settings::new(manifest, &serve);
@@ -198,6 +201,7 @@ pub async fn run(
     });
 
     let app = api::router(svc.clone());
+    ready(listener.local_addr()?)?;
     let stop_svc = svc.clone();
     let served = axum::serve(
         listener,
