@@ -27,7 +27,8 @@ pub struct StageCounts {
     pub events_out: u64,
     /// Events dead-lettered at this stage.
     pub failed: u64,
-    /// Time spent in the stage, fault isolation included.
+    /// Time spent in this stage's guest calls (retries included), summed
+    /// over workers.
     pub busy: std::time::Duration,
 }
 
