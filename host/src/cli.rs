@@ -7,6 +7,7 @@ mod check;
 mod inspect;
 mod new;
 mod run;
+mod serve;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,7 @@ enum Command {
     New(new::NewArgs),
     Build(build::BuildArgs),
     Test(test::TestArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -54,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::New(args) => new::run(args),
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -14,6 +14,9 @@
 //!   new stage version passes, swapping it in between chunks; the
 //!   never-ending source.
 //! - [`build`]: building stage crates for `wasm32-wasip1` with cargo.
+//! - [`serve`]: `wasmpipe serve`, the HTTP service: ingest into a SQLite
+//!   journal, workers running the same chunk executor, stored events,
+//!   results per job.
 //! - [`cli`]: the `wasmpipe` command line, one module per subcommand.
 #![deny(missing_docs)]
 
@@ -22,4 +25,5 @@ pub mod cli;
 pub mod exec;
 pub mod manifest;
 pub mod runtime;
+pub mod serve;
 pub mod watch;

@@ -12,3 +12,4 @@ mod isolation;
 mod manifest_errors;
 mod reload;
 mod sandbox;
+mod serve;

@@ -4,9 +4,11 @@
 //! pointing at the offending text. `docs/manifest.md` documents each field.
 
 mod diagnostic;
+mod serve;
 mod units;
 
 pub use diagnostic::Diagnostic;
+pub use serve::{ListenAddr, Permission, ServeSection, TokenSection};
 pub use units::{ByteSize, DurationSpec};
 
 use serde::Deserialize;
@@ -55,6 +57,9 @@ pub struct Document {
     /// `[runtime]`: workers, chunking and default limits.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// `[serve]`: the HTTP service (`wasmpipe serve`).
+    #[serde(default)]
+    pub serve: Option<ServeSection>,
 }
 
 /// `[pipeline]`.
@@ -461,6 +466,9 @@ impl Manifest {
             return Err(at(src.span(), message).with_hint(
                 "fix the path (relative to the manifest), or pass `--input` on the command line",
             ));
+        }
+        if let Some(serve) = &self.doc.serve {
+            serve.validate(&at)?;
         }
         Ok(())
     }

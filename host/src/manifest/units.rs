@@ -85,7 +85,7 @@ impl std::str::FromStr for DurationSpec {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let hint = "hint: write a duration such as \"250ms\", \"5s\" or \"2m\"";
+        let hint = "hint: write a duration such as \"250ms\", \"5s\", \"2m\", \"6h\" or \"7d\"";
         let n: u64 = num
             .parse()
             .map_err(|_| format!("invalid duration `{s}`; {hint}"))?;
@@ -93,6 +93,8 @@ impl std::str::FromStr for DurationSpec {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
             "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
             "" => return Err(format!("duration `{s}` has no unit; {hint}")),
             _ => return Err(format!("invalid duration unit in `{s}`; {hint}")),
         };

@@ -1,0 +1,76 @@
+//! `wasmpipe serve`: run a pipeline as an HTTP service.
+
+use super::{EXIT_OK, load_pipeline};
+use anyhow::{Context as _, Result};
+use std::io::Write as _;
+use std::path::PathBuf;
+
+/// Serve a pipeline over HTTP: accept batches of events as jobs, journal
+/// them in SQLite, process them and store the outputs, dead letters and
+/// each job's result (see docs/api.md).
+///
+/// Prints `listening on http://ADDR` on stdout once ready. Stops on
+/// SIGTERM or ctrl-c: no new connections, requests and chunks in flight
+/// finish, queued chunks wait in the database for the next start; exit 0.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The pipeline manifest (TOML), with an optional `[serve]` table.
+    manifest: PathBuf,
+    /// Listen address, overriding `[serve].listen` (port 0: any free port).
+    #[arg(long, short)]
+    listen: Option<std::net::SocketAddr>,
+    /// SQLite database, overriding `[serve].database`.
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// Worker threads, overriding the manifest (default: one per core).
+    #[arg(long, short)]
+    workers: Option<usize>,
+    /// Do not read or write the compiled-module cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub fn run(args: ServeArgs) -> Result<u8> {
+    let (mut manifest, pipeline) =
+        load_pipeline(&args.manifest, args.workers, args.no_cache, false)?;
+    let serve = manifest.doc.serve.get_or_insert_with(Default::default);
+    if let Some(db) = &args.database {
+        serve.database = std::path::absolute(db)?.display().to_string();
+    }
+    let listen = args.listen.unwrap_or(serve.listen.get_ref().0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasmpipe-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let shutdown = async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("cannot install the SIGTERM handler");
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        };
+        // Announced once the store is open and the workers are up, so a
+        // client that waits for this line finds the server ready.
+        let ready = |addr| -> Result<()> {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{addr}")?;
+            out.flush()?;
+            Ok(())
+        };
+        crate::serve::run(&manifest, pipeline, listener, shutdown, ready).await
+    })?;
+    Ok(EXIT_OK)
+}

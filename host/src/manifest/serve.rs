@@ -1,0 +1,208 @@
+//! `[serve]`: how `wasmpipe serve` listens, stores and throttles. Plain
+//! serde types that validate while parsing, like the rest of the manifest;
+//! checks that need the whole table (token names, permissions) run in
+//! [`ServeSection::validate`].
+
+use super::units::{ByteSize, DurationSpec};
+use super::{Diagnostic, Name};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// `[serve]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<ListenAddr>,
+    /// The SQLite database file (journal, stored events, results),
+    /// relative to the manifest.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// Largest request body.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// Most events in one batch.
+    #[serde(default = "default_max_events")]
+    pub max_events: std::num::NonZeroUsize,
+    /// Largest single event.
+    #[serde(default = "default_max_event_size")]
+    pub max_event_size: ByteSize,
+    /// Most events accepted but not yet processed; past it ingest answers 429.
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog: std::num::NonZeroU64,
+    /// Requests reading or parsing a body at once; past it ingest waits a
+    /// little, then answers 503. Bounds ingest memory to about this many
+    /// times `max_body`.
+    #[serde(default = "default_max_ingest")]
+    pub max_concurrent_ingest: std::num::NonZeroUsize,
+    /// Events per chunk (default `[runtime].chunk_size`, else 1000).
+    #[serde(default)]
+    pub chunk_size: Option<std::num::NonZeroUsize>,
+    /// How long stored events (and finished jobs' inputs) are kept.
+    #[serde(default)]
+    pub retention: Option<DurationSpec>,
+    /// Retries of an event whose stage timed out, before it is dead-lettered.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait before the first retry; doubles with each further one.
+    #[serde(default = "default_backoff")]
+    pub backoff: DurationSpec,
+    /// A request header whose value becomes the `identity` stages see
+    /// (e.g. a user id set by a trusted proxy); otherwise the token's name.
+    #[serde(default)]
+    pub identity_header: Option<Spanned<String>>,
+    /// `[[serve.token]]`: bearer tokens. None configured = no authentication.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenSection>,
+}
+
+/// `[[serve.token]]`: one bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    /// Who holds it; the default `identity` of its requests.
+    pub name: Spanned<Name>,
+    /// The token itself (prefer `env` to keep secrets out of files).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// An environment variable holding the token.
+    #[serde(default)]
+    pub env: Option<Spanned<String>>,
+    /// What it may do: `"read"`, `"write"` or both.
+    pub permissions: Spanned<Vec<Permission>>,
+}
+
+/// A token permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Read jobs, events, dead letters, metrics.
+    Read,
+    /// Submit jobs, retry dead letters, replay jobs.
+    Write,
+}
+
+/// A socket address such as `"127.0.0.1:8080"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddr(pub SocketAddr);
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse().map(ListenAddr).map_err(|_| {
+            format!("invalid listen address `{s}`; hint: write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:0\" for any free port")
+        })
+    }
+}
+
+fn default_listen() -> Spanned<ListenAddr> {
+    Spanned::new(0..0, ListenAddr(SocketAddr::from(([127, 0, 0, 1], 8080))))
+}
+fn default_database() -> String {
+    "wasmpipe.db".into()
+}
+fn default_max_body() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_max_events() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(100_000).expect("nonzero")
+}
+fn default_max_event_size() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_max_backlog() -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(1_000_000).expect("nonzero")
+}
+fn default_max_ingest() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(4).expect("nonzero")
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_backoff() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_millis(100))
+}
+
+impl ServeSection {
+    /// Checks that need the whole table. `at` builds a diagnostic for a span.
+    pub(super) fn validate(
+        &self,
+        at: &dyn Fn(std::ops::Range<usize>, String) -> Diagnostic,
+    ) -> Result<(), Diagnostic> {
+        let mut names = HashSet::new();
+        let mut env_seen = HashSet::new();
+        for t in &self.tokens {
+            let name = t.name.get_ref();
+            if !names.insert(name.clone()) {
+                return Err(
+                    at(t.name.span(), format!("token name `{name}` is used twice"))
+                        .with_hint("give every `[[serve.token]]` a unique `name`"),
+                );
+            }
+            match (&t.token, &t.env) {
+                (Some(_), Some(env)) => {
+                    return Err(at(
+                        env.span(),
+                        format!("token `{name}` sets both `token` and `env`"),
+                    )
+                    .with_hint("keep one: `env` names a variable holding the token"));
+                }
+                (None, None) => {
+                    return Err(at(t.name.span(), format!("token `{name}` has neither `token` nor `env`"))
+                        .with_hint("add `env = \"SOME_VARIABLE\"` naming an environment variable that holds the token"));
+                }
+                (Some(tok), None) if tok.len() < 8 => {
+                    return Err(at(
+                        t.name.span(),
+                        format!("token `{name}` is shorter than 8 characters"),
+                    )
+                    .with_hint("use a long random token, e.g. `openssl rand -hex 32`"));
+                }
+                (None, Some(env)) => {
+                    let v = env.get_ref();
+                    if v.is_empty() || v.contains(['=', '\0']) {
+                        return Err(at(
+                            env.span(),
+                            format!("`{v}` is not an environment variable name"),
+                        )
+                        .with_hint("write the variable's name, e.g. `env = \"WASMPIPE_TOKEN\"`"));
+                    }
+                    env_seen.insert(v.clone());
+                }
+                _ => {}
+            }
+            if t.permissions.get_ref().is_empty() {
+                return Err(at(
+                    t.permissions.span(),
+                    format!("token `{name}` has no permissions"),
+                )
+                .with_hint("use `[\"read\"]`, `[\"write\"]` or `[\"read\", \"write\"]`"));
+            }
+        }
+        if let Some(h) = &self.identity_header {
+            let v = h.get_ref();
+            let ok = !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(
+                    at(h.span(), format!("`{v}` is not an HTTP header name")).with_hint(
+                        "use letters, digits and '-', e.g. `identity_header = \"x-user-id\"`",
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for ServeSection {
+    /// Every field at its default, as for an empty `[serve]` table.
+    fn default() -> Self {
+        toml::from_str("").expect("every field of [serve] has a default")
+    }
+}

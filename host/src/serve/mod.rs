@@ -1,0 +1,236 @@
+//! `wasmpipe serve`: the HTTP service. Batches of events arrive as jobs,
+//! are journaled in SQLite before they are acknowledged, and are processed
+//! chunk by chunk by workers running the same [`Chain`] as `wasmpipe run`.
+//!
+//! # Layout
+//!
+//! - [`api`]: the HTTP routes (axum): ingest, jobs, events, dead letters,
+//!   replay, metrics, health.
+//! - [`store`]: the SQLite journal and result store; every state change
+//!   is one transaction.
+//! - [`queue`]: the queue of chunk keys and the worker threads.
+//! - [`auth`]: bearer tokens with read and write permissions.
+//! - [`metrics`]: Prometheus counters and histograms.
+//!
+//! Shutdown (the future given to [`run`] resolves): the listener stops
+//! accepting, requests in flight finish (an accepted batch is committed),
+//! the workers finish the chunk they hold and stop; chunks still queued
+//! stay in the journal and are taken up at the next start.
+
+pub mod api;
+pub mod auth;
+pub mod metrics;
+pub mod queue;
+pub mod store;
+
+use crate::exec::{Chain, Pipeline};
+use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
+use anyhow::{Context as _, Result};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Limits and policies from `[serve]`, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest body.
+    pub max_body: usize,
+    /// Most events per batch.
+    pub max_events: usize,
+    /// Largest event.
+    pub max_event_size: usize,
+    /// Most queued events.
+    pub max_backlog: u64,
+    /// Events per chunk.
+    pub chunk_size: usize,
+    /// Timeout retries per event.
+    pub retries: u32,
+    /// First retry pause.
+    pub backoff: Duration,
+    /// Stored events are kept this long.
+    pub retention: Option<Duration>,
+    /// Header naming the identity.
+    pub identity_header: Option<String>,
+}
+
+impl Settings {
+    /// From the manifest's `[serve]` (or its defaults).
+    pub fn new(manifest: &Manifest, serve: &ServeSection) -> Settings {
+        Settings {
+            max_body: serve.max_body.0 as usize,
+            max_events: serve.max_events.get(),
+            max_event_size: serve.max_event_size.0 as usize,
+            max_backlog: serve.max_backlog.get(),
+            chunk_size: serve
+                .chunk_size
+                .or(manifest.doc.runtime.chunk_size)
+                .map_or(DEFAULT_CHUNK_SIZE.min(1000), |n| n.get()),
+            retries: serve.retries,
+            backoff: serve.backoff.0,
+            retention: serve.retention.map(|d| d.0),
+            identity_header: serve
+                .identity_header
+                .as_ref()
+                .map(|h| h.get_ref().to_ascii_lowercase()),
+        }
+    }
+}
+
+/// The state every route and worker shares.
+pub struct Service {
+    /// The pipeline's name (the only one served).
+    pub pipeline: String,
+    /// Whether its last stage is a reduce.
+    pub reduces: bool,
+    /// Whether the reduce is keyed.
+    pub keyed: bool,
+    /// The store.
+    pub store: store::Store,
+    /// Chunks waiting.
+    pub queue: queue::Queue,
+    /// Limits.
+    pub settings: Settings,
+    /// Tokens.
+    pub auth: auth::Auth,
+    /// Metrics.
+    pub metrics: metrics::Metrics,
+    /// Events accepted and not yet processed.
+    pub backlog: AtomicU64,
+    /// Events processed since start.
+    pub processed: AtomicU64,
+    /// When the service started.
+    pub started: Instant,
+    /// Set when shutdown begins.
+    pub stopping: AtomicBool,
+    /// Requests reading or parsing a body.
+    pub ingest_permits: tokio::sync::Semaphore,
+    /// This machine's name, for the stages' context.
+    pub host: String,
+    /// Stage name and version, for `/v1/jobs`.
+    pub stages: Vec<(String, String)>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Serves `pipeline` on `listener` until `shutdown` resolves, then drains.
+/// `ready` is called once the store is open, unfinished chunks are queued
+/// and the workers are up, just before the first connection is accepted.
+pub async fn run(
+    manifest: &Manifest,
+    pipeline: Pipeline,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(std::net::SocketAddr) -> Result<()>,
+) -> Result<()> {
+    let serve = manifest.doc.serve.clone().unwrap_or_default();
+    let settings = Settings::new(manifest, &serve);
+    let auth = auth::Auth::from_manifest(manifest, &serve)?;
+    let db = manifest.resolve(&serve.database);
+    let store = store::Store::open(&db)?;
+    let pending = store.pending()?;
+    let backlog: u64 = pending.iter().map(|k| k.events).sum();
+    if !pending.is_empty() {
+        tracing::info!(
+            "resuming {} queued chunks ({backlog} events)",
+            pending.len()
+        );
+    }
+    let queue = queue::Queue::default();
+    queue.push(pending);
+    let svc = Arc::new(Service {
+        pipeline: pipeline.name.clone(),
+        reduces: pipeline.reduces(),
+        keyed: pipeline.keyed(),
+        store,
+        queue,
+        auth,
+        metrics: metrics::Metrics::new(
+            pipeline
+                .stages
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect(),
+        ),
+        backlog: AtomicU64::new(backlog),
+        processed: AtomicU64::new(0),
+        started: Instant::now(),
+        stopping: AtomicBool::new(false),
+        ingest_permits: tokio::sync::Semaphore::new(serve.max_concurrent_ingest.get()),
+        host: crate::exec::host_name(),
+        stages: pipeline
+            .stages
+            .iter()
+            .map(|s| (s.name().to_string(), s.version.clone()))
+            .collect(),
+        settings,
+    });
+
+    let mut workers = Vec::new();
+    for w in 0..pipeline.workers.max(1) {
+        let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
+        chain.warm_up()?;
+        let svc = svc.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("wasmpipe-serve-{w}"))
+                .spawn(move || queue::worker(&svc, chain))
+                .context("cannot start a worker thread")?,
+        );
+    }
+    let purger = svc.settings.retention.map(|keep| {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let every = (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
+            loop {
+                let cutoff = now_ms() - keep.as_millis() as i64;
+                let s = svc.clone();
+                match tokio::task::spawn_blocking(move || s.store.purge(cutoff)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!("retention: deleted {n} stored events"),
+                    Ok(Err(e)) => tracing::warn!("retention: {e:#}"),
+                    _ => {}
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    });
+
+    let app = api::router(svc.clone());
+    ready(listener.local_addr()?)?;
+    let stop_svc = svc.clone();
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stop_svc.stopping.store(true, Relaxed);
+        tracing::info!(
+            "shutting down: no new connections; finishing requests and chunks in flight"
+        );
+    })
+    .await;
+    svc.stopping.store(true, Relaxed);
+    if let Some(p) = purger {
+        p.abort();
+    }
+    svc.queue.close();
+    let joined = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    })
+    .await;
+    served.context("the HTTP server failed")?;
+    joined.context("a worker thread panicked")?;
+    tracing::info!(
+        "stopped; {} chunks left queued for the next start",
+        svc.store.pending()?.len()
+    );
+    Ok(())
+}

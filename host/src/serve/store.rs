@@ -1,0 +1,746 @@
+//! The SQLite store: the journal of accepted jobs (their input, chunk by
+//! chunk), the stored output events, dead letters and each job's result.
+//!
+//! Two connections: one writer (SQLite has one writer at a time anyway),
+//! shared behind a mutex, and one reader, so that reads never wait on a
+//! commit (WAL mode). Every state change is one transaction:
+//! - accepting a batch inserts the job and all its chunks;
+//! - finishing a chunk inserts its outputs and dead letters, stores its
+//!   reduce partial, marks it done and, for the last chunk, stores the
+//!   job's result; a crash before the commit leaves the chunk queued with
+//!   nothing stored, so it is simply processed again.
+
+use anyhow::{Context as _, Result, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// Bumped when the schema changes incompatibly.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- ingest, replay, retry
+    origin INTEGER,                -- the job replayed or retried
+    received_at INTEGER NOT NULL,  -- ms since the Unix epoch
+    started_at INTEGER,
+    finished_at INTEGER,
+    context TEXT NOT NULL,         -- request state handed to stages (JSON)
+    events_in INTEGER NOT NULL,
+    events_out INTEGER NOT NULL DEFAULT 0,
+    dead_letters INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL,
+    chunks_done INTEGER NOT NULL DEFAULT 0,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    first_index INTEGER NOT NULL,  -- index in the job of the first event
+    events INTEGER NOT NULL,
+    data BLOB,                     -- the input events, NDJSON; NULL once purged
+    done INTEGER NOT NULL DEFAULT 0,
+    partial BLOB,                  -- the reduce accumulator of this chunk
+    versions TEXT,                 -- stage versions that processed it (JSON)
+    PRIMARY KEY (job, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_pending ON chunks (done, job, seq);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL,
+    pipeline TEXT NOT NULL,
+    idx INTEGER NOT NULL,          -- index in the job of the input event it came from
+    at INTEGER NOT NULL,           -- the job's received_at
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events (job, id);
+CREATE INDEX IF NOT EXISTS events_pipeline ON events (pipeline, id);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL,
+    pipeline TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    error TEXT NOT NULL,
+    idx INTEGER NOT NULL,          -- index of the event in its job
+    attempts INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    retried_by INTEGER             -- the job that retried it
+);
+CREATE INDEX IF NOT EXISTS dead_job ON dead_letters (job, id);
+CREATE INDEX IF NOT EXISTS dead_pipeline ON dead_letters (pipeline, id);
+";
+
+/// The store.
+pub struct Store {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+/// A job's input cut into chunks: each chunk's events (NDJSON) and count.
+pub type Chunks = Vec<(Vec<u8>, u64)>;
+
+/// A batch to journal as a new job.
+pub struct NewJob<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// `ingest`, `replay` or `retry`.
+    pub kind: &'a str,
+    /// The job replayed or retried.
+    pub origin: Option<i64>,
+    /// When the batch arrived (ms since the epoch).
+    pub received_at: i64,
+    /// Request state for the stages (JSON object).
+    pub context: String,
+    /// The chunks: NDJSON data and number of events.
+    pub chunks: Chunks,
+}
+
+/// A chunk waiting to be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkKey {
+    /// Job id.
+    pub job: i64,
+    /// Chunk number in the job.
+    pub seq: i64,
+    /// Events in it.
+    pub events: u64,
+}
+
+/// A chunk loaded for processing.
+pub struct ChunkInput {
+    /// The events, NDJSON.
+    pub data: Vec<u8>,
+    /// Index in the job of its first event.
+    pub first_index: u64,
+    /// The job's request state.
+    pub context: String,
+    /// When the job arrived (ms).
+    pub received_at: i64,
+    /// Pipeline name.
+    pub pipeline: String,
+}
+
+/// A dead letter to store.
+pub struct NewDeadLetter<'a> {
+    /// The stage that failed it.
+    pub stage: &'a str,
+    /// Why.
+    pub error: &'a str,
+    /// Index of the event in the job.
+    pub index: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The event.
+    pub event: &'a [u8],
+}
+
+/// What processing one chunk produced.
+pub struct ChunkResult<'a> {
+    /// Output events, NDJSON.
+    pub output: &'a [u8],
+    /// For each output event, the index in the job of its input event.
+    pub origin: &'a [u64],
+    /// Failed events.
+    pub dead: Vec<NewDeadLetter<'a>>,
+    /// The chunk's reduce partial (empty: no event reached the reduce).
+    pub partial: Vec<u8>,
+    /// Stage versions that processed it (JSON object).
+    pub versions: &'a str,
+    /// Timeout retries made.
+    pub retries: u64,
+}
+
+/// How a job's chunks are combined into its result: given the non-empty
+/// partials in chunk order, returns the result (JSON).
+pub type Combine<'a> = dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + 'a;
+
+/// One row of `jobs`, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    /// Id.
+    pub id: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// `ingest`, `replay`, `retry`.
+    pub kind: String,
+    /// The job replayed or retried.
+    pub origin: Option<i64>,
+    /// Times (ms).
+    pub received_at: i64,
+    /// First chunk taken up.
+    pub started_at: Option<i64>,
+    /// Last chunk done.
+    pub finished_at: Option<i64>,
+    /// Request state.
+    pub context: String,
+    /// Events accepted.
+    pub events_in: u64,
+    /// Events stored.
+    pub events_out: u64,
+    /// Events dead-lettered.
+    pub dead_letters: u64,
+    /// Timeout retries made.
+    pub retries: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Chunks done.
+    pub chunks_done: u64,
+    /// The reduce result (JSON), once done.
+    pub result: Option<String>,
+    /// The distinct stage-version sets its chunks were processed by.
+    pub versions: Vec<String>,
+}
+
+/// A stored event or dead letter, as listed.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Row id (the cursor).
+    pub id: i64,
+    /// Job.
+    pub job: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Index in the job of the input event it came from.
+    pub index: u64,
+    /// The job's received_at (ms).
+    pub at: i64,
+    /// The event (JSON).
+    pub body: String,
+}
+
+/// A dead letter, as listed.
+#[derive(Debug, Clone)]
+pub struct DeadRow {
+    /// Row id (the cursor).
+    pub id: i64,
+    /// Job.
+    pub job: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Stage.
+    pub stage: String,
+    /// Why.
+    pub error: String,
+    /// Index of the event in its job.
+    pub index: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The job's received_at (ms).
+    pub at: i64,
+    /// The event.
+    pub event: Vec<u8>,
+    /// The job that retried it.
+    pub retried_by: Option<i64>,
+}
+
+/// Filters of an event listing.
+#[derive(Debug, Default, Clone)]
+pub struct EventQuery {
+    /// Pipeline.
+    pub pipeline: Option<String>,
+    /// Job.
+    pub job: Option<i64>,
+    /// From this time (ms, inclusive).
+    pub since: Option<i64>,
+    /// Before this time (ms, exclusive).
+    pub until: Option<i64>,
+    /// `(JSON path, value)`: the field's value, as text, equals the value.
+    pub fields: Vec<(String, String)>,
+    /// Rows after this id.
+    pub after: i64,
+    /// Most rows.
+    pub limit: u32,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create directory {dir:?} for the database"))?;
+        }
+        let open = || -> Result<Connection> {
+            let c = Connection::open(path)
+                .with_context(|| format!("cannot open the database {path:?}"))?;
+            c.busy_timeout(std::time::Duration::from_secs(30))?;
+            // WAL: readers never block the writer. FULL: a commit is on
+            // disk before it returns, so a 202 survives a power cut too.
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "FULL")?;
+            Ok(c)
+        };
+        let writer = open()?;
+        let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != 0 && version != SCHEMA_VERSION {
+            bail!(
+                "the database {path:?} has schema version {version}, this wasmpipe uses {SCHEMA_VERSION}"
+            );
+        }
+        writer
+            .execute_batch(SCHEMA)
+            .with_context(|| format!("cannot create the tables in {path:?}"))?;
+        writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        let reader = open()?;
+        Ok(Store {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// The writer, for a transaction that must be on disk when it commits
+    /// (`durable`: an accepted batch) or not. A processed chunk need not
+    /// be: lost in a power cut, it is lost whole (outputs, partial and done
+    /// mark alike, as WAL frames are replayed in order or not at all) and
+    /// processed again from its journaled input. This saves an fsync per chunk.
+    fn writer(&self, durable: bool) -> Result<MutexGuard<'_, Connection>> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+        Ok(w)
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Journals a batch as a new job with all its chunks, in one
+    /// transaction; returns the job id and its chunks.
+    pub fn insert_job(&self, job: &NewJob<'_>) -> Result<(i64, Vec<ChunkKey>)> {
+        let mut w = self.writer(true)?;
+        let tx = w.transaction()?;
+        let events: u64 = job.chunks.iter().map(|c| c.1).sum();
+        tx.execute(
+            "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                job.pipeline,
+                job.kind,
+                job.origin,
+                job.received_at,
+                job.context,
+                events as i64,
+                job.chunks.len() as i64
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut keys = Vec::with_capacity(job.chunks.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO chunks (job, seq, first_index, events, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut first = 0u64;
+            for (seq, (data, n)) in job.chunks.iter().enumerate() {
+                ins.execute(params![id, seq as i64, first as i64, *n as i64, data])?;
+                keys.push(ChunkKey {
+                    job: id,
+                    seq: seq as i64,
+                    events: *n,
+                });
+                first += n;
+            }
+        }
+        if job.chunks.is_empty() {
+            // A job with nothing to do (a replay of an empty job) is done now.
+            tx.execute(
+                "UPDATE jobs SET started_at = received_at, finished_at = received_at WHERE id = ?1",
+                [id],
+            )?;
+        }
+        tx.commit()?;
+        Ok((id, keys))
+    }
+
+    /// Chunks not yet done, oldest first (for a restart).
+    pub fn pending(&self) -> Result<Vec<ChunkKey>> {
+        let r = self.reader();
+        let mut st =
+            r.prepare("SELECT job, seq, events FROM chunks WHERE done = 0 ORDER BY job, seq")?;
+        let rows = st.query_map([], |r| {
+            Ok(ChunkKey {
+                job: r.get(0)?,
+                seq: r.get(1)?,
+                events: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Loads a chunk's input, and marks its job started.
+    pub fn load_chunk(&self, key: ChunkKey, now: i64) -> Result<Option<ChunkInput>> {
+        let input = {
+            let r = self.reader();
+            r.query_row(
+                "SELECT c.data, c.first_index, j.context, j.received_at, j.pipeline
+                 FROM chunks c JOIN jobs j ON j.id = c.job
+                 WHERE c.job = ?1 AND c.seq = ?2 AND c.done = 0",
+                params![key.job, key.seq],
+                |r| {
+                    Ok(ChunkInput {
+                        data: r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+                        first_index: r.get::<_, i64>(1)? as u64,
+                        context: r.get(2)?,
+                        received_at: r.get(3)?,
+                        pipeline: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?
+        };
+        if input.is_some() {
+            self.writer(false)?.execute(
+                "UPDATE jobs SET started_at = ?2 WHERE id = ?1 AND started_at IS NULL",
+                params![key.job, now],
+            )?;
+        }
+        Ok(input)
+    }
+
+    /// Records a processed chunk: outputs, dead letters, partial and done
+    /// mark in one transaction, plus the job's result when it was the last
+    /// chunk. Returns `false` (storing nothing) if the chunk was already done.
+    pub fn complete_chunk(
+        &self,
+        key: ChunkKey,
+        res: &ChunkResult<'_>,
+        now: i64,
+        combine: Option<&mut Combine<'_>>,
+    ) -> Result<bool> {
+        let mut w = self.writer(false)?;
+        let tx = w.transaction()?;
+        let marked = tx.execute(
+            "UPDATE chunks SET done = 1, partial = ?3, versions = ?4 WHERE job = ?1 AND seq = ?2 AND done = 0",
+            params![key.job, key.seq, (!res.partial.is_empty()).then_some(&res.partial), res.versions],
+        )?;
+        if marked == 0 {
+            return Ok(false);
+        }
+        let (pipeline, at): (String, i64) = tx.query_row(
+            "SELECT pipeline, received_at FROM jobs WHERE id = ?1",
+            [key.job],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut outputs = 0i64;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO events (job, pipeline, idx, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let lines = res.output.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+            for (line, &idx) in lines.zip(res.origin) {
+                let body = std::str::from_utf8(line)
+                    .context("a stage produced output that is not UTF-8")?;
+                ins.execute(params![key.job, pipeline, idx as i64, at, body])?;
+                outputs += 1;
+            }
+            let mut dl = tx.prepare_cached(
+                "INSERT INTO dead_letters (job, pipeline, stage, error, idx, attempts, at, event)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for d in &res.dead {
+                dl.execute(params![
+                    key.job,
+                    pipeline,
+                    d.stage,
+                    d.error,
+                    d.index as i64,
+                    d.attempts,
+                    at,
+                    d.event
+                ])?;
+            }
+        }
+        tx.execute(
+            "UPDATE jobs SET chunks_done = chunks_done + 1, events_out = events_out + ?2,
+                 dead_letters = dead_letters + ?3, retries = retries + ?4 WHERE id = ?1",
+            params![key.job, outputs, res.dead.len() as i64, res.retries as i64],
+        )?;
+        let (done, total): (i64, i64) = tx.query_row(
+            "SELECT chunks_done, chunks FROM jobs WHERE id = ?1",
+            [key.job],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if done == total {
+            let result = match combine {
+                Some(combine) => {
+                    let mut st = tx.prepare_cached(
+                        "SELECT partial FROM chunks WHERE job = ?1 AND partial IS NOT NULL ORDER BY seq",
+                    )?;
+                    let partials = st
+                        .query_map([key.job], |r| r.get::<_, Vec<u8>>(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    drop(st);
+                    let out = combine(partials)?;
+                    Some(String::from_utf8(out).context("the reduce result is not UTF-8")?)
+                }
+                None => None,
+            };
+            tx.execute(
+                "UPDATE jobs SET finished_at = ?2, result = ?3 WHERE id = ?1",
+                params![key.job, now, result],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// One job.
+    pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        let r = self.reader();
+        let job = r
+            .query_row(&format!("{JOB_COLUMNS} WHERE id = ?1"), [id], job_row)
+            .optional()?;
+        let Some(mut job) = job else { return Ok(None) };
+        let mut st = r.prepare_cached(
+            "SELECT DISTINCT versions FROM chunks WHERE job = ?1 AND versions IS NOT NULL",
+        )?;
+        job.versions = st
+            .query_map([id], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(job))
+    }
+
+    /// Jobs, newest first, before id `before`.
+    pub fn jobs(&self, pipeline: Option<&str>, before: i64, limit: u32) -> Result<Vec<JobRow>> {
+        let r = self.reader();
+        let mut st = r.prepare_cached(&format!(
+            "{JOB_COLUMNS} WHERE id < ?1 AND (?2 IS NULL OR pipeline = ?2) ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = st.query_map(params![before, pipeline, limit], job_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stored events matching `q`, oldest first.
+    pub fn events(&self, q: &EventQuery) -> Result<Vec<EventRow>> {
+        let mut sql =
+            String::from("SELECT id, job, pipeline, idx, at, body FROM events WHERE id > ?");
+        let mut args: Vec<rusqlite::types::Value> = vec![q.after.into()];
+        if let Some(p) = &q.pipeline {
+            sql.push_str(" AND pipeline = ?");
+            args.push(p.clone().into());
+        }
+        if let Some(j) = q.job {
+            sql.push_str(" AND job = ?");
+            args.push(j.into());
+        }
+        if let Some(t) = q.since {
+            sql.push_str(" AND at >= ?");
+            args.push(t.into());
+        }
+        if let Some(t) = q.until {
+            sql.push_str(" AND at < ?");
+            args.push(t.into());
+        }
+        for (path, value) in &q.fields {
+            // Compared as text, so that `field.n=5` matches the number 5.
+            sql.push_str(" AND CAST(json_extract(body, ?) AS TEXT) = ?");
+            args.push(path.clone().into());
+            args.push(value.clone().into());
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        args.push(i64::from(q.limit).into());
+        let r = self.reader();
+        let mut st = r.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(EventRow {
+                id: r.get(0)?,
+                job: r.get(1)?,
+                pipeline: r.get(2)?,
+                index: r.get::<_, i64>(3)? as u64,
+                at: r.get(4)?,
+                body: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Dead letters by pipeline and job, oldest first.
+    pub fn dead_letters(
+        &self,
+        pipeline: Option<&str>,
+        job: Option<i64>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<DeadRow>> {
+        let r = self.reader();
+        let mut st = r.prepare_cached(
+            "SELECT id, job, pipeline, stage, error, idx, attempts, at, event, retried_by FROM dead_letters
+             WHERE id > ?1 AND (?2 IS NULL OR pipeline = ?2) AND (?3 IS NULL OR job = ?3) ORDER BY id LIMIT ?4",
+        )?;
+        let rows = st.query_map(params![after, pipeline, job, limit], |r| {
+            Ok(DeadRow {
+                id: r.get(0)?,
+                job: r.get(1)?,
+                pipeline: r.get(2)?,
+                stage: r.get(3)?,
+                error: r.get(4)?,
+                index: r.get::<_, i64>(5)? as u64,
+                attempts: r.get(6)?,
+                at: r.get(7)?,
+                event: r.get(8)?,
+                retried_by: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Runs the dead letters of `job` not yet retried as a new job (of kind
+    /// `retry`), marking them retried in the same transaction. `chunk`
+    /// splits the events into chunks. `None` when there is nothing to retry.
+    pub fn retry_dead_letters(
+        &self,
+        job: i64,
+        now: i64,
+        chunk: &dyn Fn(Vec<Vec<u8>>) -> Chunks,
+    ) -> Result<Option<(i64, Vec<ChunkKey>, u64)>> {
+        let mut w = self.writer(true)?;
+        let tx = w.transaction()?;
+        let (pipeline, context): (String, String) = tx.query_row(
+            "SELECT pipeline, context FROM jobs WHERE id = ?1",
+            [job],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let events: Vec<Vec<u8>> = {
+            let mut st = tx.prepare(
+                "SELECT event FROM dead_letters WHERE job = ?1 AND retried_by IS NULL ORDER BY idx",
+            )?;
+            st.query_map([job], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let n = events.len() as u64;
+        let chunks = chunk(events);
+        tx.execute(
+            "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
+             VALUES (?1, 'retry', ?2, ?3, ?4, ?5, ?6)",
+            params![pipeline, job, now, context, n as i64, chunks.len() as i64],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut keys = Vec::new();
+        let mut first = 0u64;
+        for (seq, (data, k)) in chunks.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO chunks (job, seq, first_index, events, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, seq as i64, first as i64, *k as i64, data],
+            )?;
+            keys.push(ChunkKey {
+                job: id,
+                seq: seq as i64,
+                events: *k,
+            });
+            first += k;
+        }
+        tx.execute(
+            "UPDATE dead_letters SET retried_by = ?2 WHERE job = ?1 AND retried_by IS NULL",
+            params![job, id],
+        )?;
+        tx.commit()?;
+        Ok(Some((id, keys, n)))
+    }
+
+    /// Runs the stored input of `job` again as a new job (of kind `replay`).
+    /// `None` if the job does not exist; an error if its input was purged.
+    pub fn replay(&self, job: i64, now: i64) -> Result<Option<(i64, Vec<ChunkKey>, u64)>> {
+        let mut w = self.writer(true)?;
+        let tx = w.transaction()?;
+        let Some((pipeline, context, n, chunks)): Option<(String, String, i64, i64)> = tx
+            .query_row(
+                "SELECT pipeline, context, events_in, chunks FROM jobs WHERE id = ?1",
+                [job],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let purged: i64 = tx.query_row(
+            "SELECT count(*) FROM chunks WHERE job = ?1 AND data IS NULL",
+            [job],
+            |r| r.get(0),
+        )?;
+        let present: i64 =
+            tx.query_row("SELECT count(*) FROM chunks WHERE job = ?1", [job], |r| {
+                r.get(0)
+            })?;
+        if purged > 0 || present != chunks {
+            bail!("the input of job {job} is past its retention and was deleted");
+        }
+        tx.execute(
+            "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
+             VALUES (?1, 'replay', ?2, ?3, ?4, ?5, ?6)",
+            params![pipeline, job, now, context, n, chunks],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO chunks (job, seq, first_index, events, data)
+             SELECT ?2, seq, first_index, events, data FROM chunks WHERE job = ?1",
+            params![job, id],
+        )?;
+        if chunks == 0 {
+            tx.execute(
+                "UPDATE jobs SET started_at = received_at, finished_at = received_at WHERE id = ?1",
+                [id],
+            )?;
+        }
+        let keys = {
+            let mut st =
+                tx.prepare("SELECT seq, events FROM chunks WHERE job = ?1 ORDER BY seq")?;
+            st.query_map([id], |r| {
+                Ok(ChunkKey {
+                    job: id,
+                    seq: r.get(0)?,
+                    events: r.get::<_, i64>(1)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok(Some((id, keys, n as u64)))
+    }
+
+    /// Deletes stored events and dead letters received before `before`
+    /// (ms), and the inputs of finished jobs received before it. Returns
+    /// the number of events deleted.
+    pub fn purge(&self, before: i64) -> Result<u64> {
+        let mut w = self.writer(false)?;
+        let tx = w.transaction()?;
+        let n = tx.execute("DELETE FROM events WHERE at < ?1", [before])?;
+        tx.execute("DELETE FROM dead_letters WHERE at < ?1", [before])?;
+        tx.execute(
+            "UPDATE chunks SET data = NULL WHERE data IS NOT NULL AND job IN
+               (SELECT id FROM jobs WHERE received_at < ?1 AND finished_at IS NOT NULL)",
+            [before],
+        )?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+}
+
+const JOB_COLUMNS: &str =
+    "SELECT id, pipeline, kind, origin, received_at, started_at, finished_at, context,
+    events_in, events_out, dead_letters, retries, chunks, chunks_done, result FROM jobs";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        kind: r.get(2)?,
+        origin: r.get(3)?,
+        received_at: r.get(4)?,
+        started_at: r.get(5)?,
+        finished_at: r.get(6)?,
+        context: r.get(7)?,
+        events_in: r.get::<_, i64>(8)? as u64,
+        events_out: r.get::<_, i64>(9)? as u64,
+        dead_letters: r.get::<_, i64>(10)? as u64,
+        retries: r.get::<_, i64>(11)? as u64,
+        chunks: r.get::<_, i64>(12)? as u64,
+        chunks_done: r.get::<_, i64>(13)? as u64,
+        result: r.get(14)?,
+        versions: Vec::new(),
+    })
+}
