@@ -7,7 +7,6 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::path::PathBuf;
 use std::time::Duration;
-use wasmpipe::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT};
 use wasmpipe::runtime::{Runtime, RuntimeConfig, Stage, StageSpec, linker};
 
 fn plugin(name: &str) -> PathBuf {
@@ -23,16 +22,9 @@ fn plugin(name: &str) -> PathBuf {
 
 fn spec(name: &str) -> StageSpec {
     StageSpec {
-        name: name.into(),
-        kind: None,
-        plugin: plugin(name),
         // `enrich` needs its region; the other stages ignore params.
         params: serde_json::json!({ "region": "eu-west-1" }),
-        key: None,
-        memory: DEFAULT_MEMORY.0,
-        timeout: DEFAULT_TIMEOUT,
-        allow: Default::default(),
-        base_dir: PathBuf::from("."),
+        ..StageSpec::standalone(name, plugin(name))
     }
 }
 

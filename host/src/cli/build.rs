@@ -21,17 +21,7 @@ pub fn run(args: BuildArgs) -> Result<u8> {
         max_instances: 4,
         ..RuntimeConfig::default()
     })?;
-    let spec = StageSpec {
-        name: "build".into(),
-        kind: None,
-        plugin: wasm.clone(),
-        params: serde_json::json!({}),
-        key: None,
-        memory: crate::manifest::DEFAULT_MEMORY.0,
-        timeout: crate::manifest::DEFAULT_TIMEOUT,
-        allow: Default::default(),
-        base_dir: PathBuf::from("."),
-    };
+    let spec = StageSpec::standalone("build", wasm.clone());
     let stage = Stage::load(&rt, &linker(&rt)?, spec)
         .with_context(|| format!("{} built, but it is not a usable stage", wasm.display()))?;
     eprintln!(

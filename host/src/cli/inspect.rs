@@ -24,17 +24,7 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         ..RuntimeConfig::default()
     })?;
     let linker = linker(&rt)?;
-    let spec = StageSpec {
-        name: "inspect".into(),
-        kind: None,
-        plugin: args.plugin.clone(),
-        params: serde_json::json!({}),
-        key: None,
-        memory: crate::manifest::DEFAULT_MEMORY.0,
-        timeout: crate::manifest::DEFAULT_TIMEOUT,
-        allow: Default::default(),
-        base_dir: PathBuf::from("."),
-    };
+    let spec = StageSpec::standalone("inspect", args.plugin.clone());
     let stage = Stage::load(&rt, &linker, spec)?;
     let size = std::fs::metadata(&args.plugin)?.len();
     if args.json {

@@ -54,15 +54,10 @@ pub fn run(args: TestArgs) -> Result<u8> {
         ..RuntimeConfig::default()
     })?);
     let spec = StageSpec {
-        name: "test".into(),
         kind: args.kind.as_deref().and_then(StageKind::parse),
-        plugin,
         params,
         key: args.key.clone(),
-        memory: crate::manifest::DEFAULT_MEMORY.0,
-        timeout: crate::manifest::DEFAULT_TIMEOUT,
-        allow: Default::default(),
-        base_dir: PathBuf::from("."),
+        ..StageSpec::standalone("test", plugin)
     };
     let stage = Stage::load(&runtime, &linker(&runtime)?, spec)?;
     let pipeline = Pipeline {

@@ -55,6 +55,24 @@ pub struct StageSpec {
     pub base_dir: PathBuf,
 }
 
+impl StageSpec {
+    /// A stage outside any manifest (`inspect`, `build`, `test`, benchmarks):
+    /// any kind, no params, the default limits, no capabilities.
+    pub fn standalone(name: &str, plugin: PathBuf) -> StageSpec {
+        StageSpec {
+            name: name.into(),
+            kind: None,
+            plugin,
+            params: serde_json::json!({}),
+            key: None,
+            memory: crate::manifest::DEFAULT_MEMORY.0,
+            timeout: crate::manifest::DEFAULT_TIMEOUT,
+            allow: Allow::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
 /// A stage whose module is compiled, linked and checked.
 pub struct Stage {
     /// The spec it was loaded from.
