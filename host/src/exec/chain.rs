@@ -42,6 +42,9 @@ pub struct Failure {
     pub stage: usize,
     /// Why.
     pub error: String,
+    /// Whether a second try could succeed (a timeout: the machine may just
+    /// have been busy), for services that retry before dead-lettering.
+    pub transient: bool,
 }
 
 /// What a chunk produced.
@@ -75,7 +78,8 @@ pub struct Chain {
 struct StageSink {
     out: Vec<u8>,
     origin: Vec<u32>,
-    failures: Vec<(u32, String)>,
+    /// (event, why, transient)
+    failures: Vec<(u32, String, bool)>,
 }
 
 impl Chain {
@@ -172,11 +176,16 @@ impl Chain {
             outcome.counts[s].failed = sink.failures.len() as u64;
             outcome
                 .failures
-                .extend(sink.failures.into_iter().map(|(event, error)| Failure {
-                    event,
-                    stage: s,
-                    error,
-                }));
+                .extend(
+                    sink.failures
+                        .into_iter()
+                        .map(|(event, error, transient)| Failure {
+                            event,
+                            stage: s,
+                            error,
+                            transient,
+                        }),
+                );
             if self.stages[s].kind == crate::manifest::StageKind::Reduce {
                 origin.clear();
                 input = Cow::Owned(Vec::new());
@@ -213,14 +222,17 @@ impl Chain {
                 // The guest refused the call as a whole: every event fails.
                 let msg = err.to_string();
                 sink.failures
-                    .extend(origin.iter().map(|&o| (o, msg.clone())));
+                    .extend(origin.iter().map(|&o| (o, msg.clone(), err.is_transient())));
                 return Ok(());
             }
             self.instances[s] = None;
             tracing::debug!("isolating failure in {} events: {err}", origin.len());
             if origin.len() == 1 {
-                sink.failures
-                    .push((origin[0], err.without_event().to_string()));
+                sink.failures.push((
+                    origin[0],
+                    err.without_event().to_string(),
+                    err.is_transient(),
+                ));
                 return Ok(());
             }
             let starts = line_starts(&input);
@@ -232,8 +244,11 @@ impl Chain {
                 (Some(bad), StageError::Trap { .. }) => {
                     // A trap is the event's own doing (a panic, a bad
                     // access): drop it and retry the rest.
-                    sink.failures
-                        .push((origin[bad], err.without_event().to_string()));
+                    sink.failures.push((
+                        origin[bad],
+                        err.without_event().to_string(),
+                        err.is_transient(),
+                    ));
                     let end = starts.get(bad + 1).copied().unwrap_or(input.len());
                     let mut rest = Vec::with_capacity(input.len());
                     rest.extend_from_slice(&input[..starts[bad]]);
@@ -320,7 +335,7 @@ impl Chain {
         let failures_before = sink.failures.len();
         for (idx, msg) in out.errors() {
             match origin.get(idx as usize) {
-                Some(&o) => sink.failures.push((o, msg)),
+                Some(&o) => sink.failures.push((o, msg, false)),
                 None => {
                     let message = format!(
                         "error record names event {idx} of a {}-event input: {msg}",
@@ -395,6 +410,7 @@ impl Chain {
                         "stage `{}` produced output that is not valid JSON: {e}",
                         stage.name()
                     ),
+                    false,
                 )),
             }
         }

@@ -108,13 +108,6 @@ pub fn worker(svc: &Service, mut chain: Chain) {
     }
 }
 
-/// Whether a failure may pass on a second try: a timeout (the machine may
-/// just have been busy). The chain reports failures as text; this is the
-/// text of [`crate::runtime::StageError::Timeout`].
-fn is_transient(f: &Failure) -> bool {
-    f.error.contains(" timed out after ")
-}
-
 fn process(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Result<()> {
     let Some(input) = svc.store.load_chunk(key, super::now_ms())? else {
         // Already done (queued twice): nothing to do.
@@ -147,7 +140,7 @@ fn process(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> R
     for attempt in 1..=svc.settings.retries {
         let mut again: Vec<u32> = failures
             .iter()
-            .filter(|f| is_transient(f))
+            .filter(|f| f.transient)
             .map(|f| f.event)
             .collect();
         if again.is_empty() {
@@ -155,7 +148,7 @@ fn process(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> R
         }
         again.sort_unstable();
         again.dedup();
-        failures.retain(|f| !is_transient(f));
+        failures.retain(|f| !f.transient);
         std::thread::sleep(svc.settings.backoff * 2u32.saturating_pow(attempt - 1));
         let mut sub = Chunk {
             seq: chunk.seq,
@@ -187,7 +180,7 @@ fn process(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> R
     let errors: Vec<String> = failures
         .iter()
         .map(|f| match attempts.get(&f.event) {
-            Some(n) if is_transient(f) => format!("{} (after {n} attempts)", f.error),
+            Some(n) if f.transient => format!("{} (after {n} attempts)", f.error),
             _ => f.error.clone(),
         })
         .collect();
