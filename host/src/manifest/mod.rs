@@ -3,10 +3,14 @@
 //! unique names, plugin files on disk). Every error is a [`Diagnostic`]
 //! pointing at the offending text. `docs/manifest.md` documents each field.
 
+mod cluster;
 mod diagnostic;
 mod serve;
 mod units;
 
+pub use cluster::{
+    NATS_URL_ENV, POSTGRES_URL_ENV, QueueKind, QueueSection, StoreKind, StoreSection,
+};
 pub use diagnostic::Diagnostic;
 pub use serve::{ListenAddr, Permission, ServeSection, TokenSection};
 pub use units::{ByteSize, DurationSpec};
@@ -60,6 +64,12 @@ pub struct Document {
     /// `[serve]`: the HTTP service (`wasmpipe serve`).
     #[serde(default)]
     pub serve: Option<ServeSection>,
+    /// `[queue]`: where accepted work waits (embedded SQLite or NATS).
+    #[serde(default)]
+    pub queue: Option<QueueSection>,
+    /// `[store]`: the central database (SQLite or PostgreSQL).
+    #[serde(default)]
+    pub store: Option<StoreSection>,
 }
 
 /// `[pipeline]`.
@@ -469,6 +479,14 @@ impl Manifest {
         }
         if let Some(serve) = &self.doc.serve {
             serve.validate(&at)?;
+        }
+        cluster::validate(self.doc.queue.as_ref(), self.doc.store.as_ref(), &at)?;
+        if let Some(store) = &self.doc.store
+            && *store.kind.get_ref() == StoreKind::Postgres
+            && store.postgres_url().is_none()
+        {
+            return Err(at(store.kind.span(), "the `postgres` store has no `url`".into())
+                .with_hint(format!("add `url = \"postgres://user@host/database\"` to `[store]`, or set {POSTGRES_URL_ENV}")));
         }
         Ok(())
     }

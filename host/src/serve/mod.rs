@@ -20,6 +20,7 @@
 pub mod api;
 pub mod auth;
 pub mod metrics;
+pub mod process;
 pub mod queue;
 pub mod store;
 
@@ -55,6 +56,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The retry policy for events whose stage timed out.
+    pub fn retry(&self) -> process::Retries {
+        process::Retries {
+            times: self.retries,
+            backoff: self.backoff,
+        }
+    }
+
     /// From the manifest's `[serve]` (or its defaults).
     pub fn new(manifest: &Manifest, serve: &ServeSection) -> Settings {
         Settings {

@@ -5,12 +5,11 @@
 //! does, retries events whose stage timed out, and commits outputs, dead
 //! letters, reduce partial and done mark together.
 
-use super::Service;
 use super::store::{ChunkKey, ChunkResult, NewDeadLetter};
-use crate::exec::chunk::line_starts;
-use crate::exec::{Chain, Chunk, Failure, RunContext};
+use super::{Service, process};
+use crate::exec::Chain;
 use anyhow::{Context as _, Result};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -81,22 +80,10 @@ impl Queue {
 /// processing fails as a whole (an instance cannot be created, the disk is
 /// full) stays queued in the store and is tried again after a pause.
 pub fn worker(svc: &Service, mut chain: Chain) {
-    let versions = serde_json::Value::Object(
-        chain
-            .stages()
-            .iter()
-            .map(|s| {
-                (
-                    s.name().to_string(),
-                    serde_json::Value::from(s.version.clone()),
-                )
-            })
-            .collect(),
-    )
-    .to_string();
+    let versions = process::versions_json(&chain);
     while let Some(key) = svc.queue.pop() {
         let t = Instant::now();
-        match process(svc, &mut chain, key, &versions) {
+        match run(svc, &mut chain, key, &versions) {
             Ok(()) => svc.metrics.chunk_latency.observe(t.elapsed()),
             Err(e) => {
                 tracing::error!("job {} chunk {}: {e:#}; will retry", key.job, key.seq);
@@ -108,115 +95,46 @@ pub fn worker(svc: &Service, mut chain: Chain) {
     }
 }
 
-fn process(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Result<()> {
+fn run(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Result<()> {
     let Some(input) = svc.store.load_chunk(key, super::now_ms())? else {
         // Already done (queued twice): nothing to do.
         return Ok(());
     };
-    let chunk = to_chunk(input.data, key.seq as u64, input.first_index);
-    let extra = match serde_json::from_str(&input.context)? {
-        serde_json::Value::Object(m) => m,
-        _ => Default::default(),
-    };
-    let run_ctx = RunContext {
-        job: key.job.to_string(),
-        host: svc.host.clone(),
-        extra,
-    };
-    let ctx = run_ctx.chunk_json(&input.pipeline, key.seq as u64)?;
-
-    chain.set_accumulator(Vec::new());
-    let first = chain.process(&chunk, &ctx)?;
-    record_stages(svc, &first.counts);
-    let mut output = first.output;
-    let mut origin: Vec<u64> = first
-        .output_origin
-        .iter()
-        .map(|&o| chunk.first_index + u64::from(o))
-        .collect();
-    let mut failures = first.failures;
-    let mut attempts: HashMap<u32, u32> = HashMap::new();
-    let mut retries = 0u64;
-    for attempt in 1..=svc.settings.retries {
-        let mut again: Vec<u32> = failures
-            .iter()
-            .filter(|f| f.transient)
-            .map(|f| f.event)
-            .collect();
-        if again.is_empty() {
-            break;
-        }
-        again.sort_unstable();
-        again.dedup();
-        failures.retain(|f| !f.transient);
-        std::thread::sleep(svc.settings.backoff * 2u32.saturating_pow(attempt - 1));
-        let mut sub = Chunk {
-            seq: chunk.seq,
-            first_index: chunk.first_index,
-            ..Chunk::default()
-        };
-        for &i in &again {
-            sub.push(chunk.event(i as usize), chunk.lines[i as usize]);
-            attempts.insert(i, attempt + 1);
-        }
-        retries += again.len() as u64;
-        svc.metrics.retries.fetch_add(again.len() as u64, Relaxed);
-        let o = chain.process(&sub, &ctx)?;
-        record_stages(svc, &o.counts);
-        output.extend_from_slice(&o.output);
-        origin.extend(
-            o.output_origin
-                .iter()
-                .map(|&k| chunk.first_index + u64::from(again[k as usize])),
-        );
-        failures.extend(o.failures.into_iter().map(|f| Failure {
-            event: again[f.event as usize],
-            ..f
-        }));
-    }
-    let partial = chain.take_accumulator();
-
-    let stages = chain.stages().to_vec();
-    let errors: Vec<String> = failures
-        .iter()
-        .map(|f| match attempts.get(&f.event) {
-            Some(n) if f.transient => format!("{} (after {n} attempts)", f.error),
-            _ => f.error.clone(),
-        })
-        .collect();
-    let dead = failures
-        .iter()
-        .zip(&errors)
-        .map(|(f, error)| NewDeadLetter {
-            stage: stages[f.stage].name(),
-            error,
-            index: chunk.first_index + u64::from(f.event),
-            attempts: attempts.get(&f.event).copied().unwrap_or(1),
-            event: chunk.event(f.event as usize),
-        })
-        .collect::<Vec<_>>();
-    let outputs = output.iter().filter(|&&b| b == b'\n').count() as u64;
+    let chunk = process::to_chunk(input.data, key.seq as u64, input.first_index);
+    let ctx = process::chunk_context(
+        key.job,
+        &svc.host,
+        &input.context,
+        &input.pipeline,
+        key.seq as u64,
+    )?;
+    let out = process::run_chunk(
+        chain,
+        &chunk,
+        &ctx,
+        svc.settings.retry(),
+        Some(&svc.metrics),
+    )?;
     let res = ChunkResult {
-        output: &output,
-        origin: &origin,
-        dead,
-        partial,
+        output: &out.output,
+        origin: &out.origin,
+        dead: out
+            .dead
+            .iter()
+            .map(|d| NewDeadLetter {
+                stage: &d.stage,
+                error: &d.error,
+                index: d.index,
+                attempts: d.attempts,
+                event: &d.event,
+            })
+            .collect(),
+        partial: out.partial,
         versions,
-        retries,
+        retries: out.retries,
     };
     let reduces = svc.reduces;
-    let mut combine = |partials: Vec<Vec<u8>>| -> Result<Vec<u8>> {
-        let mut it = partials.into_iter();
-        match it.next() {
-            None => chain.initial_accumulator(),
-            Some(mut total) => {
-                for p in it {
-                    total = chain.combine(&total, &p)?;
-                }
-                Ok(total)
-            }
-        }
-    };
+    let mut combine = |partials| process::combine_partials(chain, partials);
     let committed = svc
         .store
         .complete_chunk(
@@ -235,37 +153,10 @@ fn process(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> R
         svc.backlog.fetch_sub(key.events, Relaxed);
         svc.processed.fetch_add(key.events, Relaxed);
         svc.metrics.chunks_done.fetch_add(1, Relaxed);
-        svc.metrics.events_stored.fetch_add(outputs, Relaxed);
+        svc.metrics.events_stored.fetch_add(out.outputs, Relaxed);
         svc.metrics
             .dead_letters
             .fetch_add(res.dead.len() as u64, Relaxed);
     }
     Ok(())
-}
-
-fn record_stages(svc: &Service, counts: &[crate::exec::StageCounts]) {
-    for (m, c) in svc.metrics.stages.iter().zip(counts) {
-        m.events_in.fetch_add(c.events_in, Relaxed);
-        m.events_out.fetch_add(c.events_out, Relaxed);
-        m.failed.fetch_add(c.failed, Relaxed);
-        if c.events_in > 0 {
-            m.latency.observe(c.busy);
-        }
-    }
-}
-
-/// A stored chunk's data as a [`Chunk`] (line numbers are event numbers).
-fn to_chunk(data: Vec<u8>, seq: u64, first_index: u64) -> Chunk {
-    let starts: Vec<u32> = line_starts(&data).into_iter().map(|s| s as u32).collect();
-    let lines = (0..starts.len() as u64)
-        .map(|i| first_index + i + 1)
-        .collect();
-    Chunk {
-        seq,
-        data,
-        starts,
-        first_index,
-        lines,
-        rejects: Vec::new(),
-    }
 }
