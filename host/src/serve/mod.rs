@@ -19,7 +19,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod jetstream;
 pub mod metrics;
+pub mod postgres;
 pub mod process;
 pub mod queue;
 pub mod store;

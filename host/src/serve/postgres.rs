@@ -1,0 +1,677 @@
+//! The PostgreSQL store, shared by every `wasmpipe serve` ingest node and
+//! every `wasmpipe worker`: jobs, stored output events, dead letters, each
+//! chunk's done mark and reduce partial, and each job's result. Tables live
+//! in the schema `wasmpipe`, so `SELECT * FROM wasmpipe.events` works.
+//!
+//! What keeps results exact while chunks are redelivered, split and
+//! processed concurrently on many machines:
+//! - A chunk's outputs, dead letters, partial and done mark are one
+//!   transaction. The done mark is a row keyed by the chunk's event range
+//!   `(job, first_index, events)`; a second commit of the same range waits
+//!   on the first and stores nothing.
+//! - Before committing, a transaction locks its job's row (the update of its
+//!   counters) and then checks that no other committed chunk overlaps its
+//!   range, which catches a chunk committed whole by a worker that was
+//!   presumed dead after its pieces were committed, or the other way round.
+//! - The transaction that brings `events_done` to `events_in` reads every
+//!   partial and stores the combined result, under the same lock, so the
+//!   result is computed exactly once from exactly the committed partials.
+//! - A job is `pending` until its ingest node has every chunk acknowledged
+//!   by JetStream, then `accepted`; chunks of a job that never got there
+//!   (the client was answered with an error) are dropped as `abandoned`.
+
+use super::process::Outcome;
+use super::store::{DeadRow, EventQuery, EventRow, JobRow};
+use anyhow::{Context as _, Result, bail};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+const SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS wasmpipe;
+CREATE TABLE IF NOT EXISTS wasmpipe.jobs (
+    id BIGSERIAL PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    kind TEXT NOT NULL,                 -- ingest, retry
+    origin BIGINT,                      -- the job retried
+    state TEXT NOT NULL DEFAULT 'pending', -- pending, accepted, abandoned
+    received_at BIGINT NOT NULL,        -- ms since the Unix epoch
+    started_at BIGINT,
+    finished_at BIGINT,
+    context TEXT NOT NULL,              -- request state handed to stages (JSON)
+    events_in BIGINT NOT NULL,
+    events_done BIGINT NOT NULL DEFAULT 0,
+    events_out BIGINT NOT NULL DEFAULT 0,
+    dead_letters BIGINT NOT NULL DEFAULT 0,
+    retries BIGINT NOT NULL DEFAULT 0,
+    chunks BIGINT NOT NULL,
+    chunks_done BIGINT NOT NULL DEFAULT 0,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_pipeline ON wasmpipe.jobs (pipeline, id);
+CREATE TABLE IF NOT EXISTS wasmpipe.chunks (
+    job BIGINT NOT NULL,
+    first_index BIGINT NOT NULL,        -- index in the job of its first event
+    events BIGINT NOT NULL,
+    partial BYTEA,                      -- its reduce accumulator
+    versions TEXT NOT NULL,             -- stage versions that processed it (JSON)
+    worker TEXT NOT NULL,               -- host and process that committed it
+    done_at BIGINT NOT NULL,
+    PRIMARY KEY (job, first_index, events)
+);
+CREATE TABLE IF NOT EXISTS wasmpipe.events (
+    id BIGSERIAL PRIMARY KEY,
+    job BIGINT NOT NULL,
+    pipeline TEXT NOT NULL,
+    idx BIGINT NOT NULL,                -- index in the job of its input event
+    at BIGINT NOT NULL,                 -- the job's received_at
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON wasmpipe.events (job, id);
+CREATE INDEX IF NOT EXISTS events_pipeline ON wasmpipe.events (pipeline, id);
+CREATE INDEX IF NOT EXISTS events_at ON wasmpipe.events (at);
+CREATE TABLE IF NOT EXISTS wasmpipe.dead_letters (
+    id BIGSERIAL PRIMARY KEY,
+    job BIGINT NOT NULL,
+    pipeline TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    error TEXT NOT NULL,
+    idx BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    at BIGINT NOT NULL,
+    event BYTEA NOT NULL,
+    retried_by BIGINT
+);
+CREATE INDEX IF NOT EXISTS dead_job ON wasmpipe.dead_letters (job, id);
+CREATE INDEX IF NOT EXISTS dead_pipeline ON wasmpipe.dead_letters (pipeline, id);
+";
+
+/// A job's state, as workers need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Its chunks are still being published.
+    Pending,
+    /// Every chunk is in JetStream and the client got its 202.
+    Accepted,
+    /// Its client got an error; its chunks are dropped.
+    Abandoned,
+}
+
+/// What workers need to know of a job.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    /// Its state.
+    pub state: JobState,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Request state (JSON).
+    pub context: String,
+    /// When it arrived (ms).
+    pub received_at: i64,
+}
+
+/// A chunk's place in its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// Job id.
+    pub job: i64,
+    /// Index in the job of its first event.
+    pub first_index: u64,
+    /// Events in it.
+    pub events: u64,
+}
+
+/// How a chunk commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Stored; `true` if it finished its job.
+    Stored(bool),
+    /// Its events were already stored by another delivery: nothing written.
+    Duplicate,
+    /// Its job is not accepted (yet, or ever): nothing written.
+    NotAccepted,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to `url` with up to `pool` connections and creates the
+    /// schema if needed.
+    pub async fn connect(url: &str, pool: usize) -> Result<PgStore> {
+        let config: tokio_postgres::Config = url.parse().with_context(|| {
+            format!("`{}` is not a PostgreSQL connection string; hint: write `postgres://user:password@host:5432/database`", redact(url))
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool)
+            .build()
+            .context("cannot create the PostgreSQL connection pool")?;
+        let store = PgStore { pool };
+        let mut c = store.client().await.with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}; hint: is the server running, and does the database exist?",
+                redact(url)
+            )
+        })?;
+        let tx = c.transaction().await?;
+        // Concurrent starts would race on CREATE ... IF NOT EXISTS.
+        tx.execute("SELECT pg_advisory_xact_lock(7092210416)", &[])
+            .await?;
+        tx.batch_execute(SCHEMA)
+            .await
+            .context("cannot create the wasmpipe schema in PostgreSQL")?;
+        tx.commit().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot get a PostgreSQL connection: {e}"))
+    }
+
+    /// Records a new job as `pending`; returns its id.
+    pub async fn insert_job(&self, job: &NewPgJob<'_>) -> Result<i64> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "INSERT INTO wasmpipe.jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &job.pipeline,
+                    &job.kind,
+                    &job.origin,
+                    &job.received_at,
+                    &job.context,
+                    &(job.events as i64),
+                    &(job.chunks as i64),
+                ],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Marks a pending job accepted; `false` if it was abandoned meanwhile.
+    pub async fn accept_job(&self, id: i64) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE wasmpipe.jobs SET state = 'accepted' WHERE id = $1 AND state = 'pending'",
+                &[&id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Marks a pending job abandoned (its client got an error), undoing
+    /// the dead-letter retry it was. `older_than` (ms), when given, only
+    /// abandons a job received before it.
+    pub async fn abandon_job(&self, id: i64, older_than: Option<i64>) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE wasmpipe.jobs SET state = 'abandoned'
+                 WHERE id = $1 AND state = 'pending' AND ($2::BIGINT IS NULL OR received_at < $2)",
+                &[&id, &older_than],
+            )
+            .await?;
+        if n == 1 {
+            tx.execute(
+                "UPDATE wasmpipe.dead_letters SET retried_by = NULL WHERE retried_by = $1",
+                &[&id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// A job's state and context.
+    pub async fn job_info(&self, id: i64) -> Result<Option<JobInfo>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT state, pipeline, context, received_at FROM wasmpipe.jobs WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| JobInfo {
+            state: match r.get::<_, &str>(0) {
+                "accepted" => JobState::Accepted,
+                "abandoned" => JobState::Abandoned,
+                _ => JobState::Pending,
+            },
+            pipeline: r.get(1),
+            context: r.get(2),
+            received_at: r.get(3),
+        }))
+    }
+
+    /// Commits a processed chunk (see the module's notes). `combine` turns
+    /// the job's non-empty partials, in event order, into its result; it
+    /// is called only by the commit that completes the job, and only if the
+    /// pipeline reduces.
+    pub async fn complete_chunk(
+        &self,
+        range: ChunkRange,
+        out: &Outcome,
+        versions: &str,
+        worker: &str,
+        now: i64,
+        combine: Option<&mut (dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send)>,
+    ) -> Result<Committed> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let job = range.job;
+        let first = range.first_index as i64;
+        let events = range.events as i64;
+        let partial = (!out.partial.is_empty()).then_some(out.partial.as_slice());
+        let inserted = tx
+            .execute(
+                "INSERT INTO wasmpipe.chunks (job, first_index, events, partial, versions, worker, done_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[&job, &first, &events, &partial, &versions, &worker, &now],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(Committed::Duplicate);
+        }
+        let Some(head) = tx
+            .query_opt(
+                "SELECT pipeline, received_at FROM wasmpipe.jobs WHERE id = $1",
+                &[&job],
+            )
+            .await?
+        else {
+            bail!("job {job} is not in the database");
+        };
+        let pipeline: String = head.get(0);
+        let at: i64 = head.get(1);
+        // The outputs first, outside the job's lock, so that chunks of one
+        // job commit in parallel; the lock below orders only the checks.
+        let mut bodies: Vec<&str> = Vec::with_capacity(out.origin.len());
+        for line in out.output.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            bodies.push(std::str::from_utf8(line).context("a stage produced output that is not UTF-8")?);
+        }
+        if bodies.len() != out.origin.len() {
+            bail!(
+                "a chunk has {} output events but {} origins",
+                bodies.len(),
+                out.origin.len()
+            );
+        }
+        if !bodies.is_empty() {
+            let idx: Vec<i64> = out.origin.iter().map(|&i| i as i64).collect();
+            tx.execute(
+                "INSERT INTO wasmpipe.events (job, pipeline, idx, at, body)
+                 SELECT $1, $2, i, $3, b FROM unnest($4::BIGINT[], $5::TEXT[]) AS t(i, b)",
+                &[&job, &pipeline, &at, &idx, &bodies],
+            )
+            .await?;
+        }
+        for d in &out.dead {
+            tx.execute(
+                "INSERT INTO wasmpipe.dead_letters (job, pipeline, stage, error, idx, attempts, at, event)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &job,
+                    &pipeline,
+                    &d.stage,
+                    &d.error,
+                    &(d.index as i64),
+                    &(d.attempts as i32),
+                    &at,
+                    &d.event,
+                ],
+            )
+            .await?;
+        }
+        let Some(counts) = tx
+            .query_opt(
+                "UPDATE wasmpipe.jobs SET events_done = events_done + $2, chunks_done = chunks_done + 1,
+                     events_out = events_out + $3, dead_letters = dead_letters + $4,
+                     retries = retries + $5, started_at = COALESCE(started_at, $6)
+                 WHERE id = $1 AND state = 'accepted' RETURNING events_done, events_in",
+                &[
+                    &job,
+                    &events,
+                    &(bodies.len() as i64),
+                    &(out.dead.len() as i64),
+                    &(out.retries as i64),
+                    &now,
+                ],
+            )
+            .await?
+        else {
+            return Ok(Committed::NotAccepted);
+        };
+        let overlapping: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM wasmpipe.chunks
+                 WHERE job = $1 AND first_index < $2 + $3 AND first_index + events > $2",
+                &[&job, &first, &events],
+            )
+            .await?
+            .get(0);
+        if overlapping > 1 {
+            return Ok(Committed::Duplicate);
+        }
+        let (done, total): (i64, i64) = (counts.get(0), counts.get(1));
+        if done > total {
+            bail!("job {job} has {done} events done of {total}: its chunks overlap");
+        }
+        let finished = done == total;
+        if finished {
+            let result = match combine {
+                Some(combine) => {
+                    let partials: Vec<Vec<u8>> = tx
+                        .query(
+                            "SELECT partial FROM wasmpipe.chunks WHERE job = $1 AND partial IS NOT NULL ORDER BY first_index",
+                            &[&job],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    let out = tokio::task::block_in_place(|| combine(partials))?;
+                    Some(String::from_utf8(out).context("the reduce result is not UTF-8")?)
+                }
+                None => None,
+            };
+            tx.execute(
+                "UPDATE wasmpipe.jobs SET finished_at = $2, result = $3 WHERE id = $1",
+                &[&job, &now, &result],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Committed::Stored(finished))
+    }
+
+    /// One job.
+    pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        let c = self.client().await?;
+        let Some(row) = c
+            .query_opt(&format!("{JOB_COLUMNS} WHERE id = $1"), &[&id])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut job = job_row(&row);
+        job.versions = c
+            .query(
+                "SELECT DISTINCT versions FROM wasmpipe.chunks WHERE job = $1 ORDER BY versions",
+                &[&id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(Some(job))
+    }
+
+    /// Jobs, newest first, before id `before`.
+    pub async fn jobs(&self, pipeline: Option<&str>, before: i64, limit: u32) -> Result<Vec<JobRow>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("{JOB_COLUMNS} WHERE id < $1 AND ($2::TEXT IS NULL OR pipeline = $2) ORDER BY id DESC LIMIT $3"),
+                &[&before, &pipeline, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows.iter().map(job_row).collect())
+    }
+
+    /// Stored events matching `q`, oldest first.
+    pub async fn events(&self, q: &EventQuery) -> Result<Vec<EventRow>> {
+        let mut sql = String::from(
+            "SELECT id, job, pipeline, idx, at, body FROM wasmpipe.events WHERE id > $1",
+        );
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(q.after)];
+        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql + Sync + Send>| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+        };
+        if let Some(p) = &q.pipeline {
+            arg(&mut sql, " AND pipeline = ?", Box::new(p.clone()));
+        }
+        if let Some(j) = q.job {
+            arg(&mut sql, " AND job = ?", Box::new(j));
+        }
+        if let Some(t) = q.since {
+            arg(&mut sql, " AND at >= ?", Box::new(t));
+        }
+        if let Some(t) = q.until {
+            arg(&mut sql, " AND at < ?", Box::new(t));
+        }
+        for (path, value) in &q.fields {
+            // Compared as text, as with SQLite, so `field.n=5` matches 5.
+            arg(&mut sql, " AND (body::jsonb #>> ?::TEXT[])", Box::new(pg_path(path)));
+            arg(&mut sql, " = ?", Box::new(value.clone()));
+        }
+        arg(&mut sql, " ORDER BY id LIMIT ?", Box::new(i64::from(q.limit)));
+        let c = self.client().await?;
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
+        let rows = c.query(&sql, &params).await?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                id: r.get(0),
+                job: r.get(1),
+                pipeline: r.get(2),
+                index: r.get::<_, i64>(3) as u64,
+                at: r.get(4),
+                body: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Dead letters by pipeline and job, oldest first.
+    pub async fn dead_letters(
+        &self,
+        pipeline: Option<&str>,
+        job: Option<i64>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<DeadRow>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, job, pipeline, stage, error, idx, attempts, at, event, retried_by FROM wasmpipe.dead_letters
+                 WHERE id > $1 AND ($2::TEXT IS NULL OR pipeline = $2) AND ($3::BIGINT IS NULL OR job = $3)
+                 ORDER BY id LIMIT $4",
+                &[&after, &pipeline, &job, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadRow {
+                id: r.get(0),
+                job: r.get(1),
+                pipeline: r.get(2),
+                stage: r.get(3),
+                error: r.get(4),
+                index: r.get::<_, i64>(5) as u64,
+                attempts: r.get::<_, i32>(6) as u32,
+                at: r.get(7),
+                event: r.get(8),
+                retried_by: r.get(9),
+            })
+            .collect())
+    }
+
+    /// Creates a pending `retry` job of the dead letters of `job` not yet
+    /// retried, marking them retried by it, in one transaction. Returns the
+    /// new job's id, pipeline, context and the events; `None` when there is
+    /// nothing to retry. The caller publishes the events, then accepts or
+    /// abandons the job (abandoning unmarks the dead letters).
+    pub async fn retry_dead_letters(
+        &self,
+        job: i64,
+        now: i64,
+        chunk_size: usize,
+    ) -> Result<Option<(i64, Vec<Vec<u8>>)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let head = tx
+            .query_one(
+                "SELECT pipeline, context FROM wasmpipe.jobs WHERE id = $1",
+                &[&job],
+            )
+            .await?;
+        let (pipeline, context): (String, String) = (head.get(0), head.get(1));
+        let events: Vec<Vec<u8>> = tx
+            .query(
+                "SELECT event FROM wasmpipe.dead_letters WHERE job = $1 AND retried_by IS NULL ORDER BY idx FOR UPDATE",
+                &[&job],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let n = events.len();
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO wasmpipe.jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
+                 VALUES ($1, 'retry', $2, $3, $4, $5, $6) RETURNING id",
+                &[&pipeline, &job, &now, &context, &(n as i64), &(n.div_ceil(chunk_size) as i64)],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            "UPDATE wasmpipe.dead_letters SET retried_by = $2 WHERE job = $1 AND retried_by IS NULL",
+            &[&job, &id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some((id, events)))
+    }
+
+    /// Deletes stored events and dead letters received before `before`
+    /// (ms). Returns the number of events deleted.
+    pub async fn purge(&self, before: i64) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute("DELETE FROM wasmpipe.events WHERE at < $1", &[&before])
+            .await?;
+        tx.execute("DELETE FROM wasmpipe.dead_letters WHERE at < $1", &[&before])
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Events waiting in accepted, unfinished jobs (for `/metrics`).
+    pub async fn backlog(&self) -> Result<u64> {
+        let c = self.client().await?;
+        let n: i64 = c
+            .query_one(
+                "SELECT COALESCE(sum(events_in - events_done), 0)::BIGINT FROM wasmpipe.jobs WHERE state = 'accepted' AND finished_at IS NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+}
+
+/// A job to record.
+pub struct NewPgJob<'a> {
+    /// Pipeline.
+    pub pipeline: &'a str,
+    /// `ingest` or `retry`.
+    pub kind: &'a str,
+    /// The job retried.
+    pub origin: Option<i64>,
+    /// When it arrived (ms).
+    pub received_at: i64,
+    /// Request state (JSON).
+    pub context: &'a str,
+    /// Events in it.
+    pub events: u64,
+    /// Chunks it was cut into.
+    pub chunks: u64,
+}
+
+const JOB_COLUMNS: &str =
+    "SELECT id, pipeline, kind, origin, received_at, started_at, finished_at, context,
+    events_in, events_out, dead_letters, retries, chunks, chunks_done, result FROM wasmpipe.jobs";
+
+fn job_row(r: &tokio_postgres::Row) -> JobRow {
+    JobRow {
+        id: r.get(0),
+        pipeline: r.get(1),
+        kind: r.get(2),
+        origin: r.get(3),
+        received_at: r.get(4),
+        started_at: r.get(5),
+        finished_at: r.get(6),
+        context: r.get(7),
+        events_in: r.get::<_, i64>(8) as u64,
+        events_out: r.get::<_, i64>(9) as u64,
+        dead_letters: r.get::<_, i64>(10) as u64,
+        retries: r.get::<_, i64>(11) as u64,
+        chunks: r.get::<_, i64>(12) as u64,
+        chunks_done: r.get::<_, i64>(13) as u64,
+        result: r.get(14),
+        versions: Vec::new(),
+    }
+}
+
+/// The API's SQLite JSON path (`$."a"."b"`) as a PostgreSQL path (`{a,b}`).
+fn pg_path(path: &str) -> Vec<String> {
+    path.trim_start_matches('$')
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches('"').to_string())
+        .collect()
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            match user.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &user[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://app:secret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact("host=db user=app"), "host=db user=app");
+    }
+
+    #[test]
+    fn sqlite_paths_become_postgres_paths() {
+        assert_eq!(pg_path("$.\"a\".\"b-c\""), vec!["a", "b-c"]);
+    }
+}
