@@ -9,6 +9,7 @@ mod new;
 mod run;
 mod serve;
 mod test;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ enum Command {
     Build(build::BuildArgs),
     Test(test::TestArgs),
     Serve(serve::ServeArgs),
+    Worker(worker::WorkerArgs),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -57,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Worker(args) => worker::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -75,7 +78,7 @@ fn init_logging(level: &str) {
     // wasmtime and its WASI layer log every compilation step and open a
     // span per guest call; keep them out of the way unless asked for by
     // `RUST_LOG`, so that guest output reads as plain tagged lines.
-    let quiet = "cranelift_codegen=warn,cranelift_frontend=warn,wasmtime=warn,wasmtime_cranelift=warn,wiggle=off,wasmtime_wasi=off";
+    let quiet = "tokio_postgres=warn,async_nats=warn,cranelift_codegen=warn,cranelift_frontend=warn,wasmtime=warn,wasmtime_cranelift=warn,wiggle=off,wasmtime_wasi=off";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},{quiet}")));
     let _ = tracing_subscriber::fmt()
@@ -152,4 +155,20 @@ fn load_pipeline(
     let mut pipeline = crate::exec::Pipeline::from_manifest(&manifest, runtime)?;
     pipeline.workers = workers;
     Ok((manifest, pipeline))
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("cannot install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

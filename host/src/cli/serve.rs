@@ -47,21 +47,7 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let shutdown = async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("cannot install the SIGTERM handler");
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-        };
+        let shutdown = super::shutdown_signal();
         // Announced once the store is open and the workers are up, so a
         // client that waits for this line finds the server ready.
         let ready = |addr| -> Result<()> {

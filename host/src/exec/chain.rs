@@ -72,6 +72,8 @@ pub struct Chain {
     instances: Vec<Option<StageInstance>>,
     /// The running accumulator of a final reduce stage (JSON; empty = initial).
     acc: Vec<u8>,
+    /// Whether the events a final reduce consumed are also the output.
+    keep_reduce_input: bool,
 }
 
 /// Where a stage's results accumulate while its input is isolated.
@@ -91,7 +93,15 @@ impl Chain {
             stages,
             instances,
             acc: Vec::new(),
+            keep_reduce_input: false,
         }
+    }
+
+    /// Makes the events a final reduce folds in (less any it failed) the
+    /// chain's output too, so that `serve` stores each event as well as the
+    /// job's result.
+    pub fn keep_reduce_input(&mut self, keep: bool) {
+        self.keep_reduce_input = keep;
     }
 
     /// Creates every instance now, so configuration errors surface before
@@ -187,8 +197,29 @@ impl Chain {
                         }),
                 );
             if self.stages[s].kind == crate::manifest::StageKind::Reduce {
-                origin.clear();
-                input = Cow::Owned(Vec::new());
+                let failed: std::collections::HashSet<u32> = outcome
+                    .failures
+                    .iter()
+                    .filter(|f| f.stage == s)
+                    .map(|f| f.event)
+                    .collect();
+                if !self.keep_reduce_input {
+                    origin.clear();
+                    input = Cow::Owned(Vec::new());
+                } else if !failed.is_empty() {
+                    let starts = line_starts(&input);
+                    let mut kept = Vec::with_capacity(input.len());
+                    let mut kept_origin = Vec::with_capacity(origin.len());
+                    for (i, &o) in origin.iter().enumerate() {
+                        if !failed.contains(&o) {
+                            let end = starts.get(i + 1).copied().unwrap_or(input.len());
+                            kept.extend_from_slice(&input[starts[i]..end]);
+                            kept_origin.push(o);
+                        }
+                    }
+                    origin = kept_origin;
+                    input = Cow::Owned(kept);
+                }
                 break;
             }
             outcome.counts[s].events_out = sink.origin.len() as u64;

@@ -2,8 +2,10 @@
 //! the status that says why; `docs/api.md` documents each route.
 
 use super::auth::{Denied, Need};
+use super::jetstream::{ChunkQueue, PublishFailure};
+use super::postgres::{NewPgJob, PgStore};
 use super::store::{Chunks, EventQuery, JobRow};
-use super::{Service, now_ms};
+use super::{Backend, Service, now_ms};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -323,32 +325,53 @@ async fn ingest_batch(
         "token": token,
     })
     .to_string();
-    let s = svc.clone();
-    let pipeline = svc.pipeline.clone();
-    let inserted = tokio::task::spawn_blocking(move || {
-        s.store.insert_job(&super::store::NewJob {
-            pipeline: &pipeline,
-            kind: "ingest",
-            origin: None,
-            received_at,
-            context,
-            chunks: batch.chunks,
-        })
-    })
-    .await;
-    let (id, keys) = match inserted {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
+    let chunks = batch.chunks.len();
+    let id = match &svc.backend {
+        Backend::Cluster { store, queue } => {
+            // Workers elsewhere drain the queue; the stream's `max_bytes`
+            // bounds it instead of this process's backlog counter.
             svc.backlog.fetch_sub(n, Relaxed);
-            return Err(ApiError::internal(e.context("cannot store the batch")));
+            publish_job(
+                &svc,
+                store,
+                queue,
+                "ingest",
+                None,
+                received_at,
+                &context,
+                batch.chunks,
+            )
+            .await?
         }
-        Err(e) => {
-            svc.backlog.fetch_sub(n, Relaxed);
-            return Err(ApiError::internal(e.into()));
+        Backend::Embedded { .. } => {
+            let s = svc.clone();
+            let pipeline = svc.pipeline.clone();
+            let inserted = tokio::task::spawn_blocking(move || {
+                s.embedded().0.insert_job(&super::store::NewJob {
+                    pipeline: &pipeline,
+                    kind: "ingest",
+                    origin: None,
+                    received_at,
+                    context,
+                    chunks: batch.chunks,
+                })
+            })
+            .await;
+            let (id, keys) = match inserted {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    svc.backlog.fetch_sub(n, Relaxed);
+                    return Err(ApiError::internal(e.context("cannot store the batch")));
+                }
+                Err(e) => {
+                    svc.backlog.fetch_sub(n, Relaxed);
+                    return Err(ApiError::internal(e.into()));
+                }
+            };
+            svc.embedded().1.push(keys);
+            id
         }
     };
-    let chunks = keys.len();
-    svc.queue.push(keys);
     svc.metrics.batches_accepted.fetch_add(1, Relaxed);
     svc.metrics.events_received.fetch_add(n, Relaxed);
     svc.metrics.ingest_latency.observe(t.elapsed());
@@ -655,12 +678,66 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
+/// Records a job in PostgreSQL, publishes its chunks to JetStream and,
+/// once JetStream has stored every one, accepts it. On failure the job is
+/// abandoned (workers drop any chunk of it that did get through) and the
+/// client is told to retry: `429` if the stream is full, else `503`.
+#[allow(clippy::too_many_arguments)]
+async fn publish_job(
+    svc: &Service,
+    store: &PgStore,
+    queue: &ChunkQueue,
+    kind: &str,
+    origin: Option<i64>,
+    received_at: i64,
+    context: &str,
+    chunks: super::store::Chunks,
+) -> Result<i64, ApiError> {
+    let events: u64 = chunks.iter().map(|c| c.1).sum();
+    let id = store
+        .insert_job(&NewPgJob {
+            pipeline: &svc.pipeline,
+            kind,
+            origin,
+            received_at,
+            context,
+            events,
+            chunks: chunks.len() as u64,
+        })
+        .await
+        .map_err(|e| unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")))?;
+    let published = queue.publish_job(id, 0, &chunks).await;
+    let refused = match published {
+        Ok(()) => match store.accept_job(id).await {
+            Ok(true) => return Ok(id),
+            Ok(false) => unavailable(svc, "the job was not accepted in time"),
+            Err(e) => unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")),
+        },
+        Err(PublishFailure::Full) => backlog_full(svc),
+        Err(e) => unavailable(svc, &format!("cannot queue the batch ({e})")),
+    };
+    if let Err(e) = store.abandon_job(id, None).await {
+        // Workers abandon it themselves once it is old enough.
+        tracing::warn!("cannot mark job {id} abandoned: {e:#}");
+    }
+    Err(refused)
+}
+
+async fn load_job(svc: &Arc<Service>, id: i64) -> Result<Option<JobRow>, ApiError> {
+    match &svc.backend {
+        Backend::Cluster { store, .. } => store.job(id).await.map_err(ApiError::internal),
+        Backend::Embedded { .. } => {
+            let s = svc.clone();
+            blocking(move || s.embedded().0.job(id)).await
+        }
+    }
+}
+
 /// `GET /v1/jobs/{id}`.
 async fn get_job(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
     let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
-    let s = svc.clone();
-    match blocking(move || s.store.job(n)).await? {
+    match load_job(&svc, n).await? {
         Some(j) => Ok(json_response(StatusCode::OK, job_json(&svc, &j))),
         None => Err(job_not_found(&id)),
     }
@@ -687,8 +764,16 @@ async fn list_jobs(
         }
     }
     let limit = parse_limit(limit.as_ref())?;
-    let s = svc.clone();
-    let rows = blocking(move || s.store.jobs(pipeline.as_deref(), before, limit)).await?;
+    let rows = match &svc.backend {
+        Backend::Cluster { store, .. } => store
+            .jobs(pipeline.as_deref(), before, limit)
+            .await
+            .map_err(ApiError::internal)?,
+        Backend::Embedded { .. } => {
+            let s = svc.clone();
+            blocking(move || s.embedded().0.jobs(pipeline.as_deref(), before, limit)).await?
+        }
+    };
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|j| j.id.to_string()))
         .flatten();
@@ -738,8 +823,13 @@ async fn list_events(
     }
     query.limit = parse_limit(limit.as_ref())?;
     let limit = query.limit as usize;
-    let s = svc.clone();
-    let rows = blocking(move || s.store.events(&query)).await?;
+    let rows = match &svc.backend {
+        Backend::Cluster { store, .. } => store.events(&query).await.map_err(ApiError::internal)?,
+        Backend::Embedded { .. } => {
+            let s = svc.clone();
+            blocking(move || s.embedded().0.events(&query)).await?
+        }
+    };
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|e| e.id.to_string()))
         .flatten();
@@ -802,9 +892,21 @@ async fn list_dead(
         }
     }
     let limit = parse_limit(limit.as_ref())?;
-    let s = svc.clone();
-    let rows =
-        blocking(move || s.store.dead_letters(pipeline.as_deref(), job, after, limit)).await?;
+    let rows = match &svc.backend {
+        Backend::Cluster { store, .. } => store
+            .dead_letters(pipeline.as_deref(), job, after, limit)
+            .await
+            .map_err(ApiError::internal)?,
+        Backend::Embedded { .. } => {
+            let s = svc.clone();
+            blocking(move || {
+                s.embedded()
+                    .0
+                    .dead_letters(pipeline.as_deref(), job, after, limit)
+            })
+            .await?
+        }
+    };
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|e| e.id.to_string()))
         .flatten();
@@ -845,26 +947,42 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
         return Err(unavailable(&svc, "the server is shutting down"));
     }
     let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
-    let s = svc.clone();
-    if blocking(move || s.store.job(n)).await?.is_none() {
+    if load_job(&svc, n).await?.is_none() {
         return Err(job_not_found(&id));
     }
-    let s = svc.clone();
     let chunk_size = svc.settings.chunk_size;
+    if let Backend::Cluster { store, queue } = &svc.backend {
+        let Some((new, events)) = store
+            .retry_dead_letters(n, now_ms(), chunk_size)
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("job {id} has no dead letters left to retry"),
+            ));
+        };
+        let count = events.len() as u64;
+        let chunks = to_chunks(&events, chunk_size);
+        let published = queue.publish_job(new, 0, &chunks).await;
+        let accepted = match published {
+            Ok(()) => store.accept_job(new).await.unwrap_or(false),
+            Err(_) => false,
+        };
+        if !accepted {
+            let _ = store.abandon_job(new, None).await;
+            return Err(unavailable(&svc, "cannot queue the dead letters again"));
+        }
+        return Ok(json_response(
+            StatusCode::ACCEPTED,
+            json!({ "job": new, "origin": n, "accepted": count, "url": format!("/v1/jobs/{new}") }),
+        ));
+    }
+    let s = svc.clone();
     let res = blocking(move || {
-        s.store.retry_dead_letters(n, now_ms(), &|events| {
-            events
-                .chunks(chunk_size)
-                .map(|c| {
-                    let mut data = Vec::new();
-                    for e in c {
-                        data.extend_from_slice(e);
-                        data.push(b'\n');
-                    }
-                    (data, c.len() as u64)
-                })
-                .collect()
-        })
+        s.embedded()
+            .0
+            .retry_dead_letters(n, now_ms(), &|events| to_chunks(&events, chunk_size))
     })
     .await?;
     match res {
@@ -874,7 +992,7 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
         )),
         Some((new, keys, events)) => {
             svc.backlog.fetch_add(events, Relaxed);
-            svc.queue.push(keys);
+            svc.embedded().1.push(keys);
             Ok(json_response(
                 StatusCode::ACCEPTED,
                 json!({ "job": new, "origin": n, "accepted": events, "url": format!("/v1/jobs/{new}") }),
@@ -883,19 +1001,41 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
     }
 }
 
+/// Events as NDJSON chunks of `chunk_size`.
+fn to_chunks(events: &[Vec<u8>], chunk_size: usize) -> Chunks {
+    events
+        .chunks(chunk_size)
+        .map(|c| {
+            let mut data = Vec::new();
+            for e in c {
+                data.extend_from_slice(e);
+                data.push(b'\n');
+            }
+            (data, c.len() as u64)
+        })
+        .collect()
+}
+
 /// `POST /v1/jobs/{id}/replay`: the job's stored input, again, as a new job.
 async fn replay(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     authorize(&svc, &headers, Need::Write)?;
     let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
-    let s = svc.clone();
-    let Some(job) = blocking(move || s.store.job(n)).await? else {
+    let Some(job) = load_job(&svc, n).await? else {
         return Err(job_not_found(&id));
     };
+    if let Backend::Cluster { .. } = svc.backend {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "job {id} cannot be replayed: with the `nats` queue a job's input leaves JetStream once processed and is not kept; submit the batch again"
+            ),
+        ));
+    }
     reserve(&svc, job.events_in)?;
     let s = svc.clone();
-    match tokio::task::spawn_blocking(move || s.store.replay(n, now_ms())).await {
+    match tokio::task::spawn_blocking(move || s.embedded().0.replay(n, now_ms())).await {
         Ok(Ok(Some((new, keys, events)))) => {
-            svc.queue.push(keys);
+            svc.embedded().1.push(keys);
             Ok(json_response(
                 StatusCode::ACCEPTED,
                 json!({ "job": new, "origin": n, "accepted": events, "url": format!("/v1/jobs/{new}") }),
@@ -919,11 +1059,14 @@ async fn replay(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap) -> 
 /// `GET /metrics`.
 async fn metrics(State(svc): Svc, headers: HeaderMap) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let text = svc.metrics.render(
-        &svc.pipeline,
-        svc.backlog.load(Relaxed),
-        svc.queue.len() as u64,
-    );
+    let (backlog, queued) = match &svc.backend {
+        Backend::Embedded { queue, .. } => (svc.backlog.load(Relaxed), queue.len() as u64),
+        Backend::Cluster { store, queue } => (
+            store.backlog().await.unwrap_or(0),
+            queue.depth().await.unwrap_or(0),
+        ),
+    };
+    let text = svc.metrics.render(&svc.pipeline, backlog, queued);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

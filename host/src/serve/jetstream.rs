@@ -55,7 +55,7 @@ impl ChunkQueue {
             })?;
         let js = jetstream::new(client);
         let name = q.stream_name(pipeline);
-        let subject = format!("wasmpipe.{pipeline}.chunks");
+        let subject = format!("wasmpipe.{name}.chunks");
         js.get_or_create_stream(stream::Config {
             name: name.clone(),
             subjects: vec![subject.clone()],
@@ -151,7 +151,12 @@ impl ChunkQueue {
                 },
             )
             .await
-            .map_err(|e| anyhow!("cannot create the JetStream consumer `{CONSUMER}` on `{}`: {e}", self.stream))
+            .map_err(|e| {
+                anyhow!(
+                    "cannot create the JetStream consumer `{CONSUMER}` on `{}`: {e}",
+                    self.stream
+                )
+            })
     }
 
     /// Messages in the stream (chunks not yet done), for `/metrics`.

@@ -25,9 +25,10 @@ pub mod postgres;
 pub mod process;
 pub mod queue;
 pub mod store;
+pub mod worker;
 
 use crate::exec::{Chain, Pipeline};
-use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
+use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, QueueKind, ServeSection};
 use anyhow::{Context as _, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -96,10 +97,8 @@ pub struct Service {
     pub reduces: bool,
     /// Whether the reduce is keyed.
     pub keyed: bool,
-    /// The store.
-    pub store: store::Store,
-    /// Chunks waiting.
-    pub queue: queue::Queue,
+    /// Where jobs wait and results go.
+    pub backend: Backend,
     /// Limits.
     pub settings: Settings,
     /// Tokens.
@@ -122,6 +121,39 @@ pub struct Service {
     pub stages: Vec<(String, String)>,
 }
 
+/// Where jobs wait and results go (`[queue]` and `[store]`).
+pub enum Backend {
+    /// One process: a SQLite journal and store, and worker threads fed
+    /// from an in-memory queue of chunk keys.
+    Embedded {
+        /// The journal and store.
+        store: store::Store,
+        /// Chunks waiting.
+        queue: queue::Queue,
+    },
+    /// An ingest node: chunks go to JetStream for `wasmpipe worker`s,
+    /// results come from PostgreSQL.
+    Cluster {
+        /// The central database.
+        store: postgres::PgStore,
+        /// The work queue.
+        queue: jetstream::ChunkQueue,
+    },
+}
+
+impl Service {
+    /// The SQLite store and the chunk queue; only the embedded backend's
+    /// code paths (its workers, replay) call this.
+    pub fn embedded(&self) -> (&store::Store, &queue::Queue) {
+        match &self.backend {
+            Backend::Embedded { store, queue } => (store, queue),
+            Backend::Cluster { .. } => {
+                unreachable!("an embedded-queue path ran on a cluster backend")
+            }
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -142,24 +174,45 @@ pub async fn run(
     let serve = manifest.doc.serve.clone().unwrap_or_default();
     let settings = Settings::new(manifest, &serve);
     let auth = auth::Auth::from_manifest(manifest, &serve)?;
-    let db = manifest.resolve(&serve.database);
-    let store = store::Store::open(&db)?;
-    let pending = store.pending()?;
-    let backlog: u64 = pending.iter().map(|k| k.events).sum();
-    if !pending.is_empty() {
+    let clustered = manifest
+        .doc
+        .queue
+        .as_ref()
+        .is_some_and(|q| *q.kind.get_ref() == QueueKind::Nats);
+    let (backend, backlog) = if clustered {
+        let q = manifest.doc.queue.clone().unwrap_or_default();
+        let st = manifest.doc.store.clone().unwrap_or_default();
+        let url = st
+            .postgres_url()
+            .context("`[store]` has no PostgreSQL `url`")?;
+        let store = postgres::PgStore::connect(&url, st.pool.get()).await?;
+        let queue = jetstream::ChunkQueue::connect(&q, &pipeline.name).await?;
         tracing::info!(
-            "resuming {} queued chunks ({backlog} events)",
-            pending.len()
+            "ingest node: chunks go to JetStream at {}, results come from PostgreSQL at {}",
+            q.nats_url(),
+            postgres::redact(&url)
         );
-    }
-    let queue = queue::Queue::default();
-    queue.push(pending);
+        (Backend::Cluster { store, queue }, 0)
+    } else {
+        let db = manifest.resolve(&serve.database);
+        let store = store::Store::open(&db)?;
+        let pending = store.pending()?;
+        let backlog: u64 = pending.iter().map(|k| k.events).sum();
+        if !pending.is_empty() {
+            tracing::info!(
+                "resuming {} queued chunks ({backlog} events)",
+                pending.len()
+            );
+        }
+        let queue = queue::Queue::default();
+        queue.push(pending);
+        (Backend::Embedded { store, queue }, backlog)
+    };
     let svc = Arc::new(Service {
         pipeline: pipeline.name.clone(),
         reduces: pipeline.reduces(),
         keyed: pipeline.keyed(),
-        store,
-        queue,
+        backend,
         auth,
         metrics: metrics::Metrics::new(
             pipeline
@@ -183,8 +236,13 @@ pub async fn run(
     });
 
     let mut workers = Vec::new();
-    for w in 0..pipeline.workers.max(1) {
+    for w in 0..if clustered {
+        0
+    } else {
+        pipeline.workers.max(1)
+    } {
         let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
+        chain.keep_reduce_input(true);
         chain.warm_up()?;
         let svc = svc.clone();
         workers.push(
@@ -201,9 +259,17 @@ pub async fn run(
             loop {
                 let cutoff = now_ms() - keep.as_millis() as i64;
                 let s = svc.clone();
-                match tokio::task::spawn_blocking(move || s.store.purge(cutoff)).await {
-                    Ok(Ok(n)) if n > 0 => tracing::info!("retention: deleted {n} stored events"),
-                    Ok(Err(e)) => tracing::warn!("retention: {e:#}"),
+                let purged = match &s.backend {
+                    Backend::Cluster { store, .. } => store.purge(cutoff).await,
+                    Backend::Embedded { .. } => {
+                        tokio::task::spawn_blocking(move || s.embedded().0.purge(cutoff))
+                            .await
+                            .unwrap_or_else(|e| Err(e.into()))
+                    }
+                };
+                match purged {
+                    Ok(n) if n > 0 => tracing::info!("retention: deleted {n} stored events"),
+                    Err(e) => tracing::warn!("retention: {e:#}"),
                     _ => {}
                 }
                 tokio::time::sleep(every).await;
@@ -230,7 +296,9 @@ pub async fn run(
     if let Some(p) = purger {
         p.abort();
     }
-    svc.queue.close();
+    if let Backend::Embedded { queue, .. } = &svc.backend {
+        queue.close();
+    }
     let joined = tokio::task::spawn_blocking(move || {
         for w in workers {
             let _ = w.join();
@@ -239,9 +307,11 @@ pub async fn run(
     .await;
     served.context("the HTTP server failed")?;
     joined.context("a worker thread panicked")?;
-    tracing::info!(
-        "stopped; {} chunks left queued for the next start",
-        svc.store.pending()?.len()
-    );
+    if let Backend::Embedded { store, .. } = &svc.backend {
+        tracing::info!(
+            "stopped; {} chunks left queued for the next start",
+            store.pending()?.len()
+        );
+    }
     Ok(())
 }

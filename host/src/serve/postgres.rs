@@ -303,7 +303,9 @@ impl PgStore {
         // job commit in parallel; the lock below orders only the checks.
         let mut bodies: Vec<&str> = Vec::with_capacity(out.origin.len());
         for line in out.output.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            bodies.push(std::str::from_utf8(line).context("a stage produced output that is not UTF-8")?);
+            bodies.push(
+                std::str::from_utf8(line).context("a stage produced output that is not UTF-8")?,
+            );
         }
         if bodies.len() != out.origin.len() {
             bail!(
@@ -360,7 +362,7 @@ impl PgStore {
         let overlapping: i64 = tx
             .query_one(
                 "SELECT count(*) FROM wasmpipe.chunks
-                 WHERE job = $1 AND first_index < $2 + $3 AND first_index + events > $2",
+                 WHERE job = $1 AND first_index < $2::BIGINT + $3::BIGINT AND first_index + events > $2::BIGINT",
                 &[&job, &first, &events],
             )
             .await?
@@ -423,7 +425,12 @@ impl PgStore {
     }
 
     /// Jobs, newest first, before id `before`.
-    pub async fn jobs(&self, pipeline: Option<&str>, before: i64, limit: u32) -> Result<Vec<JobRow>> {
+    pub async fn jobs(
+        &self,
+        pipeline: Option<&str>,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<JobRow>> {
         let c = self.client().await?;
         let rows = c
             .query(
@@ -458,10 +465,18 @@ impl PgStore {
         }
         for (path, value) in &q.fields {
             // Compared as text, as with SQLite, so `field.n=5` matches 5.
-            arg(&mut sql, " AND (body::jsonb #>> ?::TEXT[])", Box::new(pg_path(path)));
+            arg(
+                &mut sql,
+                " AND (body::jsonb #>> ?::TEXT[])",
+                Box::new(pg_path(path)),
+            );
             arg(&mut sql, " = ?", Box::new(value.clone()));
         }
-        arg(&mut sql, " ORDER BY id LIMIT ?", Box::new(i64::from(q.limit)));
+        arg(
+            &mut sql,
+            " ORDER BY id LIMIT ?",
+            Box::new(i64::from(q.limit)),
+        );
         let c = self.client().await?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
         let rows = c.query(&sql, &params).await?;
@@ -570,8 +585,11 @@ impl PgStore {
         let n = tx
             .execute("DELETE FROM wasmpipe.events WHERE at < $1", &[&before])
             .await?;
-        tx.execute("DELETE FROM wasmpipe.dead_letters WHERE at < $1", &[&before])
-            .await?;
+        tx.execute(
+            "DELETE FROM wasmpipe.dead_letters WHERE at < $1",
+            &[&before],
+        )
+        .await?;
         tx.commit().await?;
         Ok(n)
     }

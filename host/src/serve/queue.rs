@@ -81,7 +81,8 @@ impl Queue {
 /// full) stays queued in the store and is tried again after a pause.
 pub fn worker(svc: &Service, mut chain: Chain) {
     let versions = process::versions_json(&chain);
-    while let Some(key) = svc.queue.pop() {
+    let queue = svc.embedded().1;
+    while let Some(key) = queue.pop() {
         let t = Instant::now();
         match run(svc, &mut chain, key, &versions) {
             Ok(()) => svc.metrics.chunk_latency.observe(t.elapsed()),
@@ -89,14 +90,15 @@ pub fn worker(svc: &Service, mut chain: Chain) {
                 tracing::error!("job {} chunk {}: {e:#}; will retry", key.job, key.seq);
                 svc.metrics.chunk_errors.fetch_add(1, Relaxed);
                 std::thread::sleep(svc.settings.backoff);
-                svc.queue.push([key]);
+                queue.push([key]);
             }
         }
     }
 }
 
 fn run(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Result<()> {
-    let Some(input) = svc.store.load_chunk(key, super::now_ms())? else {
+    let store = svc.embedded().0;
+    let Some(input) = store.load_chunk(key, super::now_ms())? else {
         // Already done (queued twice): nothing to do.
         return Ok(());
     };
@@ -135,8 +137,7 @@ fn run(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Resul
     };
     let reduces = svc.reduces;
     let mut combine = |partials| process::combine_partials(chain, partials);
-    let committed = svc
-        .store
+    let committed = store
         .complete_chunk(
             key,
             &res,

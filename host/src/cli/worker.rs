@@ -1,0 +1,44 @@
+//! `wasmpipe worker`: process a pipeline's chunks from NATS JetStream.
+
+use super::{EXIT_OK, load_pipeline};
+use anyhow::{Context as _, Result};
+use std::io::Write as _;
+use std::path::PathBuf;
+
+/// Process chunks queued by `wasmpipe serve` ingest nodes on NATS
+/// JetStream and store outputs, dead letters and results in PostgreSQL
+/// (the manifest's `[queue] kind = "nats"` and `[store] kind = "postgres"`).
+/// Start as many as needed, on any machines (see docs/deploy.md).
+///
+/// Prints `worker ready` on stdout once connected. Stops on SIGTERM or
+/// ctrl-c after finishing the chunks in hand; exit 0.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The pipeline manifest (TOML), with `[queue]` and `[store]` tables.
+    manifest: PathBuf,
+    /// Chunks processed at once, overriding the manifest (default: one per core).
+    #[arg(long, short)]
+    workers: Option<usize>,
+    /// Do not read or write the compiled-module cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub fn run(args: WorkerArgs) -> Result<u8> {
+    let (manifest, pipeline) = load_pipeline(&args.manifest, args.workers, args.no_cache, false)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasmpipe-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let ready = || -> Result<()> {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "worker ready")?;
+            out.flush()?;
+            Ok(())
+        };
+        crate::serve::worker::run(&manifest, pipeline, super::shutdown_signal(), ready).await
+    })?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,392 @@
+//! `wasmpipe worker`: pulls chunks from the JetStream work queue, runs
+//! them through the stages with the same [`process::run_chunk`] as
+//! `serve`'s embedded workers, and commits each chunk's outputs to
+//! PostgreSQL in one transaction before acknowledging it.
+//!
+//! Failure handling, by where a worker can be cut off:
+//! - **Before the commit** (killed, crashed, partitioned): it stops
+//!   reporting progress, and JetStream hands the chunk to another worker
+//!   after `ack_wait`. Nothing was stored.
+//! - **Between the commit and the acknowledgement**: the chunk comes back;
+//!   its commit finds the range done and stores nothing; it is acknowledged.
+//! - **PostgreSQL is away**: the worker keeps the chunk (reporting
+//!   progress, so it is not handed on) and retries the commit with backoff.
+//! - **A chunk keeps killing its workers** (delivered more than
+//!   `max_deliveries` times): it is split in two, the halves published as
+//!   new chunks and the original acknowledged, without running it again.
+//!   A single event that still kills its workers becomes a dead letter.
+
+use super::jetstream::{self, ChunkQueue};
+use super::postgres::{ChunkRange, Committed, JobState, PgStore};
+use super::process::{self, DeadLetter, Outcome};
+use super::{Settings, now_ms};
+use crate::exec::{Chain, Pipeline};
+use crate::manifest::{Manifest, QueueKind};
+use anyhow::{Context as _, Result, bail};
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
+use futures_util::StreamExt as _;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A job still `pending` this long after it arrived was never accepted
+/// (its ingest node died or failed mid-publish): its chunks are dropped.
+const ABANDON_AFTER: Duration = Duration::from_secs(60);
+/// Longest pause between attempts to reach PostgreSQL.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+struct Shared {
+    store: PgStore,
+    queue: ChunkQueue,
+    settings: Settings,
+    pipeline: String,
+    reduces: bool,
+    max_deliveries: i64,
+    host: String,
+    /// `host/pid`, recorded with each chunk it commits.
+    name: String,
+    stopping: AtomicBool,
+}
+
+/// Runs `pipeline`'s workers until `shutdown` resolves; each finishes the
+/// chunk it holds.
+pub async fn run(
+    manifest: &Manifest,
+    pipeline: Pipeline,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let queue_section = manifest.doc.queue.clone().unwrap_or_default();
+    if *queue_section.kind.get_ref() != QueueKind::Nats {
+        bail!(
+            "`wasmpipe worker` takes its work from NATS, and {} has no `[queue] kind = \"nats\"`; hint: add `[queue]` and `[store]` tables (docs/deploy.md), or run `wasmpipe serve` alone",
+            manifest.path.display()
+        );
+    }
+    let store_section = manifest.doc.store.clone().unwrap_or_default();
+    let url = store_section
+        .postgres_url()
+        .context("`[store]` has no PostgreSQL `url`")?;
+    let serve = manifest.doc.serve.clone().unwrap_or_default();
+    let store = PgStore::connect(&url, store_section.pool.get()).await?;
+    let queue = ChunkQueue::connect(&queue_section, &pipeline.name).await?;
+    let consumer = queue.consumer().await?;
+    let host = crate::exec::host_name();
+    let shared = Arc::new(Shared {
+        store,
+        settings: Settings::new(manifest, &serve),
+        pipeline: pipeline.name.clone(),
+        reduces: pipeline.reduces(),
+        max_deliveries: i64::from(queue_section.max_deliveries.get()),
+        name: format!("{host}/{}", std::process::id()),
+        host,
+        queue,
+        stopping: AtomicBool::new(false),
+    });
+    let mut slots = Vec::new();
+    for _ in 0..pipeline.workers.max(1) {
+        let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
+        chain.keep_reduce_input(true);
+        chain.warm_up()?;
+        slots.push(tokio::spawn(slot(shared.clone(), consumer.clone(), chain)));
+    }
+    tracing::info!(
+        "worker {} pulling chunks of `{}` with {} slots",
+        shared.name,
+        shared.pipeline,
+        slots.len()
+    );
+    ready()?;
+    shutdown.await;
+    tracing::info!("stopping: finishing the chunks in hand");
+    shared.stopping.store(true, Relaxed);
+    for s in slots {
+        s.await.context("a worker slot panicked")?;
+    }
+    Ok(())
+}
+
+/// One slot: one chain, one chunk at a time.
+async fn slot(
+    shared: Arc<Shared>,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    mut chain: Chain,
+) {
+    let versions = process::versions_json(&chain);
+    let mut jobs: HashMap<i64, Arc<super::postgres::JobInfo>> = HashMap::new();
+    while !shared.stopping.load(Relaxed) {
+        let fetched = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let mut batch = match fetched {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot pull from JetStream: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let msg = match batch.next().await {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::warn!("cannot pull from JetStream: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let msg = Arc::new(msg);
+        // Report progress while the chunk is in hand, so that a slow
+        // chunk is not mistaken for a dead worker.
+        let beat = {
+            let msg = msg.clone();
+            let every = shared.queue.ack_wait() / 3;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let _ = msg.ack_with(AckKind::Progress).await;
+                }
+            })
+        };
+        let handled = handle(&shared, &mut chain, &versions, &mut jobs, &msg).await;
+        beat.abort();
+        match handled {
+            Ok(()) => {
+                if let Err(e) = msg.double_ack().await {
+                    // It comes back, finds its range done and is acked then.
+                    tracing::warn!(
+                        "cannot acknowledge a chunk: {e}; it will be redelivered and found done"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e:#}; the chunk will be delivered again");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(shared.settings.backoff)))
+                    .await;
+            }
+        }
+        if jobs.len() > 1000 {
+            jobs.clear();
+        }
+    }
+}
+
+/// Processes one message; `Ok` means it may be acknowledged.
+async fn handle(
+    shared: &Shared,
+    chain: &mut Chain,
+    versions: &str,
+    jobs: &mut HashMap<i64, Arc<super::postgres::JobInfo>>,
+    msg: &Message,
+) -> Result<()> {
+    let range = match jetstream::range_of(msg) {
+        Ok(r) => r,
+        Err(e) => {
+            // Not a wasmpipe chunk: nothing of ours is lost by dropping it.
+            tracing::error!(
+                "dropping a message on {} that is not a wasmpipe chunk: {e:#}",
+                msg.subject
+            );
+            return Ok(());
+        }
+    };
+    let delivered = msg.info().map_or(1, |i| i.delivered);
+    let Some(job) = job_info(shared, jobs, range.job).await? else {
+        return Ok(());
+    };
+    if delivered > shared.max_deliveries {
+        return match isolate(shared, range, &msg.payload, delivered).await? {
+            Some(out) => commit(shared, chain, range, &out, versions).await,
+            None => Ok(()),
+        };
+    }
+    let seq = range.first_index / shared.settings.chunk_size as u64;
+    let chunk = process::to_chunk(msg.payload.to_vec(), seq, range.first_index);
+    if chunk.len() as u64 != range.events {
+        bail!(
+            "job {} chunk at event {} holds {} events, its header says {}",
+            range.job,
+            range.first_index,
+            chunk.len(),
+            range.events
+        );
+    }
+    let ctx = process::chunk_context(range.job, &shared.host, &job.context, &job.pipeline, seq)?;
+    let retry = shared.settings.retry();
+    let out = tokio::task::block_in_place(|| process::run_chunk(chain, &chunk, &ctx, retry, None))
+        .with_context(|| format!("job {} chunk at event {}", range.job, range.first_index))?;
+    commit(shared, chain, range, &out, versions).await
+}
+
+/// The job's state, waiting while it is pending; `None` if its chunks are
+/// to be dropped (abandoned, or unknown to this database).
+async fn job_info(
+    shared: &Shared,
+    jobs: &mut HashMap<i64, Arc<super::postgres::JobInfo>>,
+    id: i64,
+) -> Result<Option<Arc<super::postgres::JobInfo>>> {
+    if let Some(j) = jobs.get(&id) {
+        return Ok(Some(j.clone()));
+    }
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match shared.store.job_info(id).await {
+            Ok(Some(j)) if j.state == JobState::Accepted => {
+                let j = Arc::new(j);
+                jobs.insert(id, j.clone());
+                return Ok(Some(j));
+            }
+            Ok(Some(j)) if j.state == JobState::Abandoned => {
+                tracing::info!("dropping a chunk of job {id}, which was never accepted");
+                return Ok(None);
+            }
+            Ok(Some(j)) => {
+                let cutoff = now_ms() - ABANDON_AFTER.as_millis() as i64;
+                if j.received_at < cutoff && shared.store.abandon_job(id, Some(cutoff)).await? {
+                    tracing::warn!(
+                        "job {id} was never accepted by its ingest node; its chunks are dropped"
+                    );
+                    return Ok(None);
+                }
+            }
+            Ok(None) => {
+                tracing::error!(
+                    "dropping a chunk of job {id}, which is not in this database; hint: do the ingest nodes and workers share one `[store] url`?"
+                );
+                return Ok(None);
+            }
+            Err(e) if shared.stopping.load(Relaxed) => return Err(e),
+            Err(e) => tracing::warn!("cannot read job {id}: {e:#}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Commits, retrying while PostgreSQL is away.
+async fn commit(
+    shared: &Shared,
+    chain: &mut Chain,
+    range: ChunkRange,
+    out: &Outcome,
+    versions: &str,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut combine = |partials| process::combine_partials(chain, partials);
+        let combine = shared
+            .reduces
+            .then_some(&mut combine as &mut (dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send));
+        match shared
+            .store
+            .complete_chunk(range, out, versions, &shared.name, now_ms(), combine)
+            .await
+        {
+            Ok(Committed::Stored(finished)) => {
+                if finished {
+                    tracing::info!("job {} finished", range.job);
+                }
+                return Ok(());
+            }
+            Ok(Committed::Duplicate) => {
+                tracing::debug!(
+                    "job {} events {}+{} were already stored",
+                    range.job,
+                    range.first_index,
+                    range.events
+                );
+                return Ok(());
+            }
+            Ok(Committed::NotAccepted) => {
+                bail!("job {} is not accepted", range.job);
+            }
+            Err(e) if shared.stopping.load(Relaxed) => {
+                return Err(e.context("stopping before the chunk could be stored"));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot store job {} events {}+{}: {e:#}; retrying in {backoff:?}",
+                    range.job,
+                    range.first_index,
+                    range.events
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// A chunk delivered too often: split it without running it (`None`), or,
+/// for a single event, make it a dead letter (the outcome to commit).
+async fn isolate(
+    shared: &Shared,
+    range: ChunkRange,
+    data: &[u8],
+    delivered: i64,
+) -> Result<Option<Outcome>> {
+    let lines: Vec<&[u8]> = data
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+        .collect();
+    if range.events > 1 && lines.len() as u64 == range.events {
+        let half = lines.len() / 2;
+        let (a, b) = lines.split_at(half);
+        for (first, part) in [(range.first_index, a), (range.first_index + half as u64, b)] {
+            let piece = ChunkRange {
+                job: range.job,
+                first_index: first,
+                events: part.len() as u64,
+            };
+            let data: Vec<u8> = part.concat();
+            shared
+                .queue
+                .publish(piece, data.into())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot publish a piece of a split chunk: {e}"))?;
+        }
+        tracing::warn!(
+            "job {} events {}+{} were handed out {} times without finishing; split in two to isolate the event that stops workers",
+            range.job,
+            range.first_index,
+            range.events,
+            delivered - 1
+        );
+        return Ok(None);
+    }
+    let dead: Vec<DeadLetter> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| DeadLetter {
+            stage: "worker".into(),
+            error: format!(
+                "the event was handed to a worker {} times and no worker finished it (each was killed, crashed or cut off while it ran); it was set aside so that it cannot stall the queue",
+                delivered - 1
+            ),
+            index: range.first_index + i as u64,
+            attempts: (delivered - 1) as u32,
+            event: l.strip_suffix(b"\n").unwrap_or(l).to_vec(),
+        })
+        .collect();
+    tracing::warn!(
+        "job {} event {}: set aside as a dead letter after {} deliveries",
+        range.job,
+        range.first_index,
+        delivered - 1
+    );
+    Ok(Some(Outcome {
+        output: Vec::new(),
+        origin: Vec::new(),
+        outputs: 0,
+        dead,
+        partial: Vec::new(),
+        retries: 0,
+    }))
+}
