@@ -7,6 +7,7 @@ mod util;
 mod abi;
 mod author;
 mod cli;
+mod cluster;
 mod examples;
 mod isolation;
 mod manifest_errors;

@@ -264,7 +264,7 @@ fn adder_job_returns_the_sum() {
             job["events_out"].as_u64(),
             job["dead_letters"].as_u64()
         ),
-        (Some(1000), Some(0), Some(0))
+        (Some(1000), Some(1000), Some(0))
     );
     assert_eq!(job["chunks_done"], 143);
     let versions = &job["stage_versions"][0];

@@ -31,10 +31,12 @@ pub struct QueueSection {
     /// another. Workers report progress every third of it while busy.
     #[serde(default = "default_ack_wait")]
     pub ack_wait: DurationSpec,
-    /// Deliveries of a chunk (each one ended by its worker dying) before
-    /// the chunk is split to isolate the event that kills workers.
-    #[serde(default = "default_max_deliveries")]
-    pub max_deliveries: std::num::NonZeroU32,
+    /// Times workers may start a chunk and never finish it (each one
+    /// killed, crashed or cut off) before the chunk is split, without
+    /// running it again, to isolate the event that stops workers; a single
+    /// event past this becomes a dead letter.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: std::num::NonZeroU32,
     /// Most bytes queued in the stream; past it ingest answers 429.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
@@ -89,7 +91,7 @@ fn default_nats_url() -> String {
 fn default_ack_wait() -> DurationSpec {
     DurationSpec(std::time::Duration::from_secs(30))
 }
-fn default_max_deliveries() -> std::num::NonZeroU32 {
+fn default_max_attempts() -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(3).expect("nonzero")
 }
 fn default_max_bytes() -> ByteSize {

@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS wasmpipe.chunks (
     done_at BIGINT NOT NULL,
     PRIMARY KEY (job, first_index, events)
 );
+CREATE TABLE IF NOT EXISTS wasmpipe.attempts (
+    job BIGINT NOT NULL,                -- chunks started and not yet committed
+    first_index BIGINT NOT NULL,
+    events BIGINT NOT NULL,
+    started INTEGER NOT NULL,           -- times a worker started it
+    PRIMARY KEY (job, first_index, events)
+);
 CREATE TABLE IF NOT EXISTS wasmpipe.events (
     id BIGSERIAL PRIMARY KEY,
     job BIGINT NOT NULL,
@@ -259,6 +266,39 @@ impl PgStore {
         }))
     }
 
+    /// Records that a worker starts processing a chunk; returns how many
+    /// times one has (this time included). Counting here rather than by
+    /// JetStream's deliveries leaves out deliveries that never reached a
+    /// worker (a pull request answered just as its worker died).
+    pub async fn start_attempt(&self, range: ChunkRange) -> Result<u32> {
+        let c = self.client().await?;
+        let n: i32 = c
+            .query_one(
+                "INSERT INTO wasmpipe.attempts (job, first_index, events, started) VALUES ($1, $2, $3, 1)
+                 ON CONFLICT (job, first_index, events) DO UPDATE SET started = wasmpipe.attempts.started + 1
+                 RETURNING started",
+                &[&range.job, &(range.first_index as i64), &(range.events as i64)],
+            )
+            .await?
+            .get(0);
+        Ok(n as u32)
+    }
+
+    /// Forgets the attempts on a chunk that was split into pieces.
+    pub async fn forget_attempts(&self, range: ChunkRange) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM wasmpipe.attempts WHERE job = $1 AND first_index = $2 AND events = $3",
+            &[
+                &range.job,
+                &(range.first_index as i64),
+                &(range.events as i64),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Commits a processed chunk (see the module's notes). `combine` turns
     /// the job's non-empty partials, in event order, into its result; it
     /// is called only by the commit that completes the job, and only if the
@@ -288,6 +328,11 @@ impl PgStore {
         if inserted == 0 {
             return Ok(Committed::Duplicate);
         }
+        tx.execute(
+            "DELETE FROM wasmpipe.attempts WHERE job = $1 AND first_index = $2 AND events = $3",
+            &[&job, &first, &events],
+        )
+        .await?;
         let Some(head) = tx
             .query_opt(
                 "SELECT pipeline, received_at FROM wasmpipe.jobs WHERE id = $1",

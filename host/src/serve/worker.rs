@@ -11,8 +11,8 @@
 //!   its commit finds the range done and stores nothing; it is acknowledged.
 //! - **PostgreSQL is away**: the worker keeps the chunk (reporting
 //!   progress, so it is not handed on) and retries the commit with backoff.
-//! - **A chunk keeps killing its workers** (delivered more than
-//!   `max_deliveries` times): it is split in two, the halves published as
+//! - **A chunk keeps killing its workers** (started more than
+//!   `max_attempts` times, counted in PostgreSQL): it is split in two, the halves published as
 //!   new chunks and the original acknowledged, without running it again.
 //!   A single event that still kills its workers becomes a dead letter.
 
@@ -44,7 +44,7 @@ struct Shared {
     settings: Settings,
     pipeline: String,
     reduces: bool,
-    max_deliveries: i64,
+    max_attempts: i64,
     host: String,
     /// `host/pid`, recorded with each chunk it commits.
     name: String,
@@ -80,7 +80,7 @@ pub async fn run(
         settings: Settings::new(manifest, &serve),
         pipeline: pipeline.name.clone(),
         reduces: pipeline.reduces(),
-        max_deliveries: i64::from(queue_section.max_deliveries.get()),
+        max_attempts: i64::from(queue_section.max_attempts.get()),
         name: format!("{host}/{}", std::process::id()),
         host,
         queue,
@@ -197,12 +197,15 @@ async fn handle(
             return Ok(());
         }
     };
-    let delivered = msg.info().map_or(1, |i| i.delivered);
     let Some(job) = job_info(shared, jobs, range.job).await? else {
         return Ok(());
     };
-    if delivered > shared.max_deliveries {
-        return match isolate(shared, range, &msg.payload, delivered).await? {
+    let started = retry_store(shared, "count an attempt", || {
+        shared.store.start_attempt(range)
+    })
+    .await?;
+    if i64::from(started) > shared.max_attempts {
+        return match isolate(shared, range, &msg.payload, i64::from(started)).await? {
             Some(out) => commit(shared, chain, range, &out, versions).await,
             None => Ok(()),
         };
@@ -270,6 +273,26 @@ async fn job_info(
     }
 }
 
+/// Retries `op` while PostgreSQL is away (until shutdown).
+async fn retry_store<T, F: Future<Output = Result<T>>>(
+    shared: &Shared,
+    what: &str,
+    mut op: impl FnMut() -> F,
+) -> Result<T> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if shared.stopping.load(Relaxed) => return Err(e),
+            Err(e) => {
+                tracing::warn!("cannot {what}: {e:#}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
 /// Commits, retrying while PostgreSQL is away.
 async fn commit(
     shared: &Shared,
@@ -324,13 +347,13 @@ async fn commit(
     }
 }
 
-/// A chunk delivered too often: split it without running it (`None`), or,
+/// A chunk started too often: split it without running it (`None`), or,
 /// for a single event, make it a dead letter (the outcome to commit).
 async fn isolate(
     shared: &Shared,
     range: ChunkRange,
     data: &[u8],
-    delivered: i64,
+    started: i64,
 ) -> Result<Option<Outcome>> {
     let lines: Vec<&[u8]> = data
         .split_inclusive(|&b| b == b'\n')
@@ -353,12 +376,15 @@ async fn isolate(
                 .map_err(|e| anyhow::anyhow!("cannot publish a piece of a split chunk: {e}"))?;
         }
         tracing::warn!(
-            "job {} events {}+{} were handed out {} times without finishing; split in two to isolate the event that stops workers",
+            "job {} events {}+{} were started {} and never finished; split in two to isolate the event that stops workers",
             range.job,
             range.first_index,
             range.events,
-            delivered - 1
+            times(started - 1)
         );
+        if let Err(e) = shared.store.forget_attempts(range).await {
+            tracing::debug!("cannot clear the attempts of a split chunk: {e:#}");
+        }
         return Ok(None);
     }
     let dead: Vec<DeadLetter> = lines
@@ -367,19 +393,19 @@ async fn isolate(
         .map(|(i, l)| DeadLetter {
             stage: "worker".into(),
             error: format!(
-                "the event was handed to a worker {} times and no worker finished it (each was killed, crashed or cut off while it ran); it was set aside so that it cannot stall the queue",
-                delivered - 1
+                "workers started this event {} and none finished it (each was killed, crashed or cut off while it ran); it was set aside so that it cannot stall the queue",
+                times(started - 1)
             ),
             index: range.first_index + i as u64,
-            attempts: (delivered - 1) as u32,
+            attempts: (started - 1) as u32,
             event: l.strip_suffix(b"\n").unwrap_or(l).to_vec(),
         })
         .collect();
     tracing::warn!(
-        "job {} event {}: set aside as a dead letter after {} deliveries",
+        "job {} event {}: set aside as a dead letter after {} unfinished attempts",
         range.job,
         range.first_index,
-        delivered - 1
+        started - 1
     );
     Ok(Some(Outcome {
         output: Vec::new(),
@@ -389,4 +415,12 @@ async fn isolate(
         partial: Vec::new(),
         retries: 0,
     }))
+}
+
+fn times(n: i64) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
+    }
 }

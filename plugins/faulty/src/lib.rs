@@ -8,6 +8,9 @@
 //! - `-4`: tries to read `/etc/passwd` and `$HOME`; fails the event saying
 //!   what was denied, or returns what it read if both were allowed;
 //! - `-5`: is slow (spins for some milliseconds), then passes through;
+//! - `-6`: prints `faulty: hanging on n=-6`, then never returns (the
+//!   scale-out tests kill whichever worker prints it, standing in for an
+//!   event that crashes its worker);
 //! - `7`: prints `faulty saw n=7` to stdout;
 //! - otherwise passes `{"n": n}` through.
 
@@ -37,6 +40,12 @@ fn faulty(ev: Num) -> Result<Value, String> {
             }
         }
         -4 => probe_wasi(),
+        -6 => {
+            println!("faulty: hanging on n=-6");
+            loop {
+                black_box(());
+            }
+        }
         -5 => {
             // About 10 ms of work, with no clock to read (the sandbox freezes it).
             let mut x = 0u64;

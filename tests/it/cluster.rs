@@ -1,0 +1,522 @@
+//! Scale-out: `wasmpipe serve` as an ingest node and `wasmpipe worker`s on
+//! a real nats-server (JetStream) and a real PostgreSQL, all on loopback,
+//! each a child process that can be SIGKILLed. `tests/services` starts the
+//! servers (`tests/run` calls it) and exports where they are.
+//!
+//! Every test has its own database and its own JetStream stream. They run
+//! one at a time: one of them restarts PostgreSQL.
+
+use crate::util::{plugin, toml_path, wasmpipe, write};
+use serde_json::Value;
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Where `tests/services` put PostgreSQL and NATS.
+struct Services {
+    postgres: String,
+    nats: String,
+    restart_postgres: String,
+}
+
+fn services() -> Services {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the scale-out tests need PostgreSQL and nats-server; \
+                 run them with `bash tests/run`, or first `eval \"$(bash tests/services start)\"`"
+            )
+        })
+    };
+    Services {
+        postgres: var("WASMPIPE_TEST_POSTGRES"),
+        nats: var("WASMPIPE_TEST_NATS"),
+        restart_postgres: var("WASMPIPE_TEST_PG_RESTART"),
+    }
+}
+
+/// Runs SQL with psql; returns the rows, one line each, fields split by `|`.
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("cannot run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A child process with its stderr in a log file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+    /// The first line it printed on stdout.
+    hello: String,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command, log: PathBuf) -> Proc {
+        let err = std::fs::File::create(&log).unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("cannot start wasmpipe");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let hello = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not start:\n{}",
+                    log.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Proc { child, log, hello }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> Option<i32> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not stop on SIGTERM", self.log.display());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An ingest node, its workers, their database and stream.
+struct Cluster {
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    db: String,
+    nats: String,
+    ingest: Proc,
+    workers: Vec<Proc>,
+    started: usize,
+}
+
+impl Cluster {
+    /// `stages` are `[[stage]]` tables; `queue` more `[queue]` keys.
+    fn start(name: &str, stages: &str, chunk_size: usize, queue: &str, workers: usize) -> Cluster {
+        let svc = services();
+        let db = format!("wasmpipe_test_{name}");
+        psql(
+            &format!("{}/postgres", svc.postgres),
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        );
+        psql(
+            &format!("{}/postgres", svc.postgres),
+            &format!("CREATE DATABASE {db}"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A stream per run, so a run never sees an earlier run's chunks.
+        let stream = format!(
+            "test-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        );
+        let text = format!(
+            "[pipeline]\nname = \"{name}\"\n{stages}\n\
+             [runtime]\nchunk_size = {chunk_size}\n\
+             [serve]\nmax_events = 2000000\nmax_body = \"64MiB\"\nmax_backlog = 4000000\n\
+             [queue]\nkind = \"nats\"\nstream = \"{stream}\"\n{queue}\n\
+             [store]\nkind = \"postgres\"\nurl = \"{}/{db}\"\n",
+            svc.postgres
+        );
+        let manifest = write(dir.path(), &format!("{name}.toml"), &text);
+        let ingest = Proc::start(
+            wasmpipe()
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .arg(&manifest)
+                .env("WASMPIPE_NATS_URL", &svc.nats),
+            dir.path().join("ingest.log"),
+        );
+        assert!(
+            ingest.hello.starts_with("listening on "),
+            "{}",
+            ingest.hello
+        );
+        let mut c = Cluster {
+            db: format!("{}/{db}", svc.postgres),
+            nats: svc.nats,
+            dir,
+            manifest,
+            ingest,
+            workers: Vec::new(),
+            started: 0,
+        };
+        for _ in 0..workers {
+            c.add_worker();
+        }
+        c
+    }
+
+    /// Starts one more worker process (one slot).
+    fn add_worker(&mut self) {
+        self.started += 1;
+        let log = self.dir.path().join(format!("worker-{}.log", self.started));
+        let w = Proc::start(
+            wasmpipe()
+                .args(["worker", "--workers", "1"])
+                .arg(&self.manifest)
+                .env("WASMPIPE_NATS_URL", &self.nats),
+            log,
+        );
+        assert_eq!(w.hello, "worker ready");
+        self.workers.push(w);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.ingest.hello.strip_prefix("listening on ").unwrap()
+        )
+    }
+
+    fn logs(&self) -> String {
+        let mut s = format!("--- ingest\n{}", self.ingest.log());
+        for w in &self.workers {
+            s.push_str(&format!("--- {}\n{}", w.log.display(), w.log()));
+        }
+        s
+    }
+
+    /// Posts a batch; returns the job id.
+    fn post(&self, body: &str) -> i64 {
+        let url = self.url(&format!(
+            "/v1/pipelines/{}/jobs",
+            self.manifest.file_stem().unwrap().to_str().unwrap()
+        ));
+        let r = agent()
+            .post(&url)
+            .header("content-type", "application/x-ndjson")
+            .send(body)
+            .expect("POST failed");
+        let status = r.status().as_u16();
+        let text = r
+            .into_body()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .unwrap();
+        assert_eq!(status, 202, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["job"].as_i64().unwrap()
+    }
+
+    /// The job as the API shows it; `None` while the API cannot answer
+    /// (PostgreSQL restarting).
+    fn job(&self, id: i64) -> Option<Value> {
+        let mut r = agent()
+            .get(self.url(&format!("/v1/jobs/{id}")))
+            .call()
+            .ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
+    }
+
+    /// Polls until `until` holds for the job, with a deadline.
+    fn wait(&self, id: i64, secs: u64, until: impl Fn(&Value) -> bool) -> Value {
+        let t = Instant::now();
+        loop {
+            if let Some(j) = self.job(id)
+                && until(&j)
+            {
+                return j;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "job {id} not there in {secs} s: {:?}\n{}",
+                self.job(id),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_done(&self, id: i64, secs: u64) -> Value {
+        self.wait(id, secs, |j| j["status"] == "done")
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        psql(&self.db, sql)
+    }
+
+    /// Asserts that events `0..n` of job `id` are each stored exactly once,
+    /// as `{"n": 2 × their n}` (the double stage), and nothing else is.
+    fn assert_stored_once(&self, id: i64, n: u64) {
+        let got = self.sql(&format!(
+            "SELECT count(*), count(DISTINCT idx), min(idx), max(idx), \
+             sum((body::jsonb->>'n')::bigint) FROM wasmpipe.events WHERE job = {id}"
+        ));
+        let n = n as i64;
+        assert_eq!(
+            got,
+            format!("{n}|{n}|0|{}|{}", n - 1, n * (n - 1)),
+            "count, distinct, min, max, sum of the stored events"
+        );
+        assert_eq!(
+            self.sql("SELECT count(*) FROM wasmpipe.events"),
+            n.to_string(),
+            "no stray events"
+        );
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn adder_stages() -> String {
+    format!(
+        "[[stage]]\nname = \"double\"\nkind = \"map\"\nplugin = {}\n\
+         [[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\n",
+        toml_path(&plugin("double")),
+        toml_path(&plugin("sum"))
+    )
+}
+
+fn numbers(n: u64) -> String {
+    let mut s = String::with_capacity(n as usize * 14);
+    for i in 0..n {
+        s.push_str(&format!("{{\"n\":{i}}}\n"));
+    }
+    s
+}
+
+/// 2 × (0 + … + n-1).
+fn doubled_sum(n: u64) -> i64 {
+    (n * (n - 1)) as i64
+}
+
+#[test]
+fn three_workers_store_a_million_events_once_and_reduce_them() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start("million", &adder_stages(), 1000, "", 3);
+    let n = 1_000_000;
+    let t = Instant::now();
+    let id = c.post(&numbers(n));
+    let job = c.wait_done(id, 300);
+    eprintln!("1,000,000 events through 3 workers in {:?}", t.elapsed());
+    assert_eq!(job["result"], doubled_sum(n), "{job}");
+    assert_eq!(job["events_out"], n);
+    assert_eq!(job["dead_letters"], 0);
+    c.assert_stored_once(id, n);
+    let workers: i64 = c
+        .sql("SELECT count(DISTINCT worker) FROM wasmpipe.chunks")
+        .parse()
+        .unwrap();
+    assert!(
+        workers >= 2,
+        "the chunks were shared among the workers: {workers}"
+    );
+    // The read API serves the stored events from PostgreSQL.
+    let mut r = agent()
+        .get(c.url(&format!("/v1/events?job={id}&field.n=20&limit=5")))
+        .call()
+        .unwrap();
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{v}");
+    assert_eq!(events[0]["index"], 10);
+    assert_eq!(events[0]["event"]["n"], 20);
+    for w in c.workers.into_iter() {
+        assert_eq!(w.stop(), Some(0));
+    }
+    assert_eq!(c.ingest.stop(), Some(0));
+}
+
+#[test]
+fn a_worker_killed_mid_job_loses_nothing_and_stores_nothing_twice() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Cluster::start("sigkill", &adder_stages(), 500, "ack_wait = \"1s\"", 3);
+    let n = 300_000;
+    let id = c.post(&numbers(n));
+    c.wait(id, 120, |j| j["chunks_done"].as_u64() >= Some(60));
+    let victim = c.workers[0].child.id();
+    c.workers[0].kill();
+    let job = c.wait_done(id, 180);
+    assert_eq!(job["result"], doubled_sum(n), "{job}");
+    c.assert_stored_once(id, n);
+    let before: i64 = c
+        .sql(&format!(
+            "SELECT count(*) FROM wasmpipe.chunks WHERE worker LIKE '%/{victim}'"
+        ))
+        .parse()
+        .unwrap();
+    assert!(
+        before > 0,
+        "the killed worker had committed chunks before it died"
+    );
+}
+
+#[test]
+fn postgres_restarted_mid_job_and_workers_retry() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start("pgrestart", &adder_stages(), 500, "", 3);
+    let n = 300_000;
+    let id = c.post(&numbers(n));
+    c.wait(id, 120, |j| j["chunks_done"].as_u64() >= Some(60));
+    let restart = services().restart_postgres;
+    let out = Command::new("sh").args(["-c", &restart]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{restart}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = c.wait_done(id, 180);
+    assert_eq!(job["result"], doubled_sum(n), "{job}");
+    c.assert_stored_once(id, n);
+    let retried = c
+        .workers
+        .iter()
+        .filter(|w| w.log().contains("retrying"))
+        .count();
+    assert!(
+        retried >= 1,
+        "a worker met the restart and retried:\n{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn a_poison_event_under_redelivery_ends_as_one_dead_letter() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // `faulty` hangs on n = -6 and says so; this test kills whichever
+    // worker says so, as if the event crashed it. Its timeout is far off,
+    // so only redelivery and splitting can get past the event.
+    let stages = format!(
+        "[[stage]]\nname = \"faulty\"\nkind = \"map\"\nplugin = {}\nlimits = {{ timeout = \"300s\" }}\n\
+         [[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\n",
+        toml_path(&plugin("faulty")),
+        toml_path(&plugin("sum"))
+    );
+    let mut c = Cluster::start(
+        "poison",
+        &stages,
+        8,
+        "ack_wait = \"1s\"\nmax_attempts = 1",
+        3,
+    );
+    let poison_at = 21;
+    let values: Vec<i64> = (0..40)
+        .map(|i| if i == poison_at { -6 } else { i + 100 })
+        .collect();
+    let body: String = values.iter().map(|v| format!("{{\"n\":{v}}}\n")).collect();
+    let id = c.post(&body);
+    let mut kills = 0;
+    let t = Instant::now();
+    loop {
+        if c.job(id).is_some_and(|j| j["status"] == "done") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the job is stuck after {kills} kills: {:?}\n{}",
+            c.job(id),
+            c.logs()
+        );
+        let hit = c
+            .workers
+            .iter()
+            .position(|w| w.log().contains("hanging on n=-6"));
+        if let Some(i) = hit {
+            let mut w = c.workers.remove(i);
+            w.kill();
+            kills += 1;
+            c.add_worker();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let job = c.job(id).unwrap();
+    assert!(
+        kills >= 2,
+        "the poison event was redelivered: {kills} kills"
+    );
+    assert_eq!(job["dead_letters"], 1, "{job}");
+    let expected: i64 = values.iter().filter(|&&v| v != -6).sum();
+    assert_eq!(job["result"], expected, "{job}");
+    assert_eq!(job["events_out"], 39);
+    assert_eq!(
+        c.sql("SELECT idx, stage, event FROM wasmpipe.dead_letters"),
+        format!("{poison_at}|worker|\\x{}", hex(b"{\"n\":-6}"))
+    );
+    assert_eq!(
+        c.sql(&format!(
+            "SELECT count(*), count(DISTINCT idx) FROM wasmpipe.events WHERE job = {id}"
+        )),
+        "39|39"
+    );
+    // The queue is not stuck: a later job goes through.
+    let later: String = (100..200).map(|v| format!("{{\"n\":{v}}}\n")).collect();
+    let job = c.wait_done(c.post(&later), 60);
+    assert_eq!(job["result"], (100..200).sum::<i64>(), "{job}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn manifests_that_mix_queue_and_store_wrongly_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "bad.toml",
+        &format!(
+            "[pipeline]\nname = \"bad\"\n{}\n[queue]\nkind = \"nats\"\n",
+            adder_stages()
+        ),
+    );
+    let out = wasmpipe().args(["worker"]).arg(&m).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the `nats` queue needs the `postgres` store") && err.contains("bad.toml:"),
+        "{err}"
+    );
+}
