@@ -332,7 +332,7 @@ async fn ingest_batch(
             // bounds it instead of this process's backlog counter.
             svc.backlog.fetch_sub(n, Relaxed);
             publish_job(
-                &svc,
+                svc,
                 store,
                 queue,
                 "ingest",

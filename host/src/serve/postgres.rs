@@ -93,6 +93,10 @@ CREATE INDEX IF NOT EXISTS dead_job ON wasmpipe.dead_letters (job, id);
 CREATE INDEX IF NOT EXISTS dead_pipeline ON wasmpipe.dead_letters (pipeline, id);
 ";
 
+/// Turns a job's non-empty chunk partials, in event order, into its
+/// result (the reduce stage's `combine`, run by a worker's chain).
+pub type Combine<'a> = dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send + 'a;
+
 /// A job's state, as workers need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -310,7 +314,7 @@ impl PgStore {
         versions: &str,
         worker: &str,
         now: i64,
-        combine: Option<&mut (dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send)>,
+        combine: Option<&mut Combine<'_>>,
     ) -> Result<Committed> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;

@@ -306,7 +306,7 @@ async fn commit(
         let mut combine = |partials| process::combine_partials(chain, partials);
         let combine = shared
             .reduces
-            .then_some(&mut combine as &mut (dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send));
+            .then_some(&mut combine as &mut super::postgres::Combine<'_>);
         match shared
             .store
             .complete_chunk(range, out, versions, &shared.name, now_ms(), combine)
