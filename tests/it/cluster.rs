@@ -156,7 +156,7 @@ impl Cluster {
         let text = format!(
             "[pipeline]\nname = \"{name}\"\n{stages}\n\
              [runtime]\nchunk_size = {chunk_size}\n\
-             [serve]\nmax_events = 2000000\nmax_body = \"64MiB\"\nmax_backlog = 4000000\n\
+             [serve]\nmax_events = 2000000\nmax_body = \"64MiB\"\nmax_event_size = \"4MiB\"\nmax_backlog = 4000000\n\
              [queue]\nkind = \"nats\"\nstream = \"{stream}\"\n{queue}\n\
              [store]\nkind = \"postgres\"\nurl = \"{}/{db}\"\n",
             svc.postgres
@@ -519,4 +519,84 @@ fn manifests_that_mix_queue_and_store_wrongly_are_refused() {
         err.contains("the `nats` queue needs the `postgres` store") && err.contains("bad.toml:"),
         "{err}"
     );
+}
+
+#[test]
+fn an_ingest_node_retries_dead_letters_refuses_replay_and_oversized_events() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stages = format!(
+        "[[stage]]\nname = \"faulty\"\nkind = \"map\"\nplugin = {}\n\
+         [[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\n",
+        toml_path(&plugin("faulty")),
+        toml_path(&plugin("sum"))
+    );
+    let c = Cluster::start("routes", &stages, 10, "", 1);
+    let ready = agent().get(c.url("/readyz")).call().unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // faulty fails n = 13 ("unlucky 13"): one dead letter.
+    let id = c.post(&numbers(30));
+    let job = c.wait_done(id, 60);
+    assert_eq!(job["dead_letters"], 1, "{job}");
+    assert_eq!(job["result"], (0..30).sum::<i64>() - 13);
+
+    let send = |method: &str, path: &str, body: Vec<u8>| {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(c.url(path))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .unwrap();
+        let mut r = agent().run(req).unwrap();
+        let status = r.status().as_u16();
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        (status, v)
+    };
+    // A retry is a new job through the same queue; the event fails again.
+    let (status, v) = send("POST", &format!("/v1/jobs/{id}/dead-letters/retry"), vec![]);
+    assert_eq!(status, 202, "{v}");
+    let retry = v["job"].as_i64().unwrap();
+    let job = c.wait_done(retry, 60);
+    assert_eq!(
+        (job["kind"].as_str(), job["origin"].as_i64()),
+        (Some("retry"), Some(id))
+    );
+    assert_eq!(job["dead_letters"], 1, "{job}");
+    assert_eq!(
+        c.sql(&format!(
+            "SELECT retried_by FROM wasmpipe.dead_letters WHERE job = {id}"
+        )),
+        retry.to_string()
+    );
+    let (status, v) = send("POST", &format!("/v1/jobs/{id}/dead-letters/retry"), vec![]);
+    assert_eq!(status, 409, "nothing left to retry: {v}");
+
+    // The input is not kept, so there is nothing to replay.
+    let (status, v) = send("POST", &format!("/v1/jobs/{id}/replay"), vec![]);
+    assert_eq!(status, 501, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("submit the batch again"),
+        "{v}"
+    );
+
+    // Chunks larger than a NATS message are cut; an event larger than one
+    // is refused whole, naming it.
+    let wide = "x".repeat(400_000);
+    let body: String = (0..6)
+        .map(|i| format!("{{\"n\":{i},\"pad\":\"{wide}\"}}\n"))
+        .collect();
+    let (status, v) = send("POST", "/v1/pipelines/routes/jobs", body.into_bytes());
+    assert_eq!(status, 202, "{v}");
+    let job = c.wait_done(v["job"].as_i64().unwrap(), 60);
+    assert_eq!(job["result"], 15, "{job}");
+    let huge = format!(
+        "{{\"n\":1}}\n{{\"n\":2,\"pad\":\"{}\"}}\n",
+        "y".repeat(1_100_000)
+    );
+    let (status, v) = send("POST", "/v1/pipelines/routes/jobs", huge.into_bytes());
+    assert_eq!(status, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("event 1 is"), "{v}");
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 /// Serve a pipeline over HTTP: accept batches of events as jobs, journal
 /// them in SQLite, process them and store the outputs, dead letters and
-/// each job's result (see docs/api.md).
+/// each job's result (see docs/api.md). With `[queue] kind = "nats"` it is
+/// an ingest node instead: batches go to NATS JetStream for `wasmpipe
+/// worker`s, and jobs and results are read from PostgreSQL (docs/deploy.md).
 ///
 /// Prints `listening on http://ADDR` on stdout once ready. Stops on
 /// SIGTERM or ctrl-c: no new connections, requests and chunks in flight
@@ -19,10 +21,11 @@ pub struct ServeArgs {
     /// Listen address, overriding `[serve].listen` (port 0: any free port).
     #[arg(long, short)]
     listen: Option<std::net::SocketAddr>,
-    /// SQLite database, overriding `[serve].database`.
+    /// SQLite database, overriding `[serve].database` (embedded queue only).
     #[arg(long)]
     database: Option<PathBuf>,
-    /// Worker threads, overriding the manifest (default: one per core).
+    /// Worker threads, overriding the manifest (default: one per core;
+    /// embedded queue only: an ingest node runs none).
     #[arg(long, short)]
     workers: Option<usize>,
     /// Do not read or write the compiled-module cache.
@@ -33,6 +36,17 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> Result<u8> {
     let (mut manifest, pipeline) =
         load_pipeline(&args.manifest, args.workers, args.no_cache, false)?;
+    let clustered = manifest
+        .doc
+        .queue
+        .as_ref()
+        .is_some_and(|q| *q.kind.get_ref() == crate::manifest::QueueKind::Nats);
+    if clustered && (args.database.is_some() || args.workers.is_some()) {
+        anyhow::bail!(
+            "--database and --workers apply to the embedded queue, and {} uses NATS; hint: drop them (workers are `wasmpipe worker` processes, results live in `[store]`)",
+            args.manifest.display()
+        );
+    }
     let serve = manifest.doc.serve.get_or_insert_with(Default::default);
     if let Some(db) = &args.database {
         serve.database = std::path::absolute(db)?.display().to_string();

@@ -628,6 +628,8 @@ fn job_not_found(id: &str) -> ApiError {
 fn job_json(svc: &Service, j: &JobRow) -> Value {
     let status = if j.finished_at.is_some() {
         "done"
+    } else if j.abandoned {
+        "abandoned"
     } else if j.started_at.is_some() {
         "running"
     } else {
@@ -713,7 +715,20 @@ async fn publish_job(
             Ok(false) => unavailable(svc, "the job was not accepted in time"),
             Err(e) => unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")),
         },
-        Err(PublishFailure::Full) => backlog_full(svc),
+        Err(PublishFailure::Full) => {
+            svc.metrics.batches_refused.backlog.fetch_add(1, Relaxed);
+            ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "the work queue is full (the JetStream stream is at `[queue] max_bytes`); retry later, or add workers".into(),
+                retry_after: Some(5),
+            }
+        }
+        Err(PublishFailure::TooLarge { event, size, limit }) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "event {event} is {size} bytes, more than the {limit} bytes a NATS message may carry (the server's max_payload); make it smaller, or raise max_payload in nats-server's configuration"
+            ),
+        ),
         Err(e) => unavailable(svc, &format!("cannot queue the batch ({e})")),
     };
     if let Err(e) = store.abandon_job(id, None).await {
@@ -947,8 +962,17 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
         return Err(unavailable(&svc, "the server is shutting down"));
     }
     let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
-    if load_job(&svc, n).await?.is_none() {
+    let Some(job) = load_job(&svc, n).await? else {
         return Err(job_not_found(&id));
+    };
+    if job.pipeline != svc.pipeline {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "job {id} belongs to pipeline `{}`; this server runs `{}`: retry it on a server of its pipeline",
+                job.pipeline, svc.pipeline
+            ),
+        ));
     }
     let chunk_size = svc.settings.chunk_size;
     if let Backend::Cluster { store, queue } = &svc.backend {
@@ -965,13 +989,20 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
         let count = events.len() as u64;
         let chunks = to_chunks(&events, chunk_size);
         let published = queue.publish_job(new, 0, &chunks).await;
-        let accepted = match published {
+        let accepted = match &published {
             Ok(()) => store.accept_job(new).await.unwrap_or(false),
             Err(_) => false,
         };
         if !accepted {
             let _ = store.abandon_job(new, None).await;
-            return Err(unavailable(&svc, "cannot queue the dead letters again"));
+            return Err(match published {
+                Err(PublishFailure::Full) => ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: "the work queue is full (the JetStream stream is at `[queue] max_bytes`); retry later".into(),
+                    retry_after: Some(5),
+                },
+                _ => unavailable(&svc, "cannot queue the dead letters again"),
+            });
         }
         return Ok(json_response(
             StatusCode::ACCEPTED,
@@ -1062,7 +1093,7 @@ async fn metrics(State(svc): Svc, headers: HeaderMap) -> ApiResult {
     let (backlog, queued) = match &svc.backend {
         Backend::Embedded { queue, .. } => (svc.backlog.load(Relaxed), queue.len() as u64),
         Backend::Cluster { store, queue } => (
-            store.backlog().await.unwrap_or(0),
+            store.backlog(&svc.pipeline).await.unwrap_or(0),
             queue.depth().await.unwrap_or(0),
         ),
     };
@@ -1092,6 +1123,23 @@ async fn readyz(State(svc): Svc) -> Response {
             retry_after: Some(retry_after(&svc)),
         }
         .into_response();
+    }
+    if let Backend::Cluster { store, queue } = &svc.backend {
+        let down = if let Err(e) = store.ping().await {
+            Some(format!("PostgreSQL is unreachable: {e:#}"))
+        } else if !queue.connected() {
+            Some("NATS is unreachable".to_string())
+        } else {
+            None
+        };
+        if let Some(message) = down {
+            return ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message,
+                retry_after: Some(1),
+            }
+            .into_response();
+        }
     }
     json_response(
         StatusCode::OK,

@@ -25,6 +25,7 @@ const CONSUMER: &str = "workers";
 /// A pipeline's chunk stream.
 #[derive(Clone)]
 pub struct ChunkQueue {
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: String,
     subject: String,
@@ -36,9 +37,21 @@ pub struct ChunkQueue {
 pub enum PublishFailure {
     /// The stream is at its `max_bytes`: try again later.
     Full,
+    /// One event is larger than a NATS message may be.
+    TooLarge {
+        /// Its index in the job.
+        event: u64,
+        /// Its size.
+        size: usize,
+        /// The most a message may carry.
+        limit: usize,
+    },
     /// NATS is unreachable or did not answer.
     Unavailable(anyhow::Error),
 }
+
+/// Room left in a message for its headers.
+const HEADER_ROOM: usize = 512;
 
 impl ChunkQueue {
     /// Connects to NATS and creates the stream if it does not exist.
@@ -51,9 +64,12 @@ impl ChunkQueue {
             .connect(&url)
             .await
             .with_context(|| {
-                format!("cannot connect to NATS at {url}; hint: is nats-server running with JetStream (`nats-server -js`)?")
+                format!(
+                    "cannot connect to NATS at {}; hint: is nats-server running with JetStream (`nats-server -js`)?",
+                    super::postgres::redact(&url)
+                )
             })?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let name = q.stream_name(pipeline);
         let subject = format!("wasmpipe.{name}.chunks");
         js.get_or_create_stream(stream::Config {
@@ -69,6 +85,7 @@ impl ChunkQueue {
         .await
         .map_err(|e| anyhow!("cannot create the JetStream stream `{name}`: {e}; hint: start nats-server with JetStream enabled (`-js`)"))?;
         Ok(ChunkQueue {
+            client,
             js,
             stream: name,
             subject,
@@ -77,28 +94,54 @@ impl ChunkQueue {
     }
 
     /// Publishes chunks and waits until JetStream has stored every one.
-    /// `chunks` are NDJSON data and event counts, in order from event 0.
+    /// `chunks` are NDJSON data and event counts, in order from event
+    /// `first_index`. A chunk larger than a NATS message may be is cut into
+    /// pieces first; nothing is sent if one event alone is too large.
     pub async fn publish_job(
         &self,
         job: i64,
         first_index: u64,
         chunks: &[(Vec<u8>, u64)],
     ) -> Result<(), PublishFailure> {
-        let mut acks = Vec::with_capacity(chunks.len());
+        let limit = self.max_message();
+        let mut pieces = Vec::with_capacity(chunks.len());
         let mut first = first_index;
         for (data, events) in chunks {
-            let range = ChunkRange {
-                job,
-                first_index: first,
-                events: *events,
-            };
+            if data.len() <= limit {
+                pieces.push((
+                    ChunkRange {
+                        job,
+                        first_index: first,
+                        events: *events,
+                    },
+                    &data[..],
+                ));
+            } else {
+                cut(job, first, data, limit, &mut pieces)?;
+            }
             first += events;
+        }
+        let mut acks = Vec::with_capacity(pieces.len());
+        for (range, data) in pieces {
             acks.push(self.send(range, Bytes::copy_from_slice(data)).await?);
         }
         for ack in acks {
             ack.await.map_err(classify)?;
         }
         Ok(())
+    }
+
+    /// The largest chunk a message carries: the server's `max_payload`
+    /// less room for headers.
+    fn max_message(&self) -> usize {
+        (self.client.server_info().max_payload)
+            .saturating_sub(HEADER_ROOM)
+            .max(1)
+    }
+
+    /// Whether the connection to NATS is up.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Publishes one chunk and waits for JetStream to store it.
@@ -168,11 +211,56 @@ impl ChunkQueue {
             .map_err(|e| anyhow!("{e}"))?;
         Ok(stream.cached_info().state.messages)
     }
+}
 
-    /// How long a worker may go silent.
-    pub fn ack_wait(&self) -> Duration {
-        self.ack_wait
+/// Cuts NDJSON `data` (events from `first`) into pieces of at most `limit`
+/// bytes, at line ends.
+fn cut<'a>(
+    job: i64,
+    first: u64,
+    data: &'a [u8],
+    limit: usize,
+    pieces: &mut Vec<(ChunkRange, &'a [u8])>,
+) -> Result<(), PublishFailure> {
+    let mut start = 0;
+    let mut events = 0u64;
+    let mut index = first;
+    let mut pos = 0;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.len() > limit {
+            return Err(PublishFailure::TooLarge {
+                event: index,
+                size: line.len(),
+                limit,
+            });
+        }
+        if pos + line.len() - start > limit {
+            pieces.push((
+                ChunkRange {
+                    job,
+                    first_index: index - events,
+                    events,
+                },
+                &data[start..pos],
+            ));
+            start = pos;
+            events = 0;
+        }
+        pos += line.len();
+        events += 1;
+        index += 1;
     }
+    if events > 0 {
+        pieces.push((
+            ChunkRange {
+                job,
+                first_index: index - events,
+                events,
+            },
+            &data[start..pos],
+        ));
+    }
+    Ok(())
 }
 
 fn classify(e: jetstream::context::PublishError) -> PublishFailure {
@@ -190,6 +278,12 @@ impl std::fmt::Display for PublishFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PublishFailure::Full => write!(f, "the JetStream stream is full"),
+            PublishFailure::TooLarge { event, size, limit } => {
+                write!(
+                    f,
+                    "event {event} is {size} bytes, more than a NATS message's {limit}"
+                )
+            }
             PublishFailure::Unavailable(e) => write!(f, "{e:#}"),
         }
     }
@@ -214,4 +308,34 @@ pub fn range_of(msg: &jetstream::Message) -> Result<ChunkRange> {
         first_index: get(FIRST)? as u64,
         events: get(EVENTS)? as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_chunks_are_cut_at_line_ends_and_keep_their_event_numbers() {
+        let data = b"{\"n\":1}\n{\"n\":22}\n{\"n\":333}\n{\"n\":4}\n";
+        let mut pieces = Vec::new();
+        cut(7, 10, data, 20, &mut pieces).unwrap();
+        let got: Vec<(u64, u64, &[u8])> = pieces
+            .iter()
+            .map(|(r, d)| (r.first_index, r.events, *d))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (10, 2, &b"{\"n\":1}\n{\"n\":22}\n"[..]),
+                (12, 2, &b"{\"n\":333}\n{\"n\":4}\n"[..]),
+            ]
+        );
+        let mut pieces = Vec::new();
+        match cut(7, 10, data, 9, &mut pieces) {
+            Err(PublishFailure::TooLarge { event, size, limit }) => {
+                assert_eq!((event, size, limit), (12, 10, 9));
+            }
+            _ => panic!("an event larger than a message is refused"),
+        }
+    }
 }

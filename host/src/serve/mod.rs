@@ -1,6 +1,12 @@
 //! `wasmpipe serve`: the HTTP service. Batches of events arrive as jobs,
-//! are journaled in SQLite before they are acknowledged, and are processed
-//! chunk by chunk by workers running the same [`Chain`] as `wasmpipe run`.
+//! are made durable before they are acknowledged, and are processed chunk
+//! by chunk by workers running the same [`Chain`] as `wasmpipe run`.
+//!
+//! Two backends ([`Backend`]), chosen by the manifest's `[queue]` and
+//! `[store]`: embedded (a SQLite journal and store, and worker threads in
+//! this process), or an ingest node on a cluster (chunks published to NATS
+//! JetStream for `wasmpipe worker` processes, see [`worker`]; jobs, events
+//! and results in PostgreSQL).
 //!
 //! # Layout
 //!
@@ -9,6 +15,8 @@
 //! - [`store`]: the SQLite journal and result store; every state change
 //!   is one transaction.
 //! - [`queue`]: the queue of chunk keys and the worker threads.
+//! - [`process`]: one chunk through the stages, for every kind of worker.
+//! - [`postgres`], [`jetstream`], [`worker`]: the cluster backend.
 //! - [`auth`]: bearer tokens with read and write permissions.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
@@ -189,7 +197,7 @@ pub async fn run(
         let queue = jetstream::ChunkQueue::connect(&q, &pipeline.name).await?;
         tracing::info!(
             "ingest node: chunks go to JetStream at {}, results come from PostgreSQL at {}",
-            q.nats_url(),
+            postgres::redact(&q.nats_url()),
             postgres::redact(&url)
         );
         (Backend::Cluster { store, queue }, 0)

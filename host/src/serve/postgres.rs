@@ -196,6 +196,12 @@ impl PgStore {
             .map_err(|e| anyhow::anyhow!("cannot get a PostgreSQL connection: {e}"))
     }
 
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     /// Records a new job as `pending`; returns its id.
     pub async fn insert_job(&self, job: &NewPgJob<'_>) -> Result<i64> {
         let c = self.client().await?;
@@ -292,7 +298,23 @@ impl PgStore {
         Ok(n as u32)
     }
 
-    /// Forgets the attempts on a chunk that was split into pieces.
+    /// Takes back an attempt whose worker lived to report its failure.
+    pub async fn end_attempt(&self, range: ChunkRange) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE wasmpipe.attempts SET started = started - 1
+             WHERE job = $1 AND first_index = $2 AND events = $3 AND started > 0",
+            &[
+                &range.job,
+                &(range.first_index as i64),
+                &(range.events as i64),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the attempts on a chunk (split into pieces, or found done).
     pub async fn forget_attempts(&self, range: ChunkRange) -> Result<()> {
         let c = self.client().await?;
         c.execute(
@@ -658,12 +680,13 @@ impl PgStore {
     }
 
     /// Events waiting in accepted, unfinished jobs (for `/metrics`).
-    pub async fn backlog(&self) -> Result<u64> {
+    pub async fn backlog(&self, pipeline: &str) -> Result<u64> {
         let c = self.client().await?;
         let n: i64 = c
             .query_one(
-                "SELECT COALESCE(sum(events_in - events_done), 0)::BIGINT FROM wasmpipe.jobs WHERE state = 'accepted' AND finished_at IS NULL",
-                &[],
+                "SELECT COALESCE(sum(events_in - events_done), 0)::BIGINT FROM wasmpipe.jobs
+                 WHERE state = 'accepted' AND finished_at IS NULL AND pipeline = $1",
+                &[&pipeline],
             )
             .await?
             .get(0);
@@ -691,7 +714,7 @@ pub struct NewPgJob<'a> {
 
 const JOB_COLUMNS: &str =
     "SELECT id, pipeline, kind, origin, received_at, started_at, finished_at, context,
-    events_in, events_out, dead_letters, retries, chunks, chunks_done, result FROM wasmpipe.jobs";
+    events_in, events_out, dead_letters, retries, chunks, chunks_done, result, state FROM wasmpipe.jobs";
 
 fn job_row(r: &tokio_postgres::Row) -> JobRow {
     JobRow {
@@ -711,6 +734,7 @@ fn job_row(r: &tokio_postgres::Row) -> JobRow {
         chunks_done: r.get::<_, i64>(13) as u64,
         result: r.get(14),
         versions: Vec::new(),
+        abandoned: r.get::<_, &str>(15) == "abandoned",
     }
 }
 

@@ -194,6 +194,9 @@ pub struct JobRow {
     pub result: Option<String>,
     /// The distinct stage-version sets its chunks were processed by.
     pub versions: Vec<String>,
+    /// Its client was answered with an error and its chunks are dropped
+    /// (ingest nodes on NATS only).
+    pub abandoned: bool,
 }
 
 /// A stored event or dead letter, as listed.
@@ -742,5 +745,6 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         chunks_done: r.get::<_, i64>(13)? as u64,
         result: r.get(14)?,
         versions: Vec::new(),
+        abandoned: false,
     })
 }

@@ -46,6 +46,8 @@ struct Shared {
     reduces: bool,
     max_attempts: i64,
     host: String,
+    /// How often a busy slot reports progress: a third of `ack_wait`.
+    heartbeat: Duration,
     /// `host/pid`, recorded with each chunk it commits.
     name: String,
     stopping: AtomicBool,
@@ -74,6 +76,15 @@ pub async fn run(
     let store = PgStore::connect(&url, store_section.pool.get()).await?;
     let queue = ChunkQueue::connect(&queue_section, &pipeline.name).await?;
     let consumer = queue.consumer().await?;
+    // The consumer is shared and outlives this manifest: its own `ack_wait`
+    // is what JetStream enforces, so heartbeats follow it.
+    let ack_wait = consumer.cached_info().config.ack_wait;
+    if ack_wait != queue_section.ack_wait.0 {
+        tracing::warn!(
+            "the JetStream consumer waits {ack_wait:?} for acknowledgements, not the manifest's {:?}: it was created with other settings; delete it (`nats consumer rm`) to apply the manifest's",
+            queue_section.ack_wait.0
+        );
+    }
     let host = crate::exec::host_name();
     let shared = Arc::new(Shared {
         store,
@@ -84,6 +95,7 @@ pub async fn run(
         name: format!("{host}/{}", std::process::id()),
         host,
         queue,
+        heartbeat: (ack_wait / 3).max(Duration::from_millis(10)),
         stopping: AtomicBool::new(false),
     });
     let mut slots = Vec::new();
@@ -146,7 +158,7 @@ async fn slot(
         // chunk is not mistaken for a dead worker.
         let beat = {
             let msg = msg.clone();
-            let every = shared.queue.ack_wait() / 3;
+            let every = shared.heartbeat;
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -200,18 +212,54 @@ async fn handle(
     let Some(job) = job_info(shared, jobs, range.job).await? else {
         return Ok(());
     };
+    if job.pipeline != shared.pipeline {
+        bail!(
+            "job {} belongs to pipeline `{}`, not `{}`: this stream carries another pipeline's chunks; hint: give each pipeline its own `[queue] stream`",
+            range.job,
+            job.pipeline,
+            shared.pipeline
+        );
+    }
     let started = retry_store(shared, "count an attempt", || {
         shared.store.start_attempt(range)
     })
     .await?;
-    if i64::from(started) > shared.max_attempts {
-        return match isolate(shared, range, &msg.payload, i64::from(started)).await? {
-            Some(out) => commit(shared, chain, range, &out, versions).await,
-            None => Ok(()),
-        };
+    let done = if i64::from(started) > shared.max_attempts {
+        match isolate(shared, range, &msg.payload, i64::from(started)).await {
+            Ok(Some(out)) => commit(shared, chain, range, &out, versions).await,
+            Ok(None) => Ok(Committed::Stored(false)),
+            Err(e) => Err(e),
+        }
+    } else {
+        run_and_commit(shared, chain, versions, &job, range, &msg.payload).await
+    };
+    match done {
+        // Redelivered after an earlier commit: its attempt row is left over.
+        Ok(Committed::Duplicate) => {
+            let _ = shared.store.forget_attempts(range).await;
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // The worker lived to report the failure, so this attempt is
+            // not one of those that count towards `max_attempts`.
+            let _ = shared.store.end_attempt(range).await;
+            Err(e)
+        }
     }
+}
+
+/// Runs a chunk through the stages and commits what came out.
+async fn run_and_commit(
+    shared: &Shared,
+    chain: &mut Chain,
+    versions: &str,
+    job: &super::postgres::JobInfo,
+    range: ChunkRange,
+    payload: &[u8],
+) -> Result<Committed> {
     let seq = range.first_index / shared.settings.chunk_size as u64;
-    let chunk = process::to_chunk(msg.payload.to_vec(), seq, range.first_index);
+    let chunk = process::to_chunk(payload.to_vec(), seq, range.first_index);
     if chunk.len() as u64 != range.events {
         bail!(
             "job {} chunk at event {} holds {} events, its header says {}",
@@ -300,7 +348,7 @@ async fn commit(
     range: ChunkRange,
     out: &Outcome,
     versions: &str,
-) -> Result<()> {
+) -> Result<Committed> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut combine = |partials| process::combine_partials(chain, partials);
@@ -316,7 +364,7 @@ async fn commit(
                 if finished {
                     tracing::info!("job {} finished", range.job);
                 }
-                return Ok(());
+                return Ok(Committed::Stored(finished));
             }
             Ok(Committed::Duplicate) => {
                 tracing::debug!(
@@ -325,7 +373,7 @@ async fn commit(
                     range.first_index,
                     range.events
                 );
-                return Ok(());
+                return Ok(Committed::Duplicate);
             }
             Ok(Committed::NotAccepted) => {
                 bail!("job {} is not accepted", range.job);
