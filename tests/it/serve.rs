@@ -267,6 +267,13 @@ fn adder_job_returns_the_sum() {
         (Some(1000), Some(1000), Some(0))
     );
     assert_eq!(job["chunks_done"], 143);
+    // Each event is stored as it entered the reduce (doubled), once.
+    let stored = all_events(&s, &format!("job={}", v["job"]), &[]);
+    let mut indexes: Vec<u64> = stored.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..1000).collect::<Vec<u64>>());
+    let doubled: i64 = stored.iter().map(|e| e["event"]["n"].as_i64().unwrap()).sum();
+    assert_eq!(doubled, 999_000);
     let versions = &job["stage_versions"][0];
     assert_eq!(versions["double"].as_str().unwrap().len(), 64, "{job}");
     assert_eq!(versions["sum"].as_str().unwrap().len(), 64, "{job}");
@@ -282,6 +289,25 @@ fn adder_job_returns_the_sum() {
     assert_eq!(r.status, 202, "{}", r.body);
     let job = wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
     assert_eq!(job["result"], json!(12));
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn a_reduce_pipeline_can_store_only_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&adder(dir.path(), "store_reduce_input = false"), &[]);
+    let events: Vec<Value> = (0..100).map(|n| json!({ "n": n })).collect();
+    let r = post(
+        &s,
+        "/v1/pipelines/adder/jobs",
+        "application/x-ndjson",
+        &ndjson(&events),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
+    assert_eq!(job["result"], json!(9900));
+    assert_eq!(job["events_out"], 0);
+    assert_eq!(get(&s, "/v1/events").json()["events"], json!([]));
     assert_eq!(s.stop(), Some(0));
 }
 

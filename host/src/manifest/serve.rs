@@ -54,6 +54,10 @@ pub struct ServeSection {
     /// (e.g. a user id set by a trusted proxy); otherwise the token's name.
     #[serde(default)]
     pub identity_header: Option<Spanned<String>>,
+    /// For a pipeline ending in a reduce: also store each event the reduce
+    /// folds in (as it enters the reduce), besides the job's result.
+    #[serde(default = "default_true")]
+    pub store_reduce_input: bool,
     /// `[[serve.token]]`: bearer tokens. None configured = no authentication.
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenSection>,
@@ -119,6 +123,9 @@ fn default_max_backlog() -> std::num::NonZeroU64 {
 }
 fn default_max_ingest() -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(4).expect("nonzero")
+}
+fn default_true() -> bool {
+    true
 }
 fn default_retries() -> u32 {
     2

@@ -1162,6 +1162,7 @@ mod tests {
             backoff: Duration::from_millis(1),
             retention: None,
             identity_header: None,
+            store_reduce_input: true,
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Settings {
     pub retention: Option<Duration>,
     /// Header naming the identity.
     pub identity_header: Option<String>,
+    /// Store the events a final reduce folds in.
+    pub store_reduce_input: bool,
 }
 
 impl Settings {
@@ -93,6 +95,7 @@ impl Settings {
                 .identity_header
                 .as_ref()
                 .map(|h| h.get_ref().to_ascii_lowercase()),
+            store_reduce_input: serve.store_reduce_input,
         }
     }
 }
@@ -250,7 +253,7 @@ pub async fn run(
         pipeline.workers.max(1)
     } {
         let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
-        chain.keep_reduce_input(true);
+        chain.keep_reduce_input(svc.settings.store_reduce_input);
         chain.warm_up()?;
         let svc = svc.clone();
         workers.push(

@@ -101,7 +101,7 @@ pub async fn run(
     let mut slots = Vec::new();
     for _ in 0..pipeline.workers.max(1) {
         let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
-        chain.keep_reduce_input(true);
+        chain.keep_reduce_input(shared.settings.store_reduce_input);
         chain.warm_up()?;
         slots.push(tokio::spawn(slot(shared.clone(), consumer.clone(), chain)));
     }
@@ -277,7 +277,8 @@ async fn run_and_commit(
 }
 
 /// The job's state, waiting while it is pending; `None` if its chunks are
-/// to be dropped (abandoned, or unknown to this database).
+/// to be dropped (abandoned). A job unknown to this database is an error:
+/// the chunk is given back.
 async fn job_info(
     shared: &Shared,
     jobs: &mut HashMap<i64, Arc<super::postgres::JobInfo>>,
@@ -308,10 +309,11 @@ async fn job_info(
                 }
             }
             Ok(None) => {
-                tracing::error!(
-                    "dropping a chunk of job {id}, which is not in this database; hint: do the ingest nodes and workers share one `[store] url`?"
+                // Not dropped: it is accepted work, and the likely cause
+                // is a worker pointed at the wrong database.
+                bail!(
+                    "job {id} is not in this database; hint: do the ingest nodes and workers share one `[store] url`?"
                 );
-                return Ok(None);
             }
             Err(e) if shared.stopping.load(Relaxed) => return Err(e),
             Err(e) => tracing::warn!("cannot read job {id}: {e:#}; retrying in {backoff:?}"),
