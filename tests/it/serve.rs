@@ -269,10 +269,16 @@ fn adder_job_returns_the_sum() {
     assert_eq!(job["chunks_done"], 143);
     // Each event is stored as it entered the reduce (doubled), once.
     let stored = all_events(&s, &format!("job={}", v["job"]), &[]);
-    let mut indexes: Vec<u64> = stored.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let mut indexes: Vec<u64> = stored
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
     indexes.sort_unstable();
     assert_eq!(indexes, (0..1000).collect::<Vec<u64>>());
-    let doubled: i64 = stored.iter().map(|e| e["event"]["n"].as_i64().unwrap()).sum();
+    let doubled: i64 = stored
+        .iter()
+        .map(|e| e["event"]["n"].as_i64().unwrap())
+        .sum();
     assert_eq!(doubled, 999_000);
     let versions = &job["stage_versions"][0];
     assert_eq!(versions["double"].as_str().unwrap().len(), 64, "{job}");
