@@ -20,7 +20,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 struct Services {
     postgres: String,
     nats: String,
-    restart_postgres: String,
+    /// `bash …/tests/services`, to which a command is appended.
+    control: String,
 }
 
 fn services() -> Services {
@@ -35,8 +36,19 @@ fn services() -> Services {
     Services {
         postgres: var("WASMPIPE_TEST_POSTGRES"),
         nats: var("WASMPIPE_TEST_NATS"),
-        restart_postgres: var("WASMPIPE_TEST_PG_RESTART"),
+        control: var("WASMPIPE_TEST_SERVICES"),
     }
+}
+
+/// Runs `tests/services <command>`.
+fn control(command: &str) {
+    let cmd = format!("{} {command}", services().control);
+    let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs SQL with psql; returns the rows, one line each, fields split by `|`.
@@ -401,13 +413,7 @@ fn postgres_restarted_mid_job_and_workers_retry() {
     let n = 300_000;
     let id = c.post(&numbers(n));
     c.wait(id, 120, |j| j["chunks_done"].as_u64() >= Some(60));
-    let restart = services().restart_postgres;
-    let out = Command::new("sh").args(["-c", &restart]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{restart}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    control("restart-postgres");
     let job = c.wait_done(id, 180);
     assert_eq!(job["result"], doubled_sum(n), "{job}");
     c.assert_stored_once(id, n);
@@ -421,6 +427,40 @@ fn postgres_restarted_mid_job_and_workers_retry() {
         "a worker met the restart and retried:\n{}",
         c.logs()
     );
+}
+
+#[test]
+fn nats_away_mid_job_gives_503_and_the_job_completes_when_it_is_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start("natsaway", &adder_stages(), 500, "ack_wait = \"2s\"", 2);
+    let n = 200_000;
+    let id = c.post(&numbers(n));
+    c.wait(id, 120, |j| j["chunks_done"].as_u64() >= Some(40));
+    control("stop-nats");
+    // A batch now cannot be made durable: it is refused, not half-taken.
+    let r = agent()
+        .post(c.url("/v1/pipelines/natsaway/jobs"))
+        .header("content-type", "application/x-ndjson")
+        .send("{\"n\":1}\n")
+        .unwrap();
+    let refused = r.status().as_u16();
+    let retry_after = r.headers().get("retry-after").is_some();
+    assert_eq!(refused, 503);
+    assert!(retry_after, "a 503 says when to retry");
+    let ready = agent().get(c.url("/readyz")).call().unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "not ready without NATS");
+    control("start-nats");
+    let job = c.wait_done(id, 180);
+    assert_eq!(job["result"], doubled_sum(n), "{job}");
+    c.assert_stored_once(id, n);
+    let refused_jobs = c.sql("SELECT count(*) FROM wasmpipe.jobs WHERE state = 'abandoned'");
+    assert_eq!(
+        refused_jobs, "1",
+        "the refused batch is recorded as abandoned"
+    );
+    // And new work flows again.
+    let next = c.post(&numbers(1000));
+    assert_eq!(c.wait_done(next, 60)["result"], doubled_sum(1000));
 }
 
 #[test]
