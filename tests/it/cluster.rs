@@ -6,11 +6,10 @@
 //! Every test has its own database and its own JetStream stream. They run
 //! one at a time: one of them restarts PostgreSQL.
 
-use crate::util::{plugin, toml_path, wasmpipe, write};
+use crate::util::{plugin, spawn_ready, toml_path, wasmpipe, write};
 use serde_json::Value;
-use std::io::BufRead as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -75,30 +74,7 @@ struct Proc {
 
 impl Proc {
     fn start(cmd: &mut Command, log: PathBuf) -> Proc {
-        let err = std::fs::File::create(&log).unwrap();
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("cannot start wasmpipe");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let hello = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{} did not start:\n{}",
-                    log.display(),
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
+        let (child, hello) = spawn_ready(cmd, &log);
         Proc { child, log, hello }
     }
 

@@ -2,12 +2,11 @@
 //! child process (so it can be SIGKILLed), bound to port 0; it prints its
 //! address on stdout.
 
-use crate::util::{plugin, toml_path, wasmpipe, write};
+use crate::util::{plugin, spawn_ready, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,36 +20,13 @@ struct Server {
 impl Server {
     fn start(manifest: &Path, env: &[(&str, &str)]) -> Server {
         let log = manifest.with_extension("log");
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut child = wasmpipe()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg(manifest)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("cannot start wasmpipe serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the server did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
+        let (child, line) = spawn_ready(
+            wasmpipe()
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .arg(manifest)
+                .envs(env.iter().copied()),
+            &log,
+        );
         let base = line
             .strip_prefix("listening on ")
             .expect("listening line")

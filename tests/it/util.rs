@@ -155,3 +155,39 @@ pub fn assert_text_eq(actual: &str, expected: &str, what: &str) {
         show(&e)
     );
 }
+
+/// Starts `cmd` with its stderr appended to `log`, and waits (up to two
+/// minutes) for the first line it prints on stdout, which long-running
+/// commands use to say they are ready. Returns the child and that line.
+pub fn spawn_ready(cmd: &mut Command, log: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .expect("cannot start wasmpipe");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} did not start:\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+    (child, line)
+}
