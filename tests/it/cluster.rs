@@ -616,3 +616,47 @@ fn an_ingest_node_retries_dead_letters_refuses_replay_and_oversized_events() {
     assert_eq!(status, 413, "{v}");
     assert!(v["error"].as_str().unwrap().contains("event 1 is"), "{v}");
 }
+
+#[test]
+fn a_keyed_reduce_is_combined_per_key_across_workers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stages = format!(
+        "[[stage]]\nname = \"words\"\nkind = \"flat_map\"\nplugin = {}\n\
+         [[stage]]\nname = \"count\"\nkind = \"reduce\"\nplugin = {}\nkey = \"/word\"\n",
+        toml_path(&plugin("words")),
+        toml_path(&plugin("word_count"))
+    );
+    let c = Cluster::start("keyed", &stages, 100, "", 2);
+    let lines = 20_000;
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    let mut words = 0;
+    let mut body = String::new();
+    for i in 0..lines {
+        let text = format!("w{} w{} x{}", i % 7, i % 13, i % 3);
+        for w in text.split(' ') {
+            *expected.entry(w.to_string()).or_default() += 1;
+            words += 1;
+        }
+        body.push_str(&format!("{{\"text\":\"{text}\"}}\n"));
+    }
+    let id = c.post(&body);
+    let job = c.wait_done(id, 120);
+    assert_eq!(job["keyed"], true);
+    assert_eq!(
+        job["result"],
+        serde_json::to_value(&expected).unwrap(),
+        "{job}"
+    );
+    assert_eq!(
+        c.sql(&format!(
+            "SELECT count(*), count(DISTINCT idx) FROM wasmpipe.events WHERE job = {id}"
+        )),
+        format!("{words}|{lines}"),
+        "every word stored once, from every line"
+    );
+    let workers: i64 = c
+        .sql("SELECT count(DISTINCT worker) FROM wasmpipe.chunks")
+        .parse()
+        .unwrap();
+    assert_eq!(workers, 2, "both workers took chunks");
+}
