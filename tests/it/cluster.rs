@@ -82,6 +82,23 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A worker's metric `name{labels}`, summed over label sets that
+    /// contain `labels`.
+    fn metric(&self, name: &str, labels: &str) -> u64 {
+        let url = self.hello.rsplit(' ').next().unwrap();
+        let text = agent()
+            .get(url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
@@ -183,12 +200,16 @@ impl Cluster {
         let log = self.dir.path().join(format!("worker-{}.log", self.started));
         let w = Proc::start(
             wasmpipe()
-                .args(["worker", "--workers", "1"])
+                .args(["worker", "--workers", "1", "--metrics", "127.0.0.1:0"])
                 .arg(&self.manifest)
                 .env("WASMPIPE_NATS_URL", &self.nats),
             log,
         );
-        assert_eq!(w.hello, "worker ready");
+        assert!(
+            w.hello.starts_with("worker ready; metrics on http://"),
+            "{}",
+            w.hello
+        );
         self.workers.push(w);
     }
 
@@ -342,6 +363,13 @@ fn three_workers_store_a_million_events_once_and_reduce_them() {
         workers >= 2,
         "the chunks were shared among the workers: {workers}"
     );
+    // Each worker's /metrics counts what it did; together, the whole job.
+    let sum = |name: &str, labels: &str| -> u64 {
+        c.workers.iter().map(|w| w.metric(name, labels)).sum()
+    };
+    assert_eq!(sum("wasmpipe_chunks_done_total", ""), 1000);
+    assert_eq!(sum("wasmpipe_events_stored_total", ""), n);
+    assert_eq!(sum("wasmpipe_stage_events_in_total", "stage=\"double\""), n);
     // The read API serves the stored events from PostgreSQL.
     let mut r = agent()
         .get(c.url(&format!("/v1/events?job={id}&field.n=20&limit=5")))

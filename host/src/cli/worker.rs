@@ -10,7 +10,8 @@ use std::path::PathBuf;
 /// (the manifest's `[queue] kind = "nats"` and `[store] kind = "postgres"`).
 /// Start as many as needed, on any machines (see docs/deploy.md).
 ///
-/// Prints `worker ready` on stdout once connected. Stops on SIGTERM or
+/// Prints `worker ready` on stdout once connected (with the metrics
+/// address when `--metrics` is given). Stops on SIGTERM or
 /// ctrl-c after finishing the chunks in hand; exit 0.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -19,6 +20,10 @@ pub struct WorkerArgs {
     /// Chunks processed at once, overriding the manifest (default: one per core).
     #[arg(long, short)]
     workers: Option<usize>,
+    /// Serve `GET /metrics` (Prometheus) and `GET /healthz` on this address
+    /// (port 0: any free port; printed on the ready line).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Do not read or write the compiled-module cache.
     #[arg(long)]
     no_cache: bool,
@@ -32,13 +37,23 @@ pub fn run(args: WorkerArgs) -> Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let ready = || -> Result<()> {
+        let ready = |metrics: Option<std::net::SocketAddr>| -> Result<()> {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "worker ready")?;
+            match metrics {
+                Some(addr) => writeln!(out, "worker ready; metrics on http://{addr}/metrics")?,
+                None => writeln!(out, "worker ready")?,
+            }
             out.flush()?;
             Ok(())
         };
-        crate::serve::worker::run(&manifest, pipeline, super::shutdown_signal(), ready).await
+        crate::serve::worker::run(
+            &manifest,
+            pipeline,
+            args.metrics,
+            super::shutdown_signal(),
+            ready,
+        )
+        .await
     })?;
     Ok(EXIT_OK)
 }

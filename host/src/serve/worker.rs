@@ -17,6 +17,7 @@
 //!   A single event that still kills its workers becomes a dead letter.
 
 use super::jetstream::{self, ChunkQueue};
+use super::metrics::Metrics;
 use super::postgres::{ChunkRange, Committed, JobState, PgStore};
 use super::process::{self, DeadLetter, Outcome};
 use super::{Settings, now_ms};
@@ -51,6 +52,7 @@ struct Shared {
     /// `host/pid`, recorded with each chunk it commits.
     name: String,
     stopping: AtomicBool,
+    metrics: Metrics,
 }
 
 /// Runs `pipeline`'s workers until `shutdown` resolves; each finishes the
@@ -58,8 +60,9 @@ struct Shared {
 pub async fn run(
     manifest: &Manifest,
     pipeline: Pipeline,
+    metrics_listen: Option<std::net::SocketAddr>,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce() -> Result<()>,
+    ready: impl FnOnce(Option<std::net::SocketAddr>) -> Result<()>,
 ) -> Result<()> {
     let queue_section = manifest.doc.queue.clone().unwrap_or_default();
     if *queue_section.kind.get_ref() != QueueKind::Nats {
@@ -97,6 +100,13 @@ pub async fn run(
         queue,
         heartbeat: (ack_wait / 3).max(Duration::from_millis(10)),
         stopping: AtomicBool::new(false),
+        metrics: Metrics::new(
+            pipeline
+                .stages
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect(),
+        ),
     });
     let mut slots = Vec::new();
     for _ in 0..pipeline.workers.max(1) {
@@ -111,7 +121,11 @@ pub async fn run(
         shared.pipeline,
         slots.len()
     );
-    ready()?;
+    let metrics_addr = match metrics_listen {
+        Some(addr) => Some(serve_metrics(shared.clone(), addr).await?),
+        None => None,
+    };
+    ready(metrics_addr)?;
     shutdown.await;
     tracing::info!("stopping: finishing the chunks in hand");
     shared.stopping.store(true, Relaxed);
@@ -178,6 +192,7 @@ async fn slot(
                 }
             }
             Err(e) => {
+                shared.metrics.chunk_errors.fetch_add(1, Relaxed);
                 tracing::error!("{e:#}; the chunk will be delivered again");
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(shared.settings.backoff)))
@@ -271,9 +286,56 @@ async fn run_and_commit(
     }
     let ctx = process::chunk_context(range.job, &shared.host, &job.context, &job.pipeline, seq)?;
     let retry = shared.settings.retry();
-    let out = tokio::task::block_in_place(|| process::run_chunk(chain, &chunk, &ctx, retry, None))
-        .with_context(|| format!("job {} chunk at event {}", range.job, range.first_index))?;
-    commit(shared, chain, range, &out, versions).await
+    let started = std::time::Instant::now();
+    let m = &shared.metrics;
+    let out =
+        tokio::task::block_in_place(|| process::run_chunk(chain, &chunk, &ctx, retry, Some(m)))
+            .with_context(|| format!("job {} chunk at event {}", range.job, range.first_index))?;
+    let committed = commit(shared, chain, range, &out, versions).await?;
+    if let Committed::Stored(_) = committed {
+        m.chunk_latency.observe(started.elapsed());
+        m.chunks_done.fetch_add(1, Relaxed);
+        m.events_stored.fetch_add(out.outputs, Relaxed);
+        m.dead_letters.fetch_add(out.dead.len() as u64, Relaxed);
+    }
+    Ok(committed)
+}
+
+/// Serves `GET /metrics` (Prometheus) and `GET /healthz` on `addr`.
+async fn serve_metrics(
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+) -> Result<std::net::SocketAddr> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let local = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let s = shared.clone();
+                async move {
+                    let backlog = s.store.backlog(&s.pipeline).await.unwrap_or(0);
+                    let queued = s.queue.depth().await.unwrap_or(0);
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        s.metrics.render(&s.pipeline, backlog, queued),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the metrics endpoint failed: {e}");
+        }
+    });
+    Ok(local)
 }
 
 /// The job's state, waiting while it is pending; `None` if its chunks are
