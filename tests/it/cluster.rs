@@ -688,3 +688,37 @@ fn a_keyed_reduce_is_combined_per_key_across_workers() {
         .unwrap();
     assert_eq!(workers, 2, "both workers took chunks");
 }
+
+#[test]
+fn a_full_stream_gives_429_and_takes_batches_again_once_drained() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // No worker yet: the stream fills up.
+    let mut c = Cluster::start("full", &adder_stages(), 1000, "max_bytes = \"64KiB\"", 0);
+    let first = c.post(&numbers(4000)); // about 44 KB of the 64
+    let r = agent()
+        .post(c.url("/v1/pipelines/full/jobs"))
+        .header("content-type", "application/x-ndjson")
+        .send(numbers(4000).as_str())
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.into_body().read_to_string().unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert!(body.contains("max_bytes"), "{body}");
+    assert_eq!(
+        c.sql("SELECT state FROM wasmpipe.jobs ORDER BY id"),
+        "accepted\nabandoned",
+        "the refused batch's job is abandoned, the first stays accepted"
+    );
+    // A worker drains the stream: the first job completes alone, and the
+    // queue takes batches again.
+    c.add_worker();
+    assert_eq!(c.wait_done(first, 60)["result"], doubled_sum(4000));
+    c.assert_stored_once(first, 4000);
+    let next = c.post(&numbers(4000));
+    assert_eq!(c.wait_done(next, 60)["result"], doubled_sum(4000));
+}
