@@ -166,6 +166,12 @@ impl Cluster {
              [store]\nkind = \"postgres\"\nurl = \"{}/{db}\"\n",
             svc.postgres
         );
+        let text = if queue.contains("max_bytes") {
+            text
+        } else {
+            // Each stream reserves its `max_bytes` of JetStream storage.
+            text.replace("[store]", "max_bytes = \"256MiB\"\n[store]")
+        };
         let manifest = write(dir.path(), &format!("{name}.toml"), &text);
         let ingest = Proc::start(
             wasmpipe()
@@ -721,4 +727,72 @@ fn a_full_stream_gives_429_and_takes_batches_again_once_drained() {
     c.assert_stored_once(first, 4000);
     let next = c.post(&numbers(4000));
     assert_eq!(c.wait_done(next, 60)["result"], doubled_sum(4000));
+}
+
+/// A soak, not run by default (`bash tests/soak-cluster [SECONDS]` runs it):
+/// jobs keep arriving while workers are SIGKILLed and replaced at random
+/// and PostgreSQL is restarted now and then; at the end every job has its
+/// exact result and every event is stored exactly once.
+#[test]
+#[ignore = "a soak of several minutes; run with tests/soak-cluster"]
+fn soak_random_kills_and_restarts_lose_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seconds: u64 = std::env::var("WASMPIPE_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(180);
+    let mut c = Cluster::start("soak", &adder_stages(), 500, "ack_wait = \"1s\"", 3);
+    let mut seed = std::process::id() as u64 | 1;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut jobs: Vec<(i64, u64)> = Vec::new();
+    let (mut kills, mut restarts) = (0, 0);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(seconds) {
+        let n = 1 + rand(50_000);
+        // PostgreSQL may be restarting: the ingest node answers 503 then.
+        let url = c.url("/v1/pipelines/soak/jobs");
+        let r = agent()
+            .post(&url)
+            .header("content-type", "application/x-ndjson")
+            .send(numbers(n).as_str());
+        if let Ok(mut r) = r
+            && r.status() == 202
+        {
+            let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+            jobs.push((v["job"].as_i64().unwrap(), n));
+        }
+        match rand(10) {
+            0..=2 => {
+                let i = rand(c.workers.len() as u64) as usize;
+                c.workers.remove(i).kill();
+                kills += 1;
+                c.add_worker();
+            }
+            3 if rand(3) == 0 => {
+                control("restart-postgres");
+                restarts += 1;
+            }
+            _ => std::thread::sleep(Duration::from_millis(rand(500))),
+        }
+    }
+    eprintln!(
+        "soak: {} jobs, {} events, {kills} workers killed, {restarts} PostgreSQL restarts in {:?}",
+        jobs.len(),
+        jobs.iter().map(|j| j.1).sum::<u64>(),
+        t.elapsed()
+    );
+    for &(id, n) in &jobs {
+        let job = c.wait_done(id, 600);
+        assert_eq!(job["result"], doubled_sum(n), "{job}");
+        let got = c.sql(&format!(
+            "SELECT count(*), count(DISTINCT idx), sum((body::jsonb->>'n')::bigint) FROM wasmpipe.events WHERE job = {id}"
+        ));
+        assert_eq!(got, format!("{n}|{n}|{}", doubled_sum(n)), "job {id}");
+    }
+    assert!(jobs.len() > 10 && kills > 5, "the soak did something");
 }

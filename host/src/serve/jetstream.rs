@@ -83,7 +83,7 @@ impl ChunkQueue {
             ..Default::default()
         })
         .await
-        .map_err(|e| anyhow!("cannot create the JetStream stream `{name}`: {e}; hint: start nats-server with JetStream enabled (`-js`)"))?;
+        .map_err(|e| anyhow!("cannot create the JetStream stream `{name}`: {e}; hint: nats-server needs JetStream enabled (`-js`) and room for the stream's `[queue] max_bytes` in its JetStream storage limits"))?;
         Ok(ChunkQueue {
             client,
             js,

@@ -95,7 +95,11 @@ CREATE TABLE IF NOT EXISTS wasmpipe.dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_job ON wasmpipe.dead_letters (job, id);
 CREATE INDEX IF NOT EXISTS dead_pipeline ON wasmpipe.dead_letters (pipeline, id);
+CREATE TABLE IF NOT EXISTS wasmpipe.schema_version (version INTEGER NOT NULL);
 ";
+
+/// Bumped when the schema changes.
+const SCHEMA_VERSION: i32 = 1;
 
 /// Turns a job's non-empty chunk partials, in event order, into its
 /// result (the reduce stage's `combine`, run by a worker's chain).
@@ -178,13 +182,33 @@ impl PgStore {
                 redact(url)
             )
         })?;
+        // DDL only when the schema is missing: `CREATE INDEX IF NOT EXISTS`
+        // locks its table even when the index exists, and would deadlock
+        // with the workers already writing there.
+        if schema_version(&c).await? == Some(SCHEMA_VERSION) {
+            return Ok(store);
+        }
         let tx = c.transaction().await?;
-        // Concurrent starts would race on CREATE ... IF NOT EXISTS.
+        // Processes starting together take turns, and the later ones find
+        // the schema made.
         tx.execute("SELECT pg_advisory_xact_lock(7092210416)", &[])
             .await?;
-        tx.batch_execute(SCHEMA)
-            .await
-            .context("cannot create the wasmpipe schema in PostgreSQL")?;
+        match schema_version(&tx).await? {
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => bail!(
+                "the wasmpipe schema in this database is version {v}, and this wasmpipe knows version {SCHEMA_VERSION}; hint: use a wasmpipe of the same version as the other processes, or a new database"
+            ),
+            None => {
+                tx.batch_execute(SCHEMA)
+                    .await
+                    .context("cannot create the wasmpipe schema in PostgreSQL")?;
+                tx.execute(
+                    "INSERT INTO wasmpipe.schema_version (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(store)
     }
@@ -692,6 +716,24 @@ impl PgStore {
             .get(0);
         Ok(n as u64)
     }
+}
+
+/// The schema's version, `None` if there is no schema yet.
+async fn schema_version(c: &impl deadpool_postgres::GenericClient) -> Result<Option<i32>> {
+    let exists: bool = c
+        .query_one(
+            "SELECT to_regclass('wasmpipe.schema_version') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = c
+        .query_opt("SELECT max(version) FROM wasmpipe.schema_version", &[])
+        .await?;
+    Ok(row.and_then(|r| r.get::<_, Option<i32>>(0)))
 }
 
 /// A job to record.
