@@ -172,3 +172,17 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+/// Hot reload for a long-running command: the pipeline's stages become
+/// live (replaced whole between chunks) and a watcher thread reloads them
+/// when the manifest or a plugin changes, until the handle is dropped.
+fn start_watching(
+    manifest: &crate::manifest::Manifest,
+    pipeline: &mut crate::exec::Pipeline,
+) -> anyhow::Result<crate::watch::WatchHandle> {
+    check::check_samples(manifest, pipeline)?;
+    let live = std::sync::Arc::new(crate::exec::LiveStages::new(pipeline.stages.clone()));
+    pipeline.live = Some(live.clone());
+    let reloader = crate::watch::Reloader::new(manifest.clone(), pipeline.runtime.clone(), live)?;
+    crate::watch::spawn(reloader)
+}

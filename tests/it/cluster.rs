@@ -202,11 +202,17 @@ impl Cluster {
 
     /// Starts one more worker process (one slot).
     fn add_worker(&mut self) {
+        self.add_worker_with(&[]);
+    }
+
+    /// Starts one more worker process (one slot) with more arguments.
+    fn add_worker_with(&mut self, args: &[&str]) {
         self.started += 1;
         let log = self.dir.path().join(format!("worker-{}.log", self.started));
         let w = Proc::start(
             wasmpipe()
                 .args(["worker", "--workers", "1", "--metrics", "127.0.0.1:0"])
+                .args(args)
                 .arg(&self.manifest)
                 .env("WASMPIPE_NATS_URL", &self.nats),
             log,
@@ -795,4 +801,62 @@ fn soak_random_kills_and_restarts_lose_nothing() {
         assert_eq!(got, format!("{n}|{n}|{}", doubled_sum(n)), "job {id}");
     }
     assert!(jobs.len() > 10 && kills > 5, "the soak did something");
+}
+
+#[test]
+fn a_watching_worker_swaps_a_changed_plugin_between_chunks() {
+    use crate::reload::{short_hash, version};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let plugins = tempfile::tempdir().unwrap();
+    let wasm = plugins.path().join("tag.wasm");
+    let (v1, v2) = (version("v1"), version("v2"));
+    std::fs::write(&wasm, &v1).unwrap();
+    let stages = format!(
+        "[[stage]]\nname = \"tag\"\nkind = \"map\"\nplugin = {}\n",
+        toml_path(&wasm)
+    );
+    let mut c = Cluster::start("watch", &stages, 10, "", 0);
+    c.add_worker_with(&["--watch"]);
+    let body: String = (0..50).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let tags = |id: i64| {
+        c.sql(&format!(
+            "SELECT DISTINCT body::jsonb->>'tag' FROM wasmpipe.events WHERE job = {id}"
+        ))
+    };
+    let first = c.post(&body);
+    c.wait_done(first, 60);
+    assert_eq!(tags(first), "v1");
+
+    std::fs::write(plugins.path().join("tag.wasm.tmp"), &v2).unwrap();
+    std::fs::rename(plugins.path().join("tag.wasm.tmp"), &wasm).unwrap();
+    let t = Instant::now();
+    while !c.workers[0]
+        .log()
+        .contains("hot reload: now serving generation 1")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no reload:\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = c.post(&body);
+    let job = c.wait_done(second, 60);
+    assert_eq!(tags(second), "v2", "{job}");
+    let versions = job["stage_versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{job}");
+    assert!(
+        versions[0]["tag"]
+            .as_str()
+            .unwrap()
+            .starts_with(&short_hash(&v2)),
+        "{job}"
+    );
+    assert_eq!(
+        c.sql(&format!(
+            "SELECT count(*) FROM wasmpipe.events WHERE job = {second}"
+        )),
+        "50"
+    );
 }

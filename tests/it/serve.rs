@@ -19,10 +19,15 @@ struct Server {
 
 impl Server {
     fn start(manifest: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with(manifest, env, &[])
+    }
+
+    fn start_with(manifest: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let log = manifest.with_extension("log");
         let (child, line) = spawn_ready(
             wasmpipe()
                 .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(args)
                 .arg(manifest)
                 .envs(env.iter().copied()),
             &log,
@@ -271,6 +276,68 @@ fn adder_job_returns_the_sum() {
     assert_eq!(r.status, 202, "{}", r.body);
     let job = wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
     assert_eq!(job["result"], json!(12));
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn serve_watch_swaps_a_changed_plugin_between_chunks() {
+    use crate::reload::{short_hash, version};
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (version("v1"), version("v2"));
+    let wasm = dir.path().join("tag.wasm");
+    std::fs::write(&wasm, &v1).unwrap();
+    let m = manifest(
+        dir.path(),
+        "tags",
+        "[[stage]]\nname = \"tag\"\nkind = \"map\"\nplugin = \"tag.wasm\"\n",
+        "chunk_size = 10",
+    );
+    let s = Server::start_with(&m, &[], &["--watch"]);
+    let body: String = (0..50).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let run_job = || {
+        let r = post(&s, "/v1/pipelines/tags/jobs", "application/x-ndjson", &body);
+        assert_eq!(r.status, 202, "{}", r.body);
+        let id = r.json()["job"].as_i64().unwrap();
+        let job = wait_job(&s, id, &[]);
+        let tags: BTreeSet<String> = all_events(&s, &format!("job={id}"), &[])
+            .iter()
+            .map(|e| e["event"]["tag"].as_str().unwrap().to_string())
+            .collect();
+        (job, tags)
+    };
+    let (job, tags) = run_job();
+    assert_eq!(tags, BTreeSet::from(["v1".to_string()]));
+    let version_of = |job: &Value| {
+        job["stage_versions"][0]["tag"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(version_of(&job).starts_with(&short_hash(&v1)), "{job}");
+
+    // A new version, written whole (as a build's final rename does).
+    std::fs::write(dir.path().join("tag.wasm.tmp"), &v2).unwrap();
+    std::fs::rename(dir.path().join("tag.wasm.tmp"), &wasm).unwrap();
+    let t = Instant::now();
+    loop {
+        let ready = get(&s, "/readyz").json();
+        if ready["stages"][0]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(&short_hash(&v2)))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not swapped: {ready}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (job, tags) = run_job();
+    assert_eq!(tags, BTreeSet::from(["v2".to_string()]), "{job}");
+    assert!(version_of(&job).starts_with(&short_hash(&v2)), "{job}");
+    assert_eq!(job["stage_versions"].as_array().unwrap().len(), 1);
     assert_eq!(s.stop(), Some(0));
 }
 

@@ -2,10 +2,9 @@
 
 use super::{EXIT_DEAD_LETTERS, EXIT_OK, load_pipeline};
 use crate::exec::{
-    ChunkLimits, DeadLetterSink, JsonArray, JsonLines, LiveStages, RunContext, RunSummary, Source,
+    ChunkLimits, DeadLetterSink, JsonArray, JsonLines, RunContext, RunSummary, Source,
 };
 use crate::manifest::SourceFormat;
-use crate::watch::Reloader;
 use crate::watch::follow::{Follow, FollowInput};
 use anyhow::{Context as _, Result, bail};
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
@@ -104,11 +103,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         if format == SourceFormat::JsonArray {
             bail!("`--watch` reads JSON lines; a JSON array has an end and cannot be followed");
         }
-        super::check::check_samples(&manifest, &pipeline)?;
-        let live = Arc::new(LiveStages::new(pipeline.stages.clone()));
-        pipeline.live = Some(live.clone());
-        let reloader = Reloader::new(manifest.clone(), pipeline.runtime.clone(), live)?;
-        watching = Some(crate::watch::spawn(reloader)?);
+        watching = Some(super::start_watching(&manifest, &mut pipeline)?);
         let stop = Arc::new(AtomicBool::new(false));
         crate::watch::stop_on_signal(stop.clone())?;
         let from = match &input {

@@ -28,14 +28,23 @@ pub struct ServeArgs {
     /// embedded queue only: an ingest node runs none).
     #[arg(long, short)]
     workers: Option<usize>,
+    /// Hot reload: watch the manifest's stages (plugin files or crates) and
+    /// swap changed ones in between chunks, as `run --watch` does.
+    #[arg(long)]
+    watch: bool,
     /// Do not read or write the compiled-module cache.
     #[arg(long)]
     no_cache: bool,
 }
 
 pub fn run(args: ServeArgs) -> Result<u8> {
-    let (mut manifest, pipeline) =
-        load_pipeline(&args.manifest, args.workers, args.no_cache, false)?;
+    let (mut manifest, mut pipeline) =
+        load_pipeline(&args.manifest, args.workers, args.no_cache, args.watch)?;
+    let _watching = if args.watch {
+        Some(super::start_watching(&manifest, &mut pipeline)?)
+    } else {
+        None
+    };
     let clustered = manifest
         .doc
         .queue

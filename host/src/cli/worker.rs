@@ -24,13 +24,23 @@ pub struct WorkerArgs {
     /// (port 0: any free port; printed on the ready line).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Hot reload: watch the manifest's stages (plugin files or crates) and
+    /// swap changed ones in between chunks, as `run --watch` does.
+    #[arg(long)]
+    watch: bool,
     /// Do not read or write the compiled-module cache.
     #[arg(long)]
     no_cache: bool,
 }
 
 pub fn run(args: WorkerArgs) -> Result<u8> {
-    let (manifest, pipeline) = load_pipeline(&args.manifest, args.workers, args.no_cache, false)?;
+    let (manifest, mut pipeline) =
+        load_pipeline(&args.manifest, args.workers, args.no_cache, args.watch)?;
+    let _watching = if args.watch {
+        Some(super::start_watching(&manifest, &mut pipeline)?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wasmpipe-worker")

@@ -1143,7 +1143,7 @@ async fn readyz(State(svc): Svc) -> Response {
     }
     json_response(
         StatusCode::OK,
-        json!({ "status": "ready", "pipeline": svc.pipeline, "stages": svc.stages.iter().map(|(n, v)| json!({"name": n, "version": v})).collect::<Vec<_>>() }),
+        json!({ "status": "ready", "pipeline": svc.pipeline, "stages": svc.live.current().stages.iter().map(|s| json!({"name": s.name(), "version": s.version})).collect::<Vec<_>>() }),
     )
 }
 

@@ -35,7 +35,7 @@ pub mod queue;
 pub mod store;
 pub mod worker;
 
-use crate::exec::{Chain, Pipeline};
+use crate::exec::{Chain, LiveStages, Pipeline};
 use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, QueueKind, ServeSection};
 use anyhow::{Context as _, Result};
 use std::future::Future;
@@ -128,8 +128,9 @@ pub struct Service {
     pub ingest_permits: tokio::sync::Semaphore,
     /// This machine's name, for the stages' context.
     pub host: String,
-    /// Stage name and version, for `/v1/jobs`.
-    pub stages: Vec<(String, String)>,
+    /// The stages the workers run: replaced whole by hot reload
+    /// (`--watch`); each worker switches between chunks.
+    pub live: Arc<LiveStages>,
 }
 
 /// Where jobs wait and results go (`[queue]` and `[store]`).
@@ -238,11 +239,10 @@ pub async fn run(
         stopping: AtomicBool::new(false),
         ingest_permits: tokio::sync::Semaphore::new(serve.max_concurrent_ingest.get()),
         host: crate::exec::host_name(),
-        stages: pipeline
-            .stages
-            .iter()
-            .map(|s| (s.name().to_string(), s.version.clone()))
-            .collect(),
+        live: pipeline
+            .live
+            .clone()
+            .unwrap_or_else(|| Arc::new(LiveStages::new(pipeline.stages.clone()))),
         settings,
     });
 

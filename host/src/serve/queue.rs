@@ -80,9 +80,18 @@ impl Queue {
 /// processing fails as a whole (an instance cannot be created, the disk is
 /// full) stays queued in the store and is tried again after a pause.
 pub fn worker(svc: &Service, mut chain: Chain) {
-    let versions = process::versions_json(&chain);
+    let mut versions = process::versions_json(&chain);
+    let mut generation = 0;
     let queue = svc.embedded().1;
     while let Some(key) = queue.pop() {
+        // A hot reload applies between chunks: each chunk runs on one
+        // version of each stage, recorded with it.
+        let set = svc.live.current();
+        if set.generation != generation {
+            chain.replace_stages(set.stages.clone());
+            generation = set.generation;
+            versions = process::versions_json(&chain);
+        }
         let t = Instant::now();
         match run(svc, &mut chain, key, &versions) {
             Ok(()) => svc.metrics.chunk_latency.observe(t.elapsed()),

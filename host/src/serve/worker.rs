@@ -21,7 +21,7 @@ use super::metrics::Metrics;
 use super::postgres::{ChunkRange, Committed, JobState, PgStore};
 use super::process::{self, DeadLetter, Outcome};
 use super::{Settings, now_ms};
-use crate::exec::{Chain, Pipeline};
+use crate::exec::{Chain, LiveStages, Pipeline};
 use crate::manifest::{Manifest, QueueKind};
 use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::AckKind;
@@ -53,6 +53,8 @@ struct Shared {
     name: String,
     stopping: AtomicBool,
     metrics: Metrics,
+    /// The stages to run: replaced whole by hot reload (`--watch`).
+    live: Arc<LiveStages>,
 }
 
 /// Runs `pipeline`'s workers until `shutdown` resolves; each finishes the
@@ -100,6 +102,10 @@ pub async fn run(
         queue,
         heartbeat: (ack_wait / 3).max(Duration::from_millis(10)),
         stopping: AtomicBool::new(false),
+        live: pipeline
+            .live
+            .clone()
+            .unwrap_or_else(|| Arc::new(LiveStages::new(pipeline.stages.clone()))),
         metrics: Metrics::new(
             pipeline
                 .stages
@@ -141,7 +147,8 @@ async fn slot(
     consumer: async_nats::jetstream::consumer::PullConsumer,
     mut chain: Chain,
 ) {
-    let versions = process::versions_json(&chain);
+    let mut versions = process::versions_json(&chain);
+    let mut generation = 0;
     let mut jobs: HashMap<i64, Arc<super::postgres::JobInfo>> = HashMap::new();
     while !shared.stopping.load(Relaxed) {
         let fetched = consumer
@@ -168,6 +175,14 @@ async fn slot(
             }
         };
         let msg = Arc::new(msg);
+        // A hot reload applies between chunks: each chunk runs on one
+        // version of each stage, recorded with it.
+        let set = shared.live.current();
+        if set.generation != generation {
+            chain.replace_stages(set.stages.clone());
+            generation = set.generation;
+            versions = process::versions_json(&chain);
+        }
         // Report progress while the chunk is in hand, so that a slow
         // chunk is not mistaken for a dead worker.
         let beat = {
