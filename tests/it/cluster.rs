@@ -138,6 +138,18 @@ struct Cluster {
 impl Cluster {
     /// `stages` are `[[stage]]` tables; `queue` more `[queue]` keys.
     fn start(name: &str, stages: &str, chunk_size: usize, queue: &str, workers: usize) -> Cluster {
+        Cluster::start_with(name, stages, chunk_size, queue, "", workers)
+    }
+
+    /// [`Cluster::start`] with more `[serve]` keys.
+    fn start_with(
+        name: &str,
+        stages: &str,
+        chunk_size: usize,
+        queue: &str,
+        serve: &str,
+        workers: usize,
+    ) -> Cluster {
         let svc = services();
         let db = format!("wasmpipe_test_{name}");
         psql(
@@ -161,7 +173,7 @@ impl Cluster {
         let text = format!(
             "[pipeline]\nname = \"{name}\"\n{stages}\n\
              [runtime]\nchunk_size = {chunk_size}\n\
-             [serve]\nmax_events = 2000000\nmax_body = \"64MiB\"\nmax_event_size = \"4MiB\"\nmax_backlog = 4000000\n\
+             [serve]\nmax_events = 2000000\nmax_body = \"64MiB\"\nmax_event_size = \"4MiB\"\nmax_backlog = 4000000\n{serve}\n\
              [queue]\nkind = \"nats\"\nstream = \"{stream}\"\n{queue}\n\
              [store]\nkind = \"postgres\"\nurl = \"{}/{db}\"\n",
             svc.postgres
@@ -859,4 +871,33 @@ fn a_watching_worker_swaps_a_changed_plugin_between_chunks() {
         )),
         "50"
     );
+}
+
+#[test]
+fn retention_purges_events_and_chunk_records_but_keeps_jobs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start_with("retain", &adder_stages(), 100, "", "retention = \"1s\"", 1);
+    let id = c.post(&numbers(1000));
+    assert_eq!(c.wait_done(id, 60)["result"], doubled_sum(1000));
+    let t = Instant::now();
+    let count = |table: &str| {
+        c.sql(&format!(
+            "SELECT count(*) FROM wasmpipe.{table} WHERE job = {id}"
+        ))
+    };
+    while count("events") != "0" || count("chunks") != "0" {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not purged:\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let job = c.job(id).unwrap();
+    assert_eq!(
+        job["result"],
+        doubled_sum(1000),
+        "the job's record and result stay"
+    );
+    assert_eq!(job["events_out"], 1000);
 }

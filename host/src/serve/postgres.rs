@@ -217,7 +217,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot get a PostgreSQL connection: {e}"))
+            .map_err(|e| anyhow::Error::new(e).context("cannot get a PostgreSQL connection"))
     }
 
     /// Whether the database answers.
@@ -481,7 +481,12 @@ impl PgStore {
         }
         let (done, total): (i64, i64) = (counts.get(0), counts.get(1));
         if done > total {
-            bail!("job {job} has {done} events done of {total}: its chunks overlap");
+            // Only a chunk whose record retention deleted gets here (the
+            // overlap check catches the rest): it was stored before.
+            tracing::warn!(
+                "job {job}: events {first}+{events} came again after their record was purged; not stored twice"
+            );
+            return Ok(Committed::Duplicate);
         }
         let finished = done == total;
         if finished {
@@ -687,7 +692,11 @@ impl PgStore {
     }
 
     /// Deletes stored events and dead letters received before `before`
-    /// (ms). Returns the number of events deleted.
+    /// (ms), and the chunk records of jobs received before it that are
+    /// finished or abandoned (their partials are combined or moot; a chunk
+    /// delivered again after that cannot be stored twice: its job's
+    /// `events_done` would pass `events_in`). Returns the number of events
+    /// deleted.
     pub async fn purge(&self, before: i64) -> Result<u64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -699,6 +708,17 @@ impl PgStore {
             &[&before],
         )
         .await?;
+        for table in ["chunks", "attempts"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM wasmpipe.{table} c USING wasmpipe.jobs j
+                     WHERE c.job = j.id AND j.received_at < $1
+                       AND (j.finished_at IS NOT NULL OR j.state = 'abandoned')"
+                ),
+                &[&before],
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(n)
     }
@@ -716,6 +736,36 @@ impl PgStore {
             .get(0);
         Ok(n as u64)
     }
+}
+
+/// Whether `e` is PostgreSQL being away or busy (worth retrying the same
+/// work): no connection, a connection lost, the server shutting down or
+/// out of resources, a deadlock or serialization failure. Any other error
+/// (a constraint, a bad statement, or one of wasmpipe's own checks) would
+/// fail again the same way.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    for cause in e.chain() {
+        if cause.is::<deadpool_postgres::PoolError>() || cause.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+            if pg.is_closed() {
+                return true;
+            }
+            return match pg.code() {
+                // No SQLSTATE: the connection or the protocol failed.
+                None => true,
+                Some(code) => {
+                    let class = &code.code()[..2];
+                    // 08 connection, 40 rollback (deadlock, serialization),
+                    // 53 resources, 57 operator intervention (shutdown),
+                    // 58 system error.
+                    matches!(class, "08" | "40" | "53" | "57" | "58")
+                }
+            };
+        }
+    }
+    false
 }
 
 /// The schema's version, `None` if there is no schema yet.
@@ -815,6 +865,17 @@ mod tests {
         );
         assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact("host=db user=app"), "host=db user=app");
+    }
+
+    #[test]
+    fn only_the_database_being_away_is_retried() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(is_transient(
+            &anyhow::Error::new(io).context("cannot store")
+        ));
+        assert!(!is_transient(&anyhow::anyhow!(
+            "job 7 is not in this database"
+        )));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use super::jetstream::{self, ChunkQueue};
 use super::metrics::Metrics;
-use super::postgres::{ChunkRange, Committed, JobState, PgStore};
+use super::postgres::{ChunkRange, Committed, JobState, PgStore, is_transient};
 use super::process::{self, DeadLetter, Outcome};
 use super::{Settings, now_ms};
 use crate::exec::{Chain, LiveStages, Pipeline};
@@ -392,7 +392,7 @@ async fn job_info(
                     "job {id} is not in this database; hint: do the ingest nodes and workers share one `[store] url`?"
                 );
             }
-            Err(e) if shared.stopping.load(Relaxed) => return Err(e),
+            Err(e) if shared.stopping.load(Relaxed) || !is_transient(&e) => return Err(e),
             Err(e) => tracing::warn!("cannot read job {id}: {e:#}; retrying in {backoff:?}"),
         }
         tokio::time::sleep(backoff).await;
@@ -410,7 +410,7 @@ async fn retry_store<T, F: Future<Output = Result<T>>>(
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if shared.stopping.load(Relaxed) => return Err(e),
+            Err(e) if shared.stopping.load(Relaxed) || !is_transient(&e) => return Err(e),
             Err(e) => {
                 tracing::warn!("cannot {what}: {e:#}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
@@ -459,6 +459,12 @@ async fn commit(
             }
             Err(e) if shared.stopping.load(Relaxed) => {
                 return Err(e.context("stopping before the chunk could be stored"));
+            }
+            Err(e) if !is_transient(&e) => {
+                return Err(e.context(format!(
+                    "cannot store job {} events {}+{}",
+                    range.job, range.first_index, range.events
+                )));
             }
             Err(e) => {
                 tracing::warn!(
