@@ -12,9 +12,14 @@
 //! - **PostgreSQL is away**: the worker keeps the chunk (reporting
 //!   progress, so it is not handed on) and retries the commit with backoff.
 //! - **A chunk keeps killing its workers** (started more than
-//!   `max_attempts` times, counted in PostgreSQL): it is split in two, the halves published as
-//!   new chunks and the original acknowledged, without running it again.
-//!   A single event that still kills its workers becomes a dead letter.
+//!   `max_attempts` times, counted in PostgreSQL): it is split in two, the
+//!   halves published as new chunks and the original acknowledged, without
+//!   running it again. A single event that still kills its workers becomes
+//!   a dead letter.
+//!
+//! Each slot is one [`Chain`] on one chunk at a time. With `--watch` the
+//! stages are hot-reloaded between chunks; with `--metrics` the worker
+//! serves Prometheus counters of what it did.
 
 use super::jetstream::{self, ChunkQueue};
 use super::metrics::Metrics;
@@ -257,6 +262,7 @@ async fn handle(
     let done = if i64::from(started) > shared.max_attempts {
         match isolate(shared, range, &msg.payload, i64::from(started)).await {
             Ok(Some(out)) => commit(shared, chain, range, &out, versions).await,
+            // Split: its pieces are in the stream, and the chunk is done.
             Ok(None) => Ok(Committed::Stored(false)),
             Err(e) => Err(e),
         }
