@@ -157,7 +157,7 @@ def main():
                 print(f"round {r + 1}: {m[0]:8} workers={m[1]} {n / total:>10,.0f} events/s "
                       f"(202 after {acc * 1000:.0f} ms, done after {total:.2f} s; CPU: wasmpipe "
                       f"{ours:.1f} s, whole machine {machine:.1f} s)", flush=True)
-    base = statistics.median(r[1] and n / r[1] for r in results[modes[0]])
+    base = statistics.median(n / r[1] for r in results[modes[0]])
     stored = "only the result stored" if RESULT_ONLY else "every event stored"
     print(f"\n{n:,} events, adder (double + sum, {stored}), median of {a.rounds} rounds, "
           f"{os.cpu_count()} cores")

@@ -6,7 +6,7 @@
 //! Every test has its own database and its own JetStream stream. They run
 //! one at a time: one of them restarts PostgreSQL.
 
-use crate::util::{plugin, spawn_ready, toml_path, wasmpipe, write};
+use crate::util::{agent, plugin, spawn_ready, toml_path, wasmpipe, write};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -336,14 +336,6 @@ impl Cluster {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
 fn adder_stages() -> String {
     format!(
         "[[stage]]\nname = \"double\"\nkind = \"map\"\nplugin = {}\n\
@@ -551,7 +543,7 @@ fn a_poison_event_under_redelivery_ends_as_one_dead_letter() {
     assert_eq!(job["events_out"], 39);
     assert_eq!(
         c.sql("SELECT idx, stage, event FROM wasmpipe.dead_letters"),
-        format!("{poison_at}|worker|\\x{}", hex(b"{\"n\":-6}"))
+        format!("{poison_at}|worker|\\x{}", hex::encode(b"{\"n\":-6}"))
     );
     assert_eq!(
         c.sql(&format!(
@@ -563,10 +555,6 @@ fn a_poison_event_under_redelivery_ends_as_one_dead_letter() {
     let later: String = (100..200).map(|v| format!("{{\"n\":{v}}}\n")).collect();
     let job = c.wait_done(c.post(&later), 60);
     assert_eq!(job["result"], (100..200).sum::<i64>(), "{job}");
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[test]

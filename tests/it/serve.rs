@@ -2,7 +2,7 @@
 //! child process (so it can be SIGKILLed), bound to port 0; it prints its
 //! address on stdout.
 
-use crate::util::{plugin, spawn_ready, toml_path, wasmpipe, write};
+use crate::util::{agent, plugin, spawn_ready, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -105,14 +105,6 @@ impl Resp {
             .unwrap_or_default()
             .to_string()
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
 }
 
 fn request(

@@ -191,3 +191,13 @@ pub fn spawn_ready(cmd: &mut Command, log: &Path) -> (std::process::Child, Strin
         });
     (child, line)
 }
+
+/// An HTTP client for the servers under test: statuses are answers, not
+/// errors, and nothing waits longer than a minute.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into()
+}

@@ -45,12 +45,7 @@ pub fn run(args: ServeArgs) -> Result<u8> {
     } else {
         None
     };
-    let clustered = manifest
-        .doc
-        .queue
-        .as_ref()
-        .is_some_and(|q| *q.kind.get_ref() == crate::manifest::QueueKind::Nats);
-    if clustered && (args.database.is_some() || args.workers.is_some()) {
+    if manifest.clustered() && (args.database.is_some() || args.workers.is_some()) {
         anyhow::bail!(
             "--database and --workers apply to the embedded queue, and {} uses NATS; hint: drop them (workers are `wasmpipe worker` processes, results live in `[store]`)",
             args.manifest.display()

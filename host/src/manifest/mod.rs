@@ -501,6 +501,15 @@ impl Manifest {
         }
     }
 
+    /// Whether the pipeline runs on a cluster: `[queue] kind = "nats"`
+    /// (and so `[store] kind = "postgres"`).
+    pub fn clustered(&self) -> bool {
+        self.doc
+            .queue
+            .as_ref()
+            .is_some_and(|q| *q.kind.get_ref() == QueueKind::Nats)
+    }
+
     /// The manifest's pipeline name.
     pub fn name(&self) -> &str {
         self.doc.pipeline.name.as_str()

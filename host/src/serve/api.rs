@@ -299,7 +299,10 @@ async fn ingest_batch(
             ),
         ));
     }
-    if svc.backlog.fetch_add(n, Relaxed) + n > svc.settings.max_backlog {
+    // Only this process's own workers drain the backlog counter; on a
+    // cluster the stream's `max_bytes` bounds the queue instead.
+    let embedded = matches!(svc.backend, Backend::Embedded { .. });
+    if embedded && svc.backlog.fetch_add(n, Relaxed) + n > svc.settings.max_backlog {
         svc.backlog.fetch_sub(n, Relaxed);
         return Err(backlog_full(svc));
     }
@@ -328,9 +331,6 @@ async fn ingest_batch(
     let chunks = batch.chunks.len();
     let id = match &svc.backend {
         Backend::Cluster { store, queue } => {
-            // Workers elsewhere drain the queue; the stream's `max_bytes`
-            // bounds it instead of this process's backlog counter.
-            svc.backlog.fetch_sub(n, Relaxed);
             publish_job(
                 svc,
                 store,

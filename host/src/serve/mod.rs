@@ -36,7 +36,7 @@ pub mod store;
 pub mod worker;
 
 use crate::exec::{Chain, LiveStages, Pipeline};
-use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, QueueKind, ServeSection};
+use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
 use anyhow::{Context as _, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -166,6 +166,27 @@ impl Service {
     }
 }
 
+/// Connects to the manifest's PostgreSQL store (creating the schema if
+/// needed) and NATS queue (creating the stream if needed), as ingest nodes
+/// and workers both do.
+pub async fn connect_cluster(
+    manifest: &Manifest,
+) -> Result<(postgres::PgStore, jetstream::ChunkQueue)> {
+    let q = manifest.doc.queue.clone().unwrap_or_default();
+    let st = manifest.doc.store.clone().unwrap_or_default();
+    let url = st
+        .postgres_url()
+        .context("`[store]` has no PostgreSQL `url`")?;
+    let store = postgres::PgStore::connect(&url, st.pool.get()).await?;
+    let queue = jetstream::ChunkQueue::connect(&q, manifest.name()).await?;
+    tracing::info!(
+        "chunks go through JetStream at {}, results to PostgreSQL at {}",
+        postgres::redact(&q.nats_url()),
+        postgres::redact(&url)
+    );
+    Ok((store, queue))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -186,24 +207,9 @@ pub async fn run(
     let serve = manifest.doc.serve.clone().unwrap_or_default();
     let settings = Settings::new(manifest, &serve);
     let auth = auth::Auth::from_manifest(manifest, &serve)?;
-    let clustered = manifest
-        .doc
-        .queue
-        .as_ref()
-        .is_some_and(|q| *q.kind.get_ref() == QueueKind::Nats);
+    let clustered = manifest.clustered();
     let (backend, backlog) = if clustered {
-        let q = manifest.doc.queue.clone().unwrap_or_default();
-        let st = manifest.doc.store.clone().unwrap_or_default();
-        let url = st
-            .postgres_url()
-            .context("`[store]` has no PostgreSQL `url`")?;
-        let store = postgres::PgStore::connect(&url, st.pool.get()).await?;
-        let queue = jetstream::ChunkQueue::connect(&q, &pipeline.name).await?;
-        tracing::info!(
-            "ingest node: chunks go to JetStream at {}, results come from PostgreSQL at {}",
-            postgres::redact(&q.nats_url()),
-            postgres::redact(&url)
-        );
+        let (store, queue) = connect_cluster(manifest).await?;
         (Backend::Cluster { store, queue }, 0)
     } else {
         let db = manifest.resolve(&serve.database);

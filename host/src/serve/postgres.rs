@@ -356,16 +356,18 @@ impl PgStore {
     /// Commits a processed chunk (see the module's notes). `combine` turns
     /// the job's non-empty partials, in event order, into its result; it
     /// is called only by the commit that completes the job, and only if the
-    /// pipeline reduces.
+    /// pipeline reduces. `info` is the chunk's job, as [`PgStore::job_info`]
+    /// gave it (its pipeline and time go with each stored row).
     pub async fn complete_chunk(
         &self,
         range: ChunkRange,
+        info: &JobInfo,
         out: &Outcome,
         versions: &str,
         worker: &str,
-        now: i64,
         combine: Option<&mut Combine<'_>>,
     ) -> Result<Committed> {
+        let now = super::now_ms();
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let job = range.job;
@@ -387,17 +389,7 @@ impl PgStore {
             &[&job, &first, &events],
         )
         .await?;
-        let Some(head) = tx
-            .query_opt(
-                "SELECT pipeline, received_at FROM wasmpipe.jobs WHERE id = $1",
-                &[&job],
-            )
-            .await?
-        else {
-            bail!("job {job} is not in the database");
-        };
-        let pipeline: String = head.get(0);
-        let at: i64 = head.get(1);
+        let (pipeline, at) = (&info.pipeline, info.received_at);
         // The outputs first, outside the job's lock, so that chunks of one
         // job commit in parallel; the lock below orders only the checks.
         let mut bodies: Vec<&str> = Vec::with_capacity(out.origin.len());

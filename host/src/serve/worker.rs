@@ -27,7 +27,7 @@ use super::postgres::{ChunkRange, Committed, JobState, PgStore, is_transient};
 use super::process::{self, DeadLetter, Outcome};
 use super::{Settings, now_ms};
 use crate::exec::{Chain, LiveStages, Pipeline};
-use crate::manifest::{Manifest, QueueKind};
+use crate::manifest::Manifest;
 use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
@@ -71,20 +71,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(Option<std::net::SocketAddr>) -> Result<()>,
 ) -> Result<()> {
-    let queue_section = manifest.doc.queue.clone().unwrap_or_default();
-    if *queue_section.kind.get_ref() != QueueKind::Nats {
+    if !manifest.clustered() {
         bail!(
             "`wasmpipe worker` takes its work from NATS, and {} has no `[queue] kind = \"nats\"`; hint: add `[queue]` and `[store]` tables (docs/deploy.md), or run `wasmpipe serve` alone",
             manifest.path.display()
         );
     }
-    let store_section = manifest.doc.store.clone().unwrap_or_default();
-    let url = store_section
-        .postgres_url()
-        .context("`[store]` has no PostgreSQL `url`")?;
+    let queue_section = manifest.doc.queue.clone().unwrap_or_default();
     let serve = manifest.doc.serve.clone().unwrap_or_default();
-    let store = PgStore::connect(&url, store_section.pool.get()).await?;
-    let queue = ChunkQueue::connect(&queue_section, &pipeline.name).await?;
+    let (store, queue) = super::connect_cluster(manifest).await?;
     let consumer = queue.consumer().await?;
     // The consumer is shared and outlives this manifest: its own `ack_wait`
     // is what JetStream enforces, so heartbeats follow it.
@@ -261,7 +256,7 @@ async fn handle(
     .await?;
     let done = if i64::from(started) > shared.max_attempts {
         match isolate(shared, range, &msg.payload, i64::from(started)).await {
-            Ok(Some(out)) => commit(shared, chain, range, &out, versions).await,
+            Ok(Some(out)) => commit(shared, chain, &job, range, &out, versions).await,
             // Split: its pieces are in the stream, and the chunk is done.
             Ok(None) => Ok(Committed::Stored(false)),
             Err(e) => Err(e),
@@ -312,7 +307,7 @@ async fn run_and_commit(
     let out =
         tokio::task::block_in_place(|| process::run_chunk(chain, &chunk, &ctx, retry, Some(m)))
             .with_context(|| format!("job {} chunk at event {}", range.job, range.first_index))?;
-    let committed = commit(shared, chain, range, &out, versions).await?;
+    let committed = commit(shared, chain, job, range, &out, versions).await?;
     if let Committed::Stored(_) = committed {
         m.chunk_latency.observe(started.elapsed());
         m.chunks_done.fetch_add(1, Relaxed);
@@ -430,6 +425,7 @@ async fn retry_store<T, F: Future<Output = Result<T>>>(
 async fn commit(
     shared: &Shared,
     chain: &mut Chain,
+    job: &super::postgres::JobInfo,
     range: ChunkRange,
     out: &Outcome,
     versions: &str,
@@ -442,7 +438,7 @@ async fn commit(
             .then_some(&mut combine as &mut super::postgres::Combine<'_>);
         match shared
             .store
-            .complete_chunk(range, out, versions, &shared.name, now_ms(), combine)
+            .complete_chunk(range, job, out, versions, &shared.name, combine)
             .await
         {
             Ok(Committed::Stored(finished)) => {
@@ -494,23 +490,24 @@ async fn isolate(
     data: &[u8],
     started: i64,
 ) -> Result<Option<Outcome>> {
-    let lines: Vec<&[u8]> = data
-        .split_inclusive(|&b| b == b'\n')
-        .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
-        .collect();
-    if range.events > 1 && lines.len() as u64 == range.events {
-        let half = lines.len() / 2;
-        let (a, b) = lines.split_at(half);
-        for (first, part) in [(range.first_index, a), (range.first_index + half as u64, b)] {
+    let chunk = process::to_chunk(data.to_vec(), 0, range.first_index);
+    let n = chunk.len();
+    if n > 1 {
+        let mid = n / 2;
+        let cut = chunk.starts[mid] as usize;
+        let halves = [
+            (range.first_index, mid, &chunk.data[..cut]),
+            (range.first_index + mid as u64, n - mid, &chunk.data[cut..]),
+        ];
+        for (first_index, events, data) in halves {
             let piece = ChunkRange {
                 job: range.job,
-                first_index: first,
-                events: part.len() as u64,
+                first_index,
+                events: events as u64,
             };
-            let data: Vec<u8> = part.concat();
             shared
                 .queue
-                .publish(piece, data.into())
+                .publish(piece, bytes::Bytes::copy_from_slice(data))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot publish a piece of a split chunk: {e}"))?;
         }
@@ -526,10 +523,8 @@ async fn isolate(
         }
         return Ok(None);
     }
-    let dead: Vec<DeadLetter> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| DeadLetter {
+    let dead: Vec<DeadLetter> = (0..n)
+        .map(|i| DeadLetter {
             stage: "worker".into(),
             error: format!(
                 "workers started this event {} and none finished it (each was killed, crashed or cut off while it ran); it was set aside so that it cannot stall the queue",
@@ -537,7 +532,7 @@ async fn isolate(
             ),
             index: range.first_index + i as u64,
             attempts: (started - 1) as u32,
-            event: l.strip_suffix(b"\n").unwrap_or(l).to_vec(),
+            event: chunk.event(i).to_vec(),
         })
         .collect();
     tracing::warn!(

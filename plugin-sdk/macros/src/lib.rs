@@ -11,13 +11,12 @@
 //! - `signature`: checks every kind shares; classifying return types.
 //! - `args`: the arguments of `#[reduce(...)]`.
 //! - `common`: the expansion around every stage and the shared exports.
-//! - `map`, `filter`, `flat_map`, `reduce`: one generator per kind.
+//! - `map` (also `flat_map`), `filter`, `reduce`: the generators per kind.
 #![deny(missing_docs)]
 
 mod args;
 mod common;
 mod filter;
-mod flat_map;
 mod map;
 mod reduce;
 mod signature;
@@ -96,9 +95,8 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
         Ok(Item::Fn(func)) => {
             let attr = attr.into();
             match kind {
-                Kind::Map => map::expand(attr, func),
+                Kind::Map | Kind::FlatMap => map::expand(kind, attr, func),
                 Kind::Filter => filter::expand(attr, func),
-                Kind::FlatMap => flat_map::expand(attr, func),
                 Kind::Reduce => reduce::expand(attr, func),
             }
         }
