@@ -1,10 +1,12 @@
 //! The data path shared by every way of running a pipeline: sources cut
-//! input into chunks, a chain runs a chunk through every stage on one
-//! worker, the pipeline runs chains in parallel and writes the results.
+//! input into chunks, the executor runs a chunk through every stage (the
+//! chain) and reports what it came to, and `run`'s pipeline runs
+//! executors in parallel and writes the reports.
 
 pub mod chain;
 pub mod chunk;
 pub mod dead_letter;
+pub mod executor;
 pub mod pipeline;
 pub mod reload;
 pub mod source;
@@ -12,6 +14,7 @@ pub mod source;
 pub use chain::{Chain, ChunkOutcome, Failure, StageCounts};
 pub use chunk::Chunk;
 pub use dead_letter::{DeadLetter, DeadLetterSink};
+pub use executor::{ChunkReport, Executor, Policy, Retries};
 pub use pipeline::{
     Pipeline, RunContext, RunSummary, default_workers, host_name, load_stage, stage_spec,
 };

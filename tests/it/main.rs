@@ -9,6 +9,7 @@ mod author;
 mod cli;
 mod cluster;
 mod examples;
+mod hardening;
 mod isolation;
 mod manifest_errors;
 mod reload;

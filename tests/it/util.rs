@@ -45,6 +45,14 @@ pub fn plugin(name: &str) -> PathBuf {
     }
 }
 
+/// The version every mode records for the plugin at `path`: the first 12
+/// hex digits of the SHA-256 of its bytes.
+pub fn short_version(path: &Path) -> String {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).expect("cannot read plugin");
+    hex::encode(sha2::Sha256::digest(bytes))[..12].to_string()
+}
+
 /// The `wasmpipe` binary, with a compiled-module cache private to this run.
 pub fn wasmpipe() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpipe"));
@@ -103,6 +111,46 @@ pub fn run_manifest(manifest: &Path, args: &[&str]) -> Run {
         .output()
         .expect("cannot run wasmpipe")
         .into()
+}
+
+/// Runs `cmd` to its end, or kills it and panics once `limit` has passed:
+/// for tests of what must not hang, which would otherwise hang the suite.
+pub fn run_bounded(cmd: &mut Command, limit: std::time::Duration) -> Run {
+    use std::io::Read as _;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run wasmpipe");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("cannot wait for wasmpipe") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+            panic!("wasmpipe still running after {limit:?}; stderr:\n{err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
+    }
 }
 
 /// Writes `text` as `name` in `dir` and returns its path.

@@ -2,7 +2,6 @@
 //! running anything.
 
 use super::{EXIT_OK, load_pipeline};
-use crate::exec::Chain;
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -21,8 +20,7 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> Result<u8> {
     let (manifest, pipeline) = load_pipeline(&args.manifest, Some(1), args.no_cache, false)?;
-    let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
-    chain.warm_up()?;
+    pipeline.executor(&pipeline.live()).warm_up()?;
     check_samples(&manifest, &pipeline)?;
     println!(
         "ok: pipeline `{}` with {} stages",

@@ -124,6 +124,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .filter(|p| *p != "-")
             .map(|p| manifest.resolve(p))
     });
+    let dl_path = args
+        .dead_letters
+        .clone()
+        .or_else(|| doc.dead_letters.path.as_ref().map(|p| manifest.resolve(p)))
+        .unwrap_or_else(|| manifest.dir.join(format!("{}.dead.jsonl", manifest.name())));
+    refuse_overwriting_input(input.as_ref(), output.as_ref(), &dl_path)?;
     // A watched pipeline writes each chunk as soon as it is done (one write
     // per chunk), so that its output can be followed.
     let buffer = if args.watch { 0 } else { 1 << 20 };
@@ -134,11 +140,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
         )),
         None => Box::new(BufWriter::with_capacity(buffer, std::io::stdout().lock())),
     };
-    let dl_path = args
-        .dead_letters
-        .clone()
-        .or_else(|| doc.dead_letters.path.as_ref().map(|p| manifest.resolve(p)))
-        .unwrap_or_else(|| manifest.dir.join(format!("{}.dead.jsonl", manifest.name())));
     let mut dead = DeadLetterSink::file(dl_path.clone())?;
     if args.watch {
         dead = dead.flush_each();
@@ -279,4 +280,37 @@ fn parse_meta(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+/// Refuses a run whose output or dead-letter file is its input file (by
+/// any name: a link, `./`, a symbolic link): creating the output would
+/// empty the input before a line of it is read.
+fn refuse_overwriting_input(
+    input: Option<&PathBuf>,
+    output: Option<&PathBuf>,
+    dead_letters: &PathBuf,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(input) = input else { return Ok(()) };
+    let Ok(inp) = std::fs::metadata(input) else {
+        return Ok(());
+    };
+    if !inp.is_file() {
+        return Ok(());
+    }
+    let outputs = [("output", output), ("dead-letter", Some(dead_letters))];
+    for (what, path) in outputs {
+        let Some(path) = path.filter(|p| p.as_os_str() != "-") else {
+            continue;
+        };
+        if let Ok(m) = std::fs::metadata(path)
+            && m.dev() == inp.dev()
+            && m.ino() == inp.ino()
+        {
+            bail!(
+                "the {what} file {path:?} is the input file {input:?}: writing it would destroy the input; hint: write to another file, then rename it"
+            );
+        }
+    }
+    Ok(())
 }

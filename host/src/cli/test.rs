@@ -66,7 +66,11 @@ pub fn run(args: TestArgs) -> Result<u8> {
         runtime,
         workers: 1,
         ordered: true,
-        lineage: false,
+        policy: crate::exec::Policy {
+            lineage: false,
+            retries: crate::exec::Retries::DEFAULT,
+            keep_reduce_input: false,
+        },
         live: None,
     };
     let file = std::fs::File::open(&args.input)

@@ -388,12 +388,11 @@ impl Chain {
             self.acc = out.out.to_vec();
             return Ok(Ok(()));
         }
-        if out.origins.len() / 4 != line_count(out.out) {
-            let message = format!(
-                "{} output lines but {} origin entries",
-                line_count(out.out),
-                out.origins.len() / 4
-            );
+        // Everything the guest returned is checked before any of it is
+        // used: a bad origin found half-way would leave the lines before
+        // it written and then written again when the input is retried.
+        let outs: Vec<u32> = out.origins().collect();
+        if let Err(message) = check_origins(&outs, line_count(out.out), origin.len()) {
             sink.failures.truncate(failures_before);
             return Ok(Err(StageError::Abi {
                 stage: stage.name().to_string(),
@@ -401,34 +400,13 @@ impl Chain {
             }));
         }
         if stage.trusted_output {
-            for o in out.origins() {
-                match origin.get(o as usize) {
-                    Some(&g) => sink.origin.push(g),
-                    None => {
-                        sink.failures.truncate(failures_before);
-                        let message =
-                            format!("origin {o} is outside the {}-event input", origin.len());
-                        return Ok(Err(StageError::Abi {
-                            stage: stage.name().to_string(),
-                            message,
-                        }));
-                    }
-                }
-            }
+            sink.origin.extend(outs.iter().map(|&o| origin[o as usize]));
             sink.out.extend_from_slice(out.out);
             return Ok(Ok(()));
         }
         // A stage not built by the SDK: check each output is one JSON value.
-        let outs: Vec<u32> = out.origins().collect();
         for (line, o) in out.out.split(|&b| b == b'\n').zip(outs) {
-            let Some(&g) = origin.get(o as usize) else {
-                sink.failures.truncate(failures_before);
-                let message = format!("origin {o} is outside the {}-event input", origin.len());
-                return Ok(Err(StageError::Abi {
-                    stage: stage.name().to_string(),
-                    message,
-                }));
-            };
+            let g = origin[o as usize];
             match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                 Ok(_) => {
                     sink.out.extend_from_slice(line);
@@ -469,6 +447,31 @@ impl Chain {
             }
         }
     }
+}
+
+/// Checks a call's origin table against its output and input: one entry
+/// per output line, each naming an input event, never going backwards
+/// (docs/abi.md), so that a later failure is blamed on the right event.
+fn check_origins(origins: &[u32], lines: usize, inputs: usize) -> Result<(), String> {
+    if origins.len() != lines {
+        return Err(format!(
+            "{lines} output lines but {} origin entries",
+            origins.len()
+        ));
+    }
+    let mut last = 0;
+    for (i, &o) in origins.iter().enumerate() {
+        if o as usize >= inputs {
+            return Err(format!("origin {o} is outside the {inputs}-event input"));
+        }
+        if o < last {
+            return Err(format!(
+                "origin table goes backwards at output {i} (event {o} after event {last})"
+            ));
+        }
+        last = o;
+    }
+    Ok(())
 }
 
 /// Lines in an NDJSON buffer whose lines all end in `\n`.

@@ -54,6 +54,23 @@ impl Chunk {
         ev.strip_suffix(b"\n").unwrap_or(ev)
     }
 
+    /// Index in the source of event `i`, counting the events the source
+    /// refused before it (they have indices too, but no place in `data`).
+    pub fn index(&self, i: usize) -> u64 {
+        let before = if self.rejects.is_empty() {
+            0
+        } else {
+            let line = self.lines[i];
+            self.rejects.iter().filter(|r| r.line < line).count()
+        };
+        self.first_index + (i + before) as u64
+    }
+
+    /// Events read from the source: those in `data` and those refused.
+    pub fn events_read(&self) -> u64 {
+        (self.len() + self.rejects.len()) as u64
+    }
+
     /// Appends one event (without newline) read from source line `line`.
     pub fn push(&mut self, event: &[u8], line: u64) {
         self.starts.push(self.data.len() as u32);

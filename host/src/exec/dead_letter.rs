@@ -4,28 +4,34 @@
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-/// One failed event.
-#[derive(Debug, Clone, Copy)]
-pub struct DeadLetter<'a> {
-    /// Pipeline name.
-    pub pipeline: &'a str,
-    /// The stage that failed it; `None` when the source refused it.
-    pub stage: Option<&'a str>,
-    /// Why.
-    pub error: &'a str,
-    /// 0-based index of the event in the source.
+/// One failed event, as every mode records it: the dead-letter file of
+/// `run`, and the SQLite and PostgreSQL stores of `serve` and `worker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The stage that failed it; `None` when the source refused it before
+    /// any stage saw it (too large, not UTF-8, too deep).
+    pub stage: Option<String>,
+    /// Why, in words a person can act on.
+    pub error: String,
+    /// 0-based index of the event in its source or job.
     pub index: u64,
-    /// 1-based source line the event starts on.
+    /// 1-based source line the event starts on (for stored jobs, the
+    /// event's number in its job).
     pub line: u64,
-    /// The event as read from the source.
-    pub event: &'a [u8],
-    /// The version of each stage of the chunk the event was in
-    /// (`{"stage":"<12 hex>",...}`), when known.
-    pub versions: Option<&'a RawValue>,
+    /// Times the event was tried (more than one after timeout retries).
+    pub attempts: u32,
+    /// The event as it arrived.
+    pub event: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The stage name as stored: a source refusal is recorded as `source`.
+    pub fn stage_name(&self) -> &str {
+        self.stage.as_deref().unwrap_or("source")
+    }
 }
 
 #[derive(Serialize)]
@@ -59,16 +65,45 @@ pub struct DeadLetterSink {
 }
 
 impl DeadLetterSink {
-    /// Dead letters to the file at `path`. A file left by an earlier run is
-    /// removed now, so the file always describes the latest run.
+    /// Dead letters to the file at `path`, so that it always describes the
+    /// latest run. What is at `path` decides how:
+    /// - nothing: the file is created on the first dead letter;
+    /// - a regular file (an earlier run's dead letters): it is removed now,
+    ///   so a clean run leaves none behind;
+    /// - a symbolic link: written through, never removed; a regular file
+    ///   it points to is emptied now;
+    /// - a FIFO, a device or a socket: written to, never removed or
+    ///   truncated (`/dev/null`, `/dev/stderr`, a pipe to another program);
+    /// - a directory: refused before anything runs.
     pub fn file(path: PathBuf) -> Result<DeadLetterSink> {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
+        match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot remove the old dead-letter file {path:?}"));
+                return Err(e).with_context(|| format!("cannot use {path:?} for dead letters"));
             }
+            Ok(m) if m.file_type().is_file() => std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove the old dead-letter file {path:?}"))?,
+            Ok(m) if m.file_type().is_dir() => {
+                anyhow::bail!(
+                    "cannot write dead letters to {path:?}: it is a directory; hint: name a file, such as {:?}",
+                    path.join("dead.jsonl")
+                )
+            }
+            Ok(m) if m.file_type().is_symlink() => {
+                if std::fs::metadata(&path).is_ok_and(|t| t.is_dir()) {
+                    anyhow::bail!(
+                        "cannot write dead letters to {path:?}: it links to a directory; hint: name a file"
+                    );
+                }
+                if std::fs::metadata(&path).is_ok_and(|t| t.is_file()) {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .truncate(true)
+                        .open(&path)
+                        .with_context(|| format!("cannot empty the dead-letter file {path:?}"))?;
+                }
+            }
+            Ok(_) => {}
         }
         Ok(DeadLetterSink {
             path: Some(path),
@@ -105,8 +140,14 @@ impl DeadLetterSink {
         self.count
     }
 
-    /// Writes one dead letter.
-    pub fn write(&mut self, d: &DeadLetter<'_>) -> Result<()> {
+    /// Writes one dead letter of `pipeline`, processed by the stage
+    /// `versions` (`{"stage":"<12 hex>",...}`) when known.
+    pub fn write(
+        &mut self,
+        pipeline: &str,
+        d: &DeadLetter,
+        versions: Option<&RawValue>,
+    ) -> Result<()> {
         if self.out.is_none() {
             let path = self
                 .path
@@ -116,22 +157,27 @@ impl DeadLetterSink {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create directory {dir:?} for dead letters"))?;
             }
-            let f = File::create(path)
+            // Not `File::create`: a FIFO or device is written to as it is.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(std::fs::metadata(path).map_or(true, |m| m.is_file()))
+                .open(path)
                 .with_context(|| format!("cannot create the dead-letter file {path:?}"))?;
             self.out = Some(Box::new(BufWriter::new(f)));
         }
-        let event = match serde_json::from_slice::<&RawValue>(d.event) {
+        let event = match serde_json::from_slice::<&RawValue>(&d.event) {
             Ok(raw) => EventField::Json(raw),
-            Err(_) => EventField::Text(String::from_utf8_lossy(d.event).into_owned()),
+            Err(_) => EventField::Text(String::from_utf8_lossy(&d.event).into_owned()),
         };
         let rec = Record {
-            pipeline: d.pipeline,
-            stage: d.stage,
-            error: d.error,
+            pipeline,
+            stage: d.stage.as_deref(),
+            error: &d.error,
             index: d.index,
             line: d.line,
             event,
-            versions: d.versions,
+            versions,
         };
         let out = self.out.as_mut().expect("opened above");
         serde_json::to_writer(&mut *out, &rec)?;

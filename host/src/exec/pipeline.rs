@@ -6,9 +6,10 @@
 //! before reading a chunk and the writer returns it once the chunk is
 //! written, so at most `credits` chunks exist at any time.
 
-use super::chain::{Chain, ChunkOutcome, StageCounts};
+use super::chain::StageCounts;
 use super::chunk::Chunk;
-use super::dead_letter::{DeadLetter, DeadLetterSink};
+use super::dead_letter::DeadLetterSink;
+use super::executor::{ChunkReport, Executor, Policy};
 use super::reload::{LiveStages, StageSet};
 use super::source::Source;
 use crate::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, Manifest, StageKind, StageSection};
@@ -32,8 +33,8 @@ pub struct Pipeline {
     pub workers: usize,
     /// Whether outputs keep input order.
     pub ordered: bool,
-    /// Whether output objects get a `"_versions"` field (`[runtime].lineage`).
-    pub lineage: bool,
+    /// How every chunk is run: lineage, timeout retries, reduce input.
+    pub policy: Policy,
     /// When set, the stages run are this handle's current set, which may be
     /// replaced while the pipeline runs (`run --watch`); `stages` is then
     /// only the set it started with.
@@ -130,9 +131,27 @@ impl Pipeline {
             runtime,
             workers,
             ordered: doc.runtime.ordered.unwrap_or(true),
-            lineage: doc.runtime.lineage.unwrap_or(false),
+            policy: Policy {
+                lineage: doc.runtime.lineage.unwrap_or(false),
+                retries: manifest.retries(),
+                keep_reduce_input: false,
+            },
             live: None,
         })
+    }
+
+    /// The stage sets this pipeline runs: the hot-reloaded ones with
+    /// `--watch`, else only the set it was loaded with.
+    pub fn live(&self) -> Arc<LiveStages> {
+        self.live
+            .clone()
+            .unwrap_or_else(|| Arc::new(LiveStages::new(self.stages.clone())))
+    }
+
+    /// An executor for one worker of any mode, running the stage sets of
+    /// `live` (one handle shared by all of a process's workers).
+    pub fn executor(&self, live: &Arc<LiveStages>) -> Executor {
+        Executor::new(self.runtime.clone(), live.clone(), self.policy)
     }
 
     /// Whether the last stage is a reduce.
@@ -168,13 +187,10 @@ impl Pipeline {
             credit_tx.send(()).expect("credit channel has room");
         }
         // Every chunk is stamped with the stage set current when it is read.
-        let live = self
-            .live
-            .clone()
-            .unwrap_or_else(|| Arc::new(LiveStages::new(self.stages.clone())));
+        let live = self.live();
         let initial = live.current();
         let (chunk_tx, chunk_rx) = bounded::<(Chunk, Arc<StageSet>)>(credits);
-        let (done_tx, done_rx) = unbounded::<(Chunk, Result<ChunkOutcome>)>();
+        let (done_tx, done_rx) = unbounded::<Result<ChunkReport>>();
 
         let mut summary = RunSummary {
             stages: initial
@@ -203,34 +219,31 @@ impl Pipeline {
             for w in 0..workers {
                 let chunk_rx = chunk_rx.clone();
                 let done_tx = done_tx.clone();
-                let mut chain = Chain::new(self.runtime.clone(), initial.stages.clone());
-                let mut generation = initial.generation;
-                let lineage = self.lineage;
+                let mut exec = self.executor(&live);
                 let pipeline = &self.name;
                 let run_ctx = ctx;
                 let handle = std::thread::Builder::new()
                     .name(format!("wasmpipe-worker-{w}"))
                     .spawn_scoped(scope, move || -> Result<Vec<u8>> {
-                        chain.warm_up()?;
+                        exec.warm_up()?;
+                        // This worker's share of the reduce: its chunks'
+                        // partials, combined as they come.
+                        let mut acc = Vec::new();
                         for (chunk, set) in chunk_rx.iter() {
-                            if set.generation != generation {
-                                chain.replace_stages(set.stages.clone());
-                                generation = set.generation;
-                            }
                             let ctx = run_ctx.chunk_json(pipeline, chunk.seq)?;
-                            let outcome = chain.process(&chunk, &ctx).map(|mut o| {
-                                if lineage {
-                                    set.splice_lineage(&mut o.output);
+                            let report = exec.run_on(set, &chunk, &ctx).and_then(|mut r| {
+                                let partial = std::mem::take(&mut r.partial);
+                                if !partial.is_empty() {
+                                    acc = exec.combine([std::mem::take(&mut acc), partial])?;
                                 }
-                                o.set = Some(set);
-                                o
+                                Ok(r)
                             });
-                            let fatal = outcome.is_err();
-                            if done_tx.send((chunk, outcome)).is_err() || fatal {
+                            let fatal = report.is_err();
+                            if done_tx.send(report).is_err() || fatal {
                                 break;
                             }
                         }
-                        Ok(chain.take_accumulator())
+                        Ok(acc)
                     })
                     .context("cannot start a worker thread")?;
                 handles.push(handle);
@@ -241,23 +254,23 @@ impl Pipeline {
             let mut pending = BTreeMap::new();
             let mut next = 0u64;
             let mut failed = None;
-            for (chunk, outcome) in done_rx.iter() {
-                let outcome = match outcome {
-                    Ok(o) => o,
+            for report in done_rx.iter() {
+                let report = match report {
+                    Ok(r) => r,
                     Err(e) => {
                         failed = Some(e);
                         break;
                     }
                 };
                 if !self.ordered {
-                    self.write_chunk(&chunk, &outcome, sink, dead, &mut summary)?;
+                    self.write_chunk(&report, sink, dead, &mut summary)?;
                     let _ = credit_tx.send(());
                     progress(&summary);
                     continue;
                 }
-                pending.insert(chunk.seq, (chunk, outcome));
-                while let Some((chunk, outcome)) = pending.remove(&next) {
-                    self.write_chunk(&chunk, &outcome, sink, dead, &mut summary)?;
+                pending.insert(report.seq, report);
+                while let Some(report) = pending.remove(&next) {
+                    self.write_chunk(&report, sink, dead, &mut summary)?;
                     next += 1;
                     let _ = credit_tx.send(());
                     progress(&summary);
@@ -288,7 +301,7 @@ impl Pipeline {
         })?;
 
         if self.reduces() {
-            summary.outputs = self.write_result(&live.current().stages, result, sink)?;
+            summary.outputs = self.write_result(&live, result, sink)?;
             if let Some(last) = summary.stages.last_mut() {
                 last.2.events_out = summary.outputs;
             }
@@ -301,67 +314,36 @@ impl Pipeline {
 
     fn write_chunk(
         &self,
-        chunk: &Chunk,
-        outcome: &ChunkOutcome,
+        report: &ChunkReport,
         sink: &mut dyn Write,
         dead: &mut DeadLetterSink,
         summary: &mut RunSummary,
     ) -> Result<()> {
-        sink.write_all(&outcome.output)
+        sink.write_all(&report.output)
             .context("cannot write the output")?;
-        summary.outputs += outcome.output_count;
-        summary.events_read += (chunk.len() + chunk.rejects.len()) as u64;
-        let stages = outcome.set.as_ref().map_or(&self.stages, |s| &s.stages);
-        let versions = outcome.set.as_ref().map(|s| s.versions());
-        for (i, (stage, c)) in stages.iter().zip(&outcome.counts).enumerate() {
+        summary.outputs += report.outputs();
+        summary.events_read += report.events_read;
+        for (stage, c) in report.set.stages.iter().zip(&report.counts) {
             // By name: a hot reload may add, remove or reorder stages.
-            let total = match summary.stages.get(i).filter(|t| t.0 == stage.name()) {
-                Some(_) => &mut summary.stages[i],
-                None => match summary.stages.iter().position(|t| t.0 == stage.name()) {
-                    Some(j) => &mut summary.stages[j],
-                    None => {
-                        let entry = (stage.name().to_string(), stage.kind, StageCounts::default());
-                        summary.stages.push(entry);
-                        summary.stages.last_mut().expect("just pushed")
-                    }
-                },
+            let total = match summary.stages.iter().position(|t| t.0 == stage.name()) {
+                Some(j) => &mut summary.stages[j],
+                None => {
+                    let entry = (stage.name().to_string(), stage.kind, StageCounts::default());
+                    summary.stages.push(entry);
+                    summary.stages.last_mut().expect("just pushed")
+                }
             };
             total.2.events_in += c.events_in;
             total.2.events_out += c.events_out;
             total.2.failed += c.failed;
             total.2.busy += c.busy;
         }
-        // Dead letters in source order, whichever stage (or the source)
-        // failed them and in whatever order isolation found them.
-        let mut letters: Vec<DeadLetter<'_>> =
-            Vec::with_capacity(chunk.rejects.len() + outcome.failures.len());
-        for r in &chunk.rejects {
-            summary.rejected += 1;
-            letters.push(DeadLetter {
-                pipeline: &self.name,
-                stage: None,
-                error: &r.error,
-                index: r.index,
-                line: r.line,
-                event: &r.preview,
-                versions,
-            });
-        }
-        for f in &outcome.failures {
-            let i = f.event as usize;
-            letters.push(DeadLetter {
-                pipeline: &self.name,
-                stage: Some(stages[f.stage].name()),
-                error: &f.error,
-                index: chunk.first_index + chunk_offset(chunk, i),
-                line: chunk.lines[i],
-                event: chunk.event(i),
-                versions,
-            });
-        }
-        letters.sort_by_key(|d| d.index);
-        for d in &letters {
-            dead.write(d)?;
+        let versions = Some(report.set.versions());
+        for d in &report.dead {
+            if d.stage.is_none() {
+                summary.rejected += 1;
+            }
+            dead.write(&self.name, d, versions)?;
         }
         summary.dead_letters = dead.count();
         Ok(())
@@ -371,23 +353,12 @@ impl Pipeline {
     /// or one `{"key":..,"value":..}` line per key, in key order.
     fn write_result(
         &self,
-        stages: &[Arc<Stage>],
+        live: &Arc<LiveStages>,
         accs: Vec<Vec<u8>>,
         sink: &mut dyn Write,
     ) -> Result<u64> {
-        let mut chain = Chain::new(self.runtime.clone(), stages.to_vec());
-        let mut total: Vec<u8> = Vec::new();
-        for acc in accs.into_iter().filter(|a| !a.is_empty()) {
-            total = if total.is_empty() {
-                acc
-            } else {
-                chain.combine(&total, &acc)?
-            };
-        }
-        if total.is_empty() {
-            // No event reached the reduce: its result is the initial accumulator.
-            total = chain.initial_accumulator()?;
-        }
+        let mut exec = self.executor(live);
+        let total = exec.combine(accs)?;
         if !self.keyed() {
             sink.write_all(&total)?;
             sink.write_all(b"\n")?;
@@ -397,7 +368,7 @@ impl Pipeline {
             .with_context(|| {
                 format!(
                     "keyed reduce `{}` returned a result that is not a JSON object",
-                    stages.last().map_or("", |s| s.name())
+                    exec.stages().last().map_or("", |s| s.name())
                 )
             })?;
         let n = map.len() as u64;
@@ -500,17 +471,6 @@ pub fn load_stage(
         bail!(d.with_hint("remove `key` from the manifest"));
     }
     Ok(stage)
-}
-
-/// Offset of event `i` from the chunk's first event, counting the events the
-/// source rejected in between (they have indices too).
-fn chunk_offset(chunk: &Chunk, i: usize) -> u64 {
-    let before = chunk
-        .rejects
-        .iter()
-        .filter(|r| r.line < chunk.lines[i])
-        .count();
-    (i + before) as u64
 }
 
 /// Worker threads by default: one per core.

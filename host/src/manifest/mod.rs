@@ -227,6 +227,14 @@ pub struct RuntimeSection {
     /// version of every stage that produced it.
     #[serde(default)]
     pub lineage: Option<bool>,
+    /// Retries of an event whose stage timed out, before it becomes a dead
+    /// letter (every mode; default 2).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Pause before the first timeout retry; doubles with each further one
+    /// (default 100ms).
+    #[serde(default)]
+    pub retry_backoff: Option<DurationSpec>,
 }
 
 /// A stage kind.
@@ -498,6 +506,24 @@ impl Manifest {
             p.to_path_buf()
         } else {
             self.dir.join(p)
+        }
+    }
+
+    /// The timeout retry policy of every mode: `[runtime] retries` and
+    /// `retry_backoff`, else `[serve]`'s older `retries` and `backoff`.
+    pub fn retries(&self) -> crate::exec::Retries {
+        let rt = &self.doc.runtime;
+        let serve = self.doc.serve.as_ref();
+        let default = crate::exec::Retries::DEFAULT;
+        crate::exec::Retries {
+            times: rt
+                .retries
+                .or(serve.and_then(|s| s.retries))
+                .unwrap_or(default.times),
+            backoff: rt
+                .retry_backoff
+                .or(serve.and_then(|s| s.backoff))
+                .map_or(default.backoff, |d| d.0),
         }
     }
 

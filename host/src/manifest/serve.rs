@@ -44,12 +44,13 @@ pub struct ServeSection {
     /// How long stored events (and finished jobs' inputs) are kept.
     #[serde(default)]
     pub retention: Option<DurationSpec>,
-    /// Retries of an event whose stage timed out, before it is dead-lettered.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Wait before the first retry; doubles with each further one.
-    #[serde(default = "default_backoff")]
-    pub backoff: DurationSpec,
+    /// The older name of `[runtime] retries`, which wins when both are set.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// The older name of `[runtime] retry_backoff`, which wins when both
+    /// are set.
+    #[serde(default)]
+    pub backoff: Option<DurationSpec>,
     /// A request header whose value becomes the `identity` stages see
     /// (e.g. a user id set by a trusted proxy); otherwise the token's name.
     #[serde(default)]
@@ -126,12 +127,6 @@ fn default_max_ingest() -> std::num::NonZeroUsize {
 }
 fn default_true() -> bool {
     true
-}
-fn default_retries() -> u32 {
-    2
-}
-fn default_backoff() -> DurationSpec {
-    DurationSpec(std::time::Duration::from_millis(100))
 }
 
 impl ServeSection {

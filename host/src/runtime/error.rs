@@ -100,3 +100,29 @@ impl StageError {
         e
     }
 }
+
+/// An error from a call made while loading a module (`_initialize`, the
+/// descriptor, the metadata): a timeout is said as one, with the limit,
+/// and any other trap leads with its cause rather than a wasm backtrace.
+pub(crate) fn load_call_error(e: wasmtime::Error, what: String, limit: Duration) -> anyhow::Error {
+    if matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
+        return anyhow::anyhow!("{what} timed out after {}", fmt_duration(limit));
+    }
+    anyhow::anyhow!("{what}: {}", root_cause(&e))
+}
+
+/// The innermost cause of a wasmtime error: for a trap, the trap (or the
+/// WASI error that ended the guest, such as `proc_exit`), not the
+/// backtrace wasmtime wraps around it.
+pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
+    if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
+        return t.to_string();
+    }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!("the stage exited with status {}", exit.0);
+    }
+    e.root_cause().to_string()
+}

@@ -3,8 +3,8 @@
 //! passes a whole chunk; failures come back as typed [`StageError`]s.
 
 use super::engine::Runtime;
-use super::error::StageError;
-use super::sandbox::{MemoryLimiter, StageState, wasi_ctx};
+use super::error::{StageError, load_call_error, root_cause};
+use super::sandbox::{StageState, wasi_ctx};
 use super::stage::Stage;
 use anyhow::{Context as _, Result};
 use std::time::Duration;
@@ -83,13 +83,7 @@ impl StageInstance {
         let wasi = wasi_ctx(&spec.name, &spec.allow, &spec.base_dir)?;
         let mut store = Store::new(
             rt.engine(),
-            StageState {
-                wasi,
-                limiter: MemoryLimiter {
-                    limit: spec.memory,
-                    refused: false,
-                },
-            },
+            StageState::new(wasi, spec.memory, spec.timeout, spec.allow.clock),
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
@@ -99,9 +93,13 @@ impl StageInstance {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot instantiate stage `{}` (is its memory limit below the module's minimum?)", spec.name))?;
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, export::INITIALIZE) {
-            init.call(&mut store, ())
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("stage `{}` trapped in `_initialize`", spec.name))?;
+            init.call(&mut store, ()).map_err(|e| {
+                load_call_error(
+                    e,
+                    format!("stage `{}` in `_initialize`", spec.name),
+                    spec.timeout,
+                )
+            })?;
         }
         let memory = instance
             .get_memory(&mut store, export::MEMORY)
@@ -117,7 +115,13 @@ impl StageInstance {
             .map_err(anyhow::Error::from)
             .with_context(|| func_err(export::DESCRIPTOR))?
             .call(&mut store, ())
-            .map_err(anyhow::Error::from)? as u32;
+            .map_err(|e| {
+                load_call_error(
+                    e,
+                    format!("stage `{}` in `{}`", spec.name, export::DESCRIPTOR),
+                    spec.timeout,
+                )
+            })? as u32;
         let alloc = instance
             .get_typed_func(&mut store, export::ALLOC)
             .map_err(anyhow::Error::from)
@@ -221,7 +225,7 @@ impl StageInstance {
     }
 
     fn reset_limits(&mut self) {
-        self.store.data_mut().limiter.refused = false;
+        self.store.data_mut().start_call(self.timeout);
         self.store
             .set_epoch_deadline(Runtime::deadline_ticks(self.timeout));
     }
@@ -276,10 +280,7 @@ impl StageInstance {
             .and_then(|d| self.slice(d.panic_ptr, d.panic_len));
         let message = match panic {
             Some(p) => String::from_utf8_lossy(p).into_owned(),
-            None => match e.downcast_ref::<Trap>() {
-                Some(t) => t.to_string(),
-                None => format!("{e:#}"),
-            },
+            None => root_cause(&e),
         };
         StageError::Trap {
             stage,

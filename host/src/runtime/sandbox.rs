@@ -9,7 +9,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -26,6 +26,37 @@ pub struct StageState {
     pub wasi: WasiP1Ctx,
     /// The memory limiter.
     pub limiter: MemoryLimiter,
+    /// When the current guest call must end: host calls that wait (see
+    /// [`super::deadline`]) give up here, as the epoch does in wasm code.
+    pub deadline: Instant,
+    /// Whether the manifest grants the real clocks (else they read zero).
+    pub clock: bool,
+    /// When the instance was created: the origin of its monotonic clock.
+    pub started: Instant,
+}
+
+impl StageState {
+    /// The state of a new instance with `memory` bytes at most and calls
+    /// limited to `timeout` until the caller sets a new deadline.
+    pub fn new(wasi: WasiP1Ctx, memory: u64, timeout: Duration, clock: bool) -> StageState {
+        let started = Instant::now();
+        StageState {
+            wasi,
+            limiter: MemoryLimiter {
+                limit: memory,
+                refused: false,
+            },
+            deadline: started + timeout,
+            clock,
+            started,
+        }
+    }
+
+    /// Starts a guest call limited to `timeout`.
+    pub fn start_call(&mut self, timeout: Duration) {
+        self.limiter.refused = false;
+        self.deadline = Instant::now() + timeout;
+    }
 }
 
 /// Caps linear memory growth and records refusals, so a trap that follows

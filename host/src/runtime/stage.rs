@@ -3,8 +3,9 @@
 //! version and the manifest's declared kind.
 
 use super::engine::{ModuleOrigin, Runtime, content_hash};
+use super::error::load_call_error;
 use super::instance::StageInstance;
-use super::sandbox::{MemoryLimiter, StageState, wasi_ctx};
+use super::sandbox::{StageState, wasi_ctx};
 use crate::manifest::{Allow, StageKind};
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -92,12 +93,13 @@ pub struct Stage {
     pub(crate) config_json: Vec<u8>,
 }
 
-/// The linker every stage is instantiated through: WASI preview 1, nothing
-/// else. What a stage may reach is decided by its `WasiP1Ctx`, not here.
+/// The linker every stage is instantiated through: WASI preview 1 (its
+/// waiting calls bounded by the call's deadline), nothing else. What a stage may reach is decided by its `WasiP1Ctx`, not here.
 pub fn linker(rt: &Runtime) -> Result<Linker<StageState>> {
     let mut linker = Linker::new(rt.engine());
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StageState| &mut s.wasi)
         .map_err(anyhow::Error::from)?;
+    super::deadline::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -112,7 +114,7 @@ impl Stage {
         let pre = linker.instantiate_pre(&module).map_err(anyhow::Error::from).with_context(|| {
             format!("plugin {:?} imports something the host does not provide (only WASI preview 1 is available)", spec.plugin)
         })?;
-        let meta = read_metadata(rt, &pre, &spec.plugin)?;
+        let meta = read_metadata(rt, &pre, &spec.plugin, spec.timeout)?;
         if meta.abi != ABI_VERSION {
             bail!(
                 "plugin {:?} was built for wasmpipe ABI version {}, but this host speaks version {ABI_VERSION}; rebuild it with a matching wasmpipe-sdk",
@@ -224,36 +226,34 @@ fn check_kind_exports(module: &Module, kind: StageKind, path: &Path) -> Result<(
     Ok(())
 }
 
-fn read_metadata(rt: &Runtime, pre: &InstancePre<StageState>, path: &Path) -> Result<Metadata> {
+/// Reads a module's metadata in an instance of its own, with the stage's
+/// own time limit: a module that loops or sleeps here is refused as timed
+/// out, not left to hang the load.
+fn read_metadata(
+    rt: &Runtime,
+    pre: &InstancePre<StageState>,
+    path: &Path,
+    timeout: Duration,
+) -> Result<Metadata> {
     let wasi = wasi_ctx("metadata", &Allow::default(), Path::new("."))?;
-    let mut store = Store::new(
-        rt.engine(),
-        StageState {
-            wasi,
-            limiter: MemoryLimiter {
-                limit: 64 << 20,
-                refused: false,
-            },
-        },
-    );
+    let mut store = Store::new(rt.engine(), StageState::new(wasi, 64 << 20, timeout, false));
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(Runtime::deadline_ticks(Duration::from_secs(5)));
+    store.set_epoch_deadline(Runtime::deadline_ticks(timeout));
     let instance = pre
         .instantiate(&mut store)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot instantiate plugin {path:?}"))?;
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, export::INITIALIZE) {
-        init.call(&mut store, ())
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {path:?} trapped in `_initialize`"))?;
+        init.call(&mut store, ()).map_err(|e| {
+            load_call_error(e, format!("plugin {path:?} in `_initialize`"), timeout)
+        })?;
     }
     let call = |store: &mut Store<StageState>, name: &str| -> Result<i32> {
         let f = instance
             .get_typed_func::<(), i32>(&mut *store, name)
             .map_err(anyhow::Error::from)?;
         f.call(&mut *store, ())
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {path:?} failed in `{name}`"))
+            .map_err(|e| load_call_error(e, format!("plugin {path:?} in `{name}`"), timeout))
     };
     let desc = call(&mut store, export::DESCRIPTOR)? as u32;
     let status = call(&mut store, export::METADATA)?;

@@ -1158,8 +1158,10 @@ mod tests {
             max_event_size: 30,
             max_backlog: 100,
             chunk_size: 2,
-            retries: 0,
-            backoff: Duration::from_millis(1),
+            retries: crate::exec::Retries {
+                times: 0,
+                backoff: Duration::from_millis(1),
+            },
             retention: None,
             identity_header: None,
             store_reduce_input: true,

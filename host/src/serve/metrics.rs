@@ -269,3 +269,19 @@ impl Metrics {
         o
     }
 }
+
+impl Metrics {
+    /// Counts what one chunk's run did, per stage and in retries.
+    pub fn record(&self, report: &crate::exec::ChunkReport) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.retries.fetch_add(report.retries, Relaxed);
+        for (m, c) in self.stages.iter().zip(&report.counts) {
+            m.events_in.fetch_add(c.events_in, Relaxed);
+            m.events_out.fetch_add(c.events_out, Relaxed);
+            m.failed.fetch_add(c.failed, Relaxed);
+            if c.events_in > 0 {
+                m.latency.observe(c.busy);
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `wasmpipe serve`: the HTTP service. Batches of events arrive as jobs,
 //! are made durable before they are acknowledged, and are processed chunk
-//! by chunk by workers running the same [`Chain`] as `wasmpipe run`.
+//! by chunk by workers running the same [`Executor`] as `wasmpipe run`.
 //!
 //! Two backends ([`Backend`]), chosen by the manifest's `[queue]` and
 //! `[store]`: embedded (a SQLite journal and store, and worker threads in
@@ -35,7 +35,7 @@ pub mod queue;
 pub mod store;
 pub mod worker;
 
-use crate::exec::{Chain, LiveStages, Pipeline};
+use crate::exec::{Executor, LiveStages, Pipeline, Policy};
 use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
 use anyhow::{Context as _, Result};
 use std::future::Future;
@@ -56,10 +56,8 @@ pub struct Settings {
     pub max_backlog: u64,
     /// Events per chunk.
     pub chunk_size: usize,
-    /// Timeout retries per event.
-    pub retries: u32,
-    /// First retry pause.
-    pub backoff: Duration,
+    /// Timeout retries, and the pause before a chunk is tried again.
+    pub retries: crate::exec::Retries,
     /// Stored events are kept this long.
     pub retention: Option<Duration>,
     /// Header naming the identity.
@@ -69,14 +67,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The retry policy for events whose stage timed out.
-    pub fn retry(&self) -> process::Retries {
-        process::Retries {
-            times: self.retries,
-            backoff: self.backoff,
-        }
-    }
-
     /// From the manifest's `[serve]` (or its defaults).
     pub fn new(manifest: &Manifest, serve: &ServeSection) -> Settings {
         Settings {
@@ -88,8 +78,7 @@ impl Settings {
                 .chunk_size
                 .or(manifest.doc.runtime.chunk_size)
                 .map_or(DEFAULT_CHUNK_SIZE.min(1000), |n| n.get()),
-            retries: serve.retries,
-            backoff: serve.backoff.0,
+            retries: manifest.retries(),
             retention: serve.retention.map(|d| d.0),
             identity_header: serve
                 .identity_header
@@ -245,27 +234,27 @@ pub async fn run(
         stopping: AtomicBool::new(false),
         ingest_permits: tokio::sync::Semaphore::new(serve.max_concurrent_ingest.get()),
         host: crate::exec::host_name(),
-        live: pipeline
-            .live
-            .clone()
-            .unwrap_or_else(|| Arc::new(LiveStages::new(pipeline.stages.clone()))),
+        live: pipeline.live(),
         settings,
     });
 
+    let policy = Policy {
+        keep_reduce_input: svc.settings.store_reduce_input,
+        ..pipeline.policy
+    };
     let mut workers = Vec::new();
     for w in 0..if clustered {
         0
     } else {
         pipeline.workers.max(1)
     } {
-        let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
-        chain.keep_reduce_input(svc.settings.store_reduce_input);
-        chain.warm_up()?;
+        let mut exec = Executor::new(pipeline.runtime.clone(), svc.live.clone(), policy);
+        exec.warm_up()?;
         let svc = svc.clone();
         workers.push(
             std::thread::Builder::new()
                 .name(format!("wasmpipe-serve-{w}"))
-                .spawn(move || queue::worker(&svc, chain))
+                .spawn(move || queue::worker(&svc, exec))
                 .context("cannot start a worker thread")?,
         );
     }

@@ -20,8 +20,8 @@
 //!   by JetStream, then `accepted`; chunks of a job that never got there
 //!   (the client was answered with an error) are dropped as `abandoned`.
 
-use super::process::Outcome;
 use super::store::{DeadRow, EventQuery, EventRow, JobRow};
+use crate::exec::ChunkReport;
 use anyhow::{Context as _, Result, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -362,8 +362,7 @@ impl PgStore {
         &self,
         range: ChunkRange,
         info: &JobInfo,
-        out: &Outcome,
-        versions: &str,
+        out: &ChunkReport,
         worker: &str,
         combine: Option<&mut Combine<'_>>,
     ) -> Result<Committed> {
@@ -374,6 +373,7 @@ impl PgStore {
         let first = range.first_index as i64;
         let events = range.events as i64;
         let partial = (!out.partial.is_empty()).then_some(out.partial.as_slice());
+        let versions = out.versions();
         let inserted = tx
             .execute(
                 "INSERT INTO wasmpipe.chunks (job, first_index, events, partial, versions, worker, done_at)
@@ -431,7 +431,7 @@ impl PgStore {
                 &[
                     &job,
                     &pipeline,
-                    &d.stage,
+                    &d.stage_name(),
                     &d.error,
                     &(d.index as i64),
                     &(d.attempts as i32),

@@ -1,13 +1,12 @@
 //! The work queue and the workers. The queue holds only chunk keys (the
 //! chunks themselves are in the store), so memory does not grow with the
-//! backlog's bytes. Each worker is a thread with its own [`Chain`]: it
-//! loads a chunk, runs it through the chain exactly as `wasmpipe run`
-//! does, retries events whose stage timed out, and commits outputs, dead
-//! letters, reduce partial and done mark together.
+//! backlog's bytes. Each worker is a thread with its own [`Executor`]: it
+//! loads a chunk, runs it exactly as `wasmpipe run` does, and commits
+//! outputs, dead letters, reduce partial and done mark together.
 
-use super::store::{ChunkKey, ChunkResult, NewDeadLetter};
+use super::store::ChunkKey;
 use super::{Service, process};
-use crate::exec::Chain;
+use crate::exec::Executor;
 use anyhow::{Context as _, Result};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -79,33 +78,23 @@ impl Queue {
 /// A worker's loop: until the queue closes, process chunks. A chunk whose
 /// processing fails as a whole (an instance cannot be created, the disk is
 /// full) stays queued in the store and is tried again after a pause.
-pub fn worker(svc: &Service, mut chain: Chain) {
-    let mut versions = process::versions_json(&chain);
-    let mut generation = 0;
+pub fn worker(svc: &Service, mut exec: Executor) {
     let queue = svc.embedded().1;
     while let Some(key) = queue.pop() {
-        // A hot reload applies between chunks: each chunk runs on one
-        // version of each stage, recorded with it.
-        let set = svc.live.current();
-        if set.generation != generation {
-            chain.replace_stages(set.stages.clone());
-            generation = set.generation;
-            versions = process::versions_json(&chain);
-        }
         let t = Instant::now();
-        match run(svc, &mut chain, key, &versions) {
+        match run(svc, &mut exec, key) {
             Ok(()) => svc.metrics.chunk_latency.observe(t.elapsed()),
             Err(e) => {
                 tracing::error!("job {} chunk {}: {e:#}; will retry", key.job, key.seq);
                 svc.metrics.chunk_errors.fetch_add(1, Relaxed);
-                std::thread::sleep(svc.settings.backoff);
+                std::thread::sleep(svc.settings.retries.backoff);
                 queue.push([key]);
             }
         }
     }
 }
 
-fn run(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Result<()> {
+fn run(svc: &Service, exec: &mut Executor, key: ChunkKey) -> Result<()> {
     let store = svc.embedded().0;
     let Some(input) = store.load_chunk(key, super::now_ms())? else {
         // Already done (queued twice): nothing to do.
@@ -119,37 +108,14 @@ fn run(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Resul
         &input.pipeline,
         key.seq as u64,
     )?;
-    let out = process::run_chunk(
-        chain,
-        &chunk,
-        &ctx,
-        svc.settings.retry(),
-        Some(&svc.metrics),
-    )?;
-    let res = ChunkResult {
-        output: &out.output,
-        origin: &out.origin,
-        dead: out
-            .dead
-            .iter()
-            .map(|d| NewDeadLetter {
-                stage: &d.stage,
-                error: &d.error,
-                index: d.index,
-                attempts: d.attempts,
-                event: &d.event,
-            })
-            .collect(),
-        partial: out.partial,
-        versions,
-        retries: out.retries,
-    };
+    let report = exec.run(&chunk, &ctx)?;
+    svc.metrics.record(&report);
     let reduces = svc.reduces;
-    let mut combine = |partials| process::combine_partials(chain, partials);
+    let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
     let committed = store
         .complete_chunk(
             key,
-            &res,
+            &report,
             super::now_ms(),
             reduces.then_some(&mut combine as &mut super::store::Combine<'_>),
         )
@@ -163,10 +129,12 @@ fn run(svc: &Service, chain: &mut Chain, key: ChunkKey, versions: &str) -> Resul
         svc.backlog.fetch_sub(key.events, Relaxed);
         svc.processed.fetch_add(key.events, Relaxed);
         svc.metrics.chunks_done.fetch_add(1, Relaxed);
-        svc.metrics.events_stored.fetch_add(out.outputs, Relaxed);
+        svc.metrics
+            .events_stored
+            .fetch_add(report.outputs(), Relaxed);
         svc.metrics
             .dead_letters
-            .fetch_add(res.dead.len() as u64, Relaxed);
+            .fetch_add(report.dead.len() as u64, Relaxed);
     }
     Ok(())
 }

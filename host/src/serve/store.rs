@@ -10,6 +10,7 @@
 //!   job's result; a crash before the commit leaves the chunk queued with
 //!   nothing stored, so it is simply processed again.
 
+use crate::exec::ChunkReport;
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -123,36 +124,6 @@ pub struct ChunkInput {
     pub received_at: i64,
     /// Pipeline name.
     pub pipeline: String,
-}
-
-/// A dead letter to store.
-pub struct NewDeadLetter<'a> {
-    /// The stage that failed it.
-    pub stage: &'a str,
-    /// Why.
-    pub error: &'a str,
-    /// Index of the event in the job.
-    pub index: u64,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The event.
-    pub event: &'a [u8],
-}
-
-/// What processing one chunk produced.
-pub struct ChunkResult<'a> {
-    /// Output events, NDJSON.
-    pub output: &'a [u8],
-    /// For each output event, the index in the job of its input event.
-    pub origin: &'a [u64],
-    /// Failed events.
-    pub dead: Vec<NewDeadLetter<'a>>,
-    /// The chunk's reduce partial (empty: no event reached the reduce).
-    pub partial: Vec<u8>,
-    /// Stage versions that processed it (JSON object).
-    pub versions: &'a str,
-    /// Timeout retries made.
-    pub retries: u64,
 }
 
 /// How a job's chunks are combined into its result: given the non-empty
@@ -408,7 +379,7 @@ impl Store {
     pub fn complete_chunk(
         &self,
         key: ChunkKey,
-        res: &ChunkResult<'_>,
+        res: &ChunkReport,
         now: i64,
         combine: Option<&mut Combine<'_>>,
     ) -> Result<bool> {
@@ -416,7 +387,7 @@ impl Store {
         let tx = w.transaction()?;
         let marked = tx.execute(
             "UPDATE chunks SET done = 1, partial = ?3, versions = ?4 WHERE job = ?1 AND seq = ?2 AND done = 0",
-            params![key.job, key.seq, (!res.partial.is_empty()).then_some(&res.partial), res.versions],
+            params![key.job, key.seq, (!res.partial.is_empty()).then_some(&res.partial), res.versions()],
         )?;
         if marked == 0 {
             return Ok(false);
@@ -432,7 +403,7 @@ impl Store {
                 "INSERT INTO events (job, pipeline, idx, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let lines = res.output.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-            for (line, &idx) in lines.zip(res.origin) {
+            for (line, &idx) in lines.zip(&res.origin) {
                 let body = std::str::from_utf8(line)
                     .context("a stage produced output that is not UTF-8")?;
                 ins.execute(params![key.job, pipeline, idx as i64, at, body])?;
@@ -446,7 +417,7 @@ impl Store {
                 dl.execute(params![
                     key.job,
                     pipeline,
-                    d.stage,
+                    d.stage_name(),
                     d.error,
                     d.index as i64,
                     d.attempts,

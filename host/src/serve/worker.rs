@@ -1,6 +1,6 @@
 //! `wasmpipe worker`: pulls chunks from the JetStream work queue, runs
-//! them through the stages with the same [`process::run_chunk`] as
-//! `serve`'s embedded workers, and commits each chunk's outputs to
+//! them with the same [`Executor`] as `run` and `serve`'s embedded
+//! workers, and commits each chunk's outputs to
 //! PostgreSQL in one transaction before acknowledging it.
 //!
 //! Failure handling, by where a worker can be cut off:
@@ -17,16 +17,16 @@
 //!   running it again. A single event that still kills its workers becomes
 //!   a dead letter.
 //!
-//! Each slot is one [`Chain`] on one chunk at a time. With `--watch` the
+//! Each slot is one [`Executor`] on one chunk at a time. With `--watch` the
 //! stages are hot-reloaded between chunks; with `--metrics` the worker
 //! serves Prometheus counters of what it did.
 
 use super::jetstream::{self, ChunkQueue};
 use super::metrics::Metrics;
 use super::postgres::{ChunkRange, Committed, JobState, PgStore, is_transient};
-use super::process::{self, DeadLetter, Outcome};
+use super::process;
 use super::{Settings, now_ms};
-use crate::exec::{Chain, LiveStages, Pipeline};
+use crate::exec::{ChunkReport, DeadLetter, Executor, LiveStages, Pipeline, Policy};
 use crate::manifest::Manifest;
 use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::AckKind;
@@ -102,10 +102,7 @@ pub async fn run(
         queue,
         heartbeat: (ack_wait / 3).max(Duration::from_millis(10)),
         stopping: AtomicBool::new(false),
-        live: pipeline
-            .live
-            .clone()
-            .unwrap_or_else(|| Arc::new(LiveStages::new(pipeline.stages.clone()))),
+        live: pipeline.live(),
         metrics: Metrics::new(
             pipeline
                 .stages
@@ -115,11 +112,14 @@ pub async fn run(
         ),
     });
     let mut slots = Vec::new();
+    let policy = Policy {
+        keep_reduce_input: shared.settings.store_reduce_input,
+        ..pipeline.policy
+    };
     for _ in 0..pipeline.workers.max(1) {
-        let mut chain = Chain::new(pipeline.runtime.clone(), pipeline.stages.clone());
-        chain.keep_reduce_input(shared.settings.store_reduce_input);
-        chain.warm_up()?;
-        slots.push(tokio::spawn(slot(shared.clone(), consumer.clone(), chain)));
+        let mut exec = Executor::new(pipeline.runtime.clone(), shared.live.clone(), policy);
+        exec.warm_up()?;
+        slots.push(tokio::spawn(slot(shared.clone(), consumer.clone(), exec)));
     }
     tracing::info!(
         "worker {} pulling chunks of `{}` with {} slots",
@@ -141,14 +141,12 @@ pub async fn run(
     Ok(())
 }
 
-/// One slot: one chain, one chunk at a time.
+/// One slot: one executor, one chunk at a time.
 async fn slot(
     shared: Arc<Shared>,
     consumer: async_nats::jetstream::consumer::PullConsumer,
-    mut chain: Chain,
+    mut exec: Executor,
 ) {
-    let mut versions = process::versions_json(&chain);
-    let mut generation = 0;
     let mut jobs: HashMap<i64, Arc<super::postgres::JobInfo>> = HashMap::new();
     while !shared.stopping.load(Relaxed) {
         let fetched = consumer
@@ -175,14 +173,6 @@ async fn slot(
             }
         };
         let msg = Arc::new(msg);
-        // A hot reload applies between chunks: each chunk runs on one
-        // version of each stage, recorded with it.
-        let set = shared.live.current();
-        if set.generation != generation {
-            chain.replace_stages(set.stages.clone());
-            generation = set.generation;
-            versions = process::versions_json(&chain);
-        }
         // Report progress while the chunk is in hand, so that a slow
         // chunk is not mistaken for a dead worker.
         let beat = {
@@ -195,7 +185,7 @@ async fn slot(
                 }
             })
         };
-        let handled = handle(&shared, &mut chain, &versions, &mut jobs, &msg).await;
+        let handled = handle(&shared, &mut exec, &mut jobs, &msg).await;
         beat.abort();
         match handled {
             Ok(()) => {
@@ -210,7 +200,7 @@ async fn slot(
                 shared.metrics.chunk_errors.fetch_add(1, Relaxed);
                 tracing::error!("{e:#}; the chunk will be delivered again");
                 let _ = msg
-                    .ack_with(AckKind::Nak(Some(shared.settings.backoff)))
+                    .ack_with(AckKind::Nak(Some(shared.settings.retries.backoff)))
                     .await;
             }
         }
@@ -223,8 +213,7 @@ async fn slot(
 /// Processes one message; `Ok` means it may be acknowledged.
 async fn handle(
     shared: &Shared,
-    chain: &mut Chain,
-    versions: &str,
+    exec: &mut Executor,
     jobs: &mut HashMap<i64, Arc<super::postgres::JobInfo>>,
     msg: &Message,
 ) -> Result<()> {
@@ -256,13 +245,13 @@ async fn handle(
     .await?;
     let done = if i64::from(started) > shared.max_attempts {
         match isolate(shared, range, &msg.payload, i64::from(started)).await {
-            Ok(Some(out)) => commit(shared, chain, &job, range, &out, versions).await,
+            Ok(Some(out)) => commit(shared, exec, &job, range, &out).await,
             // Split: its pieces are in the stream, and the chunk is done.
             Ok(None) => Ok(Committed::Stored(false)),
             Err(e) => Err(e),
         }
     } else {
-        run_and_commit(shared, chain, versions, &job, range, &msg.payload).await
+        run_and_commit(shared, exec, &job, range, &msg.payload).await
     };
     match done {
         // Redelivered after an earlier commit: its attempt row is left over.
@@ -283,8 +272,7 @@ async fn handle(
 /// Runs a chunk through the stages and commits what came out.
 async fn run_and_commit(
     shared: &Shared,
-    chain: &mut Chain,
-    versions: &str,
+    exec: &mut Executor,
     job: &super::postgres::JobInfo,
     range: ChunkRange,
     payload: &[u8],
@@ -301,17 +289,16 @@ async fn run_and_commit(
         );
     }
     let ctx = process::chunk_context(range.job, &shared.host, &job.context, &job.pipeline, seq)?;
-    let retry = shared.settings.retry();
     let started = std::time::Instant::now();
     let m = &shared.metrics;
-    let out =
-        tokio::task::block_in_place(|| process::run_chunk(chain, &chunk, &ctx, retry, Some(m)))
-            .with_context(|| format!("job {} chunk at event {}", range.job, range.first_index))?;
-    let committed = commit(shared, chain, job, range, &out, versions).await?;
+    let out = tokio::task::block_in_place(|| exec.run(&chunk, &ctx))
+        .with_context(|| format!("job {} chunk at event {}", range.job, range.first_index))?;
+    m.record(&out);
+    let committed = commit(shared, exec, job, range, &out).await?;
     if let Committed::Stored(_) = committed {
         m.chunk_latency.observe(started.elapsed());
         m.chunks_done.fetch_add(1, Relaxed);
-        m.events_stored.fetch_add(out.outputs, Relaxed);
+        m.events_stored.fetch_add(out.outputs(), Relaxed);
         m.dead_letters.fetch_add(out.dead.len() as u64, Relaxed);
     }
     Ok(committed)
@@ -424,21 +411,20 @@ async fn retry_store<T, F: Future<Output = Result<T>>>(
 /// Commits, retrying while PostgreSQL is away.
 async fn commit(
     shared: &Shared,
-    chain: &mut Chain,
+    exec: &mut Executor,
     job: &super::postgres::JobInfo,
     range: ChunkRange,
-    out: &Outcome,
-    versions: &str,
+    out: &ChunkReport,
 ) -> Result<Committed> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let mut combine = |partials| process::combine_partials(chain, partials);
+        let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
         let combine = shared
             .reduces
             .then_some(&mut combine as &mut super::postgres::Combine<'_>);
         match shared
             .store
-            .complete_chunk(range, job, out, versions, &shared.name, combine)
+            .complete_chunk(range, job, out, &shared.name, combine)
             .await
         {
             Ok(Committed::Stored(finished)) => {
@@ -489,7 +475,7 @@ async fn isolate(
     range: ChunkRange,
     data: &[u8],
     started: i64,
-) -> Result<Option<Outcome>> {
+) -> Result<Option<ChunkReport>> {
     let chunk = process::to_chunk(data.to_vec(), 0, range.first_index);
     let n = chunk.len();
     if n > 1 {
@@ -525,12 +511,13 @@ async fn isolate(
     }
     let dead: Vec<DeadLetter> = (0..n)
         .map(|i| DeadLetter {
-            stage: "worker".into(),
+            stage: Some("worker".into()),
             error: format!(
                 "workers started this event {} and none finished it (each was killed, crashed or cut off while it ran); it was set aside so that it cannot stall the queue",
                 times(started - 1)
             ),
-            index: range.first_index + i as u64,
+            index: chunk.index(i),
+            line: chunk.lines[i],
             attempts: (started - 1) as u32,
             event: chunk.event(i).to_vec(),
         })
@@ -541,13 +528,16 @@ async fn isolate(
         range.first_index,
         started - 1
     );
-    Ok(Some(Outcome {
+    Ok(Some(ChunkReport {
+        seq: chunk.seq,
         output: Vec::new(),
         origin: Vec::new(),
-        outputs: 0,
         dead,
         partial: Vec::new(),
+        counts: Vec::new(),
+        events_read: n as u64,
         retries: 0,
+        set: shared.live.current(),
     }))
 }
 

@@ -1,0 +1,311 @@
+//! The executor: the one place a chunk is run, whichever mode feeds it.
+//! `run`'s worker threads, `serve`'s embedded workers and `wasmpipe
+//! worker`'s slots each own one [`Executor`] and differ only in where the
+//! chunk came from and where its [`ChunkReport`] goes.
+//!
+//! What the executor owns, so that no mode grows its own copy:
+//! - **The stage set.** A hot reload publishes a new [`StageSet`]; the
+//!   executor switches to it between chunks, never inside one, so every
+//!   chunk runs on one version of each stage and its report says which.
+//! - **Retries.** An event whose stage timed out is run again, alone, up
+//!   to [`Retries::times`] more times with a doubling pause (the machine
+//!   may just have been busy); only then is it a dead letter, saying how
+//!   many attempts it had. Other failures are the event's own doing and
+//!   are not retried.
+//! - **Lineage.** With `[runtime] lineage = true`, each output object gets
+//!   `"_versions"`: the same 12-hex versions the dead letters and stores
+//!   record.
+//! - **Partials.** A final reduce folds each chunk from its initial
+//!   accumulator, so a chunk's partial depends on its events alone;
+//!   [`Executor::combine`] merges partials, in order, into a result.
+
+use super::chain::{Chain, Failure, StageCounts};
+use super::chunk::Chunk;
+use super::dead_letter::DeadLetter;
+use super::reload::{LiveStages, StageSet};
+use crate::runtime::{Runtime, Stage};
+use anyhow::Result;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often and how patiently to retry events whose stage timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Retries per event (0: a timeout is a dead letter at once).
+    pub times: u32,
+    /// First pause; doubles with each further one.
+    pub backoff: Duration,
+}
+
+impl Retries {
+    /// Default retries: two, after 100 ms and 200 ms.
+    pub const DEFAULT: Retries = Retries {
+        times: 2,
+        backoff: Duration::from_millis(100),
+    };
+
+    /// The pause before retry number `attempt` (1-based): the backoff,
+    /// doubled for each retry before it, capped at a minute.
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.backoff
+            .saturating_mul(factor)
+            .min(Duration::from_secs(60))
+    }
+}
+
+/// What every chunk is run with, from the manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Add `"_versions"` to output objects (`[runtime] lineage`).
+    pub lineage: bool,
+    /// Timeout retries.
+    pub retries: Retries,
+    /// Also output the events a final reduce folds in (`serve` stores them).
+    pub keep_reduce_input: bool,
+}
+
+/// Everything one chunk came to.
+#[derive(Debug)]
+pub struct ChunkReport {
+    /// The chunk's position in its source or job (see [`Chunk::seq`]).
+    pub seq: u64,
+    /// Output events, NDJSON, lineage spliced in when it is on; empty for
+    /// a reduce unless its input is kept.
+    pub output: Vec<u8>,
+    /// For each output line, the index in the source or job of the event
+    /// it came from.
+    pub origin: Vec<u64>,
+    /// Failed events (the source's refusals among them), in index order.
+    pub dead: Vec<DeadLetter>,
+    /// The chunk's reduce partial (empty: no event reached the reduce).
+    pub partial: Vec<u8>,
+    /// Events in, out and failed per stage of [`ChunkReport::set`].
+    pub counts: Vec<StageCounts>,
+    /// Events read: those the stages saw and those the source refused.
+    pub events_read: u64,
+    /// Timeout retries made.
+    pub retries: u64,
+    /// The stage set, and so the versions, that ran the chunk.
+    pub set: Arc<StageSet>,
+}
+
+impl ChunkReport {
+    /// Output events.
+    pub fn outputs(&self) -> u64 {
+        self.origin.len() as u64
+    }
+
+    /// The versions that ran the chunk, as stored with it.
+    pub fn versions(&self) -> &str {
+        self.set.versions().get()
+    }
+}
+
+/// One worker's executor: a [`Chain`] and the policy around it.
+pub struct Executor {
+    chain: Chain,
+    live: Arc<LiveStages>,
+    set: Arc<StageSet>,
+    policy: Policy,
+}
+
+impl Executor {
+    /// An executor running `live`'s current stage set, and its successors.
+    pub fn new(runtime: Arc<Runtime>, live: Arc<LiveStages>, policy: Policy) -> Executor {
+        let set = live.current();
+        let mut chain = Chain::new(runtime, set.stages.clone());
+        chain.keep_reduce_input(policy.keep_reduce_input);
+        Executor {
+            chain,
+            live,
+            set,
+            policy,
+        }
+    }
+
+    /// Creates every stage instance now, so that configuration errors
+    /// surface before any input is read.
+    pub fn warm_up(&mut self) -> Result<()> {
+        self.chain.warm_up()
+    }
+
+    /// The stages of the set the last chunk ran on.
+    pub fn stages(&self) -> &[Arc<Stage>] {
+        &self.set.stages
+    }
+
+    /// Runs `chunk` on the current stage set. `ctx` is the chunk's context
+    /// JSON (see [`super::RunContext::chunk_json`]).
+    pub fn run(&mut self, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkReport> {
+        let set = self.live.current();
+        self.run_on(set, chunk, ctx)
+    }
+
+    /// Runs `chunk` on `set`, which `run` stamps on each chunk as it is
+    /// read so that versions change in input order. An `Err` means the
+    /// chunk could not be run at all (an instance cannot be created);
+    /// trouble with events is in the report's dead letters.
+    pub fn run_on(&mut self, set: Arc<StageSet>, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkReport> {
+        self.switch_to(set);
+        self.chain.set_accumulator(Vec::new());
+        let first = self.chain.process(chunk, ctx)?;
+        let mut counts = first.counts;
+        let mut output = first.output;
+        let mut origin: Vec<u32> = first.output_origin;
+        let mut failures = first.failures;
+        let mut attempts: HashMap<u32, u32> = HashMap::new();
+        let mut retried = 0u64;
+        for attempt in 1..=self.policy.retries.times {
+            let mut again: Vec<u32> = failures
+                .iter()
+                .filter(|f| f.transient)
+                .map(|f| f.event)
+                .collect();
+            if again.is_empty() {
+                break;
+            }
+            again.sort_unstable();
+            again.dedup();
+            failures.retain(|f| !f.transient);
+            std::thread::sleep(self.policy.retries.pause(attempt));
+            let mut sub = Chunk {
+                seq: chunk.seq,
+                first_index: chunk.first_index,
+                ..Chunk::default()
+            };
+            for &i in &again {
+                sub.push(chunk.event(i as usize), chunk.lines[i as usize]);
+                attempts.insert(i, attempt + 1);
+            }
+            retried += again.len() as u64;
+            // The reduce folds the retried events into what it has so far.
+            let o = self.chain.process(&sub, ctx)?;
+            for (total, c) in counts.iter_mut().zip(&o.counts) {
+                total.events_out += c.events_out;
+                total.failed += c.failed;
+                total.busy += c.busy;
+            }
+            output.extend_from_slice(&o.output);
+            origin.extend(o.output_origin.iter().map(|&k| again[k as usize]));
+            failures.extend(o.failures.into_iter().map(|f| Failure {
+                event: again[f.event as usize],
+                ..f
+            }));
+        }
+        // Events that failed once and then succeeded are not failures.
+        for (s, c) in counts.iter_mut().enumerate() {
+            c.failed = failures.iter().filter(|f| f.stage == s).count() as u64;
+        }
+        if self.policy.lineage {
+            self.set.splice_lineage(&mut output);
+        }
+        let partial = self.chain.take_accumulator();
+        let dead = self.dead_letters(chunk, &failures, &attempts);
+        Ok(ChunkReport {
+            seq: chunk.seq,
+            output,
+            origin: origin.iter().map(|&o| chunk.index(o as usize)).collect(),
+            dead,
+            partial,
+            counts,
+            events_read: chunk.events_read(),
+            retries: retried,
+            set: self.set.clone(),
+        })
+    }
+
+    /// Combines non-empty partials, in order, with the final reduce's
+    /// `combine`; with none, the result is its initial accumulator.
+    pub fn combine(&mut self, partials: impl IntoIterator<Item = Vec<u8>>) -> Result<Vec<u8>> {
+        let mut it = partials.into_iter().filter(|p| !p.is_empty());
+        match it.next() {
+            None => self.chain.initial_accumulator(),
+            Some(mut total) => {
+                for p in it {
+                    total = self.chain.combine(&total, &p)?;
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    /// Switches to the current stage set, for calls outside a chunk
+    /// (combining a finished job's partials).
+    pub fn refresh(&mut self) {
+        let set = self.live.current();
+        self.switch_to(set);
+    }
+
+    /// Runs the next calls on `set`. Instances of stages that did not
+    /// change are kept (see [`Chain::replace_stages`]).
+    fn switch_to(&mut self, set: Arc<StageSet>) {
+        if set.generation != self.set.generation {
+            self.chain.replace_stages(set.stages.clone());
+            self.set = set;
+        }
+    }
+
+    /// The chunk's dead letters, the source's refusals among them, in
+    /// index order whichever stage failed them.
+    fn dead_letters(
+        &self,
+        chunk: &Chunk,
+        failures: &[Failure],
+        attempts: &HashMap<u32, u32>,
+    ) -> Vec<DeadLetter> {
+        let stages = &self.set.stages;
+        let mut dead: Vec<DeadLetter> = chunk
+            .rejects
+            .iter()
+            .map(|r| DeadLetter {
+                stage: None,
+                error: r.error.clone(),
+                index: r.index,
+                line: r.line,
+                attempts: 1,
+                event: r.preview.clone(),
+            })
+            .collect();
+        dead.extend(failures.iter().map(|f| {
+            let i = f.event as usize;
+            let tries = attempts.get(&f.event).copied();
+            DeadLetter {
+                stage: Some(stages[f.stage].name().to_string()),
+                error: match tries {
+                    Some(n) if f.transient => format!("{} (after {n} attempts)", f.error),
+                    _ => f.error.clone(),
+                },
+                index: chunk.index(i),
+                line: chunk.lines[i],
+                attempts: tries.unwrap_or(1),
+                event: chunk.event(i).to_vec(),
+            }
+        }));
+        dead.sort_by_key(|d| d.index);
+        dead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Retries;
+    use std::time::Duration;
+
+    #[test]
+    fn the_pause_doubles_from_the_backoff_and_is_capped() {
+        let r = Retries {
+            times: 5,
+            backoff: Duration::from_millis(100),
+        };
+        let pauses: Vec<u128> = (1..=4).map(|a| r.pause(a).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800]);
+        assert_eq!(r.pause(40), Duration::from_secs(60));
+        let none = Retries {
+            times: 1,
+            backoff: Duration::ZERO,
+        };
+        assert_eq!(none.pause(3), Duration::ZERO);
+    }
+}

@@ -1,0 +1,201 @@
+//! What a hostile guest or a careless command line must not do to the
+//! host: outlive its time limit by blocking in a host call, or make the
+//! CLI delete or empty a path it did not create.
+
+use crate::util::{fixture, plugin, read_jsonl, run_bounded, toml_path, wasmpipe, write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Far above what any of these runs needs, far below "hangs for ever".
+const BOUND: Duration = Duration::from_secs(60);
+
+fn manifest(dir: &Path, plugin: &Path, extra: &str) -> PathBuf {
+    manifest_with(dir, plugin, extra, "")
+}
+
+fn manifest_with(dir: &Path, plugin: &Path, extra: &str, runtime: &str) -> PathBuf {
+    let text = format!(
+        "[pipeline]\nname = \"hard\"\n\n[[stage]]\nname = \"s\"\nkind = \"map\"\nplugin = {}\n{extra}\n[runtime]\nchunk_size = 2\nworkers = 2\n{runtime}",
+        toml_path(plugin)
+    );
+    write(dir, "m.toml", &text)
+}
+
+#[test]
+fn a_guest_asleep_in_poll_oneoff_is_stopped_by_its_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_with(
+        dir.path(),
+        &fixture("sleeper.wat"),
+        "limits = { timeout = \"200ms\" }\n",
+        "retries = 1\nretry_backoff = \"10ms\"\n",
+    );
+    let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+    let r = run_bounded(
+        wasmpipe()
+            .arg("run")
+            .arg(&m)
+            .args(["-q", "-i", inp.to_str().unwrap()]),
+        BOUND,
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for (i, d) in dead.iter().enumerate() {
+        assert_eq!(d["index"], i as u64);
+        assert_eq!(
+            d["error"], "stage `s` timed out after 200ms (after 2 attempts)",
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn a_guest_asleep_while_loading_is_refused_as_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        &fixture("sleeper_load.wat"),
+        "limits = { timeout = \"300ms\" }\n",
+    );
+    let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n");
+    for cmd in ["run", "check"] {
+        let r = run_bounded(
+            wasmpipe().arg(cmd).arg(&m).args(if cmd == "run" {
+                vec!["-q", "-i", inp.to_str().unwrap()]
+            } else {
+                vec![]
+            }),
+            BOUND,
+        );
+        assert_eq!(r.code, 1, "{cmd}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("in `wasmpipe_metadata` timed out after 300ms"),
+            "{cmd}: {}",
+            r.stderr
+        );
+    }
+    // `inspect` has no manifest: the default limit applies, and it ends.
+    let r = run_bounded(
+        wasmpipe().arg("inspect").arg(fixture("sleeper_load.wat")),
+        BOUND,
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("timed out after 10s"), "{}", r.stderr);
+}
+
+fn failing_run(dir: &Path, dead_letters: &Path) -> crate::util::Run {
+    let m = manifest(dir, &plugin("faulty"), "");
+    let inp = write(dir, "in.jsonl", "{\"n\":-1}\n{\"n\":2}\n");
+    run_bounded(
+        wasmpipe().arg("run").arg(&m).args([
+            "-q",
+            "-i",
+            inp.to_str().unwrap(),
+            "-o",
+            dir.join("out.jsonl").to_str().unwrap(),
+            "--dead-letters",
+            dead_letters.to_str().unwrap(),
+        ]),
+        BOUND,
+    )
+}
+
+#[test]
+fn dead_letters_through_a_symlink_keep_the_link_and_fill_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = write(dir.path(), "target.jsonl", "stale line\n");
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let r = failing_run(dir.path(), &link);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced"
+    );
+    let dead = read_jsonl(&target);
+    assert_eq!(
+        dead.len(),
+        1,
+        "the stale line is gone, one dead letter: {dead:?}"
+    );
+    assert_eq!(dead[0]["index"], 0);
+}
+
+#[test]
+fn dead_letters_to_a_fifo_are_written_to_it_and_the_fifo_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("dead.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A clean run never opens it; a run with dead letters writes to it.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let r = failing_run(dir.path(), &fifo);
+    // Whatever the run did, release the reader (EOF) so the test cannot hang.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+    }
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let text = reader.join().unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"index\":0"), "{text}");
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+        "the FIFO was replaced"
+    );
+}
+
+#[test]
+fn dead_letters_to_a_directory_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    write(&sub, "keep.txt", "keep");
+    let r = failing_run(dir.path(), &sub);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("it is a directory"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(sub.join("keep.txt")).unwrap(),
+        "keep"
+    );
+}
+
+#[test]
+fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &plugin("double"), "");
+    let text = "{\"n\":1}\n{\"n\":2}\n";
+    let inp = write(dir.path(), "in.jsonl", text);
+    let link = dir.path().join("same.jsonl");
+    std::os::unix::fs::symlink(&inp, &link).unwrap();
+    for (flag, path) in [("-o", &inp), ("-o", &link), ("--dead-letters", &link)] {
+        let r = run_bounded(
+            wasmpipe().arg("run").arg(&m).args([
+                "-q",
+                "-i",
+                inp.to_str().unwrap(),
+                flag,
+                path.to_str().unwrap(),
+            ]),
+            BOUND,
+        );
+        assert_eq!(r.code, 1, "{flag} {path:?}: {}", r.stderr);
+        assert!(r.stderr.contains("is the input file"), "{}", r.stderr);
+        assert_eq!(std::fs::read_to_string(&inp).unwrap(), text);
+    }
+}
