@@ -179,10 +179,10 @@ async fn shutdown_signal() {
 fn start_watching(
     manifest: &crate::manifest::Manifest,
     pipeline: &mut crate::exec::Pipeline,
-) -> anyhow::Result<crate::watch::WatchHandle> {
+) -> anyhow::Result<crate::reload::WatchHandle> {
     check::check_samples(manifest, pipeline)?;
     let live = std::sync::Arc::new(crate::exec::LiveStages::new(pipeline.stages.clone()));
     pipeline.live = Some(live.clone());
-    let reloader = crate::watch::Reloader::new(manifest.clone(), pipeline.runtime.clone(), live)?;
-    crate::watch::spawn(reloader)
+    let reloader = crate::reload::Reloader::new(manifest.clone(), pipeline.runtime.clone(), live)?;
+    crate::reload::spawn(reloader)
 }

@@ -7,16 +7,17 @@ pub mod chain;
 pub mod chunk;
 pub mod dead_letter;
 pub mod executor;
+pub mod framing;
 pub mod pipeline;
-pub mod reload;
 pub mod source;
+pub mod stored;
 
+pub use crate::reload::stages::{LiveStages, StageSet};
 pub use chain::{Chain, ChunkOutcome, Failure, StageCounts};
-pub use chunk::Chunk;
+pub use chunk::{Chunk, ChunkId};
 pub use dead_letter::{DeadLetter, DeadLetterSink};
 pub use executor::{ChunkReport, Executor, Policy, Retries};
 pub use pipeline::{
     Pipeline, RunContext, RunSummary, default_workers, host_name, load_stage, stage_spec,
 };
-pub use reload::{LiveStages, StageSet};
 pub use source::{ChunkLimits, JsonArray, JsonLines, Source};

@@ -6,24 +6,34 @@
 //!   errors point at `file:line:column` with a hint.
 //! - [`runtime`]: the wasmtime engine, the module cache, sandboxed stage
 //!   instances and the ABI calls (one per chunk).
-//! - [`exec`]: the data path shared by every command: sources split input
-//!   into chunks, the chain runs a chunk through every stage with fault
-//!   isolation, the pipeline runs chains on worker threads and writes the
-//!   sink and dead letters.
-//! - [`watch`]: hot reload for `run --watch`: file watching, the checks a
-//!   new stage version passes, swapping it in between chunks; the
-//!   never-ending source.
+//! - [`exec`]: the data path every mode shares: sources cut input into
+//!   chunks, the executor runs one chunk through every stage with fault
+//!   isolation, timeout retries and lineage, and returns one chunk report;
+//!   `run`'s pipeline runs executors on worker threads.
+//! - [`reload`]: hot reload for `run`, `serve` and `worker` (`--watch`):
+//!   versioned stage sets, file watching, the checks a new stage version
+//!   passes; the never-ending source of `run --watch`.
+//! - [`store`]: jobs, stored events, dead letters and results: SQLite for
+//!   one `serve`, PostgreSQL for a cluster, in one model.
+//! - [`queue`]: where chunks wait: in memory, or in NATS JetStream.
+//! - [`serve`]: `wasmpipe serve`, the HTTP service (and a cluster's ingest
+//!   node) and its embedded workers.
+//! - [`worker`]: `wasmpipe worker`, a cluster's worker process.
+//! - [`cluster`]: what ingest nodes and workers both connect to.
+//! - [`metrics`]: Prometheus counters of `serve` and `worker`.
 //! - [`build`]: building stage crates for `wasm32-wasip1` with cargo.
-//! - [`serve`]: `wasmpipe serve`, the HTTP service: ingest into a SQLite
-//!   journal, workers running the same chunk executor, stored events,
-//!   results per job.
 //! - [`cli`]: the `wasmpipe` command line, one module per subcommand.
 #![deny(missing_docs)]
 
 pub mod build;
 pub mod cli;
+pub mod cluster;
 pub mod exec;
 pub mod manifest;
+pub mod metrics;
+pub mod queue;
+pub mod reload;
 pub mod runtime;
 pub mod serve;
-pub mod watch;
+pub mod store;
+pub mod worker;

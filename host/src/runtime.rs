@@ -13,5 +13,5 @@ pub use engine::{
 };
 pub use error::StageError;
 pub use instance::{CallOutput, StageInstance};
-pub use sandbox::StageState;
+pub use sandbox::{LOG_LINES_CUT, LOG_LINES_DROPPED, StageState};
 pub use stage::{KindMismatch, Metadata, Stage, StageSpec, linker};

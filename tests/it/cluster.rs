@@ -6,9 +6,9 @@
 //! Every test has its own database and its own JetStream stream. They run
 //! one at a time: one of them restarts PostgreSQL.
 
-use crate::util::{agent, plugin, spawn_ready, toml_path, wasmpipe, write};
-use serde_json::Value;
-use std::path::PathBuf;
+use crate::util::{agent, plugin, short_version, spawn_ready, toml_path, wasmpipe, write};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -150,6 +150,19 @@ impl Cluster {
         serve: &str,
         workers: usize,
     ) -> Cluster {
+        let runtime = format!("chunk_size = {chunk_size}\n");
+        Cluster::start_full(name, stages, &runtime, queue, serve, workers)
+    }
+
+    /// [`Cluster::start_with`] with the whole `[runtime]` table's keys.
+    fn start_full(
+        name: &str,
+        stages: &str,
+        runtime: &str,
+        queue: &str,
+        serve: &str,
+        workers: usize,
+    ) -> Cluster {
         let svc = services();
         let db = format!("wasmpipe_test_{name}");
         psql(
@@ -172,7 +185,7 @@ impl Cluster {
         );
         let text = format!(
             "[pipeline]\nname = \"{name}\"\n{stages}\n\
-             [runtime]\nchunk_size = {chunk_size}\n\
+             [runtime]\n{runtime}\
              [serve]\nmax_events = 2000000\nmax_body = \"64MiB\"\nmax_event_size = \"4MiB\"\nmax_backlog = 4000000\n{serve}\n\
              [queue]\nkind = \"nats\"\nstream = \"{stream}\"\n{queue}\n\
              [store]\nkind = \"postgres\"\nurl = \"{}/{db}\"\n",
@@ -219,13 +232,19 @@ impl Cluster {
 
     /// Starts one more worker process (one slot) with more arguments.
     fn add_worker_with(&mut self, args: &[&str]) {
+        let manifest = self.manifest.clone();
+        self.add_worker_on(&manifest, args);
+    }
+
+    /// Starts one more worker process (one slot) reading `manifest`.
+    fn add_worker_on(&mut self, manifest: &Path, args: &[&str]) {
         self.started += 1;
         let log = self.dir.path().join(format!("worker-{}.log", self.started));
         let w = Proc::start(
             wasmpipe()
                 .args(["worker", "--workers", "1", "--metrics", "127.0.0.1:0"])
                 .args(args)
-                .arg(&self.manifest)
+                .arg(manifest)
                 .env("WASMPIPE_NATS_URL", &self.nats),
             log,
         );
@@ -888,4 +907,49 @@ fn retention_purges_events_and_chunk_records_but_keeps_jobs() {
         "the job's record and result stay"
     );
     assert_eq!(job["events_out"], 1000);
+}
+
+#[test]
+fn workers_splice_lineage_and_see_the_ingest_nodes_chunk_numbers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stages = format!(
+        "[[stage]]\nname = \"stamp\"\nkind = \"map\"\nplugin = {}\n",
+        toml_path(&plugin("stamp"))
+    );
+    let mut c = Cluster::start_full(
+        "lineage",
+        &stages,
+        "chunk_size = 3\nlineage = true\n",
+        "",
+        "",
+        0,
+    );
+    // The worker's own manifest cuts 5-event chunks: what stages see as
+    // their chunk number is still the ingest node's, carried with the chunk.
+    let text = std::fs::read_to_string(&c.manifest)
+        .unwrap()
+        .replace("chunk_size = 3", "chunk_size = 5");
+    let other = write(c.dir.path(), "lineage-worker.toml", &text);
+    c.add_worker_on(&other, &[]);
+    let body: String = (0..10).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let id = c.post(&body);
+    let job = c.wait_done(id, 60);
+    let version = short_version(&plugin("stamp"));
+    assert_eq!(
+        job["stage_versions"],
+        json!([{ "stamp": version }]),
+        "{job}"
+    );
+    let rows = c.sql(&format!(
+        "SELECT idx, body FROM wasmpipe.events WHERE job = {id} ORDER BY idx"
+    ));
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    for row in rows {
+        let (idx, body) = row.split_once('|').unwrap();
+        let idx: u64 = idx.parse().unwrap();
+        let ev: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(ev["request"]["chunk"], idx / 3, "{ev}");
+        assert_eq!(ev["_versions"], json!({ "stamp": version }), "{ev}");
+    }
 }

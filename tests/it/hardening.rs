@@ -199,3 +199,126 @@ fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
         assert_eq!(std::fs::read_to_string(&inp).unwrap(), text);
     }
 }
+
+#[test]
+fn bad_bytes_in_a_file_become_dead_letters_and_never_reach_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &plugin("faulty"), "");
+    let deep = format!("{{\"n\":3,\"x\":{}{}}}", "[".repeat(300), "]".repeat(300));
+    let mut input = b"\xEF\xBB\xBF{\"n\":1}\n{\"n\":2,\"x\":\"\xc3(\"}\n".to_vec();
+    input.extend_from_slice(deep.as_bytes());
+    input.extend_from_slice(b"\n{\"n\":4}\n");
+    let inp = dir.path().join("in.jsonl");
+    std::fs::write(&inp, &input).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let r = run_bounded(
+        wasmpipe().arg("run").arg(&m).args([
+            "-q",
+            "-i",
+            inp.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]),
+        BOUND,
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let text = std::fs::read(&out).unwrap();
+    let text = String::from_utf8(text).expect("the output is UTF-8");
+    let ns: Vec<i64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ns,
+        [1, 4],
+        "the BOM is skipped, the bad events are not output"
+    );
+    let dead_text = std::fs::read_to_string(dir.path().join("hard.dead.jsonl"))
+        .expect("dead letters are UTF-8");
+    let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
+    assert_eq!(dead.len(), 2, "{dead_text}");
+    assert_eq!(
+        (dead[0]["index"].as_u64(), dead[0]["line"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(
+        dead[0]["stage"].is_null(),
+        "refused by the source: {}",
+        dead[0]
+    );
+    assert_eq!(
+        dead[0]["error"],
+        "event is not valid UTF-8 (byte 12 of the event)"
+    );
+    assert_eq!(
+        dead[0]["event_hex"],
+        hex::encode(b"{\"n\":2,\"x\":\"\xc3(\"}"),
+        "the bytes are kept"
+    );
+    assert!(
+        dead[1]["event"].is_string(),
+        "too deep to embed: {}",
+        dead[1]
+    );
+    assert_eq!(dead[1]["index"], 2);
+    assert!(
+        dead[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("deeper than 128"),
+        "{}",
+        dead[1]
+    );
+}
+
+#[test]
+fn output_past_its_limit_splits_the_chunk_and_dead_letters_only_the_overflowing_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        &plugin("words"),
+        "limits = { output = \"1KiB\" }\n",
+    )
+    .to_path_buf();
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("kind = \"map\"", "kind = \"flat_map\"")
+        .replace("chunk_size = 2", "chunk_size = 100");
+    std::fs::write(&m, text).unwrap();
+    // 60 events of 5 words (~80 output bytes each): a chunk's output is
+    // far past 1 KiB, each event's is not. One event of 200 words is.
+    let mut input = String::new();
+    for i in 0..60 {
+        input.push_str(&format!("{{\"text\":\"a{i} b c d e\"}}\n"));
+    }
+    input.insert_str(0, &format!("{{\"text\":\"{}\"}}\n", "w ".repeat(200)));
+    let inp = write(dir.path(), "in.jsonl", &input);
+    let out = dir.path().join("out.jsonl");
+    let r = run_bounded(
+        wasmpipe().arg("run").arg(&m).args([
+            "-q",
+            "-i",
+            inp.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]),
+        BOUND,
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(
+        read_jsonl(&out).len(),
+        300,
+        "every event that fits is output"
+    );
+    let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["index"], 0);
+    assert_eq!(
+        dead[0]["error"],
+        "stage `s` produced more than 1024 bytes of output in one call (limits.output)"
+    );
+}

@@ -213,6 +213,40 @@ fn adder(dir: &Path, serve: &str) -> PathBuf {
 }
 
 #[test]
+fn stored_events_carry_lineage_and_their_chunk_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[pipeline]\nname = \"lin\"\n\n{}\n[runtime]\nworkers = 2\nlineage = true\n\n[serve]\ndatabase = \"lin.db\"\nchunk_size = 3\n",
+        stage("stamp", "map", "stamp", "")
+    );
+    let m = write(dir.path(), "lin.toml", &text);
+    let s = Server::start(&m, &[]);
+    let events: Vec<Value> = (0..10).map(|i| json!({ "i": i })).collect();
+    let r = post(
+        &s,
+        "/v1/pipelines/lin/jobs",
+        "application/x-ndjson",
+        &ndjson(&events),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["job"].as_i64().unwrap();
+    let job = wait_job(&s, id, &[]);
+    let version = short_version(&plugin("stamp"));
+    assert_eq!(
+        job["stage_versions"],
+        json!([{ "stamp": version }]),
+        "{job}"
+    );
+    let stored = all_events(&s, &format!("job={id}"), &[]);
+    assert_eq!(stored.len(), 10);
+    for e in &stored {
+        let i = e["index"].as_u64().unwrap();
+        assert_eq!(e["event"]["_versions"], json!({ "stamp": version }), "{e}");
+        assert_eq!(e["event"]["request"]["chunk"], i / 3, "{e}");
+    }
+}
+
+#[test]
 fn adder_job_returns_the_sum() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&adder(dir.path(), "chunk_size = 7"), &[]);
@@ -1279,4 +1313,113 @@ fn slow_senders_hold_the_ingest_slots_and_others_get_503() {
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     let job = wait_job(&s, 1, &[]);
     assert_eq!(job["result"], 8);
+}
+
+/// Sends raw bytes on a new connection and returns what comes back (until
+/// the server closes, or `wait` passes).
+fn raw_exchange(s: &Server, bytes: &[u8], wait: Duration) -> String {
+    use std::io::{Read as _, Write as _};
+    let addr = s.base.strip_prefix("http://").unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(wait)).unwrap();
+    conn.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    let _ = conn.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_body_that_stalls_gets_408_and_frees_its_ingest_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = adder(
+        dir.path(),
+        "body_timeout = \"300ms\"\nmax_concurrent_ingest = 1",
+    );
+    let s = Server::start(&m, &[]);
+    // Headers and the start of a 1000-byte body, then nothing.
+    let stalled = b"POST /v1/pipelines/adder/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-ndjson\r\ncontent-length: 1000\r\n\r\n{\"n\":1}\n";
+    let answer = raw_exchange(&s, stalled, Duration::from_secs(20));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("serve.body_timeout"), "{answer}");
+    // The one slot is free again.
+    let r = post(
+        &s,
+        "/v1/pipelines/adder/jobs",
+        "application/x-ndjson",
+        "{\"n\":2}\n",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+}
+
+#[test]
+fn invalid_utf8_and_deep_nesting_are_refused_at_ingest_and_a_bom_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&adder(dir.path(), ""), &[]);
+    let url = s.url("/v1/pipelines/adder/jobs");
+    let send =
+        |ct: &str, body: &[u8]| request("POST", &url, &[("content-type", ct)], Some(body)).unwrap();
+    for ct in ["application/x-ndjson", "application/json"] {
+        let body: &[u8] = if ct == "application/json" {
+            b"[{\"n\":1},{\"n\":2,\"x\":\"\xff\"}]"
+        } else {
+            b"{\"n\":1}\n{\"n\":2,\"x\":\"\xff\"}\n"
+        };
+        let r = send(ct, body);
+        assert_eq!(r.status, 400, "{ct}: {}", r.body);
+    }
+    let r = send(
+        "application/x-ndjson",
+        b"{\"n\":1}\n{\"n\":2,\"x\":\"\xff\"}\n",
+    );
+    assert!(
+        r.error().contains("line 2") && r.error().contains("not valid UTF-8"),
+        "{}",
+        r.body
+    );
+    let deep = format!("{{\"n\":1,\"x\":{}{}}}\n", "[".repeat(200), "]".repeat(200));
+    let r = send("application/x-ndjson", deep.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.error().contains("deeper than 128"), "{}", r.body);
+    // A byte-order mark before the first event is not part of it.
+    let r = send(
+        "application/x-ndjson",
+        b"\xEF\xBB\xBF{\"n\":20}\n{\"n\":1}\n",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
+    assert_eq!(
+        (job["result"].as_i64(), job["dead_letters"].as_u64()),
+        (Some(42), Some(0)),
+        "{job}"
+    );
+}
+
+#[test]
+fn refusals_have_json_bodies_cursors_are_checked_and_listings_show_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&adder(dir.path(), ""), &[]);
+    let r = request("DELETE", &s.url("/v1/jobs"), &[], None).unwrap();
+    assert_eq!(r.status, 405);
+    assert!(r.error().contains("method"), "{}", r.body);
+    let r = get(&s, "/v1/jobs?cursor=-1");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.error().contains("non-negative"), "{}", r.body);
+    let r = post(
+        &s,
+        "/v1/pipelines/adder/jobs",
+        "application/x-ndjson",
+        "{\"n\":1}\n",
+    );
+    let id = r.json()["job"].as_i64().unwrap();
+    let job = wait_job(&s, id, &[]);
+    let listed = get(&s, "/v1/jobs").json();
+    let listed = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["stage_versions"], job["stage_versions"], "{listed}");
+    assert_eq!(job["stage_versions"].as_array().unwrap().len(), 1, "{job}");
 }

@@ -58,7 +58,7 @@ pub(super) fn check_samples(
     for (st, stage) in manifest.doc.stages.iter().zip(&pipeline.stages) {
         if let Some(samples) = &st.samples {
             let path = manifest.resolve(samples.get_ref());
-            crate::watch::trial::trial(&pipeline.runtime, stage, Some(&path), &pipeline.name)?;
+            crate::reload::trial::trial(&pipeline.runtime, stage, Some(&path), &pipeline.name)?;
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use crate::exec::{
     ChunkLimits, DeadLetterSink, JsonArray, JsonLines, RunContext, RunSummary, Source,
 };
 use crate::manifest::SourceFormat;
-use crate::watch::follow::{Follow, FollowInput};
+use crate::reload::follow::{Follow, FollowInput};
 use anyhow::{Context as _, Result, bail};
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -105,7 +105,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
         watching = Some(super::start_watching(&manifest, &mut pipeline)?);
         let stop = Arc::new(AtomicBool::new(false));
-        crate::watch::stop_on_signal(stop.clone())?;
+        crate::reload::stop_on_signal(stop.clone())?;
         let from = match &input {
             Some(p) => FollowInput::File(p.clone()),
             None => FollowInput::Stdin,

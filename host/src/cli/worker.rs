@@ -56,7 +56,7 @@ pub fn run(args: WorkerArgs) -> Result<u8> {
             out.flush()?;
             Ok(())
         };
-        crate::serve::worker::run(
+        crate::worker::run(
             &manifest,
             pipeline,
             args.metrics,

@@ -13,7 +13,7 @@
 //! - no cursor: the input is split in halves, down to single events.
 
 use super::chunk::{Chunk, line_starts};
-use super::reload::StageSet;
+use crate::reload::stages::StageSet;
 use crate::runtime::{Runtime, Stage, StageError, StageInstance};
 use anyhow::Result;
 use std::borrow::Cow;
@@ -407,18 +407,23 @@ impl Chain {
         // A stage not built by the SDK: check each output is one JSON value.
         for (line, o) in out.out.split(|&b| b == b'\n').zip(outs) {
             let g = origin[o as usize];
-            match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            // `IgnoredAny` skips strings without decoding them: UTF-8 is
+            // checked apart, so that no sink ever gets bytes that are not.
+            let parsed = std::str::from_utf8(line)
+                .map_err(|e| format!("is not valid UTF-8 (byte {})", e.valid_up_to()))
+                .and_then(|text| {
+                    serde_json::from_str::<serde::de::IgnoredAny>(text)
+                        .map_err(|e| format!("is not valid JSON: {e}"))
+                });
+            match parsed {
                 Ok(_) => {
                     sink.out.extend_from_slice(line);
                     sink.out.push(b'\n');
                     sink.origin.push(g);
                 }
-                Err(e) => sink.failures.push((
+                Err(why) => sink.failures.push((
                     g,
-                    format!(
-                        "stage `{}` produced output that is not valid JSON: {e}",
-                        stage.name()
-                    ),
+                    format!("stage `{}` produced output that {why}", stage.name()),
                     false,
                 )),
             }

@@ -1,5 +1,119 @@
 //! The chunk: the unit of work, of retry and of progress. A run of events
-//! framed as newline-delimited JSON, with where each came from in the source.
+//! framed as newline-delimited JSON, with where each came from in the source;
+//! its identity from end to end; and the ways a chunk is cut into pieces.
+
+use super::framing;
+
+/// A chunk's identity from end to end: the same four numbers in the
+/// SQLite journal, in JetStream's headers, in PostgreSQL's chunk records
+/// and in what stages see (`Context::meta().chunk` is `seq`).
+///
+/// A chunk cut into pieces (to fit a NATS message, or halved to isolate
+/// an event that kills its workers) gives each piece its own
+/// `first_index` and `events` but keeps its `seq`: stages see the number
+/// of the chunk the events were accepted in, whatever happened after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChunkId {
+    /// The job (for `run`, 0).
+    pub job: i64,
+    /// The chunk's number in its job, from 0, in event order.
+    pub seq: u64,
+    /// Index in the job of its first event.
+    pub first_index: u64,
+    /// Events in it.
+    pub events: u64,
+}
+
+impl ChunkId {
+    /// The identity of `piece` of this chunk: its own events, the same
+    /// job and chunk number.
+    pub fn piece(&self, piece: &Piece<'_>) -> ChunkId {
+        ChunkId {
+            first_index: self.first_index + piece.offset,
+            events: piece.events,
+            ..*self
+        }
+    }
+}
+
+/// Part of a chunk's NDJSON data, cut at line ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece<'a> {
+    /// Events of the chunk before this piece.
+    pub offset: u64,
+    /// Events in it.
+    pub events: u64,
+    /// Its lines, each ending in `\n` (the last one possibly not).
+    pub data: &'a [u8],
+}
+
+/// An event larger than the piece size it had to fit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized {
+    /// Its offset in the chunk.
+    pub offset: u64,
+    /// Its size in bytes, newline included.
+    pub size: usize,
+}
+
+/// Cuts NDJSON `data` into pieces of at most `limit` bytes, at line ends
+/// (a chunk too large for a NATS message). Fails, cutting nothing, if one
+/// event alone is larger than `limit`.
+pub fn cut_by_bytes(data: &[u8], limit: usize) -> Result<Vec<Piece<'_>>, Oversized> {
+    let mut pieces = Vec::new();
+    let (mut start, mut pos, mut offset, mut events) = (0, 0, 0u64, 0u64);
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.len() > limit {
+            return Err(Oversized {
+                offset: offset + events,
+                size: line.len(),
+            });
+        }
+        if pos + line.len() - start > limit {
+            pieces.push(Piece {
+                offset,
+                events,
+                data: &data[start..pos],
+            });
+            (start, offset, events) = (pos, offset + events, 0);
+        }
+        pos += line.len();
+        events += 1;
+    }
+    if events > 0 {
+        pieces.push(Piece {
+            offset,
+            events,
+            data: &data[start..pos],
+        });
+    }
+    Ok(pieces)
+}
+
+/// Cuts NDJSON `data` of two events or more into halves at its middle
+/// event (a chunk that keeps killing its workers, halved until the event
+/// that does it is alone).
+pub fn halve(data: &[u8]) -> Option<[Piece<'_>; 2]> {
+    let starts = line_starts(data);
+    let n = starts.len();
+    if n < 2 {
+        return None;
+    }
+    let mid = n / 2;
+    let (a, b) = data.split_at(starts[mid]);
+    Some([
+        Piece {
+            offset: 0,
+            events: mid as u64,
+            data: a,
+        },
+        Piece {
+            offset: mid as u64,
+            events: (n - mid) as u64,
+            data: b,
+        },
+    ])
+}
 
 /// A chunk of events read from a source.
 #[derive(Debug, Default, Clone)]
@@ -57,13 +171,50 @@ impl Chunk {
     /// Index in the source of event `i`, counting the events the source
     /// refused before it (they have indices too, but no place in `data`).
     pub fn index(&self, i: usize) -> u64 {
-        let before = if self.rejects.is_empty() {
-            0
-        } else {
-            let line = self.lines[i];
-            self.rejects.iter().filter(|r| r.line < line).count()
+        let mut index = self.first_index + i as u64;
+        // Rejects are in index order: each one at or before the index
+        // found so far pushes the event one further.
+        for r in &self.rejects {
+            if r.index <= index {
+                index += 1;
+            }
+        }
+        index
+    }
+
+    /// The chunk without the events [`framing::check`] refuses (not UTF-8,
+    /// nested too deep), which become rejects; `None` when every event
+    /// passes, the common case, found in one pass over the data.
+    pub fn screened(&self) -> Option<Chunk> {
+        if framing::all_pass(&self.data) {
+            return None;
+        }
+        let refused: Vec<(usize, String)> = (0..self.len())
+            .filter_map(|i| framing::check(self.event(i)).err().map(|e| (i, e)))
+            .collect();
+        if refused.is_empty() {
+            return None;
+        }
+        let mut out = Chunk {
+            seq: self.seq,
+            first_index: self.first_index,
+            rejects: self.rejects.clone(),
+            ..Chunk::default()
         };
-        self.first_index + (i + before) as u64
+        let mut refused = refused.into_iter().peekable();
+        for i in 0..self.len() {
+            match refused.next_if(|(r, _)| *r == i) {
+                Some((_, error)) => out.rejects.push(Reject {
+                    index: self.index(i),
+                    line: self.lines[i],
+                    error,
+                    preview: self.event(i).to_vec(),
+                }),
+                None => out.push(self.event(i), self.lines[i]),
+            }
+        }
+        out.rejects.sort_by_key(|r| r.index);
+        Some(out)
     }
 
     /// Events read from the source: those in `data` and those refused.
@@ -94,4 +245,89 @@ pub fn line_starts(buf: &[u8]) -> Vec<usize> {
         }
     }
     starts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screening_moves_refused_events_to_rejects_and_keeps_indices() {
+        let mut c = Chunk {
+            first_index: 10,
+            ..Chunk::default()
+        };
+        c.rejects.push(Reject {
+            index: 10,
+            line: 1,
+            error: "too large".into(),
+            preview: Vec::new(),
+        });
+        c.push(b"{\"a\":1}", 2);
+        c.push(b"{\"a\":\"\xff\"}", 3);
+        c.push(b"{\"a\":3}", 4);
+        assert_eq!((c.index(0), c.index(1), c.index(2)), (11, 12, 13));
+        let s = c.screened().expect("one event is not UTF-8");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.event(1), b"{\"a\":3}");
+        assert_eq!((s.index(0), s.index(1)), (11, 13));
+        let r: Vec<(u64, u64)> = s.rejects.iter().map(|r| (r.index, r.line)).collect();
+        assert_eq!(r, [(10, 1), (12, 3)]);
+        assert!(s.rejects[1].error.contains("not valid UTF-8"));
+        assert!(s.screened().is_none(), "what is left passes");
+    }
+
+    #[test]
+    fn cutting_by_bytes_keeps_lines_whole_and_counts_events() {
+        let data = b"{\"n\":1}\n{\"n\":22}\n{\"n\":333}\n{\"n\":4}\n";
+        let got = cut_by_bytes(data, 20).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Piece {
+                    offset: 0,
+                    events: 2,
+                    data: &b"{\"n\":1}\n{\"n\":22}\n"[..]
+                },
+                Piece {
+                    offset: 2,
+                    events: 2,
+                    data: &b"{\"n\":333}\n{\"n\":4}\n"[..]
+                },
+            ]
+        );
+        assert_eq!(
+            cut_by_bytes(data, 9),
+            Err(Oversized {
+                offset: 2,
+                size: 10
+            })
+        );
+        assert_eq!(cut_by_bytes(b"", 9), Ok(vec![]));
+    }
+
+    #[test]
+    fn halving_splits_at_the_middle_event_and_keeps_the_chunk_number() {
+        let data = b"a\nb\nc\n";
+        let [a, b] = halve(data).unwrap();
+        assert_eq!((a.offset, a.events, a.data), (0, 1, &b"a\n"[..]));
+        assert_eq!((b.offset, b.events, b.data), (1, 2, &b"b\nc\n"[..]));
+        assert!(halve(b"a\n").is_none());
+        let id = ChunkId {
+            job: 3,
+            seq: 7,
+            first_index: 100,
+            events: 3,
+        };
+        let piece = id.piece(&b);
+        assert_eq!(
+            piece,
+            ChunkId {
+                job: 3,
+                seq: 7,
+                first_index: 101,
+                events: 2
+            }
+        );
+    }
 }

@@ -44,6 +44,10 @@ struct Record<'a> {
     /// The original event: embedded as JSON when it is valid JSON, else as
     /// a string holding its (lossily decoded) text.
     event: EventField<'a>,
+    /// The event's bytes in hex, when they are not UTF-8 (`event` is then
+    /// their lossy decoding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_hex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     versions: Option<&'a RawValue>,
 }
@@ -166,10 +170,17 @@ impl DeadLetterSink {
                 .with_context(|| format!("cannot create the dead-letter file {path:?}"))?;
             self.out = Some(Box::new(BufWriter::new(f)));
         }
+        // Embedded as JSON only when any JSON tool can read it back: valid
+        // UTF-8, nested no deeper than the limit. Else as text, and bytes
+        // that are not UTF-8 also in hex, so nothing of the event is lost.
+        let readable = super::framing::check(&d.event).is_ok();
         let event = match serde_json::from_slice::<&RawValue>(&d.event) {
-            Ok(raw) => EventField::Json(raw),
-            Err(_) => EventField::Text(String::from_utf8_lossy(&d.event).into_owned()),
+            Ok(raw) if readable => EventField::Json(raw),
+            _ => EventField::Text(String::from_utf8_lossy(&d.event).into_owned()),
         };
+        let event_hex = std::str::from_utf8(&d.event)
+            .is_err()
+            .then(|| hex::encode(&d.event));
         let rec = Record {
             pipeline,
             stage: d.stage.as_deref(),
@@ -177,6 +188,7 @@ impl DeadLetterSink {
             index: d.index,
             line: d.line,
             event,
+            event_hex,
             versions,
         };
         let out = self.out.as_mut().expect("opened above");

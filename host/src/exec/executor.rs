@@ -22,7 +22,7 @@
 use super::chain::{Chain, Failure, StageCounts};
 use super::chunk::Chunk;
 use super::dead_letter::DeadLetter;
-use super::reload::{LiveStages, StageSet};
+use crate::reload::stages::{LiveStages, StageSet};
 use crate::runtime::{Runtime, Stage};
 use anyhow::Result;
 use std::collections::HashMap;
@@ -149,6 +149,10 @@ impl Executor {
     /// trouble with events is in the report's dead letters.
     pub fn run_on(&mut self, set: Arc<StageSet>, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkReport> {
         self.switch_to(set);
+        // Bytes that are not UTF-8, or nested deeper than any stage can
+        // parse, reach no stage: those events are the source's refusals.
+        let screened = chunk.screened();
+        let chunk = screened.as_ref().unwrap_or(chunk);
         self.chain.set_accumulator(Vec::new());
         let first = self.chain.process(chunk, ctx)?;
         let mut counts = first.counts;

@@ -10,9 +10,11 @@ use super::chain::StageCounts;
 use super::chunk::Chunk;
 use super::dead_letter::DeadLetterSink;
 use super::executor::{ChunkReport, Executor, Policy};
-use super::reload::{LiveStages, StageSet};
 use super::source::Source;
-use crate::manifest::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, Manifest, StageKind, StageSection};
+use crate::manifest::{
+    DEFAULT_MEMORY, DEFAULT_OUTPUT, DEFAULT_TIMEOUT, Manifest, StageKind, StageSection,
+};
+use crate::reload::stages::{LiveStages, StageSet};
 use crate::runtime::{KindMismatch, Runtime, Stage, StageError, StageSpec, StageState, linker};
 use anyhow::{Context as _, Result, anyhow, bail};
 use crossbeam_channel::{bounded, unbounded};
@@ -412,6 +414,7 @@ pub fn stage_spec(manifest: &Manifest, st: &StageSection) -> Result<StageSpec> {
             .timeout
             .or(doc.runtime.timeout)
             .map_or(DEFAULT_TIMEOUT, |t| t.0),
+        output: st.limits.output.unwrap_or(DEFAULT_OUTPUT).0,
         allow: st.allow.clone(),
         base_dir: manifest.dir.clone(),
     })

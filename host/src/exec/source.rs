@@ -4,6 +4,7 @@
 //! whitespace, so a pretty-printed element becomes one line).
 
 use super::chunk::{Chunk, Reject};
+use super::framing;
 use std::io::{self, BufRead};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +59,8 @@ pub struct JsonLines<R> {
     /// the rest of the line has been skipped.
     skipping: Option<Reject>,
     eof: bool,
+    /// Whether a byte-order mark at the start has been looked for.
+    bom_checked: bool,
     read: Arc<AtomicU64>,
 }
 
@@ -77,6 +80,7 @@ impl<R: io::Read + Send> JsonLines<R> {
             pos: 0,
             skipping: None,
             eof: false,
+            bom_checked: false,
             read,
         }
     }
@@ -125,6 +129,17 @@ impl<R: io::Read + Send> Source for JsonLines<R> {
             first_index: self.index,
             ..Chunk::default()
         };
+        if !self.bom_checked {
+            self.bom_checked = true;
+            while self.buf.len() - self.pos < framing::BOM.len() && !self.eof {
+                if !self.fill()? {
+                    self.eof = true;
+                }
+            }
+            if self.buf[self.pos..].starts_with(framing::BOM) {
+                self.pos += framing::BOM.len();
+            }
+        }
         loop {
             // `buf[run..]` is the run of whole events not yet copied.
             let mut run = self.pos;
@@ -281,6 +296,12 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
         let mut ev_start = 0usize;
         let mut ev_line = 0u64;
         let mut oversized = false;
+        if self.state == ArrayState::Start && self.index == 0 && self.line == 1 && self.col == 0 {
+            let buf = self.reader.fill_buf()?;
+            if buf.starts_with(framing::BOM) {
+                self.reader.consume(framing::BOM.len());
+            }
+        }
         'outer: while chunk.len() < self.limits.events && chunk.data.len() < self.limits.bytes {
             let buf = self.reader.fill_buf()?;
             if buf.is_empty() {
@@ -513,6 +534,26 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_first_event() {
+        let mut lines = JsonLines::new(
+            &b"\xEF\xBB\xBF{\"a\":1}\n{\"a\":2}\n"[..],
+            limits(10),
+            Arc::default(),
+        );
+        assert_eq!(
+            all_events(&mut lines),
+            vec![("{\"a\":1}".to_string(), 1), ("{\"a\":2}".to_string(), 2)]
+        );
+        let mut array = JsonArray::new(
+            &b"\xEF\xBB\xBF[{\"a\":1}]"[..],
+            limits(10),
+            Arc::default(),
+            "in.json".into(),
+        );
+        assert_eq!(all_events(&mut array), vec![("{\"a\":1}".to_string(), 1)]);
+    }
 
     fn all_events(src: &mut dyn Source) -> Vec<(String, u64)> {
         let mut out = Vec::new();

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CHUNK_SIZE: usize = 4096;
 /// Default memory limit of one stage instance.
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
+/// Most output bytes one guest call may return, unless `limits.output` says.
+pub const DEFAULT_OUTPUT: ByteSize = ByteSize(64 << 20);
 /// Default wall-time limit of one guest call (one chunk).
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -146,6 +148,11 @@ pub struct Limits {
     /// Longest a single guest call (one chunk) may run.
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
+    /// Most output bytes one guest call may hand back (default 64 MiB);
+    /// past it the chunk is split, down to the event that overflows alone,
+    /// which becomes a dead letter.
+    #[serde(default)]
+    pub output: Option<ByteSize>,
 }
 
 /// Capabilities granted to a stage. The default grants nothing: no files,

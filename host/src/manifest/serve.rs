@@ -33,6 +33,10 @@ pub struct ServeSection {
     /// Most events accepted but not yet processed; past it ingest answers 429.
     #[serde(default = "default_max_backlog")]
     pub max_backlog: std::num::NonZeroU64,
+    /// Longest a request body may take to arrive, whole; past it the
+    /// request gets 408 and its ingest slot is free again.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: DurationSpec,
     /// Requests reading or parsing a body at once; past it ingest waits a
     /// little, then answers 503. Bounds ingest memory to about this many
     /// times `max_body`.
@@ -124,6 +128,9 @@ fn default_max_backlog() -> std::num::NonZeroU64 {
 }
 fn default_max_ingest() -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(4).expect("nonzero")
+}
+fn default_body_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(30))
 }
 fn default_true() -> bool {
     true

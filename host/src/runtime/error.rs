@@ -39,6 +39,16 @@ pub enum StageError {
         /// The memory limit in bytes.
         limit: u64,
     },
+    /// The guest handed back more output than `limits.output` allows.
+    #[error(
+        "stage `{stage}` produced more than {limit} bytes of output in one call (limits.output)"
+    )]
+    OutputTooLarge {
+        /// Stage name.
+        stage: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The guest reported that the whole call failed (status `FAILED`).
     #[error("stage `{stage}` failed: {message}")]
     Failed {
@@ -72,7 +82,9 @@ impl StageError {
             StageError::Trap { event, .. }
             | StageError::Timeout { event, .. }
             | StageError::OutOfMemory { event, .. } => *event,
-            StageError::Failed { .. } | StageError::Abi { .. } => None,
+            StageError::Failed { .. }
+            | StageError::Abi { .. }
+            | StageError::OutputTooLarge { .. } => None,
         }
     }
 

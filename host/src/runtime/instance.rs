@@ -75,6 +75,7 @@ pub struct StageInstance {
     stage: String,
     memory_limit: u64,
     timeout: Duration,
+    output_limit: u64,
 }
 
 impl StageInstance {
@@ -144,6 +145,7 @@ impl StageInstance {
             stage: spec.name.clone(),
             memory_limit: spec.memory,
             timeout: spec.timeout,
+            output_limit: spec.output,
         };
         let cfg = inst
             .write(&stage.config_json)
@@ -300,6 +302,14 @@ impl StageInstance {
     }
 
     fn output(&self, d: Descriptor) -> Result<CallOutput<'_>, StageError> {
+        // Checked before anything is copied out of the guest: its memory
+        // is bounded, and so is what the host takes from it.
+        if u64::from(d.out_len) > self.output_limit {
+            return Err(StageError::OutputTooLarge {
+                stage: self.stage.clone(),
+                limit: self.output_limit,
+            });
+        }
         let oob = |what: &str| self.abi_error(format!("{what} out of bounds"));
         let out = self
             .slice(d.out_ptr, d.out_len)

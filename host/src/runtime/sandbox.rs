@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
@@ -16,8 +17,8 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
-/// Longest guest log line kept; longer lines are cut so a stage that prints
-/// without newlines cannot grow host memory.
+/// Longest guest log line kept; longer lines are cut (and say so) so that
+/// a stage that prints without newlines cannot grow host memory.
 const MAX_LOG_LINE: usize = 16 << 10;
 
 /// The data each stage `Store` carries.
@@ -175,35 +176,88 @@ impl StdoutStream for GuestLog {
 struct LineWriter {
     log: GuestLog,
     pending: Vec<u8>,
+    /// Bytes of the current line past [`MAX_LOG_LINE`], not kept.
+    cut: usize,
+    /// Start of the current second, and lines logged in it.
+    window: std::time::Instant,
+    in_window: u32,
+    /// Lines dropped since the last one logged.
+    dropped: u64,
 }
+
+/// Most guest log lines kept per second and instance: a stage that logs
+/// in a loop must not flood the host's log (or fill its disk).
+const MAX_LOG_LINES_PER_SECOND: u32 = 200;
+
+/// Guest log lines dropped by the rate limit, and lines cut at
+/// [`MAX_LOG_LINE`], since the process started (shown by `/metrics`).
+pub static LOG_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// See [`LOG_LINES_DROPPED`].
+pub static LOG_LINES_CUT: AtomicU64 = AtomicU64::new(0);
 
 impl LineWriter {
     fn new(log: GuestLog) -> Self {
         LineWriter {
             log,
             pending: Vec::new(),
+            cut: 0,
+            window: std::time::Instant::now(),
+            in_window: 0,
+            dropped: 0,
         }
     }
 
     fn push(&mut self, mut bytes: &[u8]) {
         while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
-            let room = MAX_LOG_LINE.saturating_sub(self.pending.len());
-            self.pending.extend_from_slice(&bytes[..nl.min(room)]);
+            self.keep(&bytes[..nl]);
             self.emit();
             bytes = &bytes[nl + 1..];
         }
+        self.keep(bytes);
+    }
+
+    /// Appends to the current line, up to [`MAX_LOG_LINE`].
+    fn keep(&mut self, bytes: &[u8]) {
         let room = MAX_LOG_LINE.saturating_sub(self.pending.len());
-        self.pending
-            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let kept = bytes.len().min(room);
+        self.pending.extend_from_slice(&bytes[..kept]);
+        self.cut += bytes.len() - kept;
     }
 
     fn emit(&mut self) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.in_window = 0;
+        }
+        let cut = std::mem::take(&mut self.cut);
+        if self.in_window >= MAX_LOG_LINES_PER_SECOND {
+            self.dropped += 1;
+            LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
+            self.pending.clear();
+            return;
+        }
+        self.in_window += 1;
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches('\r');
+        let mut notes = String::new();
+        if cut > 0 {
+            LOG_LINES_CUT.fetch_add(1, Ordering::Relaxed);
+            notes.push_str(&format!(
+                " [line cut at {} KiB, {cut} bytes dropped]",
+                MAX_LOG_LINE >> 10
+            ));
+        }
+        if self.dropped > 0 {
+            notes.push_str(&format!(
+                " [{} earlier lines dropped: more than {MAX_LOG_LINES_PER_SECOND} a second]",
+                std::mem::take(&mut self.dropped)
+            ));
+        }
         if self.log.stream == "stderr" {
-            tracing::warn!(target: "wasmpipe::guest", "[{}] {line}", self.log.stage);
+            tracing::warn!(target: "wasmpipe::guest", "[{}] {line}{notes}", self.log.stage);
         } else {
-            tracing::info!(target: "wasmpipe::guest", "[{}] {line}", self.log.stage);
+            tracing::info!(target: "wasmpipe::guest", "[{}] {line}{notes}", self.log.stage);
         }
         self.pending.clear();
     }
@@ -211,8 +265,16 @@ impl LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.cut > 0 {
             self.emit();
+        }
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: "wasmpipe::guest",
+                "[{}] {} log lines dropped: more than {MAX_LOG_LINES_PER_SECOND} a second",
+                self.log.stage,
+                self.dropped
+            );
         }
     }
 }

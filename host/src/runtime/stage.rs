@@ -50,6 +50,8 @@ pub struct StageSpec {
     pub memory: u64,
     /// Wall-time limit per guest call.
     pub timeout: Duration,
+    /// Most output bytes per guest call.
+    pub output: u64,
     /// Granted capabilities.
     pub allow: Allow,
     /// Directory granted paths are relative to.
@@ -68,6 +70,7 @@ impl StageSpec {
             key: None,
             memory: crate::manifest::DEFAULT_MEMORY.0,
             timeout: crate::manifest::DEFAULT_TIMEOUT,
+            output: crate::manifest::DEFAULT_OUTPUT.0,
             allow: Allow::default(),
             base_dir: PathBuf::from("."),
         }

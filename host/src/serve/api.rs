@@ -2,10 +2,12 @@
 //! the status that says why; `docs/api.md` documents each route.
 
 use super::auth::{Denied, Need};
-use super::jetstream::{ChunkQueue, PublishFailure};
-use super::postgres::{NewPgJob, PgStore};
-use super::store::{Chunks, EventQuery, JobRow};
 use super::{Backend, Service, now_ms};
+use crate::exec::framing;
+use crate::queue::jetstream::{ChunkQueue, PublishFailure};
+use crate::store::postgres::{NewPgJob, PgStore};
+use crate::store::sqlite::Chunks;
+use crate::store::{EventQuery, JobRow};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -18,6 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -42,6 +45,13 @@ pub fn router(svc: Arc<Service>) -> Router {
                 "no such route; docs/api.md lists the routes",
             )
         })
+        // Every refusal has a JSON body, a wrong method's too.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method; docs/api.md lists each route's",
+            )
+        })
         .with_state(svc)
 }
 
@@ -51,6 +61,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after: Option<u64>,
+    /// For a 500: the id under which the error was logged.
+    id: Option<String>,
 }
 
 impl ApiError {
@@ -59,6 +71,7 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            id: None,
         }
     }
 
@@ -66,9 +79,17 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// An error of the service itself: logged in full under a new id, and
+    /// answered with that id only, so that no internal detail (paths, SQL,
+    /// connection strings) reaches the client.
     fn internal(e: anyhow::Error) -> ApiError {
-        tracing::error!("{e:#}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = format!("{:x}-{}", now_ms(), NEXT.fetch_add(1, Relaxed));
+        tracing::error!("internal error {id}: {e:#}");
+        ApiError {
+            id: Some(id),
+            ..ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
     }
 }
 
@@ -83,7 +104,11 @@ impl From<Denied> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        let body = match &self.id {
+            Some(id) => json!({ "error": self.message, "id": id }),
+            None => json!({ "error": self.message }),
+        };
+        let mut r = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -138,6 +163,7 @@ fn backlog_full(svc: &Service) -> ApiError {
             svc.settings.max_backlog
         ),
         retry_after: Some(retry_after(svc)),
+        id: None,
     }
 }
 
@@ -150,6 +176,7 @@ fn unavailable(svc: &Service, why: &str) -> ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: why.into(),
         retry_after: Some(retry_after(svc)),
+        id: None,
     }
 }
 
@@ -268,7 +295,25 @@ async fn ingest_batch(
             }
         };
     let mut buf = Vec::new();
-    while let Some(frame) = body.frame().await {
+    // A client that sends part of a body and goes quiet would hold its
+    // ingest slot for as long as it stays connected: the whole body must
+    // arrive within `body_timeout`.
+    let deadline = tokio::time::Instant::now() + svc.settings.body_timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                refused.bad_request.fetch_add(1, Relaxed);
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {} (serve.body_timeout); send it whole, or raise the limit",
+                        crate::manifest::DurationSpec(svc.settings.body_timeout)
+                    ),
+                ));
+            }
+        };
         let frame = frame.map_err(|e| ApiError::bad(format!("cannot read the body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max_body {
@@ -347,7 +392,7 @@ async fn ingest_batch(
             let s = svc.clone();
             let pipeline = svc.pipeline.clone();
             let inserted = tokio::task::spawn_blocking(move || {
-                s.embedded().0.insert_job(&super::store::NewJob {
+                s.embedded().0.insert_job(&crate::store::sqlite::NewJob {
                     pipeline: &pipeline,
                     kind: "ingest",
                     origin: None,
@@ -457,6 +502,7 @@ impl Chunker<'_> {
 
 /// Parses and validates a whole body; any bad event refuses the batch.
 pub fn parse_batch(body: &[u8], format: Format, s: &super::Settings) -> Result<Batch, ApiError> {
+    let body = framing::strip_bom(body);
     let mut c = Chunker {
         s,
         chunks: Vec::new(),
@@ -478,6 +524,13 @@ pub fn parse_batch(body: &[u8], format: Format, s: &super::Settings) -> Result<B
                 }
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
+                }
+                // UTF-8 first: serde_json skips over the strings of an
+                // `IgnoredAny` without decoding them.
+                if let Err(e) = framing::check(line) {
+                    return Err(ApiError::bad(format!(
+                        "invalid event at line {line_no}: {e}"
+                    )));
                 }
                 if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                     return Err(ApiError::bad(format!(
@@ -524,6 +577,9 @@ pub fn parse_batch(body: &[u8], format: Format, s: &super::Settings) -> Result<B
                     })?;
             for (i, raw) in elements.iter().enumerate() {
                 let text = raw.get().as_bytes();
+                if let Err(e) = framing::check(text) {
+                    return Err(ApiError::bad(format!("invalid array element {i}: {e}")));
+                }
                 let what = || format!("array element {i}");
                 if text.contains(&b'\n') || text.contains(&b'\r') {
                     c.push(&minify(text), &what)?;
@@ -604,9 +660,14 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::bad(format!("`{name}` must be an RFC 3339 time (2024-05-01T12:00:00Z) or milliseconds since the epoch, got `{v}`")))
 }
 
+/// An id or cursor: ids start at 1, and a cursor is an id.
 fn parse_id(what: &str, v: &str) -> Result<i64, ApiError> {
-    v.parse::<i64>()
-        .map_err(|_| ApiError::bad(format!("`{what}` must be an integer, got `{v}`")))
+    match v.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => Err(ApiError::bad(format!(
+            "`{what}` must be a non-negative integer, got `{v}`"
+        ))),
+    }
 }
 
 fn parse_limit(v: Option<&String>) -> Result<u32, ApiError> {
@@ -693,7 +754,7 @@ async fn publish_job(
     origin: Option<i64>,
     received_at: i64,
     context: &str,
-    chunks: super::store::Chunks,
+    chunks: Chunks,
 ) -> Result<i64, ApiError> {
     let events: u64 = chunks.iter().map(|c| c.1).sum();
     let id = store
@@ -708,7 +769,7 @@ async fn publish_job(
         })
         .await
         .map_err(|e| unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")))?;
-    let published = queue.publish_job(id, 0, &chunks).await;
+    let published = queue.publish_job(id, &chunks).await;
     let refused = match published {
         Ok(()) => match store.accept_job(id).await {
             Ok(true) => return Ok(id),
@@ -721,6 +782,7 @@ async fn publish_job(
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: "the work queue is full (the JetStream stream is at `[queue] max_bytes`); retry later, or add workers".into(),
                 retry_after: Some(5),
+                id: None,
             }
         }
         Err(PublishFailure::TooLarge { event, size, limit }) => ApiError::new(
@@ -988,7 +1050,7 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
         };
         let count = events.len() as u64;
         let chunks = to_chunks(&events, chunk_size);
-        let published = queue.publish_job(new, 0, &chunks).await;
+        let published = queue.publish_job(new, &chunks).await;
         let accepted = match &published {
             Ok(()) => store.accept_job(new).await.unwrap_or(false),
             Err(_) => false,
@@ -1000,6 +1062,7 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
                     status: StatusCode::TOO_MANY_REQUESTS,
                     message: "the work queue is full (the JetStream stream is at `[queue] max_bytes`); retry later".into(),
                     retry_after: Some(5),
+                    id: None,
                 },
                 _ => unavailable(&svc, "cannot queue the dead letters again"),
             });
@@ -1078,7 +1141,10 @@ async fn replay(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap) -> 
         }
         Ok(Err(e)) => {
             svc.backlog.fetch_sub(job.events_in, Relaxed);
-            Err(ApiError::new(StatusCode::GONE, format!("{e:#}")))
+            match e.downcast::<crate::store::InputPurged>() {
+                Ok(purged) => Err(ApiError::new(StatusCode::GONE, purged.to_string())),
+                Err(e) => Err(ApiError::internal(e)),
+            }
         }
         Err(e) => {
             svc.backlog.fetch_sub(job.events_in, Relaxed);
@@ -1113,6 +1179,7 @@ async fn readyz(State(svc): Svc) -> Response {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "shutting down".into(),
             retry_after: Some(1),
+            id: None,
         }
         .into_response();
     }
@@ -1121,6 +1188,7 @@ async fn readyz(State(svc): Svc) -> Response {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the backlog is full".into(),
             retry_after: Some(retry_after(&svc)),
+            id: None,
         }
         .into_response();
     }
@@ -1137,6 +1205,7 @@ async fn readyz(State(svc): Svc) -> Response {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message,
                 retry_after: Some(1),
+                id: None,
             }
             .into_response();
         }
@@ -1158,6 +1227,7 @@ mod tests {
             max_event_size: 30,
             max_backlog: 100,
             chunk_size: 2,
+            body_timeout: Duration::from_secs(30),
             retries: crate::exec::Retries {
                 times: 0,
                 backoff: Duration::from_millis(1),

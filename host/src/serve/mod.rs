@@ -5,20 +5,18 @@
 //! Two backends ([`Backend`]), chosen by the manifest's `[queue]` and
 //! `[store]`: embedded (a SQLite journal and store, and worker threads in
 //! this process), or an ingest node on a cluster (chunks published to NATS
-//! JetStream for `wasmpipe worker` processes, see [`worker`]; jobs, events
+//! JetStream for `wasmpipe worker` processes, see [`crate::worker`]; jobs, events
 //! and results in PostgreSQL).
 //!
 //! # Layout
 //!
 //! - [`api`]: the HTTP routes (axum): ingest, jobs, events, dead letters,
 //!   replay, metrics, health.
-//! - [`store`]: the SQLite journal and result store; every state change
-//!   is one transaction.
-//! - [`queue`]: the queue of chunk keys and the worker threads.
-//! - [`process`]: one chunk through the stages, for every kind of worker.
-//! - [`postgres`], [`jetstream`], [`worker`]: the cluster backend.
+//! - [`workers`]: the embedded backend's worker threads.
 //! - [`auth`]: bearer tokens with read and write permissions.
-//! - [`metrics`]: Prometheus counters and histograms.
+//!
+//! The stores are in [`crate::store`], the queues in [`crate::queue`], the
+//! cluster's worker process in [`crate::worker`].
 //!
 //! Shutdown (the future given to [`run`] resolves): the listener stops
 //! accepting, requests in flight finish (an accepted batch is committed),
@@ -27,13 +25,11 @@
 
 pub mod api;
 pub mod auth;
-pub mod jetstream;
-pub mod metrics;
-pub mod postgres;
-pub mod process;
-pub mod queue;
-pub mod store;
-pub mod worker;
+pub mod workers;
+
+use crate::metrics;
+use crate::queue::{jetstream, memory as queue};
+use crate::store::{now_ms, postgres, sqlite as store};
 
 use crate::exec::{Executor, LiveStages, Pipeline, Policy};
 use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
@@ -56,6 +52,8 @@ pub struct Settings {
     pub max_backlog: u64,
     /// Events per chunk.
     pub chunk_size: usize,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: Duration,
     /// Timeout retries, and the pause before a chunk is tried again.
     pub retries: crate::exec::Retries,
     /// Stored events are kept this long.
@@ -78,6 +76,7 @@ impl Settings {
                 .chunk_size
                 .or(manifest.doc.runtime.chunk_size)
                 .map_or(DEFAULT_CHUNK_SIZE.min(1000), |n| n.get()),
+            body_timeout: serve.body_timeout.0,
             retries: manifest.retries(),
             retention: serve.retention.map(|d| d.0),
             identity_header: serve
@@ -155,34 +154,6 @@ impl Service {
     }
 }
 
-/// Connects to the manifest's PostgreSQL store (creating the schema if
-/// needed) and NATS queue (creating the stream if needed), as ingest nodes
-/// and workers both do.
-pub async fn connect_cluster(
-    manifest: &Manifest,
-) -> Result<(postgres::PgStore, jetstream::ChunkQueue)> {
-    let q = manifest.doc.queue.clone().unwrap_or_default();
-    let st = manifest.doc.store.clone().unwrap_or_default();
-    let url = st
-        .postgres_url()
-        .context("`[store]` has no PostgreSQL `url`")?;
-    let store = postgres::PgStore::connect(&url, st.pool.get()).await?;
-    let queue = jetstream::ChunkQueue::connect(&q, manifest.name()).await?;
-    tracing::info!(
-        "chunks go through JetStream at {}, results to PostgreSQL at {}",
-        postgres::redact(&q.nats_url()),
-        postgres::redact(&url)
-    );
-    Ok((store, queue))
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Serves `pipeline` on `listener` until `shutdown` resolves, then drains.
 /// `ready` is called once the store is open, unfinished chunks are queued
 /// and the workers are up, just before the first connection is accepted.
@@ -198,7 +169,7 @@ pub async fn run(
     let auth = auth::Auth::from_manifest(manifest, &serve)?;
     let clustered = manifest.clustered();
     let (backend, backlog) = if clustered {
-        let (store, queue) = connect_cluster(manifest).await?;
+        let (store, queue) = crate::cluster::connect(manifest).await?;
         (Backend::Cluster { store, queue }, 0)
     } else {
         let db = manifest.resolve(&serve.database);
@@ -254,7 +225,7 @@ pub async fn run(
         workers.push(
             std::thread::Builder::new()
                 .name(format!("wasmpipe-serve-{w}"))
-                .spawn(move || queue::worker(&svc, exec))
+                .spawn(move || workers::run(&svc, exec))
                 .context("cannot start a worker thread")?,
         );
     }

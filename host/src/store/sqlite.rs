@@ -10,7 +10,8 @@
 //!   job's result; a crash before the commit leaves the chunk queued with
 //!   nothing stored, so it is simply processed again.
 
-use crate::exec::ChunkReport;
+use super::model::{Combine, DeadRow, EventQuery, EventRow, JobRow};
+use crate::exec::{ChunkId, ChunkReport};
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -101,15 +102,24 @@ pub struct NewJob<'a> {
     pub chunks: Chunks,
 }
 
-/// A chunk waiting to be processed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkKey {
-    /// Job id.
-    pub job: i64,
-    /// Chunk number in the job.
-    pub seq: i64,
-    /// Events in it.
-    pub events: u64,
+/// The distinct stage-version sets of a job's chunks.
+fn versions_of(r: &Connection, job: i64) -> Result<Vec<String>> {
+    let mut st = r.prepare_cached(
+        "SELECT DISTINCT versions FROM chunks WHERE job = ?1 AND versions IS NOT NULL ORDER BY versions",
+    )?;
+    Ok(st
+        .query_map([job], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// A [`ChunkId`] from a row of `job, seq, first_index, events`.
+fn chunk_id(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkId> {
+    Ok(ChunkId {
+        job: r.get(0)?,
+        seq: r.get::<_, i64>(1)? as u64,
+        first_index: r.get::<_, i64>(2)? as u64,
+        events: r.get::<_, i64>(3)? as u64,
+    })
 }
 
 /// A chunk loaded for processing.
@@ -124,111 +134,6 @@ pub struct ChunkInput {
     pub received_at: i64,
     /// Pipeline name.
     pub pipeline: String,
-}
-
-/// How a job's chunks are combined into its result: given the non-empty
-/// partials in chunk order, returns the result (JSON).
-pub type Combine<'a> = dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + 'a;
-
-/// One row of `jobs`, as the API shows it.
-#[derive(Debug, Clone)]
-pub struct JobRow {
-    /// Id.
-    pub id: i64,
-    /// Pipeline.
-    pub pipeline: String,
-    /// `ingest`, `replay`, `retry`.
-    pub kind: String,
-    /// The job replayed or retried.
-    pub origin: Option<i64>,
-    /// Times (ms).
-    pub received_at: i64,
-    /// First chunk taken up.
-    pub started_at: Option<i64>,
-    /// Last chunk done.
-    pub finished_at: Option<i64>,
-    /// Request state.
-    pub context: String,
-    /// Events accepted.
-    pub events_in: u64,
-    /// Events stored.
-    pub events_out: u64,
-    /// Events dead-lettered.
-    pub dead_letters: u64,
-    /// Timeout retries made.
-    pub retries: u64,
-    /// Chunks.
-    pub chunks: u64,
-    /// Chunks done.
-    pub chunks_done: u64,
-    /// The reduce result (JSON), once done.
-    pub result: Option<String>,
-    /// The distinct stage-version sets its chunks were processed by.
-    pub versions: Vec<String>,
-    /// Its client was answered with an error and its chunks are dropped
-    /// (ingest nodes on NATS only).
-    pub abandoned: bool,
-}
-
-/// A stored event or dead letter, as listed.
-#[derive(Debug, Clone)]
-pub struct EventRow {
-    /// Row id (the cursor).
-    pub id: i64,
-    /// Job.
-    pub job: i64,
-    /// Pipeline.
-    pub pipeline: String,
-    /// Index in the job of the input event it came from.
-    pub index: u64,
-    /// The job's received_at (ms).
-    pub at: i64,
-    /// The event (JSON).
-    pub body: String,
-}
-
-/// A dead letter, as listed.
-#[derive(Debug, Clone)]
-pub struct DeadRow {
-    /// Row id (the cursor).
-    pub id: i64,
-    /// Job.
-    pub job: i64,
-    /// Pipeline.
-    pub pipeline: String,
-    /// Stage.
-    pub stage: String,
-    /// Why.
-    pub error: String,
-    /// Index of the event in its job.
-    pub index: u64,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The job's received_at (ms).
-    pub at: i64,
-    /// The event.
-    pub event: Vec<u8>,
-    /// The job that retried it.
-    pub retried_by: Option<i64>,
-}
-
-/// Filters of an event listing.
-#[derive(Debug, Default, Clone)]
-pub struct EventQuery {
-    /// Pipeline.
-    pub pipeline: Option<String>,
-    /// Job.
-    pub job: Option<i64>,
-    /// From this time (ms, inclusive).
-    pub since: Option<i64>,
-    /// Before this time (ms, exclusive).
-    pub until: Option<i64>,
-    /// `(JSON path, value)`: the field's value, as text, equals the value.
-    pub fields: Vec<(String, String)>,
-    /// Rows after this id.
-    pub after: i64,
-    /// Most rows.
-    pub limit: u32,
 }
 
 impl Store {
@@ -283,7 +188,7 @@ impl Store {
 
     /// Journals a batch as a new job with all its chunks, in one
     /// transaction; returns the job id and its chunks.
-    pub fn insert_job(&self, job: &NewJob<'_>) -> Result<(i64, Vec<ChunkKey>)> {
+    pub fn insert_job(&self, job: &NewJob<'_>) -> Result<(i64, Vec<ChunkId>)> {
         let mut w = self.writer(true)?;
         let tx = w.transaction()?;
         let events: u64 = job.chunks.iter().map(|c| c.1).sum();
@@ -309,9 +214,10 @@ impl Store {
             let mut first = 0u64;
             for (seq, (data, n)) in job.chunks.iter().enumerate() {
                 ins.execute(params![id, seq as i64, first as i64, *n as i64, data])?;
-                keys.push(ChunkKey {
+                keys.push(ChunkId {
                     job: id,
-                    seq: seq as i64,
+                    seq: seq as u64,
+                    first_index: first,
                     events: *n,
                 });
                 first += n;
@@ -329,29 +235,24 @@ impl Store {
     }
 
     /// Chunks not yet done, oldest first (for a restart).
-    pub fn pending(&self) -> Result<Vec<ChunkKey>> {
+    pub fn pending(&self) -> Result<Vec<ChunkId>> {
         let r = self.reader();
-        let mut st =
-            r.prepare("SELECT job, seq, events FROM chunks WHERE done = 0 ORDER BY job, seq")?;
-        let rows = st.query_map([], |r| {
-            Ok(ChunkKey {
-                job: r.get(0)?,
-                seq: r.get(1)?,
-                events: r.get::<_, i64>(2)? as u64,
-            })
-        })?;
+        let mut st = r.prepare(
+            "SELECT job, seq, first_index, events FROM chunks WHERE done = 0 ORDER BY job, seq",
+        )?;
+        let rows = st.query_map([], chunk_id)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Loads a chunk's input, and marks its job started.
-    pub fn load_chunk(&self, key: ChunkKey, now: i64) -> Result<Option<ChunkInput>> {
+    pub fn load_chunk(&self, key: ChunkId, now: i64) -> Result<Option<ChunkInput>> {
         let input = {
             let r = self.reader();
             r.query_row(
                 "SELECT c.data, c.first_index, j.context, j.received_at, j.pipeline
                  FROM chunks c JOIN jobs j ON j.id = c.job
                  WHERE c.job = ?1 AND c.seq = ?2 AND c.done = 0",
-                params![key.job, key.seq],
+                params![key.job, key.seq as i64],
                 |r| {
                     Ok(ChunkInput {
                         data: r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
@@ -378,7 +279,7 @@ impl Store {
     /// chunk. Returns `false` (storing nothing) if the chunk was already done.
     pub fn complete_chunk(
         &self,
-        key: ChunkKey,
+        key: ChunkId,
         res: &ChunkReport,
         now: i64,
         combine: Option<&mut Combine<'_>>,
@@ -387,7 +288,7 @@ impl Store {
         let tx = w.transaction()?;
         let marked = tx.execute(
             "UPDATE chunks SET done = 1, partial = ?3, versions = ?4 WHERE job = ?1 AND seq = ?2 AND done = 0",
-            params![key.job, key.seq, (!res.partial.is_empty()).then_some(&res.partial), res.versions()],
+            params![key.job, key.seq as i64, (!res.partial.is_empty()).then_some(&res.partial), res.versions()],
         )?;
         if marked == 0 {
             return Ok(false);
@@ -467,12 +368,7 @@ impl Store {
             .query_row(&format!("{JOB_COLUMNS} WHERE id = ?1"), [id], job_row)
             .optional()?;
         let Some(mut job) = job else { return Ok(None) };
-        let mut st = r.prepare_cached(
-            "SELECT DISTINCT versions FROM chunks WHERE job = ?1 AND versions IS NOT NULL",
-        )?;
-        job.versions = st
-            .query_map([id], |r| r.get::<_, String>(0))?
-            .collect::<Result<_, _>>()?;
+        job.versions = versions_of(&r, id)?;
         Ok(Some(job))
     }
 
@@ -483,7 +379,12 @@ impl Store {
             "{JOB_COLUMNS} WHERE id < ?1 AND (?2 IS NULL OR pipeline = ?2) ORDER BY id DESC LIMIT ?3"
         ))?;
         let rows = st.query_map(params![before, pipeline, limit], job_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut jobs: Vec<JobRow> = rows.collect::<Result<_, _>>()?;
+        // A listing shows what a job's own page shows.
+        for job in &mut jobs {
+            job.versions = versions_of(&r, job.id)?;
+        }
+        Ok(jobs)
     }
 
     /// Stored events matching `q`, oldest first.
@@ -568,7 +469,7 @@ impl Store {
         job: i64,
         now: i64,
         chunk: &dyn Fn(Vec<Vec<u8>>) -> Chunks,
-    ) -> Result<Option<(i64, Vec<ChunkKey>, u64)>> {
+    ) -> Result<Option<(i64, Vec<ChunkId>, u64)>> {
         let mut w = self.writer(true)?;
         let tx = w.transaction()?;
         let (pipeline, context): (String, String) = tx.query_row(
@@ -601,9 +502,10 @@ impl Store {
                 "INSERT INTO chunks (job, seq, first_index, events, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, seq as i64, first as i64, *k as i64, data],
             )?;
-            keys.push(ChunkKey {
+            keys.push(ChunkId {
                 job: id,
-                seq: seq as i64,
+                seq: seq as u64,
+                first_index: first,
                 events: *k,
             });
             first += k;
@@ -618,7 +520,7 @@ impl Store {
 
     /// Runs the stored input of `job` again as a new job (of kind `replay`).
     /// `None` if the job does not exist; an error if its input was purged.
-    pub fn replay(&self, job: i64, now: i64) -> Result<Option<(i64, Vec<ChunkKey>, u64)>> {
+    pub fn replay(&self, job: i64, now: i64) -> Result<Option<(i64, Vec<ChunkId>, u64)>> {
         let mut w = self.writer(true)?;
         let tx = w.transaction()?;
         let Some((pipeline, context, n, chunks)): Option<(String, String, i64, i64)> = tx
@@ -641,7 +543,7 @@ impl Store {
                 r.get(0)
             })?;
         if purged > 0 || present != chunks {
-            bail!("the input of job {job} is past its retention and was deleted");
+            return Err(super::InputPurged { job }.into());
         }
         tx.execute(
             "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
@@ -661,16 +563,11 @@ impl Store {
             )?;
         }
         let keys = {
-            let mut st =
-                tx.prepare("SELECT seq, events FROM chunks WHERE job = ?1 ORDER BY seq")?;
-            st.query_map([id], |r| {
-                Ok(ChunkKey {
-                    job: id,
-                    seq: r.get(0)?,
-                    events: r.get::<_, i64>(1)? as u64,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?
+            let mut st = tx.prepare(
+                "SELECT job, seq, first_index, events FROM chunks WHERE job = ?1 ORDER BY seq",
+            )?;
+            st.query_map([id], chunk_id)?
+                .collect::<Result<Vec<_>, _>>()?
         };
         tx.commit()?;
         Ok(Some((id, keys, n as u64)))

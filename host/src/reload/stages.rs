@@ -1,13 +1,13 @@
 //! Versioned stage sets, for swapping stages while a pipeline runs.
 //!
 //! A [`StageSet`] is one generation of a pipeline's stages. [`LiveStages`]
-//! holds the current one; `run --watch` publishes a new set when a plugin
-//! or the manifest changes. The pipeline's reader stamps every chunk with
-//! the set that is current when the chunk is cut from the source, and the
-//! worker that takes the chunk runs it on exactly that set. So a chunk is
-//! processed by one version of each stage, in-flight chunks finish on the
-//! version they were stamped with, and versions change only at chunk
-//! boundaries, in input order.
+//! holds the current one; `--watch` publishes a new set when a plugin or
+//! the manifest changes. `run`'s reader stamps every chunk with the set
+//! that is current when the chunk is cut from the source, so versions
+//! change in input order; `serve`'s and `worker`'s executors take the
+//! current set as they take up a chunk. Either way a chunk is processed
+//! by one version of each stage, and in-flight chunks finish on the
+//! version they started with.
 
 use crate::runtime::Stage;
 use serde_json::value::RawValue;

@@ -20,8 +20,8 @@
 //!   by JetStream, then `accepted`; chunks of a job that never got there
 //!   (the client was answered with an error) are dropped as `abandoned`.
 
-use super::store::{DeadRow, EventQuery, EventRow, JobRow};
-use crate::exec::ChunkReport;
+use super::model::{Combine, DeadRow, EventQuery, EventRow, JobRow};
+use crate::exec::{ChunkId, ChunkReport};
 use anyhow::{Context as _, Result, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -101,10 +101,6 @@ CREATE TABLE IF NOT EXISTS wasmpipe.schema_version (version INTEGER NOT NULL);
 /// Bumped when the schema changes.
 const SCHEMA_VERSION: i32 = 1;
 
-/// Turns a job's non-empty chunk partials, in event order, into its
-/// result (the reduce stage's `combine`, run by a worker's chain).
-pub type Combine<'a> = dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send + 'a;
-
 /// A job's state, as workers need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -127,17 +123,6 @@ pub struct JobInfo {
     pub context: String,
     /// When it arrived (ms).
     pub received_at: i64,
-}
-
-/// A chunk's place in its job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkRange {
-    /// Job id.
-    pub job: i64,
-    /// Index in the job of its first event.
-    pub first_index: u64,
-    /// Events in it.
-    pub events: u64,
 }
 
 /// How a chunk commit ended.
@@ -308,7 +293,7 @@ impl PgStore {
     /// times one has (this time included). Counting here rather than by
     /// JetStream's deliveries leaves out deliveries that never reached a
     /// worker (a pull request answered just as its worker died).
-    pub async fn start_attempt(&self, range: ChunkRange) -> Result<u32> {
+    pub async fn start_attempt(&self, range: ChunkId) -> Result<u32> {
         let c = self.client().await?;
         let n: i32 = c
             .query_one(
@@ -323,7 +308,7 @@ impl PgStore {
     }
 
     /// Takes back an attempt whose worker lived to report its failure.
-    pub async fn end_attempt(&self, range: ChunkRange) -> Result<()> {
+    pub async fn end_attempt(&self, range: ChunkId) -> Result<()> {
         let c = self.client().await?;
         c.execute(
             "UPDATE wasmpipe.attempts SET started = started - 1
@@ -339,7 +324,7 @@ impl PgStore {
     }
 
     /// Forgets the attempts on a chunk (split into pieces, or found done).
-    pub async fn forget_attempts(&self, range: ChunkRange) -> Result<()> {
+    pub async fn forget_attempts(&self, range: ChunkId) -> Result<()> {
         let c = self.client().await?;
         c.execute(
             "DELETE FROM wasmpipe.attempts WHERE job = $1 AND first_index = $2 AND events = $3",
@@ -360,7 +345,7 @@ impl PgStore {
     /// gave it (its pipeline and time go with each stored row).
     pub async fn complete_chunk(
         &self,
-        range: ChunkRange,
+        range: ChunkId,
         info: &JobInfo,
         out: &ChunkReport,
         worker: &str,
@@ -544,7 +529,22 @@ impl PgStore {
                 &[&before, &pipeline, &i64::from(limit)],
             )
             .await?;
-        Ok(rows.iter().map(job_row).collect())
+        let mut jobs: Vec<JobRow> = rows.iter().map(job_row).collect();
+        // A listing shows what a job's own page shows.
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let sets = c
+            .query(
+                "SELECT DISTINCT job, versions FROM wasmpipe.chunks WHERE job = ANY($1) ORDER BY job, versions",
+                &[&ids],
+            )
+            .await?;
+        for row in sets {
+            let (id, versions): (i64, String) = (row.get(0), row.get(1));
+            if let Some(j) = jobs.iter_mut().find(|j| j.id == id) {
+                j.versions.push(versions);
+            }
+        }
+        Ok(jobs)
     }
 
     /// Stored events matching `q`, oldest first.

@@ -151,6 +151,18 @@ impl Metrics {
             "Batches accepted (202).",
             &self.batches_accepted,
         );
+        counter(
+            &mut o,
+            "wasmpipe_guest_log_lines_dropped_total",
+            "Guest log lines dropped: more than the per-instance rate.",
+            &crate::runtime::LOG_LINES_DROPPED,
+        );
+        counter(
+            &mut o,
+            "wasmpipe_guest_log_lines_cut_total",
+            "Guest log lines cut at 16 KiB.",
+            &crate::runtime::LOG_LINES_CUT,
+        );
         let r = &self.batches_refused;
         let _ = writeln!(
             o,

@@ -8,8 +8,10 @@
 //! de-duplicates by it) is that range, so a publish retried after a lost
 //! acknowledgement is stored once.
 
-use super::postgres::ChunkRange;
+use crate::exec::ChunkId;
+use crate::exec::chunk::cut_by_bytes;
 use crate::manifest::QueueSection;
+use crate::store::postgres::redact;
 use anyhow::{Context as _, Result, anyhow};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
@@ -19,6 +21,7 @@ use std::time::Duration;
 const JOB: &str = "Wasmpipe-Job";
 const FIRST: &str = "Wasmpipe-First";
 const EVENTS: &str = "Wasmpipe-Events";
+const SEQ: &str = "Wasmpipe-Seq";
 /// The durable consumer all workers of a pipeline share.
 const CONSUMER: &str = "workers";
 
@@ -66,7 +69,7 @@ impl ChunkQueue {
             .with_context(|| {
                 format!(
                     "cannot connect to NATS at {}; hint: is nats-server running with JetStream (`nats-server -js`)?",
-                    super::postgres::redact(&url)
+                    redact(&url)
                 )
             })?;
         let js = jetstream::new(client.clone());
@@ -93,37 +96,41 @@ impl ChunkQueue {
         })
     }
 
-    /// Publishes chunks and waits until JetStream has stored every one.
-    /// `chunks` are NDJSON data and event counts, in order from event
-    /// `first_index`. A chunk larger than a NATS message may be is cut into
-    /// pieces first; nothing is sent if one event alone is too large.
+    /// Publishes a job's chunks and waits until JetStream has stored every
+    /// one. `chunks` are NDJSON data and event counts, chunk 0 first. A
+    /// chunk larger than a NATS message may be is cut into pieces first
+    /// (each keeps its chunk's number); nothing is sent if one event alone
+    /// is too large.
     pub async fn publish_job(
         &self,
         job: i64,
-        first_index: u64,
         chunks: &[(Vec<u8>, u64)],
     ) -> Result<(), PublishFailure> {
         let limit = self.max_message();
         let mut pieces = Vec::with_capacity(chunks.len());
-        let mut first = first_index;
-        for (data, events) in chunks {
+        let mut first = 0;
+        for (seq, (data, events)) in chunks.iter().enumerate() {
+            let id = ChunkId {
+                job,
+                seq: seq as u64,
+                first_index: first,
+                events: *events,
+            };
             if data.len() <= limit {
-                pieces.push((
-                    ChunkRange {
-                        job,
-                        first_index: first,
-                        events: *events,
-                    },
-                    &data[..],
-                ));
+                pieces.push((id, &data[..]));
             } else {
-                cut(job, first, data, limit, &mut pieces)?;
+                let cut = cut_by_bytes(data, limit).map_err(|e| PublishFailure::TooLarge {
+                    event: first + e.offset,
+                    size: e.size,
+                    limit,
+                })?;
+                pieces.extend(cut.iter().map(|p| (id.piece(p), p.data)));
             }
             first += events;
         }
         let mut acks = Vec::with_capacity(pieces.len());
-        for (range, data) in pieces {
-            acks.push(self.send(range, Bytes::copy_from_slice(data)).await?);
+        for (id, data) in pieces {
+            acks.push(self.send(id, Bytes::copy_from_slice(data)).await?);
         }
         for ack in acks {
             ack.await.map_err(classify)?;
@@ -145,20 +152,21 @@ impl ChunkQueue {
     }
 
     /// Publishes one chunk and waits for JetStream to store it.
-    pub async fn publish(&self, range: ChunkRange, data: Bytes) -> Result<(), PublishFailure> {
+    pub async fn publish(&self, range: ChunkId, data: Bytes) -> Result<(), PublishFailure> {
         self.send(range, data).await?.await.map_err(classify)?;
         Ok(())
     }
 
     async fn send(
         &self,
-        range: ChunkRange,
+        range: ChunkId,
         data: Bytes,
     ) -> Result<jetstream::context::PublishAckFuture, PublishFailure> {
         let mut headers = HeaderMap::new();
         headers.insert(JOB, range.job.to_string().as_str());
         headers.insert(FIRST, range.first_index.to_string().as_str());
         headers.insert(EVENTS, range.events.to_string().as_str());
+        headers.insert(SEQ, range.seq.to_string().as_str());
         let id = format!("{}:{}:{}", range.job, range.first_index, range.events);
         self.js
             .send_publish(
@@ -213,56 +221,6 @@ impl ChunkQueue {
     }
 }
 
-/// Cuts NDJSON `data` (events from `first`) into pieces of at most `limit`
-/// bytes, at line ends.
-fn cut<'a>(
-    job: i64,
-    first: u64,
-    data: &'a [u8],
-    limit: usize,
-    pieces: &mut Vec<(ChunkRange, &'a [u8])>,
-) -> Result<(), PublishFailure> {
-    let mut start = 0;
-    let mut events = 0u64;
-    let mut index = first;
-    let mut pos = 0;
-    for line in data.split_inclusive(|&b| b == b'\n') {
-        if line.len() > limit {
-            return Err(PublishFailure::TooLarge {
-                event: index,
-                size: line.len(),
-                limit,
-            });
-        }
-        if pos + line.len() - start > limit {
-            pieces.push((
-                ChunkRange {
-                    job,
-                    first_index: index - events,
-                    events,
-                },
-                &data[start..pos],
-            ));
-            start = pos;
-            events = 0;
-        }
-        pos += line.len();
-        events += 1;
-        index += 1;
-    }
-    if events > 0 {
-        pieces.push((
-            ChunkRange {
-                job,
-                first_index: index - events,
-                events,
-            },
-            &data[start..pos],
-        ));
-    }
-    Ok(())
-}
-
 fn classify(e: jetstream::context::PublishError) -> PublishFailure {
     // The server refuses a message past the stream's limits with an API
     // error whose text says which limit ("maximum bytes exceeded").
@@ -289,8 +247,10 @@ impl std::fmt::Display for PublishFailure {
     }
 }
 
-/// The chunk range a message carries.
-pub fn range_of(msg: &jetstream::Message) -> Result<ChunkRange> {
+/// The chunk a message carries. A message without a `Wasmpipe-Seq`
+/// header (published by an ingest node older than the header) gets its
+/// number from its first event and `chunk_size`, as such nodes cut.
+pub fn chunk_of(msg: &jetstream::Message, chunk_size: usize) -> Result<ChunkId> {
     let headers = msg
         .headers
         .as_ref()
@@ -303,39 +263,15 @@ pub fn range_of(msg: &jetstream::Message) -> Result<ChunkRange> {
             .parse()
             .map_err(|_| anyhow!("the `{name}` header `{}` is not a number", v.as_str()))
     };
-    Ok(ChunkRange {
+    let first_index = get(FIRST)? as u64;
+    let seq = match headers.get(SEQ) {
+        Some(_) => get(SEQ)? as u64,
+        None => first_index / chunk_size.max(1) as u64,
+    };
+    Ok(ChunkId {
         job: get(JOB)?,
-        first_index: get(FIRST)? as u64,
+        seq,
+        first_index,
         events: get(EVENTS)? as u64,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn large_chunks_are_cut_at_line_ends_and_keep_their_event_numbers() {
-        let data = b"{\"n\":1}\n{\"n\":22}\n{\"n\":333}\n{\"n\":4}\n";
-        let mut pieces = Vec::new();
-        cut(7, 10, data, 20, &mut pieces).unwrap();
-        let got: Vec<(u64, u64, &[u8])> = pieces
-            .iter()
-            .map(|(r, d)| (r.first_index, r.events, *d))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (10, 2, &b"{\"n\":1}\n{\"n\":22}\n"[..]),
-                (12, 2, &b"{\"n\":333}\n{\"n\":4}\n"[..]),
-            ]
-        );
-        let mut pieces = Vec::new();
-        match cut(7, 10, data, 9, &mut pieces) {
-            Err(PublishFailure::TooLarge { event, size, limit }) => {
-                assert_eq!((event, size, limit), (12, 10, 9));
-            }
-            _ => panic!("an event larger than a message is refused"),
-        }
-    }
 }

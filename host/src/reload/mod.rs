@@ -1,5 +1,6 @@
-//! Hot reload for `run --watch`: watch the manifest and every stage's plugin
-//! (or crate sources), and swap changed stages into the running pipeline.
+//! Hot reload for `run`, `serve` and `worker` with `--watch`: watch the
+//! manifest and every stage's plugin (or crate sources), and swap changed
+//! stages into the running pipeline between chunks.
 //!
 //! File events are debounced (a burst of writes is one change). The
 //! changed manifest or plugin is then loaded and checked on the watcher's
@@ -7,19 +8,21 @@
 //! against the ABI and the declared kind, instantiated with its params and
 //! run over the stage's sample events when the manifest names some (see
 //! [`trial`]). Only a stage set that passes all of that is published to the
-//! pipeline's [`LiveStages`]; chunks read from then on run on it, chunks
-//! already read finish on the old one. Anything that fails is logged with
+//! pipeline's [`LiveStages`]; each [`crate::exec::Executor`] switches to it
+//! before its next chunk, and chunks in flight finish on the old one. Anything that fails is logged with
 //! its reason (a manifest error with its `file:line:column`) and the
 //! running set stays. A half-written plugin fails to compile and is
 //! retried when the next write to it arrives.
 //!
 //! # Layout
+//! - [`stages`]: the versioned stage sets themselves.
 //! - [`follow`]: the never-ending JSON-lines source (growing file, stdin).
 //! - [`trial`]: the check a new stage version must pass.
 //! - this module: [`Reloader`] (manifest + plugins -> next stage set) and
 //!   the watcher thread; [`stop_on_signal`] for a clean stop.
 
 pub mod follow;
+pub mod stages;
 pub mod trial;
 
 use crate::exec::{LiveStages, StageSet, load_stage, stage_spec};

@@ -21,13 +21,16 @@
 //! stages are hot-reloaded between chunks; with `--metrics` the worker
 //! serves Prometheus counters of what it did.
 
-use super::jetstream::{self, ChunkQueue};
-use super::metrics::Metrics;
-use super::postgres::{ChunkRange, Committed, JobState, PgStore, is_transient};
-use super::process;
-use super::{Settings, now_ms};
+use crate::exec::ChunkId;
+use crate::exec::chunk::halve;
+use crate::exec::stored;
 use crate::exec::{ChunkReport, DeadLetter, Executor, LiveStages, Pipeline, Policy};
 use crate::manifest::Manifest;
+use crate::metrics::Metrics;
+use crate::queue::jetstream::{self, ChunkQueue};
+use crate::serve::Settings;
+use crate::store::postgres::{Committed, JobInfo, JobState, PgStore, is_transient};
+use crate::store::{Combine, now_ms};
 use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
@@ -79,7 +82,7 @@ pub async fn run(
     }
     let queue_section = manifest.doc.queue.clone().unwrap_or_default();
     let serve = manifest.doc.serve.clone().unwrap_or_default();
-    let (store, queue) = super::connect_cluster(manifest).await?;
+    let (store, queue) = crate::cluster::connect(manifest).await?;
     let consumer = queue.consumer().await?;
     // The consumer is shared and outlives this manifest: its own `ack_wait`
     // is what JetStream enforces, so heartbeats follow it.
@@ -147,7 +150,7 @@ async fn slot(
     consumer: async_nats::jetstream::consumer::PullConsumer,
     mut exec: Executor,
 ) {
-    let mut jobs: HashMap<i64, Arc<super::postgres::JobInfo>> = HashMap::new();
+    let mut jobs: HashMap<i64, Arc<JobInfo>> = HashMap::new();
     while !shared.stopping.load(Relaxed) {
         let fetched = consumer
             .fetch()
@@ -214,10 +217,10 @@ async fn slot(
 async fn handle(
     shared: &Shared,
     exec: &mut Executor,
-    jobs: &mut HashMap<i64, Arc<super::postgres::JobInfo>>,
+    jobs: &mut HashMap<i64, Arc<JobInfo>>,
     msg: &Message,
 ) -> Result<()> {
-    let range = match jetstream::range_of(msg) {
+    let range = match jetstream::chunk_of(msg, shared.settings.chunk_size) {
         Ok(r) => r,
         Err(e) => {
             // Not a wasmpipe chunk: nothing of ours is lost by dropping it.
@@ -273,12 +276,12 @@ async fn handle(
 async fn run_and_commit(
     shared: &Shared,
     exec: &mut Executor,
-    job: &super::postgres::JobInfo,
-    range: ChunkRange,
+    job: &JobInfo,
+    range: ChunkId,
     payload: &[u8],
 ) -> Result<Committed> {
-    let seq = range.first_index / shared.settings.chunk_size as u64;
-    let chunk = process::to_chunk(payload.to_vec(), seq, range.first_index);
+    let seq = range.seq;
+    let chunk = stored::to_chunk(payload.to_vec(), seq, range.first_index);
     if chunk.len() as u64 != range.events {
         bail!(
             "job {} chunk at event {} holds {} events, its header says {}",
@@ -288,7 +291,7 @@ async fn run_and_commit(
             range.events
         );
     }
-    let ctx = process::chunk_context(range.job, &shared.host, &job.context, &job.pipeline, seq)?;
+    let ctx = stored::chunk_context(range.job, &shared.host, &job.context, &job.pipeline, seq)?;
     let started = std::time::Instant::now();
     let m = &shared.metrics;
     let out = tokio::task::block_in_place(|| exec.run(&chunk, &ctx))
@@ -346,9 +349,9 @@ async fn serve_metrics(
 /// the chunk is given back.
 async fn job_info(
     shared: &Shared,
-    jobs: &mut HashMap<i64, Arc<super::postgres::JobInfo>>,
+    jobs: &mut HashMap<i64, Arc<JobInfo>>,
     id: i64,
-) -> Result<Option<Arc<super::postgres::JobInfo>>> {
+) -> Result<Option<Arc<JobInfo>>> {
     if let Some(j) = jobs.get(&id) {
         return Ok(Some(j.clone()));
     }
@@ -412,16 +415,14 @@ async fn retry_store<T, F: Future<Output = Result<T>>>(
 async fn commit(
     shared: &Shared,
     exec: &mut Executor,
-    job: &super::postgres::JobInfo,
-    range: ChunkRange,
+    job: &JobInfo,
+    range: ChunkId,
     out: &ChunkReport,
 ) -> Result<Committed> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
-        let combine = shared
-            .reduces
-            .then_some(&mut combine as &mut super::postgres::Combine<'_>);
+        let combine = shared.reduces.then_some(&mut combine as &mut Combine<'_>);
         match shared
             .store
             .complete_chunk(range, job, out, &shared.name, combine)
@@ -472,28 +473,15 @@ async fn commit(
 /// for a single event, make it a dead letter (the outcome to commit).
 async fn isolate(
     shared: &Shared,
-    range: ChunkRange,
+    range: ChunkId,
     data: &[u8],
     started: i64,
 ) -> Result<Option<ChunkReport>> {
-    let chunk = process::to_chunk(data.to_vec(), 0, range.first_index);
-    let n = chunk.len();
-    if n > 1 {
-        let mid = n / 2;
-        let cut = chunk.starts[mid] as usize;
-        let halves = [
-            (range.first_index, mid, &chunk.data[..cut]),
-            (range.first_index + mid as u64, n - mid, &chunk.data[cut..]),
-        ];
-        for (first_index, events, data) in halves {
-            let piece = ChunkRange {
-                job: range.job,
-                first_index,
-                events: events as u64,
-            };
+    if let Some(halves) = halve(data) {
+        for half in &halves {
             shared
                 .queue
-                .publish(piece, bytes::Bytes::copy_from_slice(data))
+                .publish(range.piece(half), bytes::Bytes::copy_from_slice(half.data))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot publish a piece of a split chunk: {e}"))?;
         }
@@ -509,6 +497,8 @@ async fn isolate(
         }
         return Ok(None);
     }
+    let chunk = stored::to_chunk(data.to_vec(), range.seq, range.first_index);
+    let n = chunk.len();
     let dead: Vec<DeadLetter> = (0..n)
         .map(|i| DeadLetter {
             stage: Some("worker".into()),

@@ -1,0 +1,70 @@
+//! `serve`'s embedded workers: threads, each with its own [`Executor`],
+//! that take chunk keys from the in-memory queue, load the chunk from the
+//! SQLite journal, run it exactly as `wasmpipe run` does, and commit
+//! outputs, dead letters, reduce partial and done mark together.
+
+use super::Service;
+use crate::exec::ChunkId;
+use crate::exec::{Executor, stored};
+use crate::store::{Combine, now_ms};
+use anyhow::{Context as _, Result};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// A worker's loop: until the queue closes, process chunks. A chunk whose
+/// processing fails as a whole (an instance cannot be created, the disk is
+/// full) stays queued in the store and is tried again after a pause.
+pub fn run(svc: &Service, mut exec: Executor) {
+    let queue = svc.embedded().1;
+    while let Some(key) = queue.pop() {
+        let t = Instant::now();
+        match run_chunk(svc, &mut exec, key) {
+            Ok(()) => svc.metrics.chunk_latency.observe(t.elapsed()),
+            Err(e) => {
+                tracing::error!("job {} chunk {}: {e:#}; will retry", key.job, key.seq);
+                svc.metrics.chunk_errors.fetch_add(1, Relaxed);
+                std::thread::sleep(svc.settings.retries.backoff);
+                queue.push([key]);
+            }
+        }
+    }
+}
+
+fn run_chunk(svc: &Service, exec: &mut Executor, key: ChunkId) -> Result<()> {
+    let store = svc.embedded().0;
+    let Some(input) = store.load_chunk(key, now_ms())? else {
+        // Already done (queued twice): nothing to do.
+        return Ok(());
+    };
+    let chunk = stored::to_chunk(input.data, key.seq, input.first_index);
+    let ctx = stored::chunk_context(key.job, &svc.host, &input.context, &input.pipeline, key.seq)?;
+    let report = exec.run(&chunk, &ctx)?;
+    svc.metrics.record(&report);
+    let reduces = svc.reduces;
+    let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
+    let committed = store
+        .complete_chunk(
+            key,
+            &report,
+            now_ms(),
+            reduces.then_some(&mut combine as &mut Combine<'_>),
+        )
+        .with_context(|| {
+            format!(
+                "cannot store the outputs of job {} chunk {}",
+                key.job, key.seq
+            )
+        })?;
+    if committed {
+        svc.backlog.fetch_sub(key.events, Relaxed);
+        svc.processed.fetch_add(key.events, Relaxed);
+        svc.metrics.chunks_done.fetch_add(1, Relaxed);
+        svc.metrics
+            .events_stored
+            .fetch_add(report.outputs(), Relaxed);
+        svc.metrics
+            .dead_letters
+            .fetch_add(report.dead.len() as u64, Relaxed);
+    }
+    Ok(())
+}

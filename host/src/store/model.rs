@@ -1,0 +1,120 @@
+//! What both stores hold, as the API and the workers see it: jobs, stored
+//! events, dead letters and the filters of a listing. The SQLite store of
+//! a single `serve` and the PostgreSQL store of a cluster answer in these
+//! same types, so the HTTP routes do not know which one they read.
+
+use anyhow::Result;
+
+/// A replay of a job whose input retention has deleted: there is nothing
+/// to run again (the API answers 410 Gone for this, and only this).
+#[derive(Debug, thiserror::Error)]
+#[error("the input of job {job} is past its retention and was deleted")]
+pub struct InputPurged {
+    /// The job.
+    pub job: i64,
+}
+
+/// How a job's chunks are combined into its result: given the non-empty
+/// partials in chunk order, returns the result (JSON).
+pub type Combine<'a> = dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send + 'a;
+
+/// One row of `jobs`, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    /// Id.
+    pub id: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// `ingest`, `replay`, `retry`.
+    pub kind: String,
+    /// The job replayed or retried.
+    pub origin: Option<i64>,
+    /// Times (ms).
+    pub received_at: i64,
+    /// First chunk taken up.
+    pub started_at: Option<i64>,
+    /// Last chunk done.
+    pub finished_at: Option<i64>,
+    /// Request state.
+    pub context: String,
+    /// Events accepted.
+    pub events_in: u64,
+    /// Events stored.
+    pub events_out: u64,
+    /// Events dead-lettered.
+    pub dead_letters: u64,
+    /// Timeout retries made.
+    pub retries: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Chunks done.
+    pub chunks_done: u64,
+    /// The reduce result (JSON), once done.
+    pub result: Option<String>,
+    /// The distinct stage-version sets its chunks were processed by.
+    pub versions: Vec<String>,
+    /// Its client was answered with an error and its chunks are dropped
+    /// (ingest nodes on NATS only).
+    pub abandoned: bool,
+}
+
+/// A stored event or dead letter, as listed.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Row id (the cursor).
+    pub id: i64,
+    /// Job.
+    pub job: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Index in the job of the input event it came from.
+    pub index: u64,
+    /// The job's received_at (ms).
+    pub at: i64,
+    /// The event (JSON).
+    pub body: String,
+}
+
+/// A dead letter, as listed.
+#[derive(Debug, Clone)]
+pub struct DeadRow {
+    /// Row id (the cursor).
+    pub id: i64,
+    /// Job.
+    pub job: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Stage.
+    pub stage: String,
+    /// Why.
+    pub error: String,
+    /// Index of the event in its job.
+    pub index: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The job's received_at (ms).
+    pub at: i64,
+    /// The event.
+    pub event: Vec<u8>,
+    /// The job that retried it.
+    pub retried_by: Option<i64>,
+}
+
+/// Filters of an event listing.
+#[derive(Debug, Default, Clone)]
+pub struct EventQuery {
+    /// Pipeline.
+    pub pipeline: Option<String>,
+    /// Job.
+    pub job: Option<i64>,
+    /// From this time (ms, inclusive).
+    pub since: Option<i64>,
+    /// Before this time (ms, exclusive).
+    pub until: Option<i64>,
+    /// `(JSON path, value)`: the field's value, as text, equals the value.
+    pub fields: Vec<(String, String)>,
+    /// Rows after this id.
+    pub after: i64,
+    /// Most rows.
+    pub limit: u32,
+}
