@@ -953,3 +953,43 @@ fn workers_splice_lineage_and_see_the_ingest_nodes_chunk_numbers() {
         assert_eq!(ev["_versions"], json!({ "stamp": version }), "{ev}");
     }
 }
+
+#[test]
+fn a_job_its_ingest_node_never_accepted_is_abandoned_and_blocks_no_other() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start("stale", &adder_stages(), 100, "", 1);
+    // As an ingest node leaves a job it died accepting: `pending`, long ago.
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 120_000;
+    let stale: i64 = c
+        .sql(&format!(
+            "INSERT INTO wasmpipe.jobs (pipeline, kind, received_at, context, events_in, chunks) \
+             VALUES ('stale', 'ingest', {long_ago}, '{{}}', 10, 1) RETURNING id"
+        ))
+        .parse()
+        .unwrap();
+    // Other jobs go through meanwhile.
+    let id = c.post(&numbers(1000));
+    let job = c.wait_done(id, 60);
+    assert_eq!(job["result"], doubled_sum(1000), "{job}");
+    let t = Instant::now();
+    while c.sql(&format!(
+        "SELECT state FROM wasmpipe.jobs WHERE id = {stale}"
+    )) != "abandoned"
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "job {stale} still pending:\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        c.sql("SELECT count(*) FROM wasmpipe.schema_version"),
+        "1",
+        "one schema row however many processes started"
+    );
+}

@@ -488,3 +488,104 @@ fn line_count(buf: &[u8]) -> usize {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The isolation algorithm against hand-written guests (`tests/fixtures`).
+    use super::*;
+    use crate::runtime::{RuntimeConfig, StageSpec, linker};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn chain_of(fixture: &str, timeout: Duration) -> Chain {
+        let rt = Arc::new(
+            Runtime::new(&RuntimeConfig {
+                max_instances: 8,
+                max_memory: 64 << 20,
+                cache_dir: None,
+            })
+            .unwrap(),
+        );
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(fixture);
+        let spec = StageSpec {
+            timeout,
+            ..StageSpec::standalone("s", path)
+        };
+        let stage = Stage::load(&rt, &linker(&rt).unwrap(), spec).unwrap();
+        Chain::new(rt, vec![stage])
+    }
+
+    fn chunk(n: usize) -> Chunk {
+        let mut c = Chunk::default();
+        for i in 0..n {
+            c.push(format!("{{\"i\":{i}}}").as_bytes(), i as u64 + 1);
+        }
+        c
+    }
+
+    #[test]
+    fn a_clean_chunk_is_one_call_with_every_origin() {
+        let mut chain = chain_of("echo.wat", Duration::from_secs(5));
+        let c = chunk(5);
+        let out = chain.process(&c, b"{}").unwrap();
+        assert_eq!(out.output, c.data);
+        assert_eq!(out.output_origin, [0, 1, 2, 3, 4]);
+        assert!(out.failures.is_empty());
+        assert_eq!(out.counts[0].events_out, 5);
+    }
+
+    #[test]
+    fn a_call_that_never_ends_fails_each_event_alone_as_transient() {
+        let mut chain = chain_of("endless.wat", Duration::from_millis(30));
+        let out = chain.process(&chunk(3), b"{}").unwrap();
+        assert!(out.output.is_empty());
+        let mut failed: Vec<u32> = out.failures.iter().map(|f| f.event).collect();
+        failed.sort_unstable();
+        assert_eq!(failed, [0, 1, 2], "halved down to single events");
+        assert!(
+            out.failures.iter().all(|f| f.transient),
+            "{:?}",
+            out.failures
+        );
+        assert_eq!(out.failures[0].error, "stage `s` timed out after 30ms");
+    }
+
+    #[test]
+    fn output_that_is_not_json_fails_its_own_event_only() {
+        let mut chain = chain_of("badjson.wat", Duration::from_secs(5));
+        let out = chain.process(&chunk(2), b"{}").unwrap();
+        let failed: Vec<(u32, bool)> = out
+            .failures
+            .iter()
+            .map(|f| (f.event, f.transient))
+            .collect();
+        assert_eq!(failed, [(0, false), (1, false)]);
+        assert!(
+            out.failures[0].error.contains("not valid JSON"),
+            "{:?}",
+            out.failures
+        );
+    }
+
+    #[test]
+    fn origin_tables_are_checked_whole() {
+        assert_eq!(check_origins(&[0, 0, 2], 3, 3), Ok(()));
+        assert!(
+            check_origins(&[0, 3], 2, 3)
+                .unwrap_err()
+                .contains("outside")
+        );
+        assert!(
+            check_origins(&[1, 0], 2, 3)
+                .unwrap_err()
+                .contains("backwards")
+        );
+        assert!(
+            check_origins(&[0], 2, 3)
+                .unwrap_err()
+                .contains("2 output lines")
+        );
+    }
+}

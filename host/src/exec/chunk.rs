@@ -182,15 +182,15 @@ impl Chunk {
         index
     }
 
-    /// The chunk without the events [`framing::check`] refuses (not UTF-8,
-    /// nested too deep), which become rejects; `None` when every event
-    /// passes, the common case, found in one pass over the data.
+    /// The chunk without the events that are not valid UTF-8, which become
+    /// rejects; `None` when every event is, the common case, found in one
+    /// pass over the data.
     pub fn screened(&self) -> Option<Chunk> {
-        if framing::all_pass(&self.data) {
+        if framing::all_utf8(&self.data) {
             return None;
         }
         let refused: Vec<(usize, String)> = (0..self.len())
-            .filter_map(|i| framing::check(self.event(i)).err().map(|e| (i, e)))
+            .filter_map(|i| framing::check_utf8(self.event(i)).err().map(|e| (i, e)))
             .collect();
         if refused.is_empty() {
             return None;

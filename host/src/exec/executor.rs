@@ -149,8 +149,8 @@ impl Executor {
     /// trouble with events is in the report's dead letters.
     pub fn run_on(&mut self, set: Arc<StageSet>, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkReport> {
         self.switch_to(set);
-        // Bytes that are not UTF-8, or nested deeper than any stage can
-        // parse, reach no stage: those events are the source's refusals.
+        // Bytes that are not UTF-8 reach no stage (and so no sink): those
+        // events are the source's refusals.
         let screened = chunk.screened();
         let chunk = screened.as_ref().unwrap_or(chunk);
         self.chain.set_accumulator(Vec::new());

@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS wasmpipe.dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_job ON wasmpipe.dead_letters (job, id);
 CREATE INDEX IF NOT EXISTS dead_pipeline ON wasmpipe.dead_letters (pipeline, id);
-CREATE TABLE IF NOT EXISTS wasmpipe.schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS wasmpipe.schema_version (version INTEGER PRIMARY KEY);
 ";
 
 /// Bumped when the schema changes.
@@ -187,8 +187,10 @@ impl PgStore {
                 tx.batch_execute(SCHEMA)
                     .await
                     .context("cannot create the wasmpipe schema in PostgreSQL")?;
+                // Never a second row, whatever a concurrent start did.
                 tx.execute(
-                    "INSERT INTO wasmpipe.schema_version (version) VALUES ($1)",
+                    "INSERT INTO wasmpipe.schema_version (version) SELECT $1
+                     WHERE NOT EXISTS (SELECT 1 FROM wasmpipe.schema_version WHERE version = $1)",
                     &[&SCHEMA_VERSION],
                 )
                 .await?;
@@ -266,6 +268,28 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(n == 1)
+    }
+
+    /// Abandons the jobs of `pipeline` still `pending` that arrived before
+    /// `older_than` (ms): their ingest node died before accepting them.
+    /// Returns how many.
+    pub async fn abandon_stale(&self, pipeline: &str, older_than: i64) -> Result<u64> {
+        let c = self.client().await?;
+        let ids: Vec<i64> = c
+            .query(
+                "SELECT id FROM wasmpipe.jobs WHERE state = 'pending' AND pipeline = $1 AND received_at < $2",
+                &[&pipeline, &older_than],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        drop(c);
+        let mut n = 0;
+        for id in ids {
+            n += u64::from(self.abandon_job(id, Some(older_than)).await?);
+        }
+        Ok(n)
     }
 
     /// A job's state and context.

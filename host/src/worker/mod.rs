@@ -44,6 +44,10 @@ use std::time::Duration;
 /// A job still `pending` this long after it arrived was never accepted
 /// (its ingest node died or failed mid-publish): its chunks are dropped.
 const ABANDON_AFTER: Duration = Duration::from_secs(60);
+/// How soon a chunk of a job still `pending` is delivered again.
+const PENDING_RETRY: Duration = Duration::from_millis(500);
+/// How often a worker looks for jobs left `pending` by a dead ingest node.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to reach PostgreSQL.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -130,6 +134,7 @@ pub async fn run(
         shared.pipeline,
         slots.len()
     );
+    let sweeper = tokio::spawn(sweep(shared.clone()));
     let metrics_addr = match metrics_listen {
         Some(addr) => Some(serve_metrics(shared.clone(), addr).await?),
         None => None,
@@ -141,6 +146,7 @@ pub async fn run(
     for s in slots {
         s.await.context("a worker slot panicked")?;
     }
+    sweeper.abort();
     Ok(())
 }
 
@@ -191,7 +197,12 @@ async fn slot(
         let handled = handle(&shared, &mut exec, &mut jobs, &msg).await;
         beat.abort();
         match handled {
-            Ok(()) => {
+            Ok(Handled::Later) => {
+                // Its job is still being accepted: give the chunk back for
+                // a little while and take other jobs' chunks meanwhile.
+                let _ = msg.ack_with(AckKind::Nak(Some(PENDING_RETRY))).await;
+            }
+            Ok(Handled::Done) => {
                 if let Err(e) = msg.double_ack().await {
                     // It comes back, finds its range done and is acked then.
                     tracing::warn!(
@@ -213,13 +224,21 @@ async fn slot(
     }
 }
 
-/// Processes one message; `Ok` means it may be acknowledged.
+/// What became of a message that did not fail.
+enum Handled {
+    /// Stored, dropped or split: it may be acknowledged.
+    Done,
+    /// Its job is still `pending`: to be delivered again later.
+    Later,
+}
+
+/// Processes one message.
 async fn handle(
     shared: &Shared,
     exec: &mut Executor,
     jobs: &mut HashMap<i64, Arc<JobInfo>>,
     msg: &Message,
-) -> Result<()> {
+) -> Result<Handled> {
     let range = match jetstream::chunk_of(msg, shared.settings.chunk_size) {
         Ok(r) => r,
         Err(e) => {
@@ -228,11 +247,13 @@ async fn handle(
                 "dropping a message on {} that is not a wasmpipe chunk: {e:#}",
                 msg.subject
             );
-            return Ok(());
+            return Ok(Handled::Done);
         }
     };
-    let Some(job) = job_info(shared, jobs, range.job).await? else {
-        return Ok(());
+    let job = match job_info(shared, jobs, range.job).await? {
+        Lookup::Ready(job) => job,
+        Lookup::Drop => return Ok(Handled::Done),
+        Lookup::Later => return Ok(Handled::Later),
     };
     if job.pipeline != shared.pipeline {
         bail!(
@@ -260,9 +281,9 @@ async fn handle(
         // Redelivered after an earlier commit: its attempt row is left over.
         Ok(Committed::Duplicate) => {
             let _ = shared.store.forget_attempts(range).await;
-            Ok(())
+            Ok(Handled::Done)
         }
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(Handled::Done),
         Err(e) => {
             // The worker lived to report the failure, so this attempt is
             // not one of those that count towards `max_attempts`.
@@ -344,16 +365,28 @@ async fn serve_metrics(
     Ok(local)
 }
 
-/// The job's state, waiting while it is pending; `None` if its chunks are
-/// to be dropped (abandoned). A job unknown to this database is an error:
-/// the chunk is given back.
+/// What to do with a chunk, by the state of its job.
+enum Lookup {
+    /// Accepted: run it.
+    Ready(Arc<JobInfo>),
+    /// Abandoned (never accepted): drop it.
+    Drop,
+    /// Still `pending` (its ingest node is publishing, or died doing so):
+    /// not now. A slot never waits for one job while others' chunks
+    /// queue behind it; the job is abandoned once it is older than
+    /// [`ABANDON_AFTER`], here or by the sweep in [`run`].
+    Later,
+}
+
+/// The job of a chunk. A job unknown to this database is an error: the
+/// chunk is given back.
 async fn job_info(
     shared: &Shared,
     jobs: &mut HashMap<i64, Arc<JobInfo>>,
     id: i64,
-) -> Result<Option<Arc<JobInfo>>> {
+) -> Result<Lookup> {
     if let Some(j) = jobs.get(&id) {
-        return Ok(Some(j.clone()));
+        return Ok(Lookup::Ready(j.clone()));
     }
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -361,11 +394,11 @@ async fn job_info(
             Ok(Some(j)) if j.state == JobState::Accepted => {
                 let j = Arc::new(j);
                 jobs.insert(id, j.clone());
-                return Ok(Some(j));
+                return Ok(Lookup::Ready(j));
             }
             Ok(Some(j)) if j.state == JobState::Abandoned => {
                 tracing::info!("dropping a chunk of job {id}, which was never accepted");
-                return Ok(None);
+                return Ok(Lookup::Drop);
             }
             Ok(Some(j)) => {
                 let cutoff = now_ms() - ABANDON_AFTER.as_millis() as i64;
@@ -373,8 +406,9 @@ async fn job_info(
                     tracing::warn!(
                         "job {id} was never accepted by its ingest node; its chunks are dropped"
                     );
-                    return Ok(None);
+                    return Ok(Lookup::Drop);
                 }
+                return Ok(Lookup::Later);
             }
             Ok(None) => {
                 // Not dropped: it is accepted work, and the likely cause
@@ -388,6 +422,24 @@ async fn job_info(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Abandons, every [`SWEEP_EVERY`], the jobs still `pending` after
+/// [`ABANDON_AFTER`]: those whose ingest node died before any chunk
+/// reached the stream have no chunk to find them, and would otherwise
+/// stay `pending` for ever.
+async fn sweep(shared: Arc<Shared>) {
+    while !shared.stopping.load(Relaxed) {
+        let cutoff = now_ms() - ABANDON_AFTER.as_millis() as i64;
+        match shared.store.abandon_stale(&shared.pipeline, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "abandoned {n} jobs that their ingest node never accepted (pending for over {ABANDON_AFTER:?})"
+            ),
+            Err(e) => tracing::debug!("cannot sweep pending jobs: {e:#}"),
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
     }
 }
 
