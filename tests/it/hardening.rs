@@ -343,3 +343,21 @@ fn a_guest_that_logs_without_measure_is_rate_limited_and_its_long_lines_cut() {
     );
     assert!(long.len() < 17 << 10, "{} bytes", long.len());
 }
+
+#[test]
+fn a_start_function_that_never_ends_is_refused_as_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        &fixture("spin_start.wat"),
+        "limits = { timeout = \"200ms\" }\n",
+    );
+    let r = run_bounded(wasmpipe().arg("check").arg(&m), BOUND);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("in its start function timed out after 200ms"),
+        "{}",
+        r.stderr
+    );
+}

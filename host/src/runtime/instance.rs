@@ -88,11 +88,15 @@ impl StageInstance {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
-        let instance = stage
-            .pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("cannot instantiate stage `{}` (is its memory limit below the module's minimum?)", spec.name))?;
+        // Instantiation runs the module's start function, under the same
+        // time limit as every other call.
+        let instance = stage.pre.instantiate(&mut store).map_err(|e| {
+            if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                load_call_error(e, format!("stage `{}` in its start function", spec.name), spec.timeout)
+            } else {
+                anyhow::Error::from(e).context(format!("cannot instantiate stage `{}` (is its memory limit below the module's minimum?)", spec.name))
+            }
+        })?;
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, export::INITIALIZE) {
             init.call(&mut store, ()).map_err(|e| {
                 load_call_error(

@@ -242,10 +242,16 @@ fn read_metadata(
     let mut store = Store::new(rt.engine(), StageState::new(wasi, 64 << 20, timeout, false));
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(Runtime::deadline_ticks(timeout));
-    let instance = pre
-        .instantiate(&mut store)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot instantiate plugin {path:?}"))?;
+    let instance = pre.instantiate(&mut store).map_err(|e| {
+        if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
+            load_call_error(e, format!("plugin {path:?} in its start function"), timeout)
+        } else {
+            anyhow::Error::from(e).context(format!("cannot instantiate plugin {path:?}"))
+        }
+    })?;
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, export::INITIALIZE) {
         init.call(&mut store, ()).map_err(|e| {
             load_call_error(e, format!("plugin {path:?} in `_initialize`"), timeout)
