@@ -2,7 +2,7 @@
 //! the status that says why; `docs/api.md` documents each route.
 
 use super::auth::{Denied, Need};
-use super::{Backend, Service, now_ms};
+use super::{Backend, Service, backend, now_ms};
 use crate::exec::framing;
 use crate::queue::jetstream::{ChunkQueue, PublishFailure};
 use crate::store::postgres::{NewPgJob, PgStore};
@@ -801,13 +801,7 @@ async fn publish_job(
 }
 
 async fn load_job(svc: &Arc<Service>, id: i64) -> Result<Option<JobRow>, ApiError> {
-    match &svc.backend {
-        Backend::Cluster { store, .. } => store.job(id).await.map_err(ApiError::internal),
-        Backend::Embedded { .. } => {
-            let s = svc.clone();
-            blocking(move || s.embedded().0.job(id)).await
-        }
-    }
+    backend::job(svc, id).await.map_err(ApiError::internal)
 }
 
 /// `GET /v1/jobs/{id}`.
@@ -841,16 +835,9 @@ async fn list_jobs(
         }
     }
     let limit = parse_limit(limit.as_ref())?;
-    let rows = match &svc.backend {
-        Backend::Cluster { store, .. } => store
-            .jobs(pipeline.as_deref(), before, limit)
-            .await
-            .map_err(ApiError::internal)?,
-        Backend::Embedded { .. } => {
-            let s = svc.clone();
-            blocking(move || s.embedded().0.jobs(pipeline.as_deref(), before, limit)).await?
-        }
-    };
+    let rows = backend::jobs(&svc, pipeline, before, limit)
+        .await
+        .map_err(ApiError::internal)?;
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|j| j.id.to_string()))
         .flatten();
@@ -900,13 +887,9 @@ async fn list_events(
     }
     query.limit = parse_limit(limit.as_ref())?;
     let limit = query.limit as usize;
-    let rows = match &svc.backend {
-        Backend::Cluster { store, .. } => store.events(&query).await.map_err(ApiError::internal)?,
-        Backend::Embedded { .. } => {
-            let s = svc.clone();
-            blocking(move || s.embedded().0.events(&query)).await?
-        }
-    };
+    let rows = backend::events(&svc, query)
+        .await
+        .map_err(ApiError::internal)?;
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|e| e.id.to_string()))
         .flatten();
@@ -969,21 +952,9 @@ async fn list_dead(
         }
     }
     let limit = parse_limit(limit.as_ref())?;
-    let rows = match &svc.backend {
-        Backend::Cluster { store, .. } => store
-            .dead_letters(pipeline.as_deref(), job, after, limit)
-            .await
-            .map_err(ApiError::internal)?,
-        Backend::Embedded { .. } => {
-            let s = svc.clone();
-            blocking(move || {
-                s.embedded()
-                    .0
-                    .dead_letters(pipeline.as_deref(), job, after, limit)
-            })
-            .await?
-        }
-    };
+    let rows = backend::dead_letters(&svc, pipeline, job, after, limit)
+        .await
+        .map_err(ApiError::internal)?;
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|e| e.id.to_string()))
         .flatten();

@@ -25,11 +25,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod workers;
 
+pub use backend::Backend;
+
 use crate::metrics;
-use crate::queue::{jetstream, memory as queue};
-use crate::store::{now_ms, postgres, sqlite as store};
+use crate::queue::memory as queue;
+use crate::store::{now_ms, sqlite as store};
 
 use crate::exec::{Executor, LiveStages, Pipeline, Policy};
 use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
@@ -121,39 +124,6 @@ pub struct Service {
     pub live: Arc<LiveStages>,
 }
 
-/// Where jobs wait and results go (`[queue]` and `[store]`).
-pub enum Backend {
-    /// One process: a SQLite journal and store, and worker threads fed
-    /// from an in-memory queue of chunk keys.
-    Embedded {
-        /// The journal and store.
-        store: store::Store,
-        /// Chunks waiting.
-        queue: queue::Queue,
-    },
-    /// An ingest node: chunks go to JetStream for `wasmpipe worker`s,
-    /// results come from PostgreSQL.
-    Cluster {
-        /// The central database.
-        store: postgres::PgStore,
-        /// The work queue.
-        queue: jetstream::ChunkQueue,
-    },
-}
-
-impl Service {
-    /// The SQLite store and the chunk queue; only the embedded backend's
-    /// code paths (its workers, replay) call this.
-    pub fn embedded(&self) -> (&store::Store, &queue::Queue) {
-        match &self.backend {
-            Backend::Embedded { store, queue } => (store, queue),
-            Backend::Cluster { .. } => {
-                unreachable!("an embedded-queue path ran on a cluster backend")
-            }
-        }
-    }
-}
-
 /// Serves `pipeline` on `listener` until `shutdown` resolves, then drains.
 /// `ready` is called once the store is open, unfinished chunks are queued
 /// and the workers are up, just before the first connection is accepted.
@@ -235,15 +205,7 @@ pub async fn run(
             let every = (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
             loop {
                 let cutoff = now_ms() - keep.as_millis() as i64;
-                let s = svc.clone();
-                let purged = match &s.backend {
-                    Backend::Cluster { store, .. } => store.purge(cutoff).await,
-                    Backend::Embedded { .. } => {
-                        tokio::task::spawn_blocking(move || s.embedded().0.purge(cutoff))
-                            .await
-                            .unwrap_or_else(|e| Err(e.into()))
-                    }
-                };
+                let purged = backend::purge(&svc, cutoff).await;
                 match purged {
                     Ok(n) if n > 0 => tracing::info!("retention: deleted {n} stored events"),
                     Err(e) => tracing::warn!("retention: {e:#}"),
