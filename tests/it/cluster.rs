@@ -6,10 +6,10 @@
 //! Every test has its own database and its own JetStream stream. They run
 //! one at a time: one of them restarts PostgreSQL.
 
-use crate::util::{agent, plugin, short_version, spawn_ready, toml_path, wasmpipe, write};
+use crate::util::{Process, agent, plugin, short_version, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,26 +64,17 @@ fn psql(url: &str, sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A child process with its stderr in a log file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    /// The first line it printed on stdout.
-    hello: String,
-}
+/// The processes of a cluster test are [`Process`]es.
+type Proc = Process;
 
-impl Proc {
-    fn start(cmd: &mut Command, log: PathBuf) -> Proc {
-        let (child, hello) = spawn_ready(cmd, &log);
-        Proc { child, log, hello }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
+/// What a worker counts.
+trait Metric {
     /// A worker's metric `name{labels}`, summed over label sets that
     /// contain `labels`.
+    fn metric(&self, name: &str, labels: &str) -> u64;
+}
+
+impl Metric for Process {
     fn metric(&self, name: &str, labels: &str) -> u64 {
         let url = self.hello.rsplit(' ').next().unwrap();
         let text = agent()
@@ -97,30 +88,6 @@ impl Proc {
             .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
             .sum()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then the exit code.
-    fn stop(mut self) -> Option<i32> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{} did not stop on SIGTERM", self.log.display());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -361,3 +361,59 @@ fn a_start_function_that_never_ends_is_refused_as_timed_out() {
         r.stderr
     );
 }
+
+#[test]
+fn a_lying_origin_table_outputs_nothing_twice_and_blames_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &fixture("liar.wat"), "");
+    let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+    let out = dir.path().join("out.jsonl");
+    let r = run_bounded(
+        wasmpipe().arg("run").arg(&m).args([
+            "-q",
+            "-i",
+            inp.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]),
+        BOUND,
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    // Every call lies, down to single events: no output at all, each
+    // event once, as a dead letter saying why.
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
+    let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
+    let idx: Vec<u64> = dead.iter().map(|d| d["index"].as_u64().unwrap()).collect();
+    assert_eq!(idx, [0, 1, 2], "{dead:?}");
+    for d in &dead {
+        assert_eq!(
+            d["error"], "stage `s` broke the wasmpipe ABI: origin 1 is outside the 1-event input",
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn a_dead_letter_too_deep_to_embed_is_kept_as_text_any_json_tool_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &plugin("faulty"), "");
+    // 1013 is unlucky for `faulty`: a dead letter, with a deep field.
+    let deep = format!(
+        "{{\"n\":1013,\"x\":{}{}}}\n",
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let inp = write(dir.path(), "in.jsonl", &deep);
+    let r = run_bounded(
+        wasmpipe()
+            .arg("run")
+            .arg(&m)
+            .args(["-q", "-i", inp.to_str().unwrap()]),
+        BOUND,
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    // `read_jsonl` parses with serde_json, whose nesting limit is 128.
+    let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["event"], deep.trim_end(), "the event, as text");
+}

@@ -2,19 +2,18 @@
 //! child process (so it can be SIGKILLed), bound to port 0; it prints its
 //! address on stdout.
 
-use crate::util::{agent, plugin, short_version, spawn_ready, toml_path, wasmpipe, write};
+use crate::util::{Process, agent, plugin, short_version, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `wasmpipe serve`.
+/// `wasmpipe serve` on a free loopback port.
 struct Server {
-    child: Child,
+    proc: Process,
     base: String,
-    log: PathBuf,
 }
 
 impl Server {
@@ -23,20 +22,20 @@ impl Server {
     }
 
     fn start_with(manifest: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
-        let log = manifest.with_extension("log");
-        let (child, line) = spawn_ready(
+        let proc = Process::start(
             wasmpipe()
                 .args(["serve", "--listen", "127.0.0.1:0"])
                 .args(args)
                 .arg(manifest)
                 .envs(env.iter().copied()),
-            &log,
+            manifest.with_extension("log"),
         );
-        let base = line
+        let base = proc
+            .hello
             .strip_prefix("listening on ")
             .expect("listening line")
             .to_string();
-        Server { child, base, log }
+        Server { proc, base }
     }
 
     fn url(&self, path: &str) -> String {
@@ -44,46 +43,21 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.proc.log()
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(mut self) -> Option<i32> {
-        self.signal(libc::SIGTERM);
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no exit 30 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn stop(self) -> Option<i32> {
+        self.proc.stop()
     }
 
     fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill();
     }
 
     /// Peak resident memory, KiB.
     fn peak_rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.peak_rss_kib()
     }
 }
 

@@ -249,3 +249,67 @@ pub fn agent() -> ureq::Agent {
         .build()
         .into()
 }
+
+/// A `wasmpipe` process (`serve`, `worker`) started by a test: it said it
+/// is ready on its first stdout line (`hello`), and its stderr goes to a
+/// log file that failure messages show. Killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub hello: String,
+}
+
+impl Process {
+    /// Starts `cmd` and waits for its first line (see [`spawn_ready`]).
+    pub fn start(cmd: &mut Command, log: PathBuf) -> Process {
+        let (child, hello) = spawn_ready(cmd, &log);
+        Process { child, log, hello }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends it signal `sig`.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: a plain kill(2) of our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, then its exit code; panics if it is still running 30 s on.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "{} did not stop 30 s after SIGTERM",
+                self.log.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its peak resident memory, KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
