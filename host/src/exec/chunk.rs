@@ -115,6 +115,49 @@ pub fn halve(data: &[u8]) -> Option<[Piece<'_>; 2]> {
     ])
 }
 
+/// Groups whole events into NDJSON chunks of at most `size` events: how
+/// an HTTP batch, and a retry of a job's dead letters, are cut before
+/// they are journaled or published. (Files and stdin are cut as they are
+/// read, by [`super::source`].)
+#[derive(Debug)]
+pub struct Batcher {
+    size: usize,
+    chunks: Vec<(Vec<u8>, u64)>,
+    cur: Vec<u8>,
+    n: u64,
+}
+
+impl Batcher {
+    /// A batcher of chunks of `size` events (at least 1).
+    pub fn new(size: usize) -> Batcher {
+        Batcher {
+            size: size.max(1),
+            chunks: Vec::new(),
+            cur: Vec::new(),
+            n: 0,
+        }
+    }
+
+    /// Adds one event (without its newline).
+    pub fn push(&mut self, event: &[u8]) {
+        self.cur.extend_from_slice(event);
+        self.cur.push(b'\n');
+        self.n += 1;
+        if self.n as usize >= self.size {
+            self.chunks.push((std::mem::take(&mut self.cur), self.n));
+            self.n = 0;
+        }
+    }
+
+    /// The chunks: each one's NDJSON data and event count, in order.
+    pub fn finish(mut self) -> Vec<(Vec<u8>, u64)> {
+        if self.n > 0 {
+            self.chunks.push((self.cur, self.n));
+        }
+        self.chunks
+    }
+}
+
 /// A chunk of events read from a source.
 #[derive(Debug, Default, Clone)]
 pub struct Chunk {
@@ -275,6 +318,19 @@ mod tests {
         assert_eq!(r, [(10, 1), (12, 3)]);
         assert!(s.rejects[1].error.contains("not valid UTF-8"));
         assert!(s.screened().is_none(), "what is left passes");
+    }
+
+    #[test]
+    fn a_batcher_cuts_every_size_events_and_keeps_the_rest() {
+        let mut b = Batcher::new(2);
+        for e in [&b"a"[..], b"b", b"c"] {
+            b.push(e);
+        }
+        assert_eq!(
+            b.finish(),
+            vec![(b"a\nb\n".to_vec(), 2), (b"c\n".to_vec(), 1)]
+        );
+        assert!(Batcher::new(0).finish().is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::auth::{Denied, Need};
 use super::{Backend, Service, backend, now_ms};
+use crate::exec::chunk::Batcher;
 use crate::exec::framing;
 use crate::queue::jetstream::{ChunkQueue, PublishFailure};
 use crate::store::postgres::{NewPgJob, PgStore};
@@ -446,9 +447,7 @@ pub struct Batch {
 
 struct Chunker<'a> {
     s: &'a super::Settings,
-    chunks: Vec<(Vec<u8>, u64)>,
-    cur: Vec<u8>,
-    n: u64,
+    batch: Batcher,
     events: u64,
 }
 
@@ -476,26 +475,17 @@ impl Chunker<'_> {
                 ),
             ));
         }
-        self.cur.extend_from_slice(ev);
-        self.cur.push(b'\n');
-        self.n += 1;
-        if self.n as usize >= self.s.chunk_size {
-            self.chunks.push((std::mem::take(&mut self.cur), self.n));
-            self.n = 0;
-        }
+        self.batch.push(ev);
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Batch, ApiError> {
-        if self.n > 0 {
-            self.chunks.push((self.cur, self.n));
-        }
+    fn finish(self) -> Result<Batch, ApiError> {
         if self.events == 0 {
             return Err(ApiError::bad("the batch has no events"));
         }
         Ok(Batch {
             events: self.events,
-            chunks: self.chunks,
+            chunks: self.batch.finish(),
         })
     }
 }
@@ -505,9 +495,7 @@ pub fn parse_batch(body: &[u8], format: Format, s: &super::Settings) -> Result<B
     let body = framing::strip_bom(body);
     let mut c = Chunker {
         s,
-        chunks: Vec::new(),
-        cur: Vec::new(),
-        n: 0,
+        batch: Batcher::new(s.chunk_size),
         events: 0,
     };
     match format {
@@ -1068,17 +1056,11 @@ async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap)
 
 /// Events as NDJSON chunks of `chunk_size`.
 fn to_chunks(events: &[Vec<u8>], chunk_size: usize) -> Chunks {
-    events
-        .chunks(chunk_size)
-        .map(|c| {
-            let mut data = Vec::new();
-            for e in c {
-                data.extend_from_slice(e);
-                data.push(b'\n');
-            }
-            (data, c.len() as u64)
-        })
-        .collect()
+    let mut batch = Batcher::new(chunk_size);
+    for e in events {
+        batch.push(e);
+    }
+    batch.finish()
 }
 
 /// `POST /v1/jobs/{id}/replay`: the job's stored input, again, as a new job.
