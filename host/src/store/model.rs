@@ -5,6 +5,50 @@
 
 use anyhow::Result;
 
+/// What a failed store call came to, for whoever decides whether to try
+/// it again: retry safety is a match on this, in one place, not a search
+/// through an error chain at every call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The database is away, restarting or out of resources: the same
+    /// call may work once it is back.
+    Unavailable,
+    /// The call lost to a concurrent one (a deadlock, a serialization
+    /// failure, SQLite busy): the same call may work at once.
+    Conflict,
+    /// Anything else (a constraint, a bad statement, one of wasmpipe's own
+    /// checks): it would fail again the same way.
+    Other,
+}
+
+impl ErrorKind {
+    /// Classifies `e` by the first database failure in its chain.
+    pub fn of(e: &anyhow::Error) -> ErrorKind {
+        for cause in e.chain() {
+            if let Some(kind) = super::postgres::kind_of(cause) {
+                return kind;
+            }
+            if let Some(rusqlite::Error::SqliteFailure(f, _)) = cause.downcast_ref() {
+                return match f.code {
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                        ErrorKind::Conflict
+                    }
+                    _ => ErrorKind::Other,
+                };
+            }
+            if cause.is::<std::io::Error>() {
+                return ErrorKind::Unavailable;
+            }
+        }
+        ErrorKind::Other
+    }
+
+    /// Whether trying the same call again may succeed.
+    pub fn retryable(self) -> bool {
+        self != ErrorKind::Other
+    }
+}
+
 /// A replay of a job whose input retention has deleted: there is nothing
 /// to run again (the API answers 410 Gone for this, and only this).
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@
 //!   by JetStream, then `accepted`; chunks of a job that never got there
 //!   (the client was answered with an error) are dropped as `abandoned`.
 
-use super::model::{Combine, DeadRow, EventQuery, EventRow, JobRow};
+use super::model::{Combine, DeadRow, ErrorKind, EventQuery, EventRow, JobRow};
 use crate::exec::{ChunkId, ChunkReport};
 use anyhow::{Context as _, Result, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -754,34 +754,28 @@ impl PgStore {
     }
 }
 
-/// Whether `e` is PostgreSQL being away or busy (worth retrying the same
-/// work): no connection, a connection lost, the server shutting down or
-/// out of resources, a deadlock or serialization failure. Any other error
-/// (a constraint, a bad statement, or one of wasmpipe's own checks) would
-/// fail again the same way.
-pub fn is_transient(e: &anyhow::Error) -> bool {
-    for cause in e.chain() {
-        if cause.is::<deadpool_postgres::PoolError>() || cause.is::<std::io::Error>() {
-            return true;
-        }
-        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
-            if pg.is_closed() {
-                return true;
-            }
-            return match pg.code() {
-                // No SQLSTATE: the connection or the protocol failed.
-                None => true,
-                Some(code) => {
-                    let class = &code.code()[..2];
-                    // 08 connection, 40 rollback (deadlock, serialization),
-                    // 53 resources, 57 operator intervention (shutdown),
-                    // 58 system error.
-                    matches!(class, "08" | "40" | "53" | "57" | "58")
-                }
-            };
-        }
+/// What a PostgreSQL failure in `e`'s chain says, if there is one (see
+/// [`ErrorKind::of`]).
+pub(super) fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    if cause.is::<deadpool_postgres::PoolError>() {
+        return Some(ErrorKind::Unavailable);
     }
-    false
+    let pg = cause.downcast_ref::<tokio_postgres::Error>()?;
+    if pg.is_closed() {
+        return Some(ErrorKind::Unavailable);
+    }
+    Some(match pg.code() {
+        // No SQLSTATE: the connection or the protocol failed.
+        None => ErrorKind::Unavailable,
+        Some(code) => match &code.code()[..2] {
+            // 08 connection, 53 resources, 57 operator intervention
+            // (shutdown), 58 system error.
+            "08" | "53" | "57" | "58" => ErrorKind::Unavailable,
+            // 40 rollback: a deadlock or serialization failure.
+            "40" => ErrorKind::Conflict,
+            _ => ErrorKind::Other,
+        },
+    })
 }
 
 /// The schema's version, `None` if there is no schema yet.
@@ -884,14 +878,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_database_being_away_is_retried() {
+    fn only_the_database_being_away_or_busy_is_retried() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(is_transient(
-            &anyhow::Error::new(io).context("cannot store")
-        ));
-        assert!(!is_transient(&anyhow::anyhow!(
-            "job 7 is not in this database"
-        )));
+        let away = anyhow::Error::new(io).context("cannot store");
+        assert_eq!(ErrorKind::of(&away), ErrorKind::Unavailable);
+        assert!(ErrorKind::of(&away).retryable());
+        let ours = anyhow::anyhow!("job 7 is not in this database");
+        assert_eq!(ErrorKind::of(&ours), ErrorKind::Other);
+        assert!(!ErrorKind::of(&ours).retryable());
     }
 
     #[test]

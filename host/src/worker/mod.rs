@@ -29,8 +29,8 @@ use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::queue::jetstream::{self, ChunkQueue};
 use crate::serve::Settings;
-use crate::store::postgres::{Committed, JobInfo, JobState, PgStore, is_transient};
-use crate::store::{Combine, now_ms};
+use crate::store::postgres::{Committed, JobInfo, JobState, PgStore};
+use crate::store::{Combine, ErrorKind, now_ms};
 use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
@@ -417,7 +417,9 @@ async fn job_info(
                     "job {id} is not in this database; hint: do the ingest nodes and workers share one `[store] url`?"
                 );
             }
-            Err(e) if shared.stopping.load(Relaxed) || !is_transient(&e) => return Err(e),
+            Err(e) if shared.stopping.load(Relaxed) || !ErrorKind::of(&e).retryable() => {
+                return Err(e);
+            }
             Err(e) => tracing::warn!("cannot read job {id}: {e:#}; retrying in {backoff:?}"),
         }
         tokio::time::sleep(backoff).await;
@@ -453,7 +455,9 @@ async fn retry_store<T, F: Future<Output = Result<T>>>(
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if shared.stopping.load(Relaxed) || !is_transient(&e) => return Err(e),
+            Err(e) if shared.stopping.load(Relaxed) || !ErrorKind::of(&e).retryable() => {
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!("cannot {what}: {e:#}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
@@ -501,7 +505,7 @@ async fn commit(
             Err(e) if shared.stopping.load(Relaxed) => {
                 return Err(e.context("stopping before the chunk could be stored"));
             }
-            Err(e) if !is_transient(&e) => {
+            Err(e) if !ErrorKind::of(&e).retryable() => {
                 return Err(e.context(format!(
                     "cannot store job {} events {}+{}",
                     range.job, range.first_index, range.events
