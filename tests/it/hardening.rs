@@ -417,3 +417,24 @@ fn a_dead_letter_too_deep_to_embed_is_kept_as_text_any_json_tool_reads() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["event"], deep.trim_end(), "the event, as text");
 }
+
+#[test]
+fn a_guest_that_exits_through_wasi_is_a_dead_letter_that_leads_with_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &fixture("exiting.wat"), "");
+    let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n");
+    let r = run_bounded(
+        wasmpipe()
+            .arg("run")
+            .arg(&m)
+            .args(["-q", "-i", inp.to_str().unwrap()]),
+        BOUND,
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0]["error"],
+        "stage `s` trapped: the stage exited with status 3"
+    );
+}
