@@ -9,6 +9,11 @@ use std::time::Duration;
 /// Far above what any of these runs needs, far below "hangs for ever".
 const BOUND: Duration = Duration::from_secs(60);
 
+/// `wasmpipe run <manifest> <args>`, bounded by [`BOUND`].
+fn run_pipeline(manifest: &Path, args: &[&str]) -> crate::util::Run {
+    run_bounded(wasmpipe().arg("run").arg(manifest).args(args), BOUND)
+}
+
 fn manifest(dir: &Path, plugin: &Path, extra: &str) -> PathBuf {
     manifest_with(dir, plugin, extra, "")
 }
@@ -31,13 +36,7 @@ fn a_guest_asleep_in_poll_oneoff_is_stopped_by_its_time_limit() {
         "retries = 1\nretry_backoff = \"10ms\"\n",
     );
     let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
-    let r = run_bounded(
-        wasmpipe()
-            .arg("run")
-            .arg(&m)
-            .args(["-q", "-i", inp.to_str().unwrap()]),
-        BOUND,
-    );
+    let r = run_pipeline(&m, &["-q", "-i", inp.to_str().unwrap()]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
     assert_eq!(dead.len(), 3, "{dead:?}");
@@ -88,8 +87,9 @@ fn a_guest_asleep_while_loading_is_refused_as_timed_out() {
 fn failing_run(dir: &Path, dead_letters: &Path) -> crate::util::Run {
     let m = manifest(dir, &plugin("faulty"), "");
     let inp = write(dir, "in.jsonl", "{\"n\":-1}\n{\"n\":2}\n");
-    run_bounded(
-        wasmpipe().arg("run").arg(&m).args([
+    run_pipeline(
+        &m,
+        &[
             "-q",
             "-i",
             inp.to_str().unwrap(),
@@ -97,8 +97,7 @@ fn failing_run(dir: &Path, dead_letters: &Path) -> crate::util::Run {
             dir.join("out.jsonl").to_str().unwrap(),
             "--dead-letters",
             dead_letters.to_str().unwrap(),
-        ]),
-        BOUND,
+        ],
     )
 }
 
@@ -184,15 +183,15 @@ fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
     let link = dir.path().join("same.jsonl");
     std::os::unix::fs::symlink(&inp, &link).unwrap();
     for (flag, path) in [("-o", &inp), ("-o", &link), ("--dead-letters", &link)] {
-        let r = run_bounded(
-            wasmpipe().arg("run").arg(&m).args([
+        let r = run_pipeline(
+            &m,
+            &[
                 "-q",
                 "-i",
                 inp.to_str().unwrap(),
                 flag,
                 path.to_str().unwrap(),
-            ]),
-            BOUND,
+            ],
         );
         assert_eq!(r.code, 1, "{flag} {path:?}: {}", r.stderr);
         assert!(r.stderr.contains("is the input file"), "{}", r.stderr);
@@ -211,15 +210,15 @@ fn bad_bytes_in_a_file_become_dead_letters_and_never_reach_the_output() {
     let inp = dir.path().join("in.jsonl");
     std::fs::write(&inp, &input).unwrap();
     let out = dir.path().join("out.jsonl");
-    let r = run_bounded(
-        wasmpipe().arg("run").arg(&m).args([
+    let r = run_pipeline(
+        &m,
+        &[
             "-q",
             "-i",
             inp.to_str().unwrap(),
             "-o",
             out.to_str().unwrap(),
-        ]),
-        BOUND,
+        ],
     );
     assert_eq!(r.code, 3, "{}", r.stderr);
     let text = std::fs::read(&out).unwrap();
@@ -285,15 +284,15 @@ fn output_past_its_limit_splits_the_chunk_and_dead_letters_only_the_overflowing_
     input.insert_str(0, &format!("{{\"text\":\"{}\"}}\n", "w ".repeat(200)));
     let inp = write(dir.path(), "in.jsonl", &input);
     let out = dir.path().join("out.jsonl");
-    let r = run_bounded(
-        wasmpipe().arg("run").arg(&m).args([
+    let r = run_pipeline(
+        &m,
+        &[
             "-q",
             "-i",
             inp.to_str().unwrap(),
             "-o",
             out.to_str().unwrap(),
-        ]),
-        BOUND,
+        ],
     );
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(
@@ -315,13 +314,7 @@ fn a_guest_that_logs_without_measure_is_rate_limited_and_its_long_lines_cut() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path(), &fixture("chatty.wat"), "");
     let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n");
-    let r = run_bounded(
-        wasmpipe()
-            .arg("run")
-            .arg(&m)
-            .args(["-q", "-i", inp.to_str().unwrap()]),
-        BOUND,
-    );
+    let r = run_pipeline(&m, &["-q", "-i", inp.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let short = r.stderr.lines().filter(|l| l.ends_with("[s] x")).count();
     assert!(short < 1000, "{short} of 1000 lines logged");
@@ -368,15 +361,15 @@ fn a_lying_origin_table_outputs_nothing_twice_and_blames_the_abi() {
     let m = manifest(dir.path(), &fixture("liar.wat"), "");
     let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
     let out = dir.path().join("out.jsonl");
-    let r = run_bounded(
-        wasmpipe().arg("run").arg(&m).args([
+    let r = run_pipeline(
+        &m,
+        &[
             "-q",
             "-i",
             inp.to_str().unwrap(),
             "-o",
             out.to_str().unwrap(),
-        ]),
-        BOUND,
+        ],
     );
     assert_eq!(r.code, 3, "{}", r.stderr);
     // Every call lies, down to single events: no output at all, each
@@ -404,13 +397,7 @@ fn a_dead_letter_too_deep_to_embed_is_kept_as_text_any_json_tool_reads() {
         "]".repeat(300)
     );
     let inp = write(dir.path(), "in.jsonl", &deep);
-    let r = run_bounded(
-        wasmpipe()
-            .arg("run")
-            .arg(&m)
-            .args(["-q", "-i", inp.to_str().unwrap()]),
-        BOUND,
-    );
+    let r = run_pipeline(&m, &["-q", "-i", inp.to_str().unwrap()]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     // `read_jsonl` parses with serde_json, whose nesting limit is 128.
     let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
@@ -423,13 +410,7 @@ fn a_guest_that_exits_through_wasi_is_a_dead_letter_that_leads_with_the_cause() 
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path(), &fixture("exiting.wat"), "");
     let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n");
-    let r = run_bounded(
-        wasmpipe()
-            .arg("run")
-            .arg(&m)
-            .args(["-q", "-i", inp.to_str().unwrap()]),
-        BOUND,
-    );
+    let r = run_pipeline(&m, &["-q", "-i", inp.to_str().unwrap()]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
     assert_eq!(dead.len(), 1);

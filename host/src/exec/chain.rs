@@ -13,7 +13,6 @@
 //! - no cursor: the input is split in halves, down to single events.
 
 use super::chunk::{Chunk, line_starts};
-use crate::reload::stages::StageSet;
 use crate::runtime::{Runtime, Stage, StageError, StageInstance};
 use anyhow::Result;
 use std::borrow::Cow;
@@ -60,9 +59,6 @@ pub struct ChunkOutcome {
     pub failures: Vec<Failure>,
     /// Counts per stage.
     pub counts: Vec<StageCounts>,
-    /// The stage set (and so the version of each stage) that ran the chunk;
-    /// set by the pipeline.
-    pub set: Option<Arc<StageSet>>,
 }
 
 /// The stages of a pipeline as run by one worker.

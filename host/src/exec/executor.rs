@@ -235,13 +235,6 @@ impl Executor {
         }
     }
 
-    /// Switches to the current stage set, for calls outside a chunk
-    /// (combining a finished job's partials).
-    pub fn refresh(&mut self) {
-        let set = self.live.current();
-        self.switch_to(set);
-    }
-
     /// Runs the next calls on `set`. Instances of stages that did not
     /// change are kept (see [`Chain::replace_stages`]).
     fn switch_to(&mut self, set: Arc<StageSet>) {
