@@ -14,4 +14,4 @@ pub use engine::{
 pub use error::StageError;
 pub use instance::{CallOutput, StageInstance};
 pub use sandbox::{LOG_LINES_CUT, LOG_LINES_DROPPED, StageState};
-pub use stage::{KindMismatch, Metadata, Stage, StageSpec, linker};
+pub use stage::{Encoding, KindMismatch, Metadata, Stage, StageSpec, linker};

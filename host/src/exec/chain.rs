@@ -12,8 +12,9 @@
 //!   processed in smaller pieces;
 //! - no cursor: the input is split in halves, down to single events.
 
-use super::chunk::{Chunk, line_starts};
-use crate::runtime::{Runtime, Stage, StageError, StageInstance};
+use super::chunk::Chunk;
+use super::encoding::{self, event_count, event_starts};
+use crate::runtime::{Encoding, Runtime, Stage, StageError, StageInstance};
 use anyhow::Result;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -161,16 +162,50 @@ impl Chain {
     /// [`ChunkOutcome::failures`].
     pub fn process(&mut self, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkOutcome> {
         let mut outcome = ChunkOutcome {
-            counts: vec![StageCounts::default(); self.stages.len()],
+            counts: vec![StageCounts::default(); self.stages.len().max(1)],
             ..Default::default()
         };
-        let mut input: Cow<[u8]> = Cow::Borrowed(&chunk.data);
+        // The chunk's events as frames when the first stage takes them. An
+        // output frame equal to its event's frame here is written back as
+        // the event's own line, so that a filter stays byte-exact.
         let mut origin: Vec<u32> = (0..chunk.len() as u32).collect();
+        let first = self.stages.first().map_or(Encoding::Json, |s| s.encoding);
+        let originals = (first == Encoding::MsgPack).then(|| {
+            let (frames, kept) =
+                reencode(Encoding::Json, first, &chunk.data, &origin, 0, &mut outcome.failures);
+            origin = kept.clone();
+            (frames, kept)
+        });
+        outcome.counts[0].failed = outcome.failures.len() as u64;
+        let mut input: Cow<[u8]> = match &originals {
+            Some((frames, _)) => Cow::Borrowed(frames),
+            None => Cow::Borrowed(&chunk.data),
+        };
+        let mut encoding = first;
+        // The stage whose output `input` is (`None`: the chunk itself), to
+        // blame for output that cannot be converted.
+        let mut producer: Option<usize> = None;
         for s in 0..self.stages.len() {
             if origin.is_empty() {
                 break;
             }
-            outcome.counts[s].events_in = origin.len() as u64;
+            let failed_before = outcome.failures.len();
+            let want = self.stages[s].encoding;
+            if want != encoding {
+                // JSON that does not parse is the event's fault, reported by
+                // the stage that needed it parsed (as the SDK would); a frame
+                // that does not convert is its producer's.
+                let blame = producer.filter(|_| encoding == Encoding::MsgPack).unwrap_or(s);
+                let (buf, kept) = reencode(encoding, want, &input, &origin, blame, &mut outcome.failures);
+                outcome.counts[blame].failed += (outcome.failures.len() - failed_before) as u64;
+                input = Cow::Owned(buf);
+                origin = kept;
+                encoding = want;
+            }
+            outcome.counts[s].events_in = (origin.len() + outcome.failures.len() - failed_before) as u64;
+            if s == 0 {
+                outcome.counts[0].events_in = chunk.len() as u64;
+            }
             let mut sink = StageSink {
                 out: Vec::new(),
                 origin: Vec::new(),
@@ -179,7 +214,7 @@ impl Chain {
             let started = std::time::Instant::now();
             self.run_isolated(s, ctx, &input, &origin, &mut sink)?;
             outcome.counts[s].busy = started.elapsed();
-            outcome.counts[s].failed = sink.failures.len() as u64;
+            outcome.counts[s].failed += sink.failures.len() as u64;
             outcome
                 .failures
                 .extend(
@@ -203,7 +238,7 @@ impl Chain {
                     origin.clear();
                     input = Cow::Owned(Vec::new());
                 } else if !failed.is_empty() {
-                    let starts = line_starts(&input);
+                    let starts = event_starts(encoding, &input);
                     let mut kept = Vec::with_capacity(input.len());
                     let mut kept_origin = Vec::with_capacity(origin.len());
                     for (i, &o) in origin.iter().enumerate() {
@@ -221,6 +256,20 @@ impl Chain {
             outcome.counts[s].events_out = sink.origin.len() as u64;
             origin = sink.origin;
             input = Cow::Owned(sink.out);
+            producer = Some(s);
+        }
+        if encoding == Encoding::MsgPack && !origin.is_empty() {
+            let blame = producer.unwrap_or(0);
+            let failed_before = outcome.failures.len();
+            let (lines, kept) = match &originals {
+                Some(originals) => to_json_keeping_originals(chunk, originals, &input, &origin, blame, &mut outcome.failures),
+                None => reencode(encoding, Encoding::Json, &input, &origin, blame, &mut outcome.failures),
+            };
+            let lost = (outcome.failures.len() - failed_before) as u64;
+            outcome.counts[blame].failed += lost;
+            outcome.counts[blame].events_out = outcome.counts[blame].events_out.saturating_sub(lost);
+            input = Cow::Owned(lines);
+            origin = kept;
         }
         outcome.output_count = origin.len() as u64;
         outcome.output_origin = origin;
@@ -262,7 +311,7 @@ impl Chain {
                 ));
                 return Ok(());
             }
-            let starts = line_starts(&input);
+            let starts = event_starts(self.stages[s].encoding, &input);
             let cursor = err
                 .event()
                 .map(|e| e as usize)
@@ -388,7 +437,9 @@ impl Chain {
         // used: a bad origin found half-way would leave the lines before
         // it written and then written again when the input is retried.
         let outs: Vec<u32> = out.origins().collect();
-        if let Err(message) = check_origins(&outs, line_count(out.out), origin.len()) {
+        let checked = event_count(stage.encoding, out.out)
+            .and_then(|n| check_origins(&outs, n, origin.len()));
+        if let Err(message) = checked {
             sink.failures.truncate(failures_before);
             return Ok(Err(StageError::Abi {
                 stage: stage.name().to_string(),
@@ -398,6 +449,29 @@ impl Chain {
         if stage.trusted_output {
             sink.origin.extend(outs.iter().map(|&o| origin[o as usize]));
             sink.out.extend_from_slice(out.out);
+            return Ok(Ok(()));
+        }
+        if stage.encoding == Encoding::MsgPack {
+            // A stage not built by the SDK: check each frame converts.
+            let starts = event_starts(Encoding::MsgPack, out.out);
+            let mut scratch = Vec::new();
+            for (i, o) in outs.into_iter().enumerate() {
+                let g = origin[o as usize];
+                let end = starts.get(i + 1).copied().unwrap_or(out.out.len());
+                let frame = &out.out[starts[i]..end];
+                scratch.clear();
+                match encoding::msgpack_to_json(encoding::frame_value(frame), &mut scratch) {
+                    Ok(()) => {
+                        sink.out.extend_from_slice(frame);
+                        sink.origin.push(g);
+                    }
+                    Err(why) => sink.failures.push((
+                        g,
+                        format!("stage `{}` produced output that is not valid MessagePack: {why}", stage.name()),
+                        false,
+                    )),
+                }
+            }
             return Ok(Ok(()));
         }
         // A stage not built by the SDK: check each output is one JSON value.
@@ -475,14 +549,90 @@ fn check_origins(origins: &[u32], lines: usize, inputs: usize) -> Result<(), Str
     Ok(())
 }
 
-/// Lines in an NDJSON buffer whose lines all end in `\n`.
-fn line_count(buf: &[u8]) -> usize {
-    let n = memchr::memchr_iter(b'\n', buf).count();
-    if buf.last().is_some_and(|&b| b != b'\n') {
-        n + 1
-    } else {
-        n
+/// Converts the events of `input` (whose chunk indices are `origin`) from
+/// `from` to `to`. An event that does not convert becomes a failure of
+/// stage `blame`; returns the converted buffer and the kept origins.
+fn reencode(
+    from: Encoding,
+    to: Encoding,
+    input: &[u8],
+    origin: &[u32],
+    blame: usize,
+    failures: &mut Vec<Failure>,
+) -> (Vec<u8>, Vec<u32>) {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 4);
+    let failed = encoding::convert(from, to, input, &mut out);
+    if failed.is_empty() {
+        return (out, origin.to_vec());
     }
+    let mut kept = Vec::with_capacity(origin.len() - failed.len());
+    let mut bad = failed.into_iter().peekable();
+    for (i, &o) in origin.iter().enumerate() {
+        match bad.next_if(|(at, _)| *at == i) {
+            Some((_, error)) => failures.push(Failure {
+                event: o,
+                stage: blame,
+                error: conversion_error(to, blame, error),
+                transient: false,
+            }),
+            None => kept.push(o),
+        }
+    }
+    (out, kept)
+}
+
+/// Why an event could not be converted, as its dead letter says it.
+fn conversion_error(to: Encoding, blame: usize, error: String) -> String {
+    match to {
+        // The host parsed the event for the stage: the words are the SDK's.
+        Encoding::MsgPack => error,
+        Encoding::Json => format!("stage #{} produced output that cannot be written as JSON: {error}", blame + 1),
+    }
+}
+
+/// The final outputs, as frames, back to JSON lines. `originals` holds the
+/// chunk's events as frames, with the chunk index of each; an output frame
+/// equal to its event's becomes that event's original line.
+fn to_json_keeping_originals(
+    chunk: &Chunk,
+    (originals, indices): &(Vec<u8>, Vec<u32>),
+    input: &[u8],
+    origin: &[u32],
+    blame: usize,
+    failures: &mut Vec<Failure>,
+) -> (Vec<u8>, Vec<u32>) {
+    let mut by_event: Vec<Option<&[u8]>> = vec![None; chunk.len()];
+    let starts = event_starts(Encoding::MsgPack, originals);
+    for (i, (&at, &e)) in starts.iter().zip(indices).enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(originals.len());
+        by_event[e as usize] = Some(&originals[at..end]);
+    }
+    let out_starts = event_starts(Encoding::MsgPack, input);
+    let mut out = Vec::with_capacity(input.len() + input.len() / 4);
+    let mut kept = Vec::with_capacity(origin.len());
+    for (i, &o) in origin.iter().enumerate() {
+        let end = out_starts.get(i + 1).copied().unwrap_or(input.len());
+        let frame = &input[out_starts[i]..end];
+        if by_event[o as usize] == Some(frame) {
+            out.extend_from_slice(chunk.event(o as usize));
+            out.push(b'\n');
+            kept.push(o);
+            continue;
+        }
+        match encoding::msgpack_to_json(encoding::frame_value(frame), &mut out) {
+            Ok(()) => {
+                out.push(b'\n');
+                kept.push(o);
+            }
+            Err(error) => failures.push(Failure {
+                event: o,
+                stage: blame,
+                error: conversion_error(Encoding::Json, blame, error),
+                transient: false,
+            }),
+        }
+    }
+    (out, kept)
 }
 
 #[cfg(test)]

@@ -417,6 +417,7 @@ pub fn stage_spec(manifest: &Manifest, st: &StageSection) -> Result<StageSpec> {
         output: st.limits.output.unwrap_or(DEFAULT_OUTPUT).0,
         allow: st.allow.clone(),
         base_dir: manifest.dir.clone(),
+        events: st.events.or(doc.runtime.events).unwrap_or_default(),
     })
 }
 

@@ -136,6 +136,23 @@ pub struct StageSection {
     /// `run --watch` swaps it in, and that `check` runs it on.
     #[serde(default)]
     pub samples: Option<Spanned<String>>,
+    /// How events reach this stage, overriding `[runtime] events`.
+    #[serde(default)]
+    pub events: Option<EventEncoding>,
+}
+
+/// `events` of `[runtime]` or a stage: whether the host may hand a stage
+/// its events as MessagePack frames instead of JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventEncoding {
+    /// MessagePack to every stage whose module takes it (the SDK's do),
+    /// JSON to the others: each event's JSON is parsed once, natively.
+    #[default]
+    Auto,
+    /// JSON lines, always: for a stage that needs the event's text (a
+    /// `serde_json::value::RawValue` field), or to compare.
+    Json,
 }
 
 /// Resource limits of one stage instance.
@@ -242,6 +259,10 @@ pub struct RuntimeSection {
     /// (default 100ms).
     #[serde(default)]
     pub retry_backoff: Option<DurationSpec>,
+    /// How events reach stages (default `auto`: MessagePack where the
+    /// stage's module takes it).
+    #[serde(default)]
+    pub events: Option<EventEncoding>,
 }
 
 /// A stage kind.

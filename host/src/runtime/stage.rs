@@ -6,7 +6,7 @@ use super::engine::{ModuleOrigin, Runtime, content_hash};
 use super::error::load_call_error;
 use super::instance::StageInstance;
 use super::sandbox::{StageState, wasi_ctx};
-use crate::manifest::{Allow, StageKind};
+use crate::manifest::{Allow, EventEncoding, StageKind};
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,19 @@ pub struct Metadata {
     /// Whether a reduce stage computes its own group key.
     #[serde(default)]
     pub keyed: bool,
+    /// The event encodings the module takes; absent: JSON only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+}
+
+/// How one stage's events are encoded in and out (`docs/abi.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// JSON lines.
+    #[default]
+    Json,
+    /// MessagePack frames.
+    MsgPack,
 }
 
 /// Everything needed to load one stage, taken from a manifest entry (or
@@ -56,6 +69,8 @@ pub struct StageSpec {
     pub allow: Allow,
     /// Directory granted paths are relative to.
     pub base_dir: PathBuf,
+    /// Whether the stage may be given MessagePack events.
+    pub events: EventEncoding,
 }
 
 impl StageSpec {
@@ -73,6 +88,7 @@ impl StageSpec {
             output: crate::manifest::DEFAULT_OUTPUT.0,
             allow: Allow::default(),
             base_dir: PathBuf::from("."),
+            events: EventEncoding::Auto,
         }
     }
 }
@@ -92,6 +108,8 @@ pub struct Stage {
     /// Whether outputs are trusted to be one valid JSON value per line
     /// (modules built by the Rust SDK, which serializes with serde_json).
     pub trusted_output: bool,
+    /// How its events go in and out.
+    pub encoding: Encoding,
     pub(crate) pre: InstancePre<StageState>,
     pub(crate) config_json: Vec<u8>,
 }
@@ -143,11 +161,24 @@ impl Stage {
                 plugin: spec.plugin.clone()
             });
         }
-        let config_json = serde_json::to_vec(&serde_json::json!({
+        let takes_msgpack = meta
+            .events
+            .iter()
+            .flatten()
+            .any(|e| e == wasmpipe_abi::encoding::MSGPACK);
+        let encoding = match spec.events {
+            EventEncoding::Auto if takes_msgpack => Encoding::MsgPack,
+            _ => Encoding::Json,
+        };
+        let mut config = serde_json::json!({
             "stage": spec.name,
             "params": spec.params,
             "key": spec.key,
-        }))?;
+        });
+        if encoding == Encoding::MsgPack {
+            config["events"] = wasmpipe_abi::encoding::MSGPACK.into();
+        }
+        let config_json = serde_json::to_vec(&config)?;
         let trusted_output = meta
             .sdk
             .as_deref()
@@ -159,6 +190,7 @@ impl Stage {
             version,
             origin,
             trusted_output,
+            encoding,
             pre,
             config_json,
         }))

@@ -48,6 +48,58 @@ pub mod export {
     pub const INITIALIZE: &str = "_initialize";
 }
 
+/// How the events of a chunk are encoded between the host and a stage.
+///
+/// Every stage takes JSON lines. A stage whose metadata lists
+/// [`encoding::MSGPACK`] under `events` may instead be configured (the
+/// `events` field of its init configuration) to take and return
+/// MessagePack *frames*: the host then parses each event's JSON once,
+/// natively, and stages decode a compact binary instead of JSON text;
+/// consecutive stages that speak it hand frames to each other with no JSON
+/// in between. Accumulators, params and chunk metadata stay JSON.
+pub mod encoding {
+    /// Newline-delimited JSON: one event per line (the default).
+    pub const JSON: &str = "json";
+    /// MessagePack frames: per event, a little-endian `u32` length and then
+    /// that many bytes holding one MessagePack value (maps for objects,
+    /// str for strings, int / float 64 for numbers: the JSON data model).
+    pub const MSGPACK: &str = "msgpack";
+}
+
+/// Length of a frame's header (the little-endian `u32` byte count).
+pub const FRAME_HEADER: usize = 4;
+
+/// Appends one MessagePack frame: `value`'s length, then `value`.
+pub fn push_frame(out: &mut impl Extend<u8>, value: &[u8]) {
+    out.extend((value.len() as u32).to_le_bytes());
+    out.extend(value.iter().copied());
+}
+
+/// Iterates over the values of a buffer of frames. A truncated frame ends
+/// the iteration with an `Err` carrying the byte offset of its header.
+pub fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], usize>> {
+    let total = bytes.len();
+    let mut failed = false;
+    core::iter::from_fn(move || {
+        if bytes.is_empty() || failed {
+            return None;
+        }
+        let at = total - bytes.len();
+        let len = match bytes {
+            [a, b, c, d, rest @ ..] if u32::from_le_bytes([*a, *b, *c, *d]) as usize <= rest.len() => {
+                u32::from_le_bytes([*a, *b, *c, *d]) as usize
+            }
+            _ => {
+                failed = true;
+                return Some(Err(at));
+            }
+        };
+        let value = &bytes[FRAME_HEADER..FRAME_HEADER + len];
+        bytes = &bytes[FRAME_HEADER + len..];
+        Some(Ok(value))
+    })
+}
+
 /// Status codes returned by the guest's entry points.
 pub mod status {
     /// The call completed; per-event errors, if any, are in the error records.
@@ -239,5 +291,19 @@ mod tests {
         let cut = &buf[..buf.len() - 3];
         let recs: Vec<_> = decode_errors(cut).collect();
         assert_eq!(recs.last(), Some(&Err(11)));
+    }
+
+    #[test]
+    fn frames_round_trip_and_detect_truncation() {
+        let mut buf = Vec::new();
+        push_frame(&mut buf, &[0x80]);
+        push_frame(&mut buf, b"");
+        push_frame(&mut buf, &[0xa1, b'x']);
+        let all: Vec<_> = frames(&buf).collect();
+        assert_eq!(all, [Ok(&[0x80][..]), Ok(&[][..]), Ok(&[0xa1, b'x'][..])]);
+        // A header cut short, and a value shorter than its header says.
+        assert_eq!(frames(&buf[..7]).last(), Some(Err(5)));
+        assert_eq!(frames(&buf[..buf.len() - 1]).last(), Some(Err(9)));
+        assert_eq!(frames(&[1, 0]).collect::<Vec<_>>(), [Err(0)]);
     }
 }

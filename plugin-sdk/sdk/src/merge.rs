@@ -49,15 +49,27 @@ pub trait Output {
     /// Appends this output, as one line of JSON without the newline, to
     /// `out`; `event` is the input event's JSON text.
     fn write_output(&self, event: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
+
+    /// Appends this output as one MessagePack frame to `out`; `event` is the
+    /// input event's MessagePack (`docs/abi.md`, "Event encodings").
+    fn write_msgpack(&self, event: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
 }
 
 impl<T: Serialize> Output for T {
     fn write_output(&self, _event: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         serde_json::to_writer(out, self).map_err(|e| format!("cannot encode output: {e}"))
     }
+
+    fn write_msgpack(&self, _event: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        crate::runtime::msgpack::write_frame(out, self)
+    }
 }
 
 impl<T: Serialize> Output for Merge<T> {
+    fn write_msgpack(&self, event: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        crate::runtime::msgpack::write_merged(out, event, &self.0)
+    }
+
     fn write_output(&self, event: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         let event = event.trim_ascii();
         let (Some(b'{'), Some(b'}')) = (event.first(), event.last()) else {

@@ -13,33 +13,50 @@ use serde::Serialize;
 use crate::Output;
 use serde::de::DeserializeOwned;
 
-use super::events::parse_event;
+use super::events::{Encoding, parse_event};
+use super::msgpack;
 
 /// Decodes events of type `T`.
 pub struct Events<T> {
-    pub(crate) from_line: fn(&[u8]) -> Result<T, String>,
+    pub(crate) from_json: fn(&[u8]) -> Result<T, String>,
+    pub(crate) from_msgpack: fn(&[u8]) -> Result<T, String>,
+}
+
+impl<T> Events<T> {
+    /// Decodes one event in `encoding`.
+    #[inline]
+    pub(crate) fn decode(&self, encoding: Encoding, event: &[u8]) -> Result<T, String> {
+        match encoding {
+            Encoding::Json => (self.from_json)(event),
+            Encoding::MsgPack => (self.from_msgpack)(event),
+        }
+    }
 }
 
 /// The codec of events of type `T`.
 pub fn events<T: DeserializeOwned>() -> Events<T> {
     Events {
-        from_line: parse_event::<T>,
+        from_json: parse_event::<T>,
+        from_msgpack: msgpack::parse_event::<T>,
     }
 }
 
 /// Encodes outputs of type `U`, given the input event's text (for
 /// [`Merge`](crate::Merge)).
 pub struct Outputs<U> {
-    pub(crate) write: WriteOutput<U>,
+    pub(crate) json: WriteOutput<U>,
+    pub(crate) msgpack: WriteOutput<U>,
 }
 
-/// Appends an output (third argument) for an input event (second argument).
+/// Appends an output (third argument) for an input event (second argument):
+/// a JSON text without its newline, or a whole MessagePack frame.
 type WriteOutput<U> = fn(&mut Vec<u8>, &[u8], &U) -> Result<(), String>;
 
 /// The codec of outputs of type `U`.
 pub fn outputs<U: Output>() -> Outputs<U> {
     Outputs {
-        write: |out, event, value| value.write_output(event, out),
+        json: |out, event, value| value.write_output(event, out),
+        msgpack: |out, event, value| value.write_msgpack(event, out),
     }
 }
 

@@ -1,12 +1,50 @@
-//! Reading a chunk: splitting it into lines, decoding events, extracting keys.
-//! The wording of per-event error messages lives here, so that every stage
-//! kind reports a bad event the same way.
+//! Reading a chunk: splitting it into events, decoding them, extracting keys.
+//! The wording of per-event error messages lives here (and, for MessagePack,
+//! in `msgpack`), so that every stage kind reports a bad event the same way.
 
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
     Visitor,
 };
 use serde_json::Value;
+
+/// How the host encodes this instance's events (its init configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// JSON lines.
+    #[default]
+    Json,
+    /// MessagePack frames.
+    MsgPack,
+}
+
+/// The events of a chunk in either encoding, in order.
+///
+/// A truncated last frame (which the host never sends) is yielded as it is,
+/// and so fails to decode as an event of its own.
+pub(crate) fn split(encoding: Encoding, input: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut lines = (encoding == Encoding::Json).then(|| lines(input));
+    let mut rest = input;
+    std::iter::from_fn(move || {
+        if let Some(lines) = &mut lines {
+            return lines.next();
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let len = match rest {
+            [a, b, c, d, ..] => u32::from_le_bytes([*a, *b, *c, *d]) as usize,
+            _ => usize::MAX,
+        };
+        let body = &rest[rest.len().min(4)..];
+        if len > body.len() {
+            rest = &[];
+            return Some(body);
+        }
+        rest = &body[len..];
+        Some(&body[..len])
+    })
+}
 
 /// The events of a newline-delimited chunk, in order.
 ///
@@ -69,20 +107,26 @@ pub(crate) fn pointer_tokens(pointer: &str) -> Vec<String> {
 /// wrong pointer. The walk skips every value off the path without building
 /// it, so no `Value` tree is allocated per event.
 pub(crate) fn key_into(
-    line: &[u8],
+    encoding: Encoding,
+    event: &[u8],
     pointer: &str,
     path: &[String],
     buf: &mut String,
 ) -> Result<(), String> {
     let mut found = Found::Missing;
-    let mut de = serde_json::Deserializer::from_slice(line);
-    Seek {
+    let seek = Seek {
         path,
         found: &mut found,
         buf: &mut *buf,
+    };
+    match encoding {
+        Encoding::Json => seek
+            .deserialize(&mut serde_json::Deserializer::from_slice(event))
+            .map_err(|e| describe_event_error::<Value>(&e))?,
+        Encoding::MsgPack => seek
+            .deserialize(&mut super::msgpack::deserializer(event))
+            .map_err(|e| super::msgpack::describe_event_error::<Value>(&e))?,
     }
-    .deserialize(&mut de)
-    .map_err(|e| describe_event_error::<Value>(&e))?;
     match found {
         Found::Missing => Err(format!("key `{pointer}` not found in event")),
         Found::Scalar => Ok(()),
@@ -267,6 +311,19 @@ mod tests {
     }
 
     #[test]
+    fn frames_split_and_a_truncated_one_is_an_event() {
+        let mut input = Vec::new();
+        wasmpipe_abi::push_frame(&mut input, b"ab");
+        wasmpipe_abi::push_frame(&mut input, b"");
+        let all: Vec<&[u8]> = split(Encoding::MsgPack, &input).collect();
+        assert_eq!(all, [&b"ab"[..], b""]);
+        input.extend_from_slice(&[9, 0, 0, 0, 1]);
+        let all: Vec<&[u8]> = split(Encoding::MsgPack, &input).collect();
+        assert_eq!(all, [&b"ab"[..], b"", &[1][..]]);
+        assert_eq!(split(Encoding::Json, b"a\nb\n").count(), 2);
+    }
+
+    #[test]
     fn event_errors_say_whose_fault() {
         #[derive(serde::Deserialize, Debug)]
         #[allow(dead_code)]
@@ -288,7 +345,14 @@ mod tests {
     fn key_at(ev: &Value, pointer: &str) -> Result<String, String> {
         let mut buf = String::from("stale");
         let line = serde_json::to_vec(ev).unwrap();
-        key_into(&line, pointer, &pointer_tokens(pointer), &mut buf).map(|()| buf)
+        let json = key_into(Encoding::Json, &line, pointer, &pointer_tokens(pointer), &mut buf)
+            .map(|()| buf.clone());
+        let mut frame = Vec::new();
+        super::super::msgpack::write_value(&mut frame, ev).unwrap();
+        let msgpack = key_into(Encoding::MsgPack, &frame, pointer, &pointer_tokens(pointer), &mut buf)
+            .map(|()| buf.clone());
+        assert_eq!(json, msgpack, "the same key from JSON and MessagePack");
+        json
     }
 
     #[test]
@@ -317,7 +381,7 @@ mod tests {
         assert!(key_at(&ev, "/o").unwrap_err().contains("is an object"));
         assert!(key_at(&ev, "/l").unwrap_err().contains("is an array"));
         let mut buf = String::new();
-        let bad = key_into(b"{\"s\": ", "/s", &pointer_tokens("/s"), &mut buf).unwrap_err();
+        let bad = key_into(Encoding::Json, b"{\"s\": ", "/s", &pointer_tokens("/s"), &mut buf).unwrap_err();
         assert!(bad.starts_with("invalid event JSON"), "{bad}");
     }
 

@@ -13,12 +13,14 @@
 //! - `stages`: the per-kind loops (map, filter, flat_map, reduce, combine);
 //! - `codec`: decoding and encoding events, outputs and accumulators;
 //! - `events`: splitting a chunk into events and wording per-event errors;
+//! - `msgpack`: events as MessagePack frames, when the host asks for them;
 //! - [`export`]: the instance's global runtime, buffer hand-over with the
 //!   host, the panic hook and reactor initialisation.
 
 mod codec;
 mod events;
 pub mod export;
+pub(crate) mod msgpack;
 mod stages;
 
 use std::any::Any;
@@ -32,6 +34,7 @@ use serde_json::{Map, Value};
 use wasmpipe_abi::{ABI_VERSION, Descriptor, NO_EVENT, encode_error, kind, status};
 
 use crate::Context;
+use events::Encoding;
 
 pub use codec::{Accumulators, Events, Outputs, accumulators, events, outputs};
 pub use stages::{ByValue, Fold, InPlace};
@@ -59,6 +62,8 @@ struct Metadata<'a> {
     name: &'a str,
     sdk: &'a str,
     keyed: bool,
+    /// The event encodings this module takes (`docs/abi.md`).
+    events: [&'a str; 2],
 }
 
 /// The configuration JSON `wasmpipe_init` receives. Unknown fields are
@@ -70,6 +75,9 @@ struct StageConfig {
     params: Value,
     #[serde(default)]
     key: Option<String>,
+    /// The encoding of events in and out; absent means JSON.
+    #[serde(default)]
+    events: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -106,6 +114,8 @@ struct Config {
     key: Option<String>,
     /// Whether accumulators are maps from key to accumulator.
     keyed: bool,
+    /// How events come in and go out.
+    encoding: Encoding,
 }
 
 impl Default for Runtime {
@@ -262,6 +272,7 @@ impl Runtime {
                 // whose `sdk` starts with `wasmpipe-sdk` to be valid JSON.
                 sdk: concat!("wasmpipe-sdk ", env!("CARGO_PKG_VERSION")),
                 keyed: stage.key_fn.is_some(),
+                events: [wasmpipe_abi::encoding::JSON, wasmpipe_abi::encoding::MSGPACK],
             };
             serde_json::to_writer(&mut state.out, &meta)
                 .map_err(|e| format!("cannot encode metadata: {e}"))
@@ -286,10 +297,21 @@ impl Runtime {
                 check_key_pointer(stage, &cfg.stage, pointer)?;
             }
             let keyed = stage.key_fn.is_some() || cfg.key.is_some();
+            let encoding = match cfg.events.as_deref() {
+                None | Some(wasmpipe_abi::encoding::JSON) => Encoding::Json,
+                Some(wasmpipe_abi::encoding::MSGPACK) => Encoding::MsgPack,
+                Some(other) => {
+                    return Err(format!(
+                        "stage `{}`: unknown event encoding `{other}`; this SDK takes `json` or `msgpack`",
+                        cfg.stage
+                    ));
+                }
+            };
             state.config = Some(Config {
                 ctx: Box::new(Context::new(cfg.stage, params)),
                 key: cfg.key,
                 keyed,
+                encoding,
             });
             Ok(())
         })
@@ -319,13 +341,18 @@ fn check_key_pointer(stage: &StageInfo, name: &str, pointer: &str) -> Result<(),
     Ok(())
 }
 
-/// The stage's context, with the params type the glue expects.
-fn context_mut<P: 'static>(config: &mut Option<Config>) -> Result<&mut Context<P>, String> {
+/// The stage's context, with the params type the glue expects, and the
+/// encoding of its events.
+fn context_mut<P: 'static>(
+    config: &mut Option<Config>,
+) -> Result<(&mut Context<P>, Encoding), String> {
     let config = config.as_mut().ok_or_else(not_initialised)?;
-    config
+    let encoding = config.encoding;
+    let ctx = config
         .ctx
         .downcast_mut()
-        .ok_or_else(|| "internal error: params type differs from `init`".to_owned())
+        .ok_or_else(|| "internal error: params type differs from `init`".to_owned())?;
+    Ok((ctx, encoding))
 }
 
 fn not_initialised() -> String {

@@ -8,7 +8,8 @@ use std::fmt::Display;
 use wasmpipe_abi::encode_error;
 
 use super::codec::{Accumulators, Events, Outputs};
-use super::events::{key_into, lines, pointer_tokens};
+use super::events::{Encoding, key_into, pointer_tokens, split};
+use super::msgpack;
 use super::{Runtime, State, context_mut, not_initialised, parse_meta};
 use crate::Context;
 
@@ -18,22 +19,33 @@ struct Sink<'a> {
     out: &'a mut Vec<u8>,
     origin: &'a mut Vec<u32>,
     index: u32,
+    encoding: Encoding,
 }
 
 impl Sink<'_> {
-    /// Appends `value` as one output line.
+    /// Appends `value` as one output (a line or a frame).
     fn push<U>(&mut self, outputs: &Outputs<U>, event: &[u8], value: &U) -> Result<(), String> {
-        (outputs.write)(self.out, event, value)?;
-        self.out.push(b'\n');
+        match self.encoding {
+            Encoding::Json => {
+                (outputs.json)(self.out, event, value)?;
+                self.out.push(b'\n');
+            }
+            Encoding::MsgPack => (outputs.msgpack)(self.out, event, value)?,
+        }
         self.origin.push(self.index);
         Ok(())
     }
 
-    /// Appends an input line unchanged: filters pass events through without
+    /// Appends an input event unchanged: filters pass events through without
     /// re-encoding them, which is both faster and exact.
-    fn push_raw(&mut self, line: &[u8]) {
-        self.out.extend_from_slice(line);
-        self.out.push(b'\n');
+    fn push_raw(&mut self, event: &[u8]) {
+        match self.encoding {
+            Encoding::Json => {
+                self.out.extend_from_slice(event);
+                self.out.push(b'\n');
+            }
+            Encoding::MsgPack => msgpack::push_raw(self.out, event),
+        }
         self.origin.push(self.index);
     }
 }
@@ -45,7 +57,7 @@ impl Runtime {
         &self,
         meta: &[u8],
         input: &[u8],
-        mut per_event: impl FnMut(&mut Sink<'_>, &[u8], &Context<P>) -> Result<(), String>,
+        mut per_event: impl FnMut(&mut Sink<'_>, Encoding, &[u8], &Context<P>) -> Result<(), String>,
     ) -> i32 {
         self.call(|state| {
             let State {
@@ -54,16 +66,21 @@ impl Runtime {
                 errors,
                 config,
             } = state;
-            let ctx = context_mut::<P>(config)?;
+            let (ctx, encoding) = context_mut::<P>(config)?;
             ctx.meta = parse_meta(meta)?;
-            for (i, line) in lines(input).enumerate() {
+            for (i, line) in split(encoding, input).enumerate() {
                 // A chunk of more than `u32::MAX` events cannot fit in wasm32 memory.
                 let index = i as u32;
                 self.set_cursor(index);
                 ctx.index = i;
                 let marks = (out.len(), origin.len());
-                let mut sink = Sink { out, origin, index };
-                if let Err(message) = per_event(&mut sink, line, ctx) {
+                let mut sink = Sink {
+                    out,
+                    origin,
+                    index,
+                    encoding,
+                };
+                if let Err(message) = per_event(&mut sink, encoding, line, ctx) {
                     out.truncate(marks.0);
                     origin.truncate(marks.1);
                     encode_error(errors, index, message.as_bytes());
@@ -87,8 +104,8 @@ impl Runtime {
         P: 'static,
         F: FnMut(T, &Context<P>) -> Result<U, E>,
     {
-        self.each_event(meta, input, |sink, line, ctx| {
-            let event = (events.from_line)(line)?;
+        self.each_event(meta, input, |sink, encoding, line, ctx| {
+            let event = events.decode(encoding, line)?;
             let output = f(event, ctx).map_err(|e| e.to_string())?;
             sink.push(&outputs, line, &output)
         })
@@ -100,8 +117,8 @@ impl Runtime {
         P: 'static,
         F: FnMut(&T, &Context<P>) -> bool,
     {
-        self.each_event(meta, input, |sink, line, ctx| {
-            let event = (events.from_line)(line)?;
+        self.each_event(meta, input, |sink, encoding, line, ctx| {
+            let event = events.decode(encoding, line)?;
             if f(&event, ctx) {
                 sink.push_raw(line);
             }
@@ -124,8 +141,8 @@ impl Runtime {
         P: 'static,
         F: FnMut(T, &Context<P>) -> Result<I, E>,
     {
-        self.each_event(meta, input, |sink, line, ctx| {
-            let event = (events.from_line)(line)?;
+        self.each_event(meta, input, |sink, encoding, line, ctx| {
+            let event = events.decode(encoding, line)?;
             for output in f(event, ctx).map_err(|e| e.to_string())? {
                 sink.push(&outputs, line, &output)?;
             }
@@ -165,7 +182,7 @@ impl Runtime {
                 ..
             } = state;
             let pointer = config.as_ref().ok_or_else(not_initialised)?.key.clone();
-            let ctx = context_mut::<P>(config)?;
+            let (ctx, encoding) = context_mut::<P>(config)?;
             ctx.meta = parse_meta(meta)?;
             let invalid = |e| format!("invalid accumulator for stage `{}`: {e}", ctx.stage);
             let mut fail =
@@ -176,11 +193,11 @@ impl Runtime {
                     [] => init(),
                     bytes => (accumulators.read)(bytes).map_err(invalid)?,
                 };
-                for (i, line) in lines(input).enumerate() {
+                for (i, line) in split(encoding, input).enumerate() {
                     let index = i as u32;
                     self.set_cursor(index);
                     ctx.index = i;
-                    match (events.from_line)(line) {
+                    match events.decode(encoding, line) {
                         Err(message) => fail(index, message),
                         Ok(event) => {
                             let (next, result) = fold.fold(acc, event, ctx);
@@ -202,21 +219,22 @@ impl Runtime {
             // Reused for every event: an existing group is found without
             // allocating; only a new group's key is copied.
             let mut key_buf = String::new();
-            for (i, line) in lines(input).enumerate() {
+            for (i, line) in split(encoding, input).enumerate() {
                 let index = i as u32;
                 self.set_cursor(index);
                 ctx.index = i;
                 let event = match (&key, &path) {
-                    (Some(key), _) => {
-                        (events.from_line)(line).inspect(|event| key(event, &mut key_buf))
-                    }
+                    (Some(key), _) => events
+                        .decode(encoding, line)
+                        .inspect(|event| key(event, &mut key_buf)),
                     (None, Some(path)) => key_into(
+                        encoding,
                         line,
                         pointer.as_deref().unwrap_or_default(),
                         path,
                         &mut key_buf,
                     )
-                    .and_then(|()| (events.from_line)(line)),
+                    .and_then(|()| events.decode(encoding, line)),
                     (None, None) => unreachable!("unkeyed reduce returned above"),
                 };
                 match event {

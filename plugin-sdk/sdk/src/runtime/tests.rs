@@ -340,7 +340,7 @@ fn metadata_describes_the_stage() {
     let rt = Runtime::new();
     assert_eq!(rt.metadata(&MAP), status::OK);
     let expected = format!(
-        "{{\"abi\":1,\"kind\":\"map\",\"name\":\"double\",\"sdk\":\"wasmpipe-sdk {}\",\"keyed\":false}}",
+        "{{\"abi\":1,\"kind\":\"map\",\"name\":\"double\",\"sdk\":\"wasmpipe-sdk {}\",\"keyed\":false,\"events\":[\"json\",\"msgpack\"]}}",
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(out(&rt), expected);
@@ -350,7 +350,7 @@ fn metadata_describes_the_stage() {
         key_fn: Some("by_word"),
     };
     assert_eq!(rt.metadata(&keyed), status::OK);
-    assert!(out(&rt).ends_with("\"keyed\":true}"));
+    assert!(out(&rt).contains("\"keyed\":true,"));
 }
 
 type NoKey = Option<fn(&Num, &mut String)>;
@@ -612,4 +612,91 @@ fn buffers_round_trip_through_alloc() {
     assert_eq!(&*unsafe { take_buffer(p, 5) }, b"hello");
     // SAFETY: a zero length ignores the pointer.
     assert!(unsafe { take_buffer(std::ptr::null_mut(), 0) }.is_empty());
+}
+
+/// A chunk of MessagePack frames, as the host sends it, from JSON values.
+fn frames(events: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        super::msgpack::write_frame(&mut out, e).unwrap();
+    }
+    out
+}
+
+/// The JSON values of the frames a call returned.
+fn frame_values(bytes: &[u8]) -> Vec<Value> {
+    wasmpipe_abi::frames(bytes)
+        .map(|f| super::msgpack::parse_event::<Value>(f.expect("whole frames")).unwrap())
+        .collect()
+}
+
+#[test]
+fn map_over_msgpack_frames_answers_in_frames() {
+    let rt = ready::<NoParams>(&MAP, json!({"stage": "double", "events": "msgpack"}));
+    let mut chunk = frames(&[json!({"n": 1}), json!({"n": 13}), json!({"m": 2}), json!({"n": 4})]);
+    chunk.extend_from_slice(&[3, 0, 0, 0, 0x81]);
+    assert_eq!(rt.map(b"", &chunk, events(), outputs(), double), status::OK);
+    assert_eq!(frame_values(&rt.output()), [json!({"n": 2}), json!({"n": 8})]);
+    assert_eq!(rt.origins(), [0, 3]);
+    let errors = rt.errors();
+    assert_eq!(errors[0], (1, "unlucky 13".to_owned()));
+    assert_eq!(errors[1], (2, "event does not match `Num`: missing field `n`".to_owned()));
+    assert_eq!(errors[2].0, 4, "a truncated frame is an event of its own");
+    assert!(errors[2].1.starts_with("invalid event MessagePack"), "{errors:?}");
+}
+
+#[test]
+fn filter_over_frames_passes_them_unchanged() {
+    #[derive(Deserialize)]
+    struct Log {
+        level: String,
+    }
+    let stage = StageInfo {
+        kind: kind::FILTER,
+        name: "errors_only",
+        key_fn: None,
+    };
+    let rt = ready::<NoParams>(&stage, json!({"stage": "errors_only", "events": "msgpack"}));
+    let chunk = frames(&[json!({"level": "info"}), json!({"level": "error", "x": [1.5]})]);
+    let code = rt.filter(b"", &chunk, events(), |ev: &Log, _: &Context<NoParams>| {
+        ev.level == "error"
+    });
+    assert_eq!(code, status::OK);
+    assert_eq!(rt.output(), frames(&[json!({"level": "error", "x": [1.5]})]));
+    assert_eq!(rt.origins(), [1]);
+}
+
+#[test]
+fn keyed_reduce_over_frames_reads_the_pointer_and_writes_json() {
+    let rt = ready::<NoParams>(
+        &REDUCE,
+        json!({"stage": "sum", "key": "/s", "events": "msgpack"}),
+    );
+    let chunk = frames(&[
+        json!({"s": "a", "n": 1}),
+        json!({"s": 7, "n": 2}),
+        json!({"n": 3}),
+        json!({"s": "a", "n": 4}),
+    ]);
+    let code = rt.reduce(
+        b"",
+        b"",
+        &chunk,
+        events(),
+        accumulators(),
+        || 0i64,
+        None::<fn(&Num, &mut String)>,
+        ByValue(|acc: i64, ev: Num, _: &Context<NoParams>| acc + ev.n),
+    );
+    assert_eq!(code, status::OK);
+    assert_eq!(out(&rt), r#"{"7":2,"a":5}"#, "accumulators stay JSON");
+    assert_eq!(rt.errors(), [(2, "key `/s` not found in event".to_owned())]);
+}
+
+#[test]
+fn an_unknown_encoding_fails_init() {
+    let rt = Runtime::new();
+    let cfg = json!({"stage": "double", "events": "cbor"}).to_string();
+    assert_eq!(rt.init::<NoParams>(&MAP, cfg.as_bytes(), PhantomData), status::FAILED);
+    assert!(rt.errors()[0].1.contains("unknown event encoding `cbor`"), "{:?}", rt.errors());
 }
