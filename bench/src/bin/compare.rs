@@ -1,42 +1,50 @@
-//! Runs each workload with wasmpipe and with the native baseline,
-//! alternately, in the same run; checks that their outputs are identical;
-//! prints events/s, MB/s, the wasmpipe/native ratio and peak RSS.
+//! Holds wasmpipe against the reference native program
+//! (`../shared/reference`: the benchmark workloads as a plain Rust program,
+//! serde_json into borrowed structs, input mapped, N threads): each
+//! workload runs with both, alternately, in the same run, on the same
+//! files; the results are checked (W1's sum, W2's bytes, W3's table) and
+//! the figures printed as a table for docs/performance.md.
 //!
-//! Run with: bash bench/run   (builds everything first)
-//! or: target/release/compare [--rounds N] [--workers N] [--quick]
+//! Run with: bash bench/run   (builds everything, and the reference)
+//! or: target/release/compare [--reference DIR] [--rounds N] [--workers N]
+//!
+//! `DIR` is where the reference's `run` put its build and data
+//! (`$REFERENCE_DIR`, default `~/.cache/wasmpipe-reference`).
 
 use anyhow::{Context, Result, bail, ensure};
-use sha2::{Digest, Sha256};
-use std::io::{BufWriter, Write};
-
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The fixed string W2 stamps on every event, as the reference is told.
+const RECEIVED_AT: &str = "2026-11-27T12:00:00.000Z";
+const HOST: &str = "bench-host";
 
 struct Opts {
     rounds: usize,
     workers: usize,
-    w1_lines: u64,
-    w2_events: u64,
+    reference: PathBuf,
 }
 
 fn main() -> Result<()> {
     let mut opts = Opts {
         rounds: 3,
         workers: 2,
-        w1_lines: 10_000_000,
-        w2_events: 2_000_000,
+        reference: std::env::var_os("REFERENCE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/wasmpipe-reference")
+            }),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => opts.rounds = args.next().context("--rounds N")?.parse()?,
             "--workers" => opts.workers = args.next().context("--workers N")?.parse()?,
-            "--quick" => {
-                opts.w1_lines = 1_000_000;
-                opts.w2_events = 200_000;
-            }
-            _ => bail!("unknown argument `{a}`; use --rounds N, --workers N, --quick"),
+            "--reference" => opts.reference = args.next().context("--reference DIR")?.into(),
+            _ => bail!("unknown argument `{a}`; use --rounds N, --workers N, --reference DIR"),
         }
     }
     let bin_dir = std::env::current_exe()?
@@ -44,245 +52,395 @@ fn main() -> Result<()> {
         .context("exe dir")?
         .to_path_buf();
     let repo = bin_dir.join("../..").canonicalize()?;
-    let data = repo.join("target/bench-data");
-    std::fs::create_dir_all(&data)?;
+    let data = opts.reference.join("data");
+    let native = opts.reference.join("target/release/native");
+    ensure!(
+        native.is_file() && data.join("logs.jsonl").is_file(),
+        "the reference is not built in {}: run `bash ../shared/reference/run` (or `bash bench/run`, which does)",
+        opts.reference.display()
+    );
     let plugins = repo.join("plugins/target/wasm32-wasip1/release");
-    for p in [
-        "double",
-        "sum",
-        "bench_adder",
-        "bench_enrich",
-        "bench_stats",
-    ] {
-        ensure!(
-            plugins.join(format!("{p}.wasm")).is_file(),
-            "plugin {p} is not built; run `bash bench/run`"
-        );
-    }
     // Outputs go to memory (/dev/shm) where there is one, so that W2's
-    // 800 MB of output measures the programs rather than the disk.
+    // 900 MB of output measures the programs rather than the disk.
     let shm = Path::new("/dev/shm");
     let out = if shm.is_dir() {
         shm.join("wasmpipe-bench")
     } else {
-        data.join("out")
+        repo.join("target/bench-out")
     };
     std::fs::create_dir_all(&out)?;
     let env = Env {
         wasmpipe: bin_dir.join("wasmpipe"),
-        native: bin_dir.join("native"),
-        data: data.clone(),
+        native,
+        data,
         out,
         plugins,
+        manifests: repo.join("target/bench-manifests"),
     };
+    std::fs::create_dir_all(&env.manifests)?;
 
-    let w1 = env.ensure_data("w1", opts.w1_lines, |w, n| {
-        wasmpipe_bench::data::adder(w, n)
-    })?;
-    let w1_small = env.ensure_data("w1-small", opts.w1_lines / 10, |w, n| {
-        wasmpipe_bench::data::adder(w, n)
-    })?;
-    let logs = env.ensure_data("logs", opts.w2_events, |w, n| {
-        wasmpipe_bench::data::logs(w, n)
-    })?;
-
-    let adder = env.manifest("w1", &[("double", "map", ""), ("sum", "reduce", "")])?;
-    let fused = env.manifest("w1-fused", &[("bench_adder", "reduce", "")])?;
-    let enrich = env.manifest("w2", &[("bench_enrich", "map", "")])?;
-    let merge = env.manifest("w2-merge", &[("bench_merge", "map", "")])?;
-    let stats = env.manifest("w3", &[("bench_stats", "reduce", "")])?;
-
+    let numbers = env.data.join("numbers.jsonl");
+    let logs = env.data.join("logs.jsonl");
+    let w2_params = format!("params = {{ received_at = \"{RECEIVED_AT}\", host = \"{HOST}\" }}");
+    let adder = [("double", "map", ""), ("sum", "reduce", "")];
+    let key = "key = \"/service\"";
+    let rows: Vec<Row> = vec![
+        Row::new(
+            "W1 adder (double, sum: the README's)",
+            W::One,
+            &numbers,
+            env.manifest("w1", &adder, "auto")?,
+        ),
+        Row::new(
+            "W1 adder, events = \"json\"",
+            W::One,
+            &numbers,
+            env.manifest("w1-json", &adder, "json")?,
+        ),
+        Row::new(
+            "W2 enrich (typed structs, owned fields)",
+            W::Two,
+            &logs,
+            env.manifest("w2", &[("log_enrich", "map", &w2_params)], "auto")?,
+        ),
+        Row::new(
+            "W2 enrich with `Merge`",
+            W::Two,
+            &logs,
+            env.manifest(
+                "w2-merge",
+                &[("log_enrich_merge", "map", &w2_params)],
+                "auto",
+            )?,
+        ),
+        Row::new(
+            "W2 enrich, events = \"json\"",
+            W::Two,
+            &logs,
+            env.manifest("w2-json", &[("log_enrich", "map", &w2_params)], "json")?,
+        ),
+        Row::new(
+            "W3 per service (manifest `key`)",
+            W::Three,
+            &logs,
+            env.manifest("w3", &[("service_stats", "reduce", key)], "auto")?,
+        ),
+        Row::new(
+            "W3 per service (key function)",
+            W::Three,
+            &logs,
+            env.manifest(
+                "w3-keyfn",
+                &[("service_stats_by_key", "reduce", "")],
+                "auto",
+            )?,
+        ),
+        Row::new(
+            "W3 per service (manifest `key`), events = \"json\"",
+            W::Three,
+            &logs,
+            env.manifest("w3-json", &[("service_stats", "reduce", key)], "json")?,
+        ),
+    ];
     // Compile each module into the cache first: the runs below measure a
     // warm start, as every run after the first is.
-    for m in [&adder, &fused, &enrich, &merge, &stats] {
+    for r in &rows {
         let status = Command::new(&env.wasmpipe)
             .arg("check")
-            .arg(m)
-            .stdout(std::process::Stdio::null())
+            .arg(&r.manifest)
+            .stdout(Stdio::null())
             .status()?;
-        ensure!(status.success(), "`wasmpipe check {}` failed", m.display());
+        ensure!(
+            status.success(),
+            "`wasmpipe check {}` failed",
+            r.manifest.display()
+        );
     }
     println!(
-        "wasmpipe benchmark: {} workers, best of {} rounds, {}",
+        "wasmpipe against the reference native program: {} workers vs {} threads, {} rounds, medians, {}",
+        opts.workers,
         opts.workers,
         opts.rounds,
         today()
     );
     println!();
     println!(
-        "| workload | program | events/s | MB/s | vs native ({}t) | peak RSS |",
-        opts.workers
+        "| workload | events/s | ratio (native wall / wasmpipe wall) | CPU s per M events (native) | peak RSS (native) |"
     );
-    println!("|---|---|---:|---:|---:|---:|");
-    let mut rows = Vec::new();
-    for (name, work, input, manifest, events) in [
-        ("W1 adder", "w1", &w1, &adder, opts.w1_lines),
-        ("W1 fused (1 stage)", "w1", &w1, &fused, opts.w1_lines),
-        ("W2 enrich", "w2", &logs, &enrich, opts.w2_events),
-        ("W2 enrich with Merge", "w2", &logs, &merge, opts.w2_events),
-        ("W3 keyed reduce", "w3", &logs, &stats, opts.w2_events),
-    ] {
-        let bytes = std::fs::metadata(input)?.len();
-        let mut best = [Measure::worst(), Measure::worst(), Measure::worst()];
-        let mut hashes = Vec::new();
-        for _ in 0..opts.rounds {
-            // Alternate the programs within each round so that a noisy
-            // neighbour hurts all three alike.
-            for (i, run) in [
-                env.native(work, 1, input)?,
-                env.native(work, opts.workers, input)?,
-                env.wasmpipe(manifest, opts.workers, input)?,
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                hashes.push((i, run.1.clone()));
-                best[i] = best[i].min(run.0);
-            }
-        }
-        let reference = &hashes[0].1;
-        for (i, h) in &hashes {
-            ensure!(
-                h == reference,
-                "{name}: program {i} produced different output ({h} vs {reference})"
-            );
-        }
-        let native_n = best[1].wall;
-        for (label, m) in [
-            ("native 1 thread", best[0]),
-            (&format!("native {} threads", opts.workers)[..], best[1]),
-            ("wasmpipe", best[2]),
-        ] {
-            let secs = m.wall.as_secs_f64();
-            println!(
-                "| {name} | {label} | {:.2}M | {:.0} | {:.2}x | {} MB |",
-                events as f64 / secs / 1e6,
-                bytes as f64 / secs / 1e6,
-                native_n.as_secs_f64() / secs,
-                m.rss >> 20
-            );
-        }
-        rows.push((name, best[2]));
+    println!("|---|---:|---:|---:|---:|");
+    for row in &rows {
+        let pairs = env.pairs(row, opts.workers, opts.rounds)?;
+        let f = Figures::of(&pairs, row.work.events());
+        println!(
+            "| {} | {:.2} M | **{:.2}x** | {:.2} ({:.2}) | {} MB ({} MB) |",
+            row.name,
+            f.rate / 1e6,
+            f.ratio,
+            f.cpu_per_m,
+            f.native_cpu_per_m,
+            f.rss >> 20,
+            f.native_rss >> 20
+        );
     }
-    // Memory must be flat in input size: W1 at a tenth of the input.
-    let small = env.wasmpipe(&adder, opts.workers, &w1_small)?.0;
+
+    // Scaling: events/s per worker as workers grow, against the reference
+    // on as many threads.
     println!();
-    println!(
-        "peak RSS, W1 at {} vs {} lines: {} MB vs {} MB ({:.2}x)",
-        opts.w1_lines,
-        opts.w1_lines / 10,
-        rows[0].1.rss >> 20,
-        small.rss >> 20,
-        rows[0].1.rss as f64 / small.rss as f64
-    );
-    // Start-up: one event through the adder with modules already cached.
-    let one = data.join("one.jsonl");
-    std::fs::write(&one, "{\"n\":1}\n")?;
-    let mut startup = Duration::MAX;
-    for _ in 0..5 {
-        startup = startup.min(env.wasmpipe(&adder, 1, &one)?.0.wall);
+    println!("| workload | workers | events/s | per worker | efficiency | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in [&rows[2], &rows[5]] {
+        let mut one = 0.0;
+        for w in [1, 2] {
+            let f = Figures::of(&env.pairs(row, w, opts.rounds)?, row.work.events());
+            if w == 1 {
+                one = f.rate;
+            }
+            println!(
+                "| {} | {w} | {:.2} M | {:.2} M | {:.0}% | {:.2}x |",
+                row.name,
+                f.rate / 1e6,
+                f.rate / w as f64 / 1e6,
+                100.0 * f.rate / (w as f64 * one),
+                f.ratio
+            );
+        }
     }
-    println!(
-        "start-up to first event processed (whole process, cached modules): {:.1} ms",
-        startup.as_secs_f64() * 1e3
-    );
+
+    // Memory must be flat in input size: W1 at a tenth of the input.
+    let small = env.data.join("numbers_1m.jsonl");
+    if small.is_file() {
+        let big = env.wasmpipe(&rows[0].manifest, opts.workers, &numbers)?;
+        let little = env.wasmpipe(&rows[0].manifest, opts.workers, &small)?;
+        println!();
+        println!(
+            "peak RSS, W1 over 10,000,000 vs 1,000,000 lines: {} MB vs {} MB",
+            big.rss >> 20,
+            little.rss >> 20
+        );
+    }
     Ok(())
+}
+
+/// The three workloads, as the reference names them.
+#[derive(Clone, Copy, PartialEq)]
+enum W {
+    One,
+    Two,
+    Three,
+}
+
+impl W {
+    fn events(self) -> u64 {
+        match self {
+            W::One => 10_000_000,
+            W::Two | W::Three => 2_000_000,
+        }
+    }
+}
+
+struct Row {
+    name: String,
+    work: W,
+    input: PathBuf,
+    manifest: PathBuf,
+}
+
+impl Row {
+    fn new(name: &str, work: W, input: &Path, manifest: PathBuf) -> Row {
+        Row {
+            name: name.into(),
+            work,
+            input: input.into(),
+            manifest,
+        }
+    }
+}
+
+/// One run of a program.
+#[derive(Clone, Copy)]
+struct Measure {
+    wall: Duration,
+    cpu: Duration,
+    rss: u64,
+}
+
+/// Medians over the pairs (wasmpipe, native) of one row.
+struct Figures {
+    rate: f64,
+    ratio: f64,
+    cpu_per_m: f64,
+    native_cpu_per_m: f64,
+    rss: u64,
+    native_rss: u64,
+}
+
+impl Figures {
+    fn of(pairs: &[(Measure, Measure)], events: u64) -> Figures {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let m = events as f64 / 1e6;
+        Figures {
+            rate: events as f64 / median(pairs.iter().map(|p| p.0.wall.as_secs_f64()).collect()),
+            ratio: median(
+                pairs
+                    .iter()
+                    .map(|(w, n)| n.wall.as_secs_f64() / w.wall.as_secs_f64())
+                    .collect(),
+            ),
+            cpu_per_m: median(pairs.iter().map(|p| p.0.cpu.as_secs_f64()).collect()) / m,
+            native_cpu_per_m: median(pairs.iter().map(|p| p.1.cpu.as_secs_f64()).collect()) / m,
+            rss: pairs.iter().map(|p| p.0.rss).max().unwrap_or(0),
+            native_rss: pairs.iter().map(|p| p.1.rss).max().unwrap_or(0),
+        }
+    }
 }
 
 struct Env {
     wasmpipe: PathBuf,
     native: PathBuf,
-    /// Inputs and manifests.
     data: PathBuf,
-    /// Outputs, compared by hash after each run.
     out: PathBuf,
     plugins: PathBuf,
-}
-
-#[derive(Clone, Copy)]
-struct Measure {
-    wall: Duration,
-    rss: u64,
-}
-
-impl Measure {
-    fn worst() -> Measure {
-        Measure {
-            wall: Duration::MAX,
-            rss: 0,
-        }
-    }
-
-    /// The faster run, keeping the larger peak RSS seen.
-    fn min(self, other: Measure) -> Measure {
-        Measure {
-            wall: self.wall.min(other.wall),
-            rss: self.rss.max(other.rss),
-        }
-    }
+    manifests: PathBuf,
 }
 
 impl Env {
-    fn ensure_data(
-        &self,
-        name: &str,
-        count: u64,
-        write: impl Fn(&mut BufWriter<std::fs::File>, u64) -> std::io::Result<()>,
-    ) -> Result<PathBuf> {
-        let path = self.data.join(format!("{name}-{count}.jsonl"));
-        if !path.is_file() {
-            eprintln!("generating {}", path.display());
-            let tmp = path.with_extension("tmp");
-            let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-            write(&mut w, count)?;
-            w.flush()?;
-            drop(w);
-            std::fs::rename(&tmp, &path)?;
-        }
-        Ok(path)
-    }
-
-    fn manifest(&self, name: &str, stages: &[(&str, &str, &str)]) -> Result<PathBuf> {
-        let mut text = format!("[pipeline]\nname = \"{name}\"\n");
+    fn manifest(&self, name: &str, stages: &[(&str, &str, &str)], events: &str) -> Result<PathBuf> {
+        let mut text =
+            format!("[pipeline]\nname = \"{name}\"\n\n[runtime]\nevents = \"{events}\"\n");
         for (plugin, kind, extra) in stages {
             let path = self.plugins.join(format!("{plugin}.wasm"));
+            ensure!(
+                path.is_file(),
+                "plugin {plugin} is not built; run `bash bench/run`"
+            );
             text.push_str(&format!(
-                "\n[[stage]]\nname = \"{plugin}\"\nkind = \"{kind}\"\nplugin = {:?}\n{extra}",
+                "\n[[stage]]\nname = \"{plugin}\"\nkind = \"{kind}\"\nplugin = {:?}\n{extra}\n",
                 path.display().to_string()
             ));
         }
-        let path = self.data.join(format!("{name}.toml"));
+        let path = self.manifests.join(format!("{name}.toml"));
         std::fs::write(&path, text)?;
         Ok(path)
     }
 
-    fn native(&self, work: &str, threads: usize, input: &Path) -> Result<(Measure, String)> {
-        let out = self.out.join(format!("{work}-native.out"));
-        let mut cmd = Command::new(&self.native);
-        cmd.arg(work).arg(threads.to_string()).arg(input).arg(&out);
-        let m = measure(cmd)?;
-        Ok((m, hash(&out)?))
+    /// `rounds` pairs of runs, wasmpipe then the reference, each checked.
+    fn pairs(&self, row: &Row, workers: usize, rounds: usize) -> Result<Vec<(Measure, Measure)>> {
+        let mut pairs = Vec::new();
+        for _ in 0..rounds {
+            let ours = self.wasmpipe(&row.manifest, workers, &row.input)?;
+            let theirs = self.native(row.work, workers, &row.input)?;
+            self.check(row)?;
+            pairs.push((ours, theirs));
+        }
+        Ok(pairs)
     }
 
-    fn wasmpipe(&self, manifest: &Path, workers: usize, input: &Path) -> Result<(Measure, String)> {
-        let out = self.out.join("wasmpipe.out");
+    fn native(&self, work: W, threads: usize, input: &Path) -> Result<Measure> {
+        let mut cmd = Command::new(&self.native);
+        let name = match work {
+            W::One => "w1",
+            W::Two => "w2",
+            W::Three => "w3",
+        };
+        cmd.arg(name)
+            .arg(input)
+            .args(["--threads", &threads.to_string()]);
+        if work == W::Two {
+            cmd.args(["--received-at", RECEIVED_AT, "--out"])
+                .arg(self.out.join("native.out"));
+            cmd.stdout(Stdio::null());
+        } else {
+            cmd.stdout(std::fs::File::create(self.out.join("native.out"))?);
+        }
+        measure(cmd)
+    }
+
+    fn wasmpipe(&self, manifest: &Path, workers: usize, input: &Path) -> Result<Measure> {
         let mut cmd = Command::new(&self.wasmpipe);
         cmd.arg("run")
             .arg(manifest)
-            .args(["-q", "-w", &workers.to_string(), "--meta"])
-            .arg(format!("received_at={}", wasmpipe_bench::RECEIVED_AT))
-            .arg("--meta")
-            .arg(format!("host={}", wasmpipe_bench::HOST))
-            .arg("-i")
+            .args(["-q", "-w", &workers.to_string(), "-i"])
             .arg(input)
             .arg("-o")
-            .arg(&out);
-        let m = measure(cmd)?;
-        Ok((m, hash(&out)?))
+            .arg(self.out.join("wasmpipe.out"));
+        measure(cmd)
+    }
+
+    /// The last two runs of `row` agree: W1's sums, W2's bytes, W3's counts
+    /// exactly and its sums of floats (added in another order) to 1e-9.
+    fn check(&self, row: &Row) -> Result<()> {
+        let ours = std::fs::read(self.out.join("wasmpipe.out"))?;
+        let theirs = std::fs::read(self.out.join("native.out"))?;
+        match row.work {
+            W::One => {
+                let expected = std::fs::read_to_string(self.data.join("expected_w1.txt"))?;
+                ensure!(
+                    String::from_utf8_lossy(&ours).trim() == expected.trim()
+                        && String::from_utf8_lossy(&theirs).trim() == expected.trim(),
+                    "{}: W1 sums differ from {}",
+                    row.name,
+                    expected.trim()
+                );
+            }
+            W::Two => ensure!(
+                ours == theirs,
+                "{}: W2 output differs from the reference's",
+                row.name
+            ),
+            W::Three => {
+                let expected = std::fs::read_to_string(self.data.join("expected_w3.tsv"))?;
+                let mut want = BTreeMap::new();
+                for line in expected.lines() {
+                    let f: Vec<&str> = line.split('\t').collect();
+                    want.insert(
+                        f[0].to_owned(),
+                        (
+                            f[1].parse::<u64>()?,
+                            f[2].parse::<f64>()?,
+                            f[3].parse::<u64>()?,
+                        ),
+                    );
+                }
+                let mut got = BTreeMap::new();
+                for line in String::from_utf8(ours)?.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line)?;
+                    let s = &v["value"];
+                    got.insert(
+                        v["key"].as_str().context("key")?.to_owned(),
+                        (
+                            s["count"].as_u64().context("count")?,
+                            s["sum_ms"].as_f64().context("sum_ms")?,
+                            s["errors"].as_u64().context("errors")?,
+                        ),
+                    );
+                }
+                ensure!(
+                    got.len() == want.len(),
+                    "{}: {} groups, expected {}",
+                    row.name,
+                    got.len(),
+                    want.len()
+                );
+                for (k, w) in &want {
+                    let g = got
+                        .get(k)
+                        .with_context(|| format!("{}: no group {k}", row.name))?;
+                    ensure!(
+                        g.0 == w.0 && g.2 == w.2 && ((g.1 - w.1) / w.1).abs() < 1e-9,
+                        "{}: group {k} is {g:?}, expected {w:?}",
+                        row.name
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-/// Runs `cmd`, returning its wall time and its own peak RSS (`wait4`).
+/// Runs `cmd`, returning its wall time, CPU time and peak RSS (`wait4`).
 fn measure(mut cmd: Command) -> Result<Measure> {
     let started = Instant::now();
     // Waited for by `wait4` below, which std does not know about.
@@ -300,17 +458,12 @@ fn measure(mut cmd: Command) -> Result<Measure> {
     );
     // SAFETY: filled in by the successful wait4.
     let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Measure {
         wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         rss: usage.ru_maxrss as u64 * 1024,
     })
-}
-
-fn hash(path: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    let mut f = std::fs::File::open(path)?;
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(&h.finalize()[..8]))
 }
 
 fn today() -> String {

@@ -171,8 +171,14 @@ impl Chain {
         let mut origin: Vec<u32> = (0..chunk.len() as u32).collect();
         let first = self.stages.first().map_or(Encoding::Json, |s| s.encoding);
         let originals = (first == Encoding::MsgPack).then(|| {
-            let (frames, kept) =
-                reencode(Encoding::Json, first, &chunk.data, &origin, 0, &mut outcome.failures);
+            let (frames, kept) = reencode(
+                Encoding::Json,
+                first,
+                &chunk.data,
+                &origin,
+                0,
+                &mut outcome.failures,
+            );
             origin = kept.clone();
             (frames, kept)
         });
@@ -195,14 +201,24 @@ impl Chain {
                 // JSON that does not parse is the event's fault, reported by
                 // the stage that needed it parsed (as the SDK would); a frame
                 // that does not convert is its producer's.
-                let blame = producer.filter(|_| encoding == Encoding::MsgPack).unwrap_or(s);
-                let (buf, kept) = reencode(encoding, want, &input, &origin, blame, &mut outcome.failures);
+                let blame = producer
+                    .filter(|_| encoding == Encoding::MsgPack)
+                    .unwrap_or(s);
+                let (buf, kept) = reencode(
+                    encoding,
+                    want,
+                    &input,
+                    &origin,
+                    blame,
+                    &mut outcome.failures,
+                );
                 outcome.counts[blame].failed += (outcome.failures.len() - failed_before) as u64;
                 input = Cow::Owned(buf);
                 origin = kept;
                 encoding = want;
             }
-            outcome.counts[s].events_in = (origin.len() + outcome.failures.len() - failed_before) as u64;
+            outcome.counts[s].events_in =
+                (origin.len() + outcome.failures.len() - failed_before) as u64;
             if s == 0 {
                 outcome.counts[0].events_in = chunk.len() as u64;
             }
@@ -262,12 +278,27 @@ impl Chain {
             let blame = producer.unwrap_or(0);
             let failed_before = outcome.failures.len();
             let (lines, kept) = match &originals {
-                Some(originals) => to_json_keeping_originals(chunk, originals, &input, &origin, blame, &mut outcome.failures),
-                None => reencode(encoding, Encoding::Json, &input, &origin, blame, &mut outcome.failures),
+                Some(originals) => to_json_keeping_originals(
+                    chunk,
+                    originals,
+                    &input,
+                    &origin,
+                    blame,
+                    &mut outcome.failures,
+                ),
+                None => reencode(
+                    encoding,
+                    Encoding::Json,
+                    &input,
+                    &origin,
+                    blame,
+                    &mut outcome.failures,
+                ),
             };
             let lost = (outcome.failures.len() - failed_before) as u64;
             outcome.counts[blame].failed += lost;
-            outcome.counts[blame].events_out = outcome.counts[blame].events_out.saturating_sub(lost);
+            outcome.counts[blame].events_out =
+                outcome.counts[blame].events_out.saturating_sub(lost);
             input = Cow::Owned(lines);
             origin = kept;
         }
@@ -467,7 +498,10 @@ impl Chain {
                     }
                     Err(why) => sink.failures.push((
                         g,
-                        format!("stage `{}` produced output that is not valid MessagePack: {why}", stage.name()),
+                        format!(
+                            "stage `{}` produced output that is not valid MessagePack: {why}",
+                            stage.name()
+                        ),
                         false,
                     )),
                 }
@@ -586,7 +620,10 @@ fn conversion_error(to: Encoding, blame: usize, error: String) -> String {
     match to {
         // The host parsed the event for the stage: the words are the SDK's.
         Encoding::MsgPack => error,
-        Encoding::Json => format!("stage #{} produced output that cannot be written as JSON: {error}", blame + 1),
+        Encoding::Json => format!(
+            "stage #{} produced output that cannot be written as JSON: {error}",
+            blame + 1
+        ),
     }
 }
 

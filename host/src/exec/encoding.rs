@@ -82,10 +82,10 @@ pub fn frame_value(frame: &[u8]) -> &[u8] {
 /// Appends one JSON event (a line, without its newline) as a frame. On
 /// failure `out` is as it was and the error reads as the SDK words a JSON
 /// event it cannot parse.
-pub fn json_to_frame(line: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+pub fn json_to_frame(line: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER]);
-    let mut de = serde_json::Deserializer::from_slice(line);
+    let mut de = serde_json::Deserializer::from_str(line);
     // `Transcode` counts depth itself, against `MAX_DEPTH`.
     de.disable_recursion_limit();
     let res = Transcode { out, depth: 0 }
@@ -109,10 +109,7 @@ pub fn msgpack_to_json(value: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         if rd.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "{} bytes follow the value",
-                rd.len()
-            ))
+            Err(format!("{} bytes follow the value", rd.len()))
         }
     });
     if res.is_err() {
@@ -349,14 +346,20 @@ fn write_json(rd: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), Str
             out.push(b'}');
         }
         0xc1 => return Err("the value holds the reserved marker 0xc1".into()),
-        _ => return Err(format!("the value holds a MessagePack extension (marker {marker:#04x}), which JSON cannot carry")),
+        _ => {
+            return Err(format!(
+                "the value holds a MessagePack extension (marker {marker:#04x}), which JSON cannot carry"
+            ));
+        }
     }
     Ok(())
 }
 
 fn nest(depth: usize) -> Result<(), String> {
     if depth >= MAX_DEPTH {
-        return Err(format!("the value is nested deeper than {MAX_DEPTH} levels"));
+        return Err(format!(
+            "the value is nested deeper than {MAX_DEPTH} levels"
+        ));
     }
     Ok(())
 }
@@ -389,10 +392,39 @@ fn float(out: &mut Vec<u8>, v: f64) {
 
 /// A string, escaped as `serde_json` escapes it.
 fn string(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), String> {
-    let s = std::str::from_utf8(bytes)
-        .map_err(|e| format!("a string is not valid UTF-8 (byte {})", e.valid_up_to()))?;
-    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    let (escape, ascii) = scan(bytes);
+    if !ascii {
+        simdutf8::compat::from_utf8(bytes)
+            .map_err(|e| format!("a string is not valid UTF-8 (byte {})", e.valid_up_to()))?;
+    }
+    if escape {
+        let s = std::str::from_utf8(bytes).expect("checked above");
+        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    } else {
+        // Most strings in events need no escape at all: copied whole.
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+    }
     Ok(())
+}
+
+/// In one pass over `bytes`: whether JSON must escape one of them (a quote,
+/// a backslash or a control character, what `serde_json` escapes), and
+/// whether all are ASCII (and so valid UTF-8 without a further check).
+/// Each block is folded without an early exit, which the compiler turns
+/// into vector code.
+fn scan(bytes: &[u8]) -> (bool, bool) {
+    let (mut escape, mut high) = (false, 0u8);
+    for block in bytes.chunks(32) {
+        let (e, h) = block.iter().fold((false, 0u8), |(e, h), &b| {
+            (e | (b < 0x20) | (b == b'"') | (b == b'\\'), h | b)
+        });
+        escape |= e;
+        high |= h;
+    }
+    (escape, high < 0x80)
 }
 
 /// Converts a buffer of events from one encoding to the other, dropping
@@ -410,10 +442,29 @@ pub fn convert(
         (Encoding::Json, _) => {
             let body = buf.strip_suffix(b"\n").unwrap_or(buf);
             if !buf.is_empty() {
-                for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-                    if let Err(e) = json_to_frame(line, out) {
+                // Validated once for the whole buffer (chunks are screened
+                // before they get here, so this is a formality), the lines
+                // parse as `str`s: serde_json then checks no string again.
+                let mut convert_line = |i: usize, line: Result<&str, String>| {
+                    if let Err(e) = line.and_then(|line| json_to_frame(line, out)) {
                         failed.push((i, e));
                     }
+                };
+                match simdutf8::basic::from_utf8(body) {
+                    Ok(text) => text
+                        .split('\n')
+                        .enumerate()
+                        .for_each(|(i, line)| convert_line(i, Ok(line))),
+                    Err(_) => body
+                        .split(|&b| b == b'\n')
+                        .enumerate()
+                        .for_each(|(i, line)| {
+                            convert_line(
+                                i,
+                                super::framing::check_utf8(line)
+                                    .map(|()| std::str::from_utf8(line).expect("checked just now")),
+                            )
+                        }),
                 }
             }
         }
@@ -442,7 +493,7 @@ mod tests {
 
     fn round_trip(text: &str) -> String {
         let mut frame = Vec::new();
-        json_to_frame(text.as_bytes(), &mut frame).unwrap();
+        json_to_frame(text, &mut frame).unwrap();
         let mut back = Vec::new();
         msgpack_to_json(frame_value(&frame), &mut back).unwrap();
         String::from_utf8(back).unwrap()
@@ -454,21 +505,28 @@ mod tests {
             json!({"n": 1, "neg": -7, "big": u64::MAX, "f": 1.0, "g": 0.1, "e": 1e300}),
             json!({"s": "é \" \\ \n \u{1}", "t": true, "z": null, "l": [1, [2, []], {}]}),
             json!([{"a": {"b": {"c": "d"}}}, "x", -1.5]),
-            json!((0..40).map(|i| (format!("k{i}"), json!(i))).collect::<serde_json::Map<_, _>>()),
+            json!(
+                (0..40)
+                    .map(|i| (format!("k{i}"), json!(i)))
+                    .collect::<serde_json::Map<_, _>>()
+            ),
             json!((0..70000).collect::<Vec<u32>>()),
         ] {
             let text = serde_json::to_string(&v).unwrap();
             assert_eq!(round_trip(&text), text);
         }
         // Spacing and escapes are normalised as serde_json normalises them.
-        assert_eq!(round_trip(" { \"a\" : \"\\u00e9\" , \"b\":1e3 } "), r#"{"a":"é","b":1000.0}"#);
+        assert_eq!(
+            round_trip(" { \"a\" : \"\\u00e9\" , \"b\":1e3 } "),
+            r#"{"a":"é","b":1000.0}"#
+        );
     }
 
     #[test]
     fn frames_decode_as_the_same_values() {
         let v = json!({"a": [1, -2, 3.5], "b": {"c": "d"}, "e": null});
         let mut frame = Vec::new();
-        json_to_frame(v.to_string().as_bytes(), &mut frame).unwrap();
+        json_to_frame(&v.to_string(), &mut frame).unwrap();
         let back: Value = rmp_serde::from_slice(frame_value(&frame)).unwrap();
         assert_eq!(back, v);
         assert_eq!(event_starts(Encoding::MsgPack, &frame), [0]);
@@ -478,15 +536,23 @@ mod tests {
     fn bad_json_is_refused_with_the_sdks_words() {
         let mut out = b"kept".to_vec();
         assert_eq!(
-            json_to_frame(b"{\"n\":", &mut out).unwrap_err(),
+            json_to_frame("{\"n\":", &mut out).unwrap_err(),
             "invalid event JSON: EOF while parsing a value at line 1 column 5"
         );
-        assert!(json_to_frame(b"{} x", &mut out).unwrap_err().contains("trailing characters"));
+        assert!(
+            json_to_frame("{} x", &mut out)
+                .unwrap_err()
+                .contains("trailing characters")
+        );
         let deep = "[".repeat(300) + &"]".repeat(300);
         let mut frame = Vec::new();
-        json_to_frame(deep.as_bytes(), &mut frame).expect("deeper than serde_json's limit is taken");
+        json_to_frame(&deep, &mut frame).expect("deeper than serde_json's limit is taken");
         let deeper = "[".repeat(600) + &"]".repeat(600);
-        assert!(json_to_frame(deeper.as_bytes(), &mut out).unwrap_err().contains("deeper than 512"));
+        assert!(
+            json_to_frame(&deeper, &mut out)
+                .unwrap_err()
+                .contains("deeper than 512")
+        );
         assert_eq!(out, b"kept");
     }
 
@@ -504,17 +570,30 @@ mod tests {
             assert!(e.contains(why), "{bytes:?}: {e}");
         }
         let deep: Vec<u8> = std::iter::repeat_n(0x91, 600).chain([0x90]).collect();
-        assert!(msgpack_to_json(&deep, &mut out).unwrap_err().contains("nested"));
+        assert!(
+            msgpack_to_json(&deep, &mut out)
+                .unwrap_err()
+                .contains("nested")
+        );
         assert_eq!(out, b"kept");
         // Number keys print as strings, bytes as arrays of numbers.
-        msgpack_to_json(&[0x82, 0x07, 0xc3, 0xa1, b'b', 0xc4, 0x02, 0x01, 0xff], &mut out).unwrap();
+        msgpack_to_json(
+            &[0x82, 0x07, 0xc3, 0xa1, b'b', 0xc4, 0x02, 0x01, 0xff],
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, br#"kept{"7":true,"b":[1,255]}"#);
     }
 
     #[test]
     fn conversion_drops_only_the_events_it_cannot_convert() {
         let mut frames = Vec::new();
-        let failed = convert(Encoding::Json, Encoding::MsgPack, b"{\"a\":1}\n{oops\n[2]\n", &mut frames);
+        let failed = convert(
+            Encoding::Json,
+            Encoding::MsgPack,
+            b"{\"a\":1}\n{oops\n[2]\n",
+            &mut frames,
+        );
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].0, 1);
         assert_eq!(event_count(Encoding::MsgPack, &frames), Ok(2));

@@ -53,7 +53,8 @@ pub fn check(event: &[u8]) -> Result<(), String> {
 /// Whether every event of NDJSON `data` passes [`check_utf8`]: the fast
 /// path of a chunk, one pass over all of it.
 pub fn all_utf8(data: &[u8]) -> bool {
-    std::str::from_utf8(data).is_ok()
+    // Every chunk passes here: SIMD validation is several times faster.
+    simdutf8::basic::from_utf8(data).is_ok()
 }
 
 fn brackets(bytes: &[u8]) -> usize {

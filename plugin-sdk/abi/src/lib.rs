@@ -86,7 +86,9 @@ pub fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], usize>> {
         }
         let at = total - bytes.len();
         let len = match bytes {
-            [a, b, c, d, rest @ ..] if u32::from_le_bytes([*a, *b, *c, *d]) as usize <= rest.len() => {
+            [a, b, c, d, rest @ ..]
+                if u32::from_le_bytes([*a, *b, *c, *d]) as usize <= rest.len() =>
+            {
                 u32::from_le_bytes([*a, *b, *c, *d]) as usize
             }
             _ => {

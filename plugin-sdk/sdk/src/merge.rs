@@ -5,12 +5,15 @@ use serde::Serialize;
 
 /// Adds the fields of `T` to the input event instead of replacing it.
 ///
-/// A map (or flat_map) returning `Merge(fields)` outputs the input event's
-/// JSON text unchanged, with `fields` (which must serialize as an object)
-/// spliced in before its closing `}`. The stage then decodes only the
-/// fields it reads and encodes only the fields it adds, which for an
-/// enrichment stage over large events is several times faster than decoding
-/// and re-encoding the whole event, and keeps every other byte as it was.
+/// A map (or flat_map) returning `Merge(fields)` outputs the input event
+/// unchanged, with `fields` (which must serialize as an object) added after
+/// its own. The stage then decodes only the fields it reads and encodes only
+/// the fields it adds, which for an enrichment stage over large events is
+/// several times faster than decoding and re-encoding the whole event. Over
+/// JSON lines (`events = "json"`) the fields are spliced in before the
+/// closing `}` and every other byte stays as it was; over MessagePack frames
+/// (the default) the event's entries are copied as they are and the host
+/// prints the whole object once, at the end of the pipeline.
 ///
 /// Fields are appended, never replaced: if the event may already hold a
 /// field of the same name, the output would hold it twice, so return the

@@ -114,18 +114,21 @@ pub(crate) fn key_into(
     buf: &mut String,
 ) -> Result<(), String> {
     let mut found = Found::Missing;
-    let seek = Seek {
-        path,
-        found: &mut found,
-        buf: &mut *buf,
-    };
     match encoding {
-        Encoding::Json => seek
-            .deserialize(&mut serde_json::Deserializer::from_slice(event))
-            .map_err(|e| describe_event_error::<Value>(&e))?,
-        Encoding::MsgPack => seek
-            .deserialize(&mut super::msgpack::deserializer(event))
-            .map_err(|e| super::msgpack::describe_event_error::<Value>(&e))?,
+        Encoding::Json => Seek {
+            path,
+            found: &mut found,
+            buf: &mut *buf,
+        }
+        .deserialize(&mut serde_json::Deserializer::from_slice(event))
+        .map_err(|e| describe_event_error::<Value>(&e))?,
+        // Frames are walked without serde: the members off the path are
+        // skipped by their lengths, and the walk stops at the key.
+        Encoding::MsgPack => {
+            found = super::msgpack::Reader::new(event)
+                .seek(path, buf)
+                .map_err(|e| super::msgpack::describe_event_error::<Value>(&e))?;
+        }
     }
     match found {
         Found::Missing => Err(format!("key `{pointer}` not found in event")),
@@ -140,14 +143,7 @@ pub(crate) fn key_into(
     }
 }
 
-/// What the pointer led to.
-enum Found {
-    Missing,
-    Scalar,
-    Null,
-    Array,
-    Object,
-}
+use super::msgpack::Found;
 
 /// Walks down `path`, skipping everything else.
 struct Seek<'a> {
@@ -345,12 +341,24 @@ mod tests {
     fn key_at(ev: &Value, pointer: &str) -> Result<String, String> {
         let mut buf = String::from("stale");
         let line = serde_json::to_vec(ev).unwrap();
-        let json = key_into(Encoding::Json, &line, pointer, &pointer_tokens(pointer), &mut buf)
-            .map(|()| buf.clone());
+        let json = key_into(
+            Encoding::Json,
+            &line,
+            pointer,
+            &pointer_tokens(pointer),
+            &mut buf,
+        )
+        .map(|()| buf.clone());
         let mut frame = Vec::new();
         super::super::msgpack::write_value(&mut frame, ev).unwrap();
-        let msgpack = key_into(Encoding::MsgPack, &frame, pointer, &pointer_tokens(pointer), &mut buf)
-            .map(|()| buf.clone());
+        let msgpack = key_into(
+            Encoding::MsgPack,
+            &frame,
+            pointer,
+            &pointer_tokens(pointer),
+            &mut buf,
+        )
+        .map(|()| buf.clone());
         assert_eq!(json, msgpack, "the same key from JSON and MessagePack");
         json
     }
@@ -381,7 +389,14 @@ mod tests {
         assert!(key_at(&ev, "/o").unwrap_err().contains("is an object"));
         assert!(key_at(&ev, "/l").unwrap_err().contains("is an array"));
         let mut buf = String::new();
-        let bad = key_into(Encoding::Json, b"{\"s\": ", "/s", &pointer_tokens("/s"), &mut buf).unwrap_err();
+        let bad = key_into(
+            Encoding::Json,
+            b"{\"s\": ",
+            "/s",
+            &pointer_tokens("/s"),
+            &mut buf,
+        )
+        .unwrap_err();
         assert!(bad.starts_with("invalid event JSON"), "{bad}");
     }
 

@@ -272,7 +272,10 @@ impl Runtime {
                 // whose `sdk` starts with `wasmpipe-sdk` to be valid JSON.
                 sdk: concat!("wasmpipe-sdk ", env!("CARGO_PKG_VERSION")),
                 keyed: stage.key_fn.is_some(),
-                events: [wasmpipe_abi::encoding::JSON, wasmpipe_abi::encoding::MSGPACK],
+                events: [
+                    wasmpipe_abi::encoding::JSON,
+                    wasmpipe_abi::encoding::MSGPACK,
+                ],
             };
             serde_json::to_writer(&mut state.out, &meta)
                 .map_err(|e| format!("cannot encode metadata: {e}"))

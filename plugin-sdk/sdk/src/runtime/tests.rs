@@ -633,16 +633,33 @@ fn frame_values(bytes: &[u8]) -> Vec<Value> {
 #[test]
 fn map_over_msgpack_frames_answers_in_frames() {
     let rt = ready::<NoParams>(&MAP, json!({"stage": "double", "events": "msgpack"}));
-    let mut chunk = frames(&[json!({"n": 1}), json!({"n": 13}), json!({"m": 2}), json!({"n": 4})]);
+    let mut chunk = frames(&[
+        json!({"n": 1}),
+        json!({"n": 13}),
+        json!({"m": 2}),
+        json!({"n": 4}),
+    ]);
     chunk.extend_from_slice(&[3, 0, 0, 0, 0x81]);
     assert_eq!(rt.map(b"", &chunk, events(), outputs(), double), status::OK);
-    assert_eq!(frame_values(&rt.output()), [json!({"n": 2}), json!({"n": 8})]);
+    assert_eq!(
+        frame_values(&rt.output()),
+        [json!({"n": 2}), json!({"n": 8})]
+    );
     assert_eq!(rt.origins(), [0, 3]);
     let errors = rt.errors();
     assert_eq!(errors[0], (1, "unlucky 13".to_owned()));
-    assert_eq!(errors[1], (2, "event does not match `Num`: missing field `n`".to_owned()));
+    assert_eq!(
+        errors[1],
+        (
+            2,
+            "event does not match `Num`: missing field `n`".to_owned()
+        )
+    );
     assert_eq!(errors[2].0, 4, "a truncated frame is an event of its own");
-    assert!(errors[2].1.starts_with("invalid event MessagePack"), "{errors:?}");
+    assert!(
+        errors[2].1.starts_with("invalid event MessagePack"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -657,12 +674,18 @@ fn filter_over_frames_passes_them_unchanged() {
         key_fn: None,
     };
     let rt = ready::<NoParams>(&stage, json!({"stage": "errors_only", "events": "msgpack"}));
-    let chunk = frames(&[json!({"level": "info"}), json!({"level": "error", "x": [1.5]})]);
+    let chunk = frames(&[
+        json!({"level": "info"}),
+        json!({"level": "error", "x": [1.5]}),
+    ]);
     let code = rt.filter(b"", &chunk, events(), |ev: &Log, _: &Context<NoParams>| {
         ev.level == "error"
     });
     assert_eq!(code, status::OK);
-    assert_eq!(rt.output(), frames(&[json!({"level": "error", "x": [1.5]})]));
+    assert_eq!(
+        rt.output(),
+        frames(&[json!({"level": "error", "x": [1.5]})])
+    );
     assert_eq!(rt.origins(), [1]);
 }
 
@@ -697,6 +720,13 @@ fn keyed_reduce_over_frames_reads_the_pointer_and_writes_json() {
 fn an_unknown_encoding_fails_init() {
     let rt = Runtime::new();
     let cfg = json!({"stage": "double", "events": "cbor"}).to_string();
-    assert_eq!(rt.init::<NoParams>(&MAP, cfg.as_bytes(), PhantomData), status::FAILED);
-    assert!(rt.errors()[0].1.contains("unknown event encoding `cbor`"), "{:?}", rt.errors());
+    assert_eq!(
+        rt.init::<NoParams>(&MAP, cfg.as_bytes(), PhantomData),
+        status::FAILED
+    );
+    assert!(
+        rt.errors()[0].1.contains("unknown event encoding `cbor`"),
+        "{:?}",
+        rt.errors()
+    );
 }

@@ -11,68 +11,40 @@
 //! use their human-readable form, so that a stage sees and produces exactly
 //! what it would with JSON.
 
-use rmp_serde::decode::Error as DecodeError;
+mod de;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasmpipe_abi::FRAME_HEADER;
 
 use super::events::short_type_name;
-
-/// The MessagePack deserializer over one event.
-pub(crate) fn deserializer(bytes: &[u8]) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>, rmp_serde::config::HumanReadableConfig<rmp_serde::config::DefaultConfig>> {
-    rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable()
-}
+pub(crate) use de::{Error, Found, Reader};
 
 /// Decodes one event into the stage's input type.
 pub(crate) fn parse_event<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    T::deserialize(&mut deserializer(bytes)).map_err(|e| describe_event_error::<T>(&e))
+    let mut reader = Reader::new(bytes);
+    match T::deserialize(&mut reader) {
+        Ok(v) if reader.is_done() => Ok(v),
+        Ok(_) => Err("invalid event MessagePack: bytes follow the value".into()),
+        Err(e) => Err(describe_event_error::<T>(&e)),
+    }
 }
 
 /// As for JSON, tells "the event is not what the stage expects" (serde's own
 /// errors: a missing field, a wrong type) from "the bytes are not an event".
-pub(crate) fn describe_event_error<T>(e: &DecodeError) -> String {
-    match e {
-        // rmp's own words name a MessagePack marker; the author thinks in JSON.
-        DecodeError::TypeMismatch(marker) => format!(
-            "event does not match `{}`: invalid type: {} where a field of another type was expected",
-            short_type_name::<T>(),
-            json_kind(*marker)
-        ),
-        DecodeError::Syntax(_)
-        | DecodeError::OutOfRange
-        | DecodeError::LengthMismatch(_) => {
-            format!("event does not match `{}`: {e}", short_type_name::<T>())
-        }
-        _ => format!("invalid event MessagePack: {e}"),
-    }
-}
-
-/// What a MessagePack marker is in JSON's terms.
-fn json_kind(marker: rmp::Marker) -> &'static str {
-    use rmp::Marker as M;
-    match marker {
-        M::Null => "null",
-        M::True | M::False => "a boolean",
-        M::F32 | M::F64 => "a float",
-        M::FixStr(_) | M::Str8 | M::Str16 | M::Str32 => "a string",
-        M::FixArray(_) | M::Array16 | M::Array32 => "an array",
-        M::FixMap(_) | M::Map16 | M::Map32 => "an object",
-        M::Bin8 | M::Bin16 | M::Bin32 => "bytes",
-        M::Reserved
-        | M::FixExt1
-        | M::FixExt2
-        | M::FixExt4
-        | M::FixExt8
-        | M::FixExt16
-        | M::Ext8
-        | M::Ext16
-        | M::Ext32 => "an extension value",
-        _ => "an integer",
+pub(crate) fn describe_event_error<T>(e: &Error) -> String {
+    if e.is_malformed() {
+        e.to_string()
+    } else {
+        format!("event does not match `{}`: {e}", short_type_name::<T>())
     }
 }
 
 /// Appends `value` as one frame.
-pub(crate) fn write_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+pub(crate) fn write_frame<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER]);
     if let Err(e) = write_value(out, value) {
@@ -110,7 +82,10 @@ pub(crate) fn push_raw(out: &mut Vec<u8>, event: &[u8]) {
 pub(crate) fn map_header(bytes: &[u8]) -> Option<(u32, usize)> {
     match *bytes.first()? {
         m @ 0x80..=0x8f => Some(((m & 0x0f) as u32, 1)),
-        0xde => Some((u16::from_be_bytes(bytes.get(1..3)?.try_into().ok()?) as u32, 3)),
+        0xde => Some((
+            u16::from_be_bytes(bytes.get(1..3)?.try_into().ok()?) as u32,
+            3,
+        )),
         0xdf => Some((u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?), 5)),
         _ => None,
     }
@@ -219,10 +194,16 @@ mod tests {
         let e = parse_event::<Num>(&frame[4..]).unwrap_err();
         assert_eq!(
             e,
-            "event does not match `Num`: invalid type: a string where a field of another type was expected"
+            "event does not match `Num`: invalid type: string \"x\", expected i64"
         );
-        let e = parse_event::<Num>(&[0x81, 0xa1]).unwrap_err();
-        assert!(e.starts_with("invalid event MessagePack"), "{e}");
+        for bad in [
+            &[0x81, 0xa1][..],
+            &[0x81, 0xa1, b'n', 0x01, 0x02],
+            &[0x81, 0xa1, b'n', 0xd4, 0, 0],
+        ] {
+            let e = parse_event::<Num>(bad).unwrap_err();
+            assert!(e.starts_with("invalid event MessagePack"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
