@@ -12,6 +12,7 @@
 //! what it would with JSON.
 
 mod de;
+mod ser;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -59,11 +60,8 @@ pub(crate) fn write_frame<T: Serialize + ?Sized>(
 pub(crate) fn write_value<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
-) -> Result<(), rmp_serde::encode::Error> {
-    let mut ser = rmp_serde::Serializer::new(out)
-        .with_struct_map()
-        .with_human_readable();
-    value.serialize(&mut ser)
+) -> Result<(), ser::Error> {
+    ser::write(out, value)
 }
 
 /// Writes the length of the frame whose header starts at `start`.
@@ -176,6 +174,46 @@ mod tests {
         );
         let back: Ev = parse_event(&out[4..]).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn frames_agree_with_an_independent_implementation() {
+        // Ours encodes, rmp-serde decodes; rmp-serde encodes, ours decodes.
+        let values = [
+            json!({"n": 1, "neg": -200, "big": u64::MAX, "min": i64::MIN, "f": 1.5, "z": null}),
+            json!({"s": "x".repeat(40), "t": "y".repeat(300), "u": "z".repeat(70000), "b": [true, false]}),
+            json!(
+                (0..20)
+                    .map(|i| (format!("k{i}"), json!([i, {"i": i}])))
+                    .collect::<serde_json::Map<_, _>>()
+            ),
+            json!((0..70000).collect::<Vec<u32>>()),
+        ];
+        for v in &values {
+            let mut ours = Vec::new();
+            write_value(&mut ours, v).unwrap();
+            let theirs_read: Value = rmp_serde::from_slice(&ours).unwrap();
+            assert_eq!(&theirs_read, v);
+            let theirs = rmp_serde::to_vec(v).unwrap();
+            assert_eq!(&parse_event::<Value>(&theirs).unwrap(), v);
+        }
+        // Unit is null, as in JSON (rmp-serde writes a unit struct as `[]`).
+        #[derive(Serialize)]
+        struct Unit;
+        let mut out = Vec::new();
+        write_value(&mut out, &Unit).unwrap();
+        assert_eq!(out, [0xc0]);
+        // A length hint that lies is an error, not a broken frame.
+        struct Liar;
+        impl Serialize for Liar {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(Some(2))?;
+                seq.serialize_element(&1)?;
+                seq.end()
+            }
+        }
+        assert!(write_value(&mut Vec::new(), &Liar).is_err());
     }
 
     #[test]
