@@ -83,7 +83,12 @@ fn frames_and_json_lines_give_the_same_bytes_and_dead_letters() {
         plugin("log_enrich"),
         "params = { received_at = \"2026-11-27T12:00:00.000Z\", host = \"h\" }",
     );
-    let frames = pipeline(dir.path(), "frames", "auto", std::slice::from_ref(&stage));
+    let frames = pipeline(
+        dir.path(),
+        "frames",
+        "msgpack",
+        std::slice::from_ref(&stage),
+    );
     let lines = pipeline(dir.path(), "lines", "json", &[stage]);
     let (code_f, out_f, dead_f) = outputs(dir.path(), &frames, &input);
     let (code_l, out_l, dead_l) = outputs(dir.path(), &lines, &input);
@@ -142,7 +147,7 @@ fn a_filter_over_frames_still_passes_the_original_text() {
     let m = pipeline(
         dir.path(),
         "filter",
-        "auto",
+        "msgpack",
         &[(
             "warnings",
             "filter",
@@ -191,7 +196,7 @@ fn frames_that_are_not_msgpack_are_dead_letters_of_their_stage() {
     let m = pipeline(
         dir.path(),
         "garbage",
-        "auto",
+        "msgpack",
         &[("g", "map", fixture("garbage_frames.wat"), "")],
     );
     let (code, out, dead) = outputs(dir.path(), &m, &input);
@@ -238,7 +243,7 @@ fn examples_read_the_same_in_both_encodings() {
         plugin("enrich"),
         "params = { region = \"eu-west-1\" }",
     );
-    let frames = pipeline(dir.path(), "ef", "auto", std::slice::from_ref(&stage));
+    let frames = pipeline(dir.path(), "ef", "msgpack", std::slice::from_ref(&stage));
     let lines = pipeline(dir.path(), "el", "json", &[stage]);
     let (cf, of, df) = outputs(dir.path(), &frames, &input);
     let (cl, ol, dl) = outputs(dir.path(), &lines, &input);

@@ -98,26 +98,36 @@ fn main() -> Result<()> {
             env.manifest("w1-json", &adder, "json")?,
         ),
         Row::new(
-            "W2 enrich (typed structs, owned fields)",
+            "W2 enrich (typed structs, owned fields), events = \"msgpack\"",
             W::Two,
             &logs,
-            env.manifest("w2", &[("log_enrich", "map", &w2_params)], "auto")?,
+            env.manifest("w2", &[("log_enrich", "map", &w2_params)], "msgpack")?,
         ),
         Row::new(
-            "W2 enrich with `Merge`",
+            "W2 enrich with `Merge`, events = \"msgpack\"",
             W::Two,
             &logs,
             env.manifest(
                 "w2-merge",
                 &[("log_enrich_merge", "map", &w2_params)],
-                "auto",
+                "msgpack",
             )?,
         ),
         Row::new(
-            "W2 enrich, events = \"json\"",
+            "W2 enrich, `auto` (one stage: JSON lines)",
             W::Two,
             &logs,
-            env.manifest("w2-json", &[("log_enrich", "map", &w2_params)], "json")?,
+            env.manifest("w2-auto", &[("log_enrich", "map", &w2_params)], "auto")?,
+        ),
+        Row::new(
+            "W2 enrich with `Merge`, `auto` (one stage: JSON lines)",
+            W::Two,
+            &logs,
+            env.manifest(
+                "w2-merge-auto",
+                &[("log_enrich_merge", "map", &w2_params)],
+                "auto",
+            )?,
         ),
         Row::new(
             "W3 per service (manifest `key`)",
@@ -188,7 +198,7 @@ fn main() -> Result<()> {
     println!();
     println!("| workload | workers | events/s | per worker | efficiency | ratio |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for row in [&rows[2], &rows[5]] {
+    for row in [&rows[2], &rows[6]] {
         let mut one = 0.0;
         for w in [1, 2] {
             let f = Figures::of(&env.pairs(row, w, opts.rounds)?, row.work.events());

@@ -12,7 +12,8 @@ use super::dead_letter::DeadLetterSink;
 use super::executor::{ChunkReport, Executor, Policy};
 use super::source::Source;
 use crate::manifest::{
-    DEFAULT_MEMORY, DEFAULT_OUTPUT, DEFAULT_TIMEOUT, Manifest, StageKind, StageSection,
+    DEFAULT_MEMORY, DEFAULT_OUTPUT, DEFAULT_TIMEOUT, EventEncoding, Manifest, StageKind,
+    StageSection,
 };
 use crate::reload::stages::{LiveStages, StageSet};
 use crate::runtime::{KindMismatch, Runtime, Stage, StageError, StageSpec, StageState, linker};
@@ -417,7 +418,15 @@ pub fn stage_spec(manifest: &Manifest, st: &StageSection) -> Result<StageSpec> {
         output: st.limits.output.unwrap_or(DEFAULT_OUTPUT).0,
         allow: st.allow.clone(),
         base_dir: manifest.dir.clone(),
-        events: st.events.or(doc.runtime.events).unwrap_or_default(),
+        events: match st.events.or(doc.runtime.events).unwrap_or_default() {
+            EventEncoding::Auto
+                if doc.stages.len() == 1 && *st.kind.get_ref() != StageKind::Reduce =>
+            {
+                EventEncoding::Json
+            }
+            EventEncoding::Auto => EventEncoding::Msgpack,
+            chosen => chosen,
+        },
     })
 }
 

@@ -146,10 +146,14 @@ pub struct StageSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventEncoding {
-    /// MessagePack to every stage whose module takes it (the SDK's do),
-    /// JSON to the others: each event's JSON is parsed once, natively.
+    /// Frames to every stage whose module takes them (the SDK's do), except
+    /// in a pipeline of one map, filter or flat_map stage: there no stage
+    /// boundary is saved, and a filter or a `Merge` map, which read only
+    /// some fields of the JSON text, do better on the text itself.
     #[default]
     Auto,
+    /// Frames to every stage whose module takes them.
+    Msgpack,
     /// JSON lines, always: for a stage that needs the event's text (a
     /// `serde_json::value::RawValue` field), or to compare.
     Json,

@@ -167,7 +167,7 @@ impl Stage {
             .flatten()
             .any(|e| e == wasmpipe_abi::encoding::MSGPACK);
         let encoding = match spec.events {
-            EventEncoding::Auto if takes_msgpack => Encoding::MsgPack,
+            EventEncoding::Auto | EventEncoding::Msgpack if takes_msgpack => Encoding::MsgPack,
             _ => Encoding::Json,
         };
         let mut config = serde_json::json!({
