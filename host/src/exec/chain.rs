@@ -176,7 +176,7 @@ impl Chain {
                 first,
                 &chunk.data,
                 &origin,
-                0,
+                (0, self.stages[0].name()),
                 &mut outcome.failures,
             );
             origin = kept.clone();
@@ -209,7 +209,7 @@ impl Chain {
                     want,
                     &input,
                     &origin,
-                    blame,
+                    (blame, self.stages[blame].name()),
                     &mut outcome.failures,
                 );
                 outcome.counts[blame].failed += (outcome.failures.len() - failed_before) as u64;
@@ -283,7 +283,7 @@ impl Chain {
                     originals,
                     &input,
                     &origin,
-                    blame,
+                    (blame, self.stages[blame].name()),
                     &mut outcome.failures,
                 ),
                 None => reencode(
@@ -291,7 +291,7 @@ impl Chain {
                     Encoding::Json,
                     &input,
                     &origin,
-                    blame,
+                    (blame, self.stages[blame].name()),
                     &mut outcome.failures,
                 ),
             };
@@ -591,7 +591,7 @@ fn reencode(
     to: Encoding,
     input: &[u8],
     origin: &[u32],
-    blame: usize,
+    (blame, name): (usize, &str),
     failures: &mut Vec<Failure>,
 ) -> (Vec<u8>, Vec<u32>) {
     let mut out = Vec::with_capacity(input.len() + input.len() / 4);
@@ -606,7 +606,7 @@ fn reencode(
             Some((_, error)) => failures.push(Failure {
                 event: o,
                 stage: blame,
-                error: conversion_error(to, blame, error),
+                error: conversion_error(to, name, error),
                 transient: false,
             }),
             None => kept.push(o),
@@ -616,14 +616,13 @@ fn reencode(
 }
 
 /// Why an event could not be converted, as its dead letter says it.
-fn conversion_error(to: Encoding, blame: usize, error: String) -> String {
+fn conversion_error(to: Encoding, stage: &str, error: String) -> String {
     match to {
         // The host parsed the event for the stage: the words are the SDK's.
         Encoding::MsgPack => error,
-        Encoding::Json => format!(
-            "stage #{} produced output that cannot be written as JSON: {error}",
-            blame + 1
-        ),
+        Encoding::Json => {
+            format!("stage `{stage}` produced output that cannot be written as JSON: {error}")
+        }
     }
 }
 
@@ -635,7 +634,7 @@ fn to_json_keeping_originals(
     (originals, indices): &(Vec<u8>, Vec<u32>),
     input: &[u8],
     origin: &[u32],
-    blame: usize,
+    (blame, name): (usize, &str),
     failures: &mut Vec<Failure>,
 ) -> (Vec<u8>, Vec<u32>) {
     let mut by_event: Vec<Option<&[u8]>> = vec![None; chunk.len()];
@@ -664,7 +663,7 @@ fn to_json_keeping_originals(
             Err(error) => failures.push(Failure {
                 event: o,
                 stage: blame,
-                error: conversion_error(Encoding::Json, blame, error),
+                error: conversion_error(Encoding::Json, name, error),
                 transient: false,
             }),
         }
