@@ -31,8 +31,20 @@ fn inspect_prints_the_plugin_metadata() {
         64,
         "sha-256 content hash"
     );
+    assert_eq!(
+        v["metadata"]["events"],
+        serde_json::json!(["json", "msgpack"])
+    );
     let r = run(&["inspect", plugin("double").to_str().unwrap()]).expect_code(0);
     assert!(r.stdout.contains("kind:     map"), "{}", r.stdout);
+    assert!(r.stdout.contains("events:   json, msgpack"), "{}", r.stdout);
+    // A module that lists no encodings takes JSON lines only.
+    let r = run(&[
+        "inspect",
+        crate::util::fixture("echo.wat").to_str().unwrap(),
+    ])
+    .expect_code(0);
+    assert!(r.stdout.contains("events:   json\n"), "{}", r.stdout);
 }
 
 #[test]

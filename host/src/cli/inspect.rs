@@ -47,6 +47,12 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         );
         println!("abi:      {}", m.abi);
         println!("sdk:      {}", m.sdk.as_deref().unwrap_or("(none)"));
+        // What the module takes (docs/abi.md, "Event encodings").
+        let events = m
+            .events
+            .as_deref()
+            .map_or("json".to_owned(), |e| e.join(", "));
+        println!("events:   {events}");
         println!("version:  {}", stage.version);
         println!("size:     {size} bytes");
     }
