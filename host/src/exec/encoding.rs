@@ -18,6 +18,9 @@ use crate::runtime::Encoding;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use wasmpipe_abi::FRAME_HEADER;
+use wasmpipe_abi::msgpack::{
+    ARRAY, MAP, close_header, put_f64, put_header, put_int, put_str, put_uint,
+};
 
 /// Nesting deeper than this is refused, on the way in as on the way out.
 /// Deeper than `serde_json`'s own 128: a stage that reads only some fields
@@ -183,7 +186,7 @@ impl<'de> Visitor<'de> for Transcode<'_> {
         {
             n += 1;
         }
-        close(self.out, at, n, [0x90, 0xdc, 0xdd]);
+        close_header(self.out, at, n as usize, ARRAY);
         Ok(())
     }
 
@@ -204,84 +207,8 @@ impl<'de> Visitor<'de> for Transcode<'_> {
             })?;
             n += 1;
         }
-        close(self.out, at, n, [0x80, 0xde, 0xdf]);
+        close_header(self.out, at, n as usize, MAP);
         Ok(())
-    }
-}
-
-fn put_uint(out: &mut Vec<u8>, v: u64) {
-    match v {
-        0..=0x7f => out.push(v as u8),
-        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
-        0x100..=0xffff => {
-            out.push(0xcd);
-            out.extend_from_slice(&(v as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(0xce);
-            out.extend_from_slice(&(v as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(0xcf);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-}
-
-fn put_int(out: &mut Vec<u8>, v: i64) {
-    match v {
-        0.. => put_uint(out, v as u64),
-        -32..=-1 => out.push(v as i8 as u8),
-        -128..=-33 => out.extend_from_slice(&[0xd0, v as i8 as u8]),
-        -32768..=-129 => {
-            out.push(0xd1);
-            out.extend_from_slice(&(v as i16).to_be_bytes());
-        }
-        -2147483648..=-32769 => {
-            out.push(0xd2);
-            out.extend_from_slice(&(v as i32).to_be_bytes());
-        }
-        _ => {
-            out.push(0xd3);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-}
-
-fn put_f64(out: &mut Vec<u8>, v: f64) {
-    out.push(0xcb);
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_str(out: &mut Vec<u8>, v: &str) {
-    let n = v.len();
-    match n {
-        0..=31 => out.push(0xa0 | n as u8),
-        32..=0xff => out.extend_from_slice(&[0xd9, n as u8]),
-        0x100..=0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdb);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(v.as_bytes());
-}
-
-/// A header for a container of `n` entries, in its shortest form.
-fn put_header(out: &mut Vec<u8>, n: usize, [fix, m16, m32]: [u8; 3]) {
-    match n {
-        0..=15 => out.push(fix | n as u8),
-        16..=0xffff => {
-            out.push(m16);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(m32);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
     }
 }
 
@@ -334,11 +261,11 @@ impl Parser {
             }
             match *node {
                 Node::Object { len, .. } => {
-                    put_header(out, len, [0x80, 0xde, 0xdf]);
+                    put_header(out, len, MAP);
                     self.open.push(2 * len);
                 }
                 Node::Array { len, .. } => {
-                    put_header(out, len, [0x90, 0xdc, 0xdd]);
+                    put_header(out, len, ARRAY);
                     self.open.push(len);
                 }
                 Node::String(s) => put_str(out, s),
@@ -370,33 +297,6 @@ fn open<E: de::Error>(out: &mut Vec<u8>, depth: usize) -> Result<usize, E> {
     let at = out.len();
     out.extend_from_slice(&[0; 5]);
     Ok(at)
-}
-
-/// Writes the header reserved at `at` for `n` entries in its shortest form
-/// (`fix`, 16-bit and 32-bit markers), moving the entries back over the
-/// room it does not need.
-fn close(out: &mut Vec<u8>, at: usize, n: u32, [fix, m16, m32]: [u8; 3]) {
-    let header: &[u8] = &match n {
-        0..=15 => [fix | n as u8, 0, 0, 0, 0],
-        16..=0xffff => {
-            let [a, b] = (n as u16).to_be_bytes();
-            [m16, a, b, 0, 0]
-        }
-        _ => {
-            let [a, b, c, d] = n.to_be_bytes();
-            [m32, a, b, c, d]
-        }
-    };
-    let used = match n {
-        0..=15 => 1,
-        16..=0xffff => 3,
-        _ => 5,
-    };
-    out[at..at + used].copy_from_slice(&header[..used]);
-    if used < 5 {
-        out.copy_within(at + 5.., at + used);
-        out.truncate(out.len() - (5 - used));
-    }
 }
 
 /// Reads `n` bytes off the front of `rd`.

@@ -14,6 +14,8 @@
 #![no_std]
 #![deny(missing_docs)]
 
+extern crate alloc;
+
 /// The ABI version this crate describes. The host refuses modules whose
 /// metadata names another version.
 pub const ABI_VERSION: u32 = 1;
@@ -64,6 +66,116 @@ pub mod encoding {
     /// that many bytes holding one MessagePack value (maps for objects,
     /// str for strings, int / float 64 for numbers: the JSON data model).
     pub const MSGPACK: &str = "msgpack";
+}
+
+/// Writing the MessagePack values of frames, each header and number in its
+/// shortest form: the one encoder of the host's transcoder and the SDK's
+/// serializer, so that both write the same bytes for the same value.
+pub mod msgpack {
+    use alloc::vec::Vec;
+
+    /// An unsigned integer.
+    #[inline]
+    pub fn put_uint(out: &mut Vec<u8>, v: u64) {
+        match v {
+            0..=0x7f => out.push(v as u8),
+            0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
+            0x100..=0xffff => {
+                out.push(0xcd);
+                out.extend_from_slice(&(v as u16).to_be_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                out.push(0xce);
+                out.extend_from_slice(&(v as u32).to_be_bytes());
+            }
+            _ => {
+                out.push(0xcf);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+
+    /// A signed integer (a non-negative one as unsigned).
+    #[inline]
+    pub fn put_int(out: &mut Vec<u8>, v: i64) {
+        match v {
+            0.. => put_uint(out, v as u64),
+            -32..=-1 => out.push(v as i8 as u8),
+            -128..=-33 => out.extend_from_slice(&[0xd0, v as i8 as u8]),
+            -32768..=-129 => {
+                out.push(0xd1);
+                out.extend_from_slice(&(v as i16).to_be_bytes());
+            }
+            -2147483648..=-32769 => {
+                out.push(0xd2);
+                out.extend_from_slice(&(v as i32).to_be_bytes());
+            }
+            _ => {
+                out.push(0xd3);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+
+    /// A float 64.
+    #[inline]
+    pub fn put_f64(out: &mut Vec<u8>, v: f64) {
+        out.push(0xcb);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// A string.
+    #[inline]
+    pub fn put_str(out: &mut Vec<u8>, v: &str) {
+        let n = v.len();
+        match n {
+            0..=31 => out.push(0xa0 | n as u8),
+            32..=0xff => out.extend_from_slice(&[0xd9, n as u8]),
+            0x100..=0xffff => {
+                out.push(0xda);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(0xdb);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+
+    /// The markers of a map's headers: fix, 16-bit and 32-bit.
+    pub const MAP: [u8; 3] = [0x80, 0xde, 0xdf];
+    /// The markers of an array's headers: fix, 16-bit and 32-bit.
+    pub const ARRAY: [u8; 3] = [0x90, 0xdc, 0xdd];
+
+    /// The header of a map ([`MAP`]) or array ([`ARRAY`]) of `n` entries.
+    #[inline]
+    pub fn put_header(out: &mut Vec<u8>, n: usize, [fix, m16, m32]: [u8; 3]) {
+        match n {
+            0..=15 => out.push(fix | n as u8),
+            16..=0xffff => {
+                out.push(m16);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(m32);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+    }
+
+    /// Rewrites the 32-bit header reserved at `at` (5 bytes, written before
+    /// the entries, whose number was not known then) for `n` entries in its
+    /// shortest form, moving the entries back over the room it does not need.
+    pub fn close_header(out: &mut Vec<u8>, at: usize, n: usize, markers: [u8; 3]) {
+        let mut h = Vec::with_capacity(5);
+        put_header(&mut h, n, markers);
+        out[at..at + h.len()].copy_from_slice(&h);
+        if h.len() < 5 {
+            out.copy_within(at + 5.., at + h.len());
+            out.truncate(out.len() - (5 - h.len()));
+        }
+    }
 }
 
 /// Length of a frame's header (the little-endian `u32` byte count).

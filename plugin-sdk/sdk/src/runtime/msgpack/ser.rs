@@ -8,6 +8,7 @@
 
 use serde::ser::{self, Serialize};
 use std::fmt;
+use wasmpipe_abi::msgpack;
 
 /// Why a value could not be encoded.
 #[derive(Debug)]
@@ -39,70 +40,24 @@ struct Writer<'a> {
 impl Writer<'_> {
     #[inline]
     fn uint(&mut self, v: u64) {
-        match v {
-            0..=0x7f => self.out.push(v as u8),
-            0x80..=0xff => self.out.extend_from_slice(&[0xcc, v as u8]),
-            0x100..=0xffff => {
-                self.out.push(0xcd);
-                self.out.extend_from_slice(&(v as u16).to_be_bytes());
-            }
-            0x1_0000..=0xffff_ffff => {
-                self.out.push(0xce);
-                self.out.extend_from_slice(&(v as u32).to_be_bytes());
-            }
-            _ => {
-                self.out.push(0xcf);
-                self.out.extend_from_slice(&v.to_be_bytes());
-            }
-        }
+        msgpack::put_uint(self.out, v);
     }
 
     #[inline]
     fn int(&mut self, v: i64) {
-        if v >= 0 {
-            return self.uint(v as u64);
-        }
-        match v {
-            -32..=-1 => self.out.push(v as i8 as u8),
-            -128..=-33 => self.out.extend_from_slice(&[0xd0, v as i8 as u8]),
-            -32768..=-129 => {
-                self.out.push(0xd1);
-                self.out.extend_from_slice(&(v as i16).to_be_bytes());
-            }
-            -2147483648..=-32769 => {
-                self.out.push(0xd2);
-                self.out.extend_from_slice(&(v as i32).to_be_bytes());
-            }
-            _ => {
-                self.out.push(0xd3);
-                self.out.extend_from_slice(&v.to_be_bytes());
-            }
-        }
+        msgpack::put_int(self.out, v);
     }
 
     #[inline]
     fn str(&mut self, v: &str) {
-        let n = v.len();
-        match n {
-            0..=31 => self.out.push(0xa0 | n as u8),
-            32..=0xff => self.out.extend_from_slice(&[0xd9, n as u8]),
-            0x100..=0xffff => {
-                self.out.push(0xda);
-                self.out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            _ => {
-                self.out.push(0xdb);
-                self.out.extend_from_slice(&(n as u32).to_be_bytes());
-            }
-        }
-        self.out.extend_from_slice(v.as_bytes());
+        msgpack::put_str(self.out, v);
     }
 
     /// Starts a map (`map = true`) or an array; see [`Compound::end`].
     fn open(&mut self, map: bool, len: Option<usize>) -> Compound<'_> {
         let at = self.out.len();
         match len {
-            Some(n) => header(self.out, map, n),
+            Some(n) => msgpack::put_header(self.out, n, markers(map)),
             None => self
                 .out
                 .extend_from_slice(&[if map { 0xdf } else { 0xdd }, 0, 0, 0, 0]),
@@ -123,24 +78,8 @@ impl Writer<'_> {
     }
 }
 
-/// A map or array header for `n` entries, in its shortest form.
-fn header(out: &mut Vec<u8>, map: bool, n: usize) {
-    let (fix, m16, m32) = if map {
-        (0x80, 0xde, 0xdf)
-    } else {
-        (0x90, 0xdc, 0xdd)
-    };
-    match n {
-        0..=15 => out.push(fix | n as u8),
-        16..=0xffff => {
-            out.push(m16);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(m32);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
+fn markers(map: bool) -> [u8; 3] {
+    if map { msgpack::MAP } else { msgpack::ARRAY }
 }
 
 /// An open map or array.
@@ -167,16 +106,7 @@ impl Compound<'_> {
                 self.count
             ))),
             None => {
-                // Write the real header over the placeholder and move the
-                // entries back over the room it does not need.
-                let mut h = Vec::with_capacity(5);
-                header(&mut h, self.map, self.count);
-                self.out[self.at..self.at + h.len()].copy_from_slice(&h);
-                if h.len() < 5 {
-                    self.out.copy_within(self.at + 5.., self.at + h.len());
-                    let len = self.out.len();
-                    self.out.truncate(len - (5 - h.len()));
-                }
+                msgpack::close_header(self.out, self.at, self.count, markers(self.map));
                 Ok(())
             }
         }
@@ -238,8 +168,7 @@ impl<'a, 'b> ser::Serializer for &'a mut Writer<'b> {
         Ok(())
     }
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        self.out.push(0xcb);
-        self.out.extend_from_slice(&v.to_be_bytes());
+        msgpack::put_f64(self.out, v);
         Ok(())
     }
     fn serialize_char(self, v: char) -> Result<(), Error> {
