@@ -57,15 +57,10 @@ pub fn event_count(encoding: Encoding, buf: &[u8]) -> Result<usize, String> {
                 n
             })
         }
-        Encoding::MsgPack => {
-            let (mut n, mut at) = (0, 0);
-            while at < buf.len() {
-                at = frame_end(buf, at)
-                    .ok_or_else(|| format!("output frame at byte {at} is truncated"))?;
-                n += 1;
-            }
-            Ok(n)
-        }
+        Encoding::MsgPack => wasmpipe_abi::frames(buf).try_fold(0, |n, frame| match frame {
+            Ok(_) => Ok(n + 1),
+            Err(at) => Err(format!("output frame at byte {at} is truncated")),
+        }),
     }
 }
 
