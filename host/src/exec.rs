@@ -12,6 +12,7 @@ pub mod framing;
 pub mod pipeline;
 pub mod source;
 pub mod stored;
+pub mod window;
 
 pub use crate::reload::stages::{LiveStages, StageSet};
 pub use chain::{Chain, ChunkOutcome, Failure, StageCounts};

@@ -16,3 +16,4 @@ mod manifest_errors;
 mod reload;
 mod sandbox;
 mod serve;
+mod windows;

@@ -170,6 +170,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))),
     );
+    pipeline.streaming = args.watch || input.is_none();
     let summary = pipeline.run(source, &mut sink, &mut dead, &ctx, &mut progress)?;
     drop(watching);
     drop(sink);

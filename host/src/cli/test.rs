@@ -33,6 +33,10 @@ pub struct TestArgs {
     /// For a keyed reduce: the JSON pointer of the group key.
     #[arg(long)]
     key: Option<String>,
+    /// For a reduce: fold per window, written as the manifest's inline
+    /// table, e.g. `--window 'kind = "tumbling", size = "1m", time = "/ts"'`.
+    #[arg(long)]
+    window: Option<String>,
     /// Events per chunk (one guest call per chunk).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     chunk_size: Option<u32>,
@@ -53,10 +57,12 @@ pub fn run(args: TestArgs) -> Result<u8> {
         max_instances: 16,
         ..RuntimeConfig::default()
     })?);
+    let window = args.window.as_deref().map(parse_window).transpose()?;
     let spec = StageSpec {
         kind: args.kind.as_deref().and_then(StageKind::parse),
         params,
         key: args.key.clone(),
+        window,
         ..StageSpec::standalone("test", plugin)
     };
     let stage = Stage::load(&runtime, &linker(&runtime)?, spec)?;
@@ -72,6 +78,7 @@ pub fn run(args: TestArgs) -> Result<u8> {
             keep_reduce_input: false,
         },
         live: None,
+        streaming: false,
     };
     let file = std::fs::File::open(&args.input)
         .with_context(|| format!("cannot open input {:?}", args.input))?;
@@ -200,6 +207,20 @@ fn diff(old: &[&str], new: &[&str], same: impl Fn(&str, &str) -> bool) -> String
         skipped = false;
     }
     text
+}
+
+/// `--window`'s text, checked like a manifest's `window` table.
+fn parse_window(text: &str) -> Result<crate::exec::window::WindowSpec> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        window: crate::manifest::WindowSection,
+    }
+    let doc: Doc = toml::from_str(&format!("window = {{ {text} }}"))
+        .map_err(|e| anyhow::anyhow!("--window: {}", e.message().trim_end()))?;
+    doc.window
+        .check()
+        .map_err(|(message, hint)| anyhow::anyhow!("--window: {message}; hint: {hint}"))?;
+    Ok(crate::exec::window::WindowSpec::from_section(&doc.window))
 }
 
 #[cfg(test)]

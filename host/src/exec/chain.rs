@@ -14,6 +14,9 @@
 
 use super::chunk::Chunk;
 use super::encoding::{self, event_count, event_starts};
+use super::window::book::Refolded;
+use super::window::plan::{Group, plan};
+use super::window::{Millis, WindowPart, WindowSpec, WindowedChunk, field};
 use crate::runtime::{Encoding, Runtime, Stage, StageError, StageInstance};
 use anyhow::Result;
 use std::borrow::Cow;
@@ -60,6 +63,9 @@ pub struct ChunkOutcome {
     pub failures: Vec<Failure>,
     /// Counts per stage.
     pub counts: Vec<StageCounts>,
+    /// A windowed reduce's folds, by chunk position (see
+    /// [`super::window`]); `None` for any other pipeline.
+    pub windows: Option<WindowedChunk>,
 }
 
 /// The stages of a pipeline as run by one worker.
@@ -228,7 +234,13 @@ impl Chain {
                 failures: Vec::new(),
             };
             let started = std::time::Instant::now();
-            self.run_isolated(s, ctx, &input, &origin, &mut sink)?;
+            match self.stages[s].spec.window.clone() {
+                Some(spec) => {
+                    let w = self.reduce_windows(s, &spec, ctx, &input, &origin, &mut sink)?;
+                    outcome.windows = Some(w);
+                }
+                None => self.run_isolated(s, ctx, &input, &origin, &mut sink)?,
+            }
             outcome.counts[s].busy = started.elapsed();
             outcome.counts[s].failed += sink.failures.len() as u64;
             outcome
@@ -306,6 +318,162 @@ impl Chain {
         outcome.output_origin = origin;
         outcome.output = input.into_owned();
         Ok(outcome)
+    }
+
+    /// Folds a windowed reduce's input: each event's time (and, for
+    /// sessions, key) is read natively, then each window the chunk touches
+    /// is one fold from the initial accumulator. Events with no time fail
+    /// here; the book decides later which of the rest are late.
+    fn reduce_windows(
+        &mut self,
+        s: usize,
+        spec: &WindowSpec,
+        ctx: &[u8],
+        input: &[u8],
+        origin: &[u32],
+        sink: &mut StageSink,
+    ) -> Result<WindowedChunk> {
+        let stage = self.stages[s].clone();
+        let enc = stage.encoding;
+        let starts = event_starts(enc, input);
+        let arrival = arrival_of(ctx);
+        let key = match (spec.sessions(), &stage.spec.key) {
+            (Some(_), Some(k)) => Some((k.as_str(), super::window::spec::pointer_path(k))),
+            _ => None,
+        };
+        let mut events: Vec<&[u8]> = Vec::with_capacity(origin.len());
+        let mut kept: Vec<u32> = Vec::with_capacity(origin.len());
+        let mut times: Vec<Millis> = Vec::with_capacity(origin.len());
+        let mut keys: Vec<String> = Vec::new();
+        for (i, &o) in origin.iter().enumerate() {
+            let end = starts.get(i + 1).copied().unwrap_or(input.len());
+            let event = &input[starts[i]..end];
+            let text = match enc {
+                Encoding::Json => event.strip_suffix(b"\n").unwrap_or(event),
+                Encoding::MsgPack => event,
+            };
+            let found = field::event_time(&spec.time, enc, text, arrival).and_then(|t| {
+                let k = match &key {
+                    Some((pointer, path)) => field::event_key(enc, text, pointer, path)?,
+                    None => String::new(),
+                };
+                Ok((t, k))
+            });
+            match found {
+                Ok((t, k)) => {
+                    events.push(event);
+                    kept.push(o);
+                    times.push(t);
+                    if spec.sessions().is_some() {
+                        keys.push(k);
+                    }
+                }
+                Err(why) => sink.failures.push((o, why, false)),
+            }
+        }
+        let groups = plan(spec, &times, &keys);
+        let parts = self.fold_groups(s, ctx, &events, &kept, &times, &keys, groups, sink)?;
+        // A hopping window's event is folded once per window: it fails once.
+        let mut seen = std::collections::HashSet::new();
+        sink.failures.retain(|f| seen.insert(f.0));
+        Ok(WindowedChunk {
+            times: kept.iter().map(|&o| o as u64).zip(times).collect(),
+            parts,
+            ..WindowedChunk::default()
+        })
+    }
+
+    /// Folds each group of `events` (positions) from the initial
+    /// accumulator, one guest call per group. A part's members are
+    /// `origin`s of the events that folded; failures go to `sink`.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_groups(
+        &mut self,
+        s: usize,
+        ctx: &[u8],
+        events: &[&[u8]],
+        origin: &[u32],
+        times: &[Millis],
+        keys: &[String],
+        groups: Vec<Group>,
+        sink: &mut StageSink,
+    ) -> Result<Vec<WindowPart>> {
+        let mut parts = Vec::with_capacity(groups.len());
+        for (span, members) in groups {
+            let mut input = Vec::new();
+            let mut org = Vec::with_capacity(members.len());
+            for &m in &members {
+                input.extend_from_slice(events[m]);
+                org.push(origin[m]);
+            }
+            self.acc = Vec::new();
+            let before = sink.failures.len();
+            self.run_isolated(s, ctx, &input, &org, sink)?;
+            let partial = std::mem::take(&mut self.acc);
+            let failed: std::collections::HashSet<u32> =
+                sink.failures[before..].iter().map(|f| f.0).collect();
+            let folded: Vec<usize> = members
+                .into_iter()
+                .filter(|&m| !failed.contains(&origin[m]))
+                .collect();
+            if folded.is_empty() {
+                continue;
+            }
+            if folded.len() < org.len() {
+                input.clear();
+                for &m in &folded {
+                    input.extend_from_slice(events[m]);
+                }
+            }
+            parts.push(WindowPart {
+                span,
+                members: folded.iter().map(|&m| origin[m] as u64).collect(),
+                times: folded.iter().map(|&m| times[m]).collect(),
+                keys: if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    folded.iter().map(|&m| keys[m].clone()).collect()
+                },
+                input,
+                partial,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Folds the events of `input` (in the last stage's encoding) again,
+    /// for a window book: into window `span`, or for sessions into the
+    /// sessions they form. Members, and the failures' indices, are
+    /// positions in `input`.
+    pub fn refold_window(
+        &mut self,
+        ctx: &[u8],
+        input: &[u8],
+        times: &[Millis],
+        keys: &[String],
+        span: Option<(Millis, Millis)>,
+    ) -> Result<Refolded> {
+        let s = self.stages.len() - 1;
+        let Some(spec) = self.stages[s].spec.window.clone() else {
+            anyhow::bail!("stage `{}` has no window", self.stages[s].name());
+        };
+        let starts = event_starts(self.stages[s].encoding, input);
+        let events: Vec<&[u8]> = (0..starts.len())
+            .map(|i| &input[starts[i]..starts.get(i + 1).copied().unwrap_or(input.len())])
+            .collect();
+        let origin: Vec<u32> = (0..events.len() as u32).collect();
+        let groups = match span {
+            Some(w) => vec![(Some(w), (0..events.len()).collect())],
+            None => plan(&spec, times, keys),
+        };
+        let mut sink = StageSink {
+            out: Vec::new(),
+            origin: Vec::new(),
+            failures: Vec::new(),
+        };
+        let parts = self.fold_groups(s, ctx, &events, &origin, times, keys, groups, &mut sink)?;
+        let failed = sink.failures.into_iter().map(|(o, why, _)| (o as u64, why));
+        Ok((parts, failed.collect()))
     }
 
     /// Runs stage `s` over `input`, retrying around failures until every
@@ -561,6 +729,20 @@ impl Chain {
 /// Checks a call's origin table against its output and input: one entry
 /// per output line, each naming an input event, never going backwards
 /// (docs/abi.md), so that a later failure is blamed on the right event.
+/// The time a chunk was taken up (its context's `received_at`), for
+/// `time = "arrival"`; the wall clock if the context has none.
+fn arrival_of(ctx: &[u8]) -> Millis {
+    #[derive(serde::Deserialize)]
+    struct Ctx {
+        received_at: Option<String>,
+    }
+    serde_json::from_slice::<Ctx>(ctx)
+        .ok()
+        .and_then(|c| c.received_at)
+        .and_then(|t| field::parse_rfc3339(&t))
+        .unwrap_or_else(crate::store::now_ms)
+}
+
 fn check_origins(origins: &[u32], lines: usize, inputs: usize) -> Result<(), String> {
     if origins.len() != lines {
         return Err(format!(

@@ -22,6 +22,8 @@
 use super::chain::{Chain, Failure, StageCounts};
 use super::chunk::Chunk;
 use super::dead_letter::DeadLetter;
+use super::window::book::Refolded;
+use super::window::{Fold, WindowPart, WindowedChunk};
 use crate::reload::stages::{LiveStages, StageSet};
 use crate::runtime::{Runtime, Stage};
 use anyhow::Result;
@@ -89,6 +91,9 @@ pub struct ChunkReport {
     pub retries: u64,
     /// The stage set, and so the versions, that ran the chunk.
     pub set: Arc<StageSet>,
+    /// A windowed reduce's folds, for a [`super::window::WindowBook`] to
+    /// commit; `None` for any other pipeline.
+    pub windows: Option<WindowedChunk>,
 }
 
 impl ChunkReport {
@@ -159,6 +164,7 @@ impl Executor {
         let mut output = first.output;
         let mut origin: Vec<u32> = first.output_origin;
         let mut failures = first.failures;
+        let mut windows = first.windows;
         let mut attempts: HashMap<u32, u32> = HashMap::new();
         let mut retried = 0u64;
         for attempt in 1..=self.policy.retries.times {
@@ -197,6 +203,15 @@ impl Executor {
                 event: again[f.event as usize],
                 ..f
             }));
+            if let (Some(w), Some(more)) = (windows.as_mut(), o.windows) {
+                let at = |k: u64| again[k as usize] as u64;
+                w.times
+                    .extend(more.times.into_iter().map(|(k, t)| (at(k), t)));
+                w.parts.extend(more.parts.into_iter().map(|mut p| {
+                    p.members.iter_mut().for_each(|m| *m = at(*m));
+                    p
+                }));
+            }
         }
         // Events that failed once and then succeeded are not failures.
         for (s, c) in counts.iter_mut().enumerate() {
@@ -207,6 +222,7 @@ impl Executor {
         }
         let partial = self.chain.take_accumulator();
         let dead = self.dead_letters(chunk, &failures, &attempts);
+        let windows = windows.map(|w| self.windowed(chunk, ctx, w));
         Ok(ChunkReport {
             seq: chunk.seq,
             output,
@@ -217,7 +233,37 @@ impl Executor {
             events_read: chunk.events_read(),
             retries: retried,
             set: self.set.clone(),
+            windows,
         })
+    }
+
+    /// A windowed reduce's share of `chunk`, by index in the source or job,
+    /// with what each event's dead letter would say were it late.
+    fn windowed(&self, chunk: &Chunk, ctx: &[u8], mut w: WindowedChunk) -> WindowedChunk {
+        w.times.sort_by_key(|&(k, _)| k);
+        let stage = self.set.stages.last().map(|s| s.name().to_string());
+        w.events = w
+            .times
+            .iter()
+            .map(|&(k, _)| DeadLetter {
+                stage: stage.clone(),
+                error: String::new(),
+                index: chunk.index(k as usize),
+                line: chunk.lines[k as usize],
+                attempts: 1,
+                event: chunk.event(k as usize).to_vec(),
+            })
+            .collect();
+        for (k, _) in &mut w.times {
+            *k = chunk.index(*k as usize);
+        }
+        for p in &mut w.parts {
+            p.members
+                .iter_mut()
+                .for_each(|m| *m = chunk.index(*m as usize));
+        }
+        w.ctx = ctx.to_vec();
+        w
     }
 
     /// Combines non-empty partials, in order, with the final reduce's
@@ -282,6 +328,39 @@ impl Executor {
         }));
         dead.sort_by_key(|d| d.index);
         dead
+    }
+}
+
+/// The guest calls of a window commit, on this executor's reduce.
+impl Fold for Executor {
+    fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
+        self.chain.combine(a, b)
+    }
+
+    fn refold(&mut self, ctx: &[u8], part: &WindowPart, keep: &[bool]) -> Result<Refolded> {
+        let s = self.set.stages.len() - 1;
+        let starts = super::encoding::event_starts(self.set.stages[s].encoding, &part.input);
+        let pick: Vec<usize> = (0..part.members.len()).filter(|&i| keep[i]).collect();
+        let mut input = Vec::new();
+        for &i in &pick {
+            let end = starts.get(i + 1).copied().unwrap_or(part.input.len());
+            input.extend_from_slice(&part.input[starts[i]..end]);
+        }
+        let times: Vec<_> = pick.iter().map(|&i| part.times[i]).collect();
+        let keys: Vec<_> = if part.keys.is_empty() {
+            Vec::new()
+        } else {
+            pick.iter().map(|&i| part.keys[i].clone()).collect()
+        };
+        let (mut parts, failed) = self
+            .chain
+            .refold_window(ctx, &input, &times, &keys, part.span)?;
+        let index = |k: u64| part.members[pick[k as usize]];
+        for p in &mut parts {
+            p.members.iter_mut().for_each(|m| *m = index(*m));
+        }
+        let failed = failed.into_iter().map(|(k, why)| (index(k), why)).collect();
+        Ok((parts, failed))
     }
 }
 

@@ -11,6 +11,7 @@ use super::chunk::Chunk;
 use super::dead_letter::DeadLetterSink;
 use super::executor::{ChunkReport, Executor, Policy};
 use super::source::Source;
+use super::window::{Closed, MemoryWindows, WindowBook};
 use crate::manifest::{
     DEFAULT_MEMORY, DEFAULT_OUTPUT, DEFAULT_TIMEOUT, EventEncoding, Manifest, StageKind,
     StageSection,
@@ -42,6 +43,9 @@ pub struct Pipeline {
     /// replaced while the pipeline runs (`run --watch`); `stages` is then
     /// only the set it started with.
     pub live: Option<Arc<LiveStages>>,
+    /// Whether the source may never end (stdin, `--watch`): then a window
+    /// also closes when the stream has been quiet for its `idle` time.
+    pub streaming: bool,
 }
 
 /// Per-chunk context fields every stage can read (`Context::meta`).
@@ -140,6 +144,16 @@ impl Pipeline {
                 keep_reduce_input: false,
             },
             live: None,
+            streaming: false,
+        })
+    }
+
+    /// The window book of a windowed reduce.
+    pub fn window_book(&self) -> Option<WindowBook> {
+        let last = self.stages.last()?;
+        Some(WindowBook {
+            spec: last.spec.window.clone()?,
+            keyed: self.keyed(),
         })
     }
 
@@ -203,6 +217,12 @@ impl Pipeline {
                 .collect(),
             ..Default::default()
         };
+        let mut windows = self.window_book().map(|book| Windows {
+            book,
+            open: MemoryWindows::default(),
+            exec: self.executor(&live),
+            streaming: self.streaming,
+        });
         let result = std::thread::scope(|scope| -> Result<Vec<Vec<u8>>> {
             let reader_live = live.clone();
             let reader = scope.spawn(move || -> Result<()> {
@@ -257,7 +277,27 @@ impl Pipeline {
             let mut pending = BTreeMap::new();
             let mut next = 0u64;
             let mut failed = None;
-            for report in done_rx.iter() {
+            // A quiet stream still closes its windows: the writer wakes up
+            // every second to advance the clock.
+            let tick = match &windows {
+                Some(_) if self.streaming => Duration::from_secs(1),
+                _ => Duration::from_secs(3600),
+            };
+            loop {
+                let report = match done_rx.recv_timeout(tick) {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if let Some(w) = windows.as_mut() {
+                            let closed = w.book.tick(&mut w.open, crate::store::now_ms())?;
+                            write_windows(&closed, sink, &mut summary)?;
+                            if !closed.is_empty() {
+                                sink.flush().context("cannot write the output")?;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                };
                 let report = match report {
                     Ok(r) => r,
                     Err(e) => {
@@ -266,14 +306,14 @@ impl Pipeline {
                     }
                 };
                 if !self.ordered {
-                    self.write_chunk(&report, sink, dead, &mut summary)?;
+                    self.write_chunk(&report, sink, dead, &mut summary, windows.as_mut())?;
                     let _ = credit_tx.send(());
                     progress(&summary);
                     continue;
                 }
                 pending.insert(report.seq, report);
                 while let Some(report) = pending.remove(&next) {
-                    self.write_chunk(&report, sink, dead, &mut summary)?;
+                    self.write_chunk(&report, sink, dead, &mut summary, windows.as_mut())?;
                     next += 1;
                     let _ = credit_tx.send(());
                     progress(&summary);
@@ -303,7 +343,14 @@ impl Pipeline {
             Ok(accs)
         })?;
 
-        if self.reduces() {
+        if let Some(w) = windows.as_mut() {
+            // The end of the input closes every window still open.
+            let closed = w.book.finish(&mut w.open)?;
+            write_windows(&closed, sink, &mut summary)?;
+            if let Some(last) = summary.stages.last_mut() {
+                last.2.events_out = summary.outputs;
+            }
+        } else if self.reduces() {
             summary.outputs = self.write_result(&live, result, sink)?;
             if let Some(last) = summary.stages.last_mut() {
                 last.2.events_out = summary.outputs;
@@ -321,6 +368,7 @@ impl Pipeline {
         sink: &mut dyn Write,
         dead: &mut DeadLetterSink,
         summary: &mut RunSummary,
+        windows: Option<&mut Windows>,
     ) -> Result<()> {
         sink.write_all(&report.output)
             .context("cannot write the output")?;
@@ -347,6 +395,21 @@ impl Pipeline {
                 summary.rejected += 1;
             }
             dead.write(&self.name, d, versions)?;
+        }
+        if let (Some(w), Some(chunk)) = (windows, &report.windows) {
+            let done = w
+                .book
+                .commit(&mut w.open, chunk, crate::store::now_ms(), &mut w.exec)?;
+            for d in &done.dead {
+                dead.write(&self.name, d, versions)?;
+            }
+            if let Some(last) = summary.stages.last_mut() {
+                last.2.failed += done.dead.len() as u64;
+            }
+            write_windows(&done.closed, sink, summary)?;
+            if w.streaming && !done.closed.is_empty() {
+                sink.flush().context("cannot write the output")?;
+            }
         }
         summary.dead_letters = dead.count();
         Ok(())
@@ -384,6 +447,26 @@ impl Pipeline {
         }
         Ok(n)
     }
+}
+
+/// `run`'s windows: the book, the open windows in memory, and an executor
+/// of the writer's own for the combines and re-folds of commits.
+struct Windows {
+    book: WindowBook,
+    open: MemoryWindows,
+    exec: Executor,
+    streaming: bool,
+}
+
+/// Writes closed windows, one line each.
+fn write_windows(closed: &[Closed], sink: &mut dyn Write, summary: &mut RunSummary) -> Result<()> {
+    for c in closed {
+        sink.write_all(&c.to_json())
+            .context("cannot write the output")?;
+        sink.write_all(b"\n").context("cannot write the output")?;
+    }
+    summary.outputs += closed.len() as u64;
+    Ok(())
 }
 
 /// The runtime spec of manifest stage `st`. A stage crate directory is
@@ -427,6 +510,10 @@ pub fn stage_spec(manifest: &Manifest, st: &StageSection) -> Result<StageSpec> {
             EventEncoding::Auto => EventEncoding::Msgpack,
             chosen => chosen,
         },
+        window: st
+            .window
+            .as_ref()
+            .map(|w| crate::exec::window::WindowSpec::from_section(w.get_ref())),
     })
 }
 
@@ -482,6 +569,23 @@ pub fn load_stage(
             ),
         );
         bail!(d.with_hint("remove `key` from the manifest"));
+    }
+    if let Some(w) = &st.window
+        && stage
+            .spec
+            .window
+            .as_ref()
+            .is_some_and(|w| w.sessions().is_some())
+        && stage.meta.keyed
+    {
+        let d = manifest.diagnostic_at(
+            w.span(),
+            format!(
+                "session windows need the group key in the manifest, and stage `{}` computes its own",
+                st.name.get_ref()
+            ),
+        );
+        bail!(d.with_hint("a session is per key and the host must see each event's key: build the reduce without a key function and set `key = \"/field\"`"));
     }
     Ok(stage)
 }

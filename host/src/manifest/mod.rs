@@ -7,6 +7,7 @@ mod cluster;
 mod diagnostic;
 mod serve;
 mod units;
+mod window;
 
 pub use cluster::{
     NATS_URL_ENV, POSTGRES_URL_ENV, QueueKind, QueueSection, StoreKind, StoreSection,
@@ -14,6 +15,7 @@ pub use cluster::{
 pub use diagnostic::Diagnostic;
 pub use serve::{ListenAddr, Permission, ServeSection, TokenSection};
 pub use units::{ByteSize, DurationSpec};
+pub use window::{DEFAULT_IDLE, DEFAULT_MAX_OPEN_WINDOWS, TimeFormat, WindowKind, WindowSection};
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -139,6 +141,10 @@ pub struct StageSection {
     /// How events reach this stage, overriding `[runtime] events`.
     #[serde(default)]
     pub events: Option<EventEncoding>,
+    /// For a reduce: fold per event-time window (and key) instead of over
+    /// the whole input.
+    #[serde(default)]
+    pub window: Option<Spanned<WindowSection>>,
 }
 
 /// `events` of `[runtime]` or a stage: whether the host may hand a stage
@@ -471,6 +477,19 @@ impl Manifest {
                         key.get_ref().trim_start_matches(['.', '$'])
                     )));
                 }
+            }
+            if let Some(window) = &stage.window {
+                if kind != StageKind::Reduce {
+                    return Err(at(
+                        window.span(),
+                        format!(
+                            "`window` is only meaningful on a reduce stage, and `{}` is a {kind}",
+                            stage.name.get_ref()
+                        ),
+                    )
+                    .with_hint("remove `window`, or make this stage a `reduce`"));
+                }
+                window.get_ref().validate(&at)?;
             }
             let plugin = self.resolve(stage.plugin.get_ref());
             if plugin.is_dir() && !plugin.join("Cargo.toml").is_file() {

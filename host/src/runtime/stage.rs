@@ -71,6 +71,8 @@ pub struct StageSpec {
     pub base_dir: PathBuf,
     /// Whether the stage may be given MessagePack events.
     pub events: EventEncoding,
+    /// For a reduce: the windows it folds per (the host's concern).
+    pub window: Option<crate::exec::window::WindowSpec>,
 }
 
 impl StageSpec {
@@ -89,6 +91,7 @@ impl StageSpec {
             allow: Allow::default(),
             base_dir: PathBuf::from("."),
             events: EventEncoding::Auto,
+            window: None,
         }
     }
 }

@@ -584,6 +584,7 @@ async fn isolate(
         events_read: n as u64,
         retries: 0,
         set: shared.live.current(),
+        windows: None,
     }))
 }
 

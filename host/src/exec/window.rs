@@ -1,0 +1,20 @@
+//! Windowed reduce: a reduce stage with a `window` folds each chunk's
+//! events per event-time window (and key) in the executor ([`plan`] says
+//! which events go together, one guest call per window the chunk
+//! touches), and a [`WindowBook`] commits those partials, in commit order,
+//! against the open windows of a store: it decides which events are late,
+//! combines partials into open windows, and emits each window once, when
+//! the watermark passes its end. `docs/guide.md` ("Windows") gives the
+//! semantics with a worked example.
+
+pub mod book;
+pub mod field;
+pub mod memory;
+pub mod plan;
+pub mod spec;
+
+pub use book::{
+    Clock, Closed, Committed, Fold, WindowBook, WindowPart, WindowStore, WindowedChunk,
+};
+pub use memory::MemoryWindows;
+pub use spec::{Kind, Millis, TimeSource, WindowSpec};

@@ -1,0 +1,447 @@
+//! The window book: what happens when a chunk's window partials are
+//! committed, in commit order, against the open windows and the clock of a
+//! store (memory for `run`, SQLite for `serve`, PostgreSQL for `worker`).
+//!
+//! **Admission.** The watermark before an event is the largest event time
+//! committed before it (earlier chunks, and earlier events of its own
+//! chunk) minus `lateness`. An event counts in a tumbling or hopping window
+//! whose end is past that watermark, and in a session when its own time is
+//! past it; an event that counts nowhere is a dead letter `late: ...`.
+//! The executor folded each window's events without knowing the earlier
+//! chunks, so a fold some of whose events do not count is folded again
+//! from only those that do (rare: it takes an event from behind the
+//! watermark in the same window as ones that are not).
+//!
+//! **Closing.** After the chunk, a window whose end is at or behind the
+//! watermark is emitted once and leaves the store. `run` commits chunks in
+//! input order, so its windows and late events do not depend on chunking
+//! or workers; `serve` and `worker` commit in the order chunks finish.
+//!
+//! **Bound.** At most `max_open_windows` (window, key) entries are open;
+//! the events of a window or session that would open one more are dead
+//! letters saying so, never an out-of-memory.
+
+use super::field::format_rfc3339;
+use super::plan::sessions_of;
+use super::spec::{Millis, WindowSpec};
+use crate::exec::dead_letter::DeadLetter;
+use anyhow::{Context as _, Result};
+use std::collections::{BTreeMap, HashMap};
+
+/// One fold of a windowed reduce over some of a chunk's events.
+#[derive(Debug, Clone)]
+pub struct WindowPart {
+    /// The window (tumbling or hopping); `None`: one session per key of
+    /// its members.
+    pub span: Option<(Millis, Millis)>,
+    /// The events folded: their index in the source or job, in fold order.
+    pub members: Vec<u64>,
+    /// Each member's event time.
+    pub times: Vec<Millis>,
+    /// Each member's key (sessions only).
+    pub keys: Vec<String>,
+    /// The members' events as the reduce took them, for a re-fold.
+    pub input: Vec<u8>,
+    /// The reduce accumulator of the fold (JSON).
+    pub partial: Vec<u8>,
+}
+
+/// A windowed reduce's share of one chunk.
+#[derive(Debug, Default)]
+pub struct WindowedChunk {
+    /// Every event that reached the reduce with a time, by index: (index,
+    /// time). The order the watermark advances in.
+    pub times: Vec<(u64, Millis)>,
+    /// The folds.
+    pub parts: Vec<WindowPart>,
+    /// What a late event's dead letter says besides why, by index.
+    pub events: Vec<DeadLetter>,
+    /// The chunk's context JSON (a re-fold calls the guest with it).
+    pub ctx: Vec<u8>,
+}
+
+/// The event-time clock of a windowed pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    /// The largest event time committed (advanced with the wall clock
+    /// while the stream is idle).
+    pub max_time: Option<Millis>,
+    /// Wall time of the last commit with events, or of the last idle
+    /// advance.
+    pub last_seen: Option<Millis>,
+}
+
+/// A window's final result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// Start (inclusive), ms.
+    pub start: Millis,
+    /// End (exclusive), ms.
+    pub end: Millis,
+    /// Group key (`None`: an unkeyed reduce).
+    pub key: Option<String>,
+    /// The reduce's result for it (JSON).
+    pub value: Vec<u8>,
+}
+
+impl Closed {
+    /// Its output line (without the newline):
+    /// `{"window":{"start":..,"end":..},"key":..,"value":..}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{{\"window\":{{\"start\":\"{}\",\"end\":\"{}\"}}",
+            format_rfc3339(self.start),
+            format_rfc3339(self.end)
+        )
+        .into_bytes();
+        if let Some(k) = &self.key {
+            out.extend_from_slice(b",\"key\":");
+            serde_json::to_writer(&mut out, k).expect("a string prints");
+        }
+        out.extend_from_slice(b",\"value\":");
+        // Written as a reduce's result always is: the guest's own JSON.
+        out.extend_from_slice(if self.value.is_empty() {
+            b"null"
+        } else {
+            &self.value
+        });
+        out.push(b'}');
+        out
+    }
+}
+
+/// Where open windows and the clock live. Keys are `""` for an unkeyed
+/// reduce. Every call of one commit runs in one transaction of the store.
+pub trait WindowStore {
+    /// The clock.
+    fn clock(&mut self) -> Result<Clock>;
+    /// Sets the clock.
+    fn set_clock(&mut self, clock: Clock) -> Result<()>;
+    /// The partial of an open window.
+    fn get(&mut self, start: Millis, end: Millis, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Opens or replaces a window's partial.
+    fn put(&mut self, start: Millis, end: Millis, key: &str, partial: &[u8]) -> Result<()>;
+    /// Drops an open window.
+    fn remove(&mut self, start: Millis, end: Millis, key: &str) -> Result<()>;
+    /// Open sessions of `key` overlapping `[start, end)`.
+    fn overlapping(
+        &mut self,
+        key: &str,
+        start: Millis,
+        end: Millis,
+    ) -> Result<Vec<(Millis, Millis, Vec<u8>)>>;
+    /// Open (window, key) entries.
+    fn open_count(&mut self) -> Result<u64>;
+    /// Removes and returns the open windows ending at or before
+    /// `watermark`, in the order they close (end, start, key), each with
+    /// its key. Whatever the chunking, a later commit only closes windows
+    /// that end later, so the whole output is in this order.
+    fn take_due(&mut self, watermark: Millis) -> Result<Vec<Closed>>;
+    /// Records closed windows' results.
+    fn emit(&mut self, closed: &[Closed]) -> Result<()>;
+}
+
+/// A re-fold's result: the new parts, and the events that failed this
+/// time (index, why).
+pub type Refolded = (Vec<WindowPart>, Vec<(u64, String)>);
+
+/// The guest calls a commit may need, made by an executor.
+pub trait Fold {
+    /// Combines two accumulators with the reduce's `combine`.
+    fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>>;
+    /// Folds the events `keep` selects of `part` again: the new parts (for
+    /// sessions, the kept events may form several) and any events that
+    /// failed this time, with why.
+    fn refold(&mut self, ctx: &[u8], part: &WindowPart, keep: &[bool]) -> Result<Refolded>;
+}
+
+/// What one commit came to.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Windows closed by it, in window order (already emitted).
+    pub closed: Vec<Closed>,
+    /// Events that count in no window (late, or refused by the bound).
+    pub dead: Vec<DeadLetter>,
+}
+
+/// The book's logic; the state is all in the [`WindowStore`].
+#[derive(Debug, Clone)]
+pub struct WindowBook {
+    /// The windows.
+    pub spec: WindowSpec,
+    /// Whether the reduce's accumulator is one object per key.
+    pub keyed: bool,
+}
+
+impl WindowBook {
+    /// Commits one chunk's windows at wall time `now`.
+    pub fn commit(
+        &self,
+        store: &mut dyn WindowStore,
+        chunk: &WindowedChunk,
+        now: Millis,
+        fold: &mut dyn Fold,
+    ) -> Result<Committed> {
+        let mut clock = store.clock()?;
+        // The watermark before each event, in the order of the input.
+        let lateness = self.spec.lateness;
+        let mut prefix = clock.max_time;
+        let mut watermark: HashMap<u64, Option<Millis>> = HashMap::with_capacity(chunk.times.len());
+        for &(index, t) in &chunk.times {
+            watermark.insert(index, prefix.map(|m| m - lateness));
+            prefix = Some(prefix.map_or(t, |m| m.max(t)));
+        }
+        // Why each event counts nowhere so far; removed once it counts.
+        let mut nowhere: HashMap<u64, String> = chunk
+            .times
+            .iter()
+            .map(|&(i, t)| (i, self.late_reason(t, watermark[&i])))
+            .collect();
+        let mut failed: Vec<(u64, String)> = Vec::new();
+        for part in &chunk.parts {
+            let keep: Vec<bool> = part
+                .members
+                .iter()
+                .zip(&part.times)
+                .map(|(i, &t)| {
+                    let wm = watermark.get(i).copied().flatten();
+                    match part.span {
+                        Some((_, end)) => wm.is_none_or(|w| w < end),
+                        None => wm.is_none_or(|w| w < t),
+                    }
+                })
+                .collect();
+            let parts = if keep.iter().all(|&k| k) {
+                vec![part.clone()]
+            } else if !keep.iter().any(|&k| k) {
+                Vec::new()
+            } else {
+                let (parts, bad) = fold.refold(&chunk.ctx, part, &keep)?;
+                failed.extend(bad);
+                parts
+            };
+            for p in parts {
+                let counted = self.apply(store, &p, fold)?;
+                for (i, why) in p.members.iter().zip(counted) {
+                    match why {
+                        None => {
+                            nowhere.remove(i);
+                        }
+                        Some(why) => {
+                            nowhere.entry(*i).and_modify(|w| *w = why.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(max) = prefix {
+            clock.max_time = Some(max);
+        }
+        if !chunk.times.is_empty() {
+            clock.last_seen = Some(now);
+        }
+        store.set_clock(clock)?;
+        let closed = self.close(store, clock)?;
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        for (index, why) in failed.into_iter().chain(nowhere) {
+            if let Ok(k) = chunk.events.binary_search_by_key(&index, |d| d.index) {
+                dead.push(DeadLetter {
+                    error: why,
+                    ..chunk.events[k].clone()
+                });
+            }
+        }
+        dead.sort_by_key(|d| d.index);
+        dead.dedup_by_key(|d| d.index);
+        Ok(Committed { closed, dead })
+    }
+
+    /// Advances the clock of a quiet stream: once `idle` has passed since
+    /// the last events, event time moves with the wall clock. Returns the
+    /// windows that closes.
+    pub fn tick(&self, store: &mut dyn WindowStore, now: Millis) -> Result<Vec<Closed>> {
+        let mut clock = store.clock()?;
+        let (Some(max), Some(seen)) = (clock.max_time, clock.last_seen) else {
+            return Ok(Vec::new());
+        };
+        if now - seen < self.spec.idle {
+            return Ok(Vec::new());
+        }
+        clock.max_time = Some(max + (now - seen));
+        clock.last_seen = Some(now);
+        store.set_clock(clock)?;
+        self.close(store, clock)
+    }
+
+    /// Closes every open window (the end of a finite input).
+    pub fn finish(&self, store: &mut dyn WindowStore) -> Result<Vec<Closed>> {
+        self.emit(store, Millis::MAX)
+    }
+
+    /// Takes the windows ending at or before `watermark` and emits them.
+    fn emit(&self, store: &mut dyn WindowStore, watermark: Millis) -> Result<Vec<Closed>> {
+        let mut closed = store.take_due(watermark)?;
+        if !self.keyed {
+            for c in &mut closed {
+                c.key = None;
+            }
+        }
+        store.emit(&closed)?;
+        Ok(closed)
+    }
+
+    fn close(&self, store: &mut dyn WindowStore, clock: Clock) -> Result<Vec<Closed>> {
+        let Some(max) = clock.max_time else {
+            return Ok(Vec::new());
+        };
+        self.emit(store, max.saturating_sub(self.spec.lateness))
+    }
+
+    fn late_reason(&self, t: Millis, watermark: Option<Millis>) -> String {
+        let wm = watermark.map_or_else(|| "none".into(), format_rfc3339);
+        match self.spec.sessions() {
+            Some(_) => format!(
+                "late: event time {} is at or behind the watermark {wm}",
+                format_rfc3339(t)
+            ),
+            None => format!(
+                "late: event time {} is behind the watermark {wm} for every window it falls in",
+                format_rfc3339(t)
+            ),
+        }
+    }
+
+    fn full(&self, open: u64) -> String {
+        format!(
+            "too many open windows: {open} are open (`max_open_windows` = {}); raise it, or lower `lateness` so that windows close sooner",
+            self.spec.max_open
+        )
+    }
+
+    /// Adds part `p` to the open windows. For each member: `None` if it now
+    /// counts in a window, else why not.
+    fn apply(
+        &self,
+        store: &mut dyn WindowStore,
+        p: &WindowPart,
+        fold: &mut dyn Fold,
+    ) -> Result<Vec<Option<String>>> {
+        let counted = |why: Option<String>| vec![why; p.members.len()];
+        match p.span {
+            Some((start, end)) => {
+                let values = self.values(&p.partial)?;
+                let mut old = Vec::new();
+                let mut fresh = 0u64;
+                for (k, _) in &values {
+                    match store.get(start, end, k)? {
+                        Some(v) => old.push((k.clone(), v)),
+                        None => fresh += 1,
+                    }
+                }
+                if fresh > 0 {
+                    let open = store.open_count()?;
+                    if open + fresh > self.spec.max_open {
+                        return Ok(counted(Some(self.full(open))));
+                    }
+                }
+                let merged = if old.is_empty() {
+                    values
+                } else {
+                    let mine: Vec<_> = values
+                        .iter()
+                        .filter(|(k, _)| old.iter().any(|(o, _)| o == k))
+                        .cloned()
+                        .collect();
+                    let mut out: Vec<(String, Vec<u8>)> = values
+                        .into_iter()
+                        .filter(|(k, _)| !old.iter().any(|(o, _)| o == k))
+                        .collect();
+                    let combined = fold.combine(&self.pack(&old)?, &self.pack(&mine)?)?;
+                    out.extend(self.values(&combined)?);
+                    out
+                };
+                for (k, v) in merged {
+                    store.put(start, end, &k, &v)?;
+                }
+                Ok(counted(None))
+            }
+            None => {
+                let gap = self.spec.sessions().unwrap_or(1);
+                let positions: Vec<usize> = (0..p.members.len()).collect();
+                let sessions = sessions_of(gap, &positions, &p.times, &p.keys);
+                let values: BTreeMap<String, Vec<u8>> =
+                    self.values(&p.partial)?.into_iter().collect();
+                let mut why: HashMap<String, String> = HashMap::new();
+                for (key, (mut start, mut end)) in sessions {
+                    let Some(mut value) = values
+                        .get(if self.keyed { key.as_str() } else { "" })
+                        .cloned()
+                    else {
+                        continue;
+                    };
+                    let old = store.overlapping(&key, start, end)?;
+                    if old.is_empty() {
+                        let open = store.open_count()?;
+                        if open >= self.spec.max_open {
+                            why.insert(key, self.full(open));
+                            continue;
+                        }
+                    }
+                    for (s, e, v) in old {
+                        value = fold.combine(
+                            &self.pack(&[(key.clone(), v)])?,
+                            &self.pack(&[(key.clone(), value)])?,
+                        )?;
+                        value = self
+                            .values(&value)?
+                            .into_iter()
+                            .next()
+                            .map(|(_, v)| v)
+                            .unwrap_or_default();
+                        store.remove(s, e, &key)?;
+                        start = start.min(s);
+                        end = end.max(e);
+                    }
+                    store.put(start, end, &key, &value)?;
+                }
+                Ok(p.keys
+                    .iter()
+                    .map(|k| why.get(k.as_str()).cloned())
+                    .collect())
+            }
+        }
+    }
+
+    /// A partial as (key, value) pairs: per key for a keyed reduce, else
+    /// one pair with key `""`.
+    fn values(&self, partial: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+        if !self.keyed {
+            return Ok(vec![(String::new(), partial.to_vec())]);
+        }
+        let map: BTreeMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(partial)
+                .context("a keyed reduce returned an accumulator that is not a JSON object")?;
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| (k, v.get().as_bytes().to_vec()))
+            .collect())
+    }
+
+    /// The accumulator holding `values` (the inverse of [`Self::values`]).
+    fn pack(&self, values: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+        if !self.keyed {
+            return Ok(values.first().map(|(_, v)| v.clone()).unwrap_or_default());
+        }
+        let mut out = b"{".to_vec();
+        for (n, (k, v)) in values.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, k)?;
+            out.push(b':');
+            out.extend_from_slice(v);
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+}

@@ -1,0 +1,426 @@
+//! Windowed reduce (docs/guide.md, "Windows"): out-of-order events with
+//! late ones, several keys, every kind of window, one and two workers,
+//! tiny and large chunks; each result and each late event checked against
+//! a computation written here from the definitions alone. Then streams:
+//! a window written as soon as it closes, and closed by a quiet stream;
+//! the bound on open windows; and what the manifest refuses.
+
+use crate::util::{plugin, run_manifest, toml_path, wasmpipe, write};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+
+const SERVICES: [&str; 3] = ["auth", "cart", "ledger"];
+const T0: i64 = 1_796_140_800_000; // 2026-12-01T16:00:00Z
+
+/// A small deterministic generator (the tests must not depend on a seed
+/// they cannot print).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One event: (time ms, service, level is error, duration).
+type Ev = (i64, &'static str, bool, u64);
+
+/// Events over ~20 minutes from T0 + 10 min, out of order by up to 15 s, with one in 40
+/// far behind (2-4 minutes), and the times written three ways.
+fn events(n: usize) -> (Vec<Ev>, String) {
+    let mut rng = Lcg(7);
+    let mut evs = Vec::new();
+    let mut text = String::new();
+    for i in 0..n {
+        let base = T0 + 600_000 + (i as i64) * 1_200_000 / n as i64;
+        let mut t = base - rng.next(15_000) as i64;
+        if rng.next(40) == 0 {
+            t -= 120_000 + rng.next(120_000) as i64;
+        }
+        let svc = SERVICES[rng.next(3) as usize];
+        let err = rng.next(5) == 0;
+        let d = rng.next(500);
+        let ts = match i % 3 {
+            0 => json!(time_text(t)),
+            1 => json!(t),
+            _ => json!(t as f64 / 1000.0),
+        };
+        let level = if err { "error" } else { "info" };
+        text.push_str(&format!(
+            "{}\n",
+            json!({"ts": ts, "service": svc, "level": level, "duration_ms": d})
+        ));
+        evs.push((t, svc, err, d));
+    }
+    (evs, text)
+}
+
+fn time_text(ms: i64) -> String {
+    // Written without the host's formatter: seconds since T0 on a known day.
+    let secs = (ms - T0).div_euclid(1000);
+    let frac = (ms - T0).rem_euclid(1000);
+    let (h, m, s) = (16 + secs / 3600, secs % 3600 / 60, secs % 60);
+    format!("2026-12-01T{h:02}:{m:02}:{s:02}.{frac:03}Z")
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Tumbling(i64),
+    Hopping(i64, i64),
+    Session(i64),
+}
+
+/// What the pipeline must give: result lines in closing order (end, start,
+/// key) and the indices of the late events.
+fn model(evs: &[Ev], kind: Kind, lateness: i64) -> (Vec<Value>, BTreeSet<usize>) {
+    let mut max: Option<i64> = None;
+    let mut late = BTreeSet::new();
+    // (end, start, key) -> (count, sum, errors)
+    let mut windows: BTreeMap<(i64, i64, String), (u64, u64, u64)> = BTreeMap::new();
+    let mut admitted: BTreeMap<&str, Vec<(i64, usize)>> = BTreeMap::new();
+    for (i, &(t, svc, err, d)) in evs.iter().enumerate() {
+        let wm = max.map(|m| m - lateness);
+        let open = |end: i64| wm.is_none_or(|w| w < end);
+        let mut counted = false;
+        let mut add = |s: i64, e: i64| {
+            let w = windows.entry((e, s, svc.to_string())).or_default();
+            w.0 += 1;
+            w.1 += d;
+            w.2 += err as u64;
+        };
+        match kind {
+            Kind::Tumbling(size) => {
+                let s = t.div_euclid(size) * size;
+                if open(s + size) {
+                    add(s, s + size);
+                    counted = true;
+                }
+            }
+            Kind::Hopping(size, hop) => {
+                let mut s = t.div_euclid(hop) * hop;
+                while s + size > t {
+                    if open(s + size) {
+                        add(s, s + size);
+                        counted = true;
+                    }
+                    s -= hop;
+                }
+            }
+            Kind::Session(_) => {
+                if wm.is_none_or(|w| w < t) {
+                    admitted.entry(svc).or_default().push((t, i));
+                    counted = true;
+                }
+            }
+        }
+        if !counted {
+            late.insert(i);
+        }
+        max = Some(max.map_or(t, |m| m.max(t)));
+    }
+    if let Kind::Session(gap) = kind {
+        for (svc, mut ts) in admitted {
+            ts.sort();
+            let mut k = 0;
+            while k < ts.len() {
+                let mut j = k;
+                while j + 1 < ts.len() && ts[j + 1].0 - ts[j].0 < gap {
+                    j += 1;
+                }
+                let members = &ts[k..=j];
+                let w = windows
+                    .entry((ts[j].0 + gap, ts[k].0, svc.to_string()))
+                    .or_default();
+                for &(_, i) in members {
+                    w.0 += 1;
+                    w.1 += evs[i].3;
+                    w.2 += evs[i].2 as u64;
+                }
+                k = j + 1;
+            }
+        }
+    }
+    let lines = windows
+        .into_iter()
+        .map(|((e, s, key), (c, sum, errs))| {
+            json!({
+                "window": {"start": stamp(s), "end": stamp(e)},
+                "key": key,
+                "value": {"count": c, "sum_ms": sum as f64, "errors": errs},
+            })
+        })
+        .collect();
+    (lines, late)
+}
+
+fn stamp(ms: i64) -> String {
+    time_text(ms)
+}
+
+fn manifest(dir: &Path, name: &str, window: &str, extra: &str) -> std::path::PathBuf {
+    write(
+        dir,
+        &format!("{name}.toml"),
+        &format!(
+            "[pipeline]\nname = \"{name}\"\n\n[runtime]\n{extra}\n\n[[stage]]\nname = \"stats\"\nkind = \"reduce\"\nplugin = {}\nkey = \"/service\"\nwindow = {{ {window} }}\n",
+            toml_path(&plugin("service_stats"))
+        ),
+    )
+}
+
+/// Runs the pipeline; returns (exit code, output values, dead letters).
+fn run(dir: &Path, manifest: &Path, input: &Path, args: &[&str]) -> (i32, Vec<Value>, Vec<Value>) {
+    let out = dir.join("out.jsonl");
+    let dead = dir.join("dead.jsonl");
+    let _ = std::fs::remove_file(&dead);
+    let mut all = vec![
+        "-q",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dead-letters",
+        dead.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let r = run_manifest(manifest, &all);
+    assert!(r.code == 0 || r.code == 3, "{}", r.stderr);
+    let parse = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    (r.code, parse(&out), parse(&dead))
+}
+
+#[test]
+fn every_kind_of_window_matches_an_independent_computation_whatever_the_chunking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (evs, text) = events(1500);
+    let input = write(dir.path(), "in.jsonl", &text);
+    let kinds = [
+        (
+            "tumbling",
+            Kind::Tumbling(60_000),
+            r#"kind = "tumbling", size = "1m""#,
+        ),
+        (
+            "hopping",
+            Kind::Hopping(60_000, 20_000),
+            r#"kind = "hopping", size = "1m", hop = "20s""#,
+        ),
+        (
+            "session",
+            Kind::Session(4_000),
+            r#"kind = "session", gap = "4s""#,
+        ),
+    ];
+    for (name, kind, table) in kinds {
+        let (want, late) = model(&evs, kind, 10_000);
+        assert!(
+            late.len() > 20 && want.len() > 10,
+            "{name}: the data must exercise lateness"
+        );
+        let m = manifest(
+            dir.path(),
+            name,
+            &format!(r#"{table}, time = "/ts", lateness = "10s""#),
+            "",
+        );
+        for (chunk, workers) in [("1", "1"), ("7", "2"), ("4096", "2"), ("250", "1")] {
+            let (code, got, dead) = run(
+                dir.path(),
+                &m,
+                &input,
+                &["--chunk-size", chunk, "-w", workers],
+            );
+            let at = format!("{name}, chunks of {chunk}, {workers} workers");
+            assert_eq!(code, 3, "{at}: late events are dead letters");
+            assert_eq!(got.len(), want.len(), "{at}: number of windows");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g, w, "{at}");
+            }
+            let dead_idx: BTreeSet<usize> = dead
+                .iter()
+                .map(|d| d["index"].as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(
+                dead_idx, late,
+                "{at}: the late events are exactly the dead letters"
+            );
+            for d in &dead {
+                let e = d["error"].as_str().unwrap();
+                assert!(e.starts_with("late: event time "), "{at}: {e}");
+                assert_eq!(d["stage"], "stats");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unkeyed_window_and_events_without_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "in.jsonl",
+        "{\"n\":1,\"t\":1000}\n{\"n\":2,\"t\":9999}\n{\"n\":4}\n{\"n\":8,\"t\":\"noon\"}\n{\"n\":16,\"t\":10000}\n{\"n\":32,\"t\":null}\n{\"n\":64,\"t\":25000}\n",
+    );
+    let m = write(
+        dir.path(),
+        "sum.toml",
+        &format!(
+            "[pipeline]\nname = \"sum\"\n\n[[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\nwindow = {{ kind = \"tumbling\", size = \"10s\", time = \"/t\", format = \"millis\" }}\n",
+            toml_path(&plugin("sum"))
+        ),
+    );
+    let (code, got, dead) = run(dir.path(), &m, &input, &[]);
+    assert_eq!(code, 3);
+    assert_eq!(
+        got,
+        [
+            json!({"window": {"start": "1970-01-01T00:00:00.000Z", "end": "1970-01-01T00:00:10.000Z"}, "value": 3}),
+            json!({"window": {"start": "1970-01-01T00:00:10.000Z", "end": "1970-01-01T00:00:20.000Z"}, "value": 16}),
+            json!({"window": {"start": "1970-01-01T00:00:20.000Z", "end": "1970-01-01T00:00:30.000Z"}, "value": 64}),
+        ]
+    );
+    let reasons: Vec<(u64, &str)> = dead
+        .iter()
+        .map(|d| (d["index"].as_u64().unwrap(), d["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (2, "no event time: `/t` is not in the event"),
+            (
+                3,
+                "event time `/t` is not epoch milliseconds: the text \"noon\""
+            ),
+            (5, "no event time: `/t` is null"),
+        ]
+    );
+}
+
+/// Reads lines from the child's stdout on a thread, so that the test can
+/// wait for one with a deadline.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_stream_writes_each_window_when_it_closes_and_a_quiet_one_still_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        "stream",
+        r#"kind = "tumbling", size = "10s", time = "/ts", idle = "2s""#,
+        "chunk_size = 1\nworkers = 1",
+    );
+    let mut child = wasmpipe()
+        .arg("run")
+        .arg(&m)
+        .args(["-q", "--dead-letters"])
+        .arg(dir.path().join("dead.jsonl"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    let ev = |t: i64, svc: &str| {
+        format!("{{\"ts\":{t},\"service\":\"{svc}\",\"level\":\"info\",\"duration_ms\":1}}\n")
+    };
+    // Window [0 s, 10 s): two events, then one at 12 s closes it (no lateness).
+    stdin.write_all(ev(T0 + 1000, "auth").as_bytes()).unwrap();
+    stdin.write_all(ev(T0 + 5000, "auth").as_bytes()).unwrap();
+    stdin.write_all(ev(T0 + 12_000, "cart").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let first = lines
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a closed window is written while the stream is open");
+    let v: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["key"], "auth");
+    assert_eq!(v["value"]["count"], 2);
+    // Then nothing: after `idle` the clock follows the wall clock and the
+    // window [10 s, 20 s) closes some 8 s later, with stdin still open.
+    let second = lines
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("a quiet stream closes its windows");
+    let v: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(v["key"], "cart");
+    assert_eq!(v["window"]["start"], stamp(T0 + 10_000));
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn open_windows_are_bounded_and_the_events_past_the_bound_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        "bounded",
+        r#"kind = "tumbling", size = "1s", time = "/ts", lateness = "1h", max_open_windows = 3"#,
+        "chunk_size = 1\nworkers = 1",
+    );
+    let text: String = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"ts\":{},\"service\":\"auth\",\"level\":\"info\",\"duration_ms\":{i}}}\n",
+                T0 + i * 1000
+            )
+        })
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &text);
+    let (code, got, dead) = run(dir.path(), &m, &input, &[]);
+    assert_eq!(code, 3);
+    assert_eq!(got.len(), 3, "{got:?}");
+    let idx: Vec<u64> = dead.iter().map(|d| d["index"].as_u64().unwrap()).collect();
+    assert_eq!(idx, [3, 4]);
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many open windows: 3 are open (`max_open_windows` = 3)"),
+        "{}",
+        dead[0]["error"]
+    );
+}
+
+#[test]
+fn sessions_need_a_key_the_host_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "s.toml",
+        &format!(
+            "[pipeline]\nname = \"s\"\n\n[[stage]]\nname = \"stats\"\nkind = \"reduce\"\nplugin = {}\nwindow = {{ kind = \"session\", gap = \"1m\", time = \"/ts\" }}\n",
+            toml_path(&plugin("service_stats_by_key"))
+        ),
+    );
+    let input = write(dir.path(), "in.jsonl", "");
+    let r = run_manifest(&m, &["-i", input.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("session windows need the group key in the manifest"),
+        "{}",
+        r.stderr
+    );
+}
