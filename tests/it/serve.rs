@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 /// A running `wasmpipe serve`.
 /// `wasmpipe serve` on a free loopback port.
-struct Server {
+pub(crate) struct Server {
     proc: Process,
     base: String,
 }
 
 impl Server {
-    fn start(manifest: &Path, env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start(manifest: &Path, env: &[(&str, &str)]) -> Server {
         Server::start_with(manifest, env, &[])
     }
 
@@ -38,20 +38,20 @@ impl Server {
         Server { proc, base }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.proc.log()
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(self) -> Option<i32> {
+    pub(crate) fn stop(self) -> Option<i32> {
         self.proc.stop()
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.proc.kill();
     }
 
@@ -63,17 +63,17 @@ impl Server {
 
 /// A response.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: HashMap<String, String>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Resp {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
-    fn error(&self) -> String {
+    pub(crate) fn error(&self) -> String {
         self.json()["error"]
             .as_str()
             .unwrap_or_default()
@@ -81,7 +81,7 @@ impl Resp {
     }
 }
 
-fn request(
+pub(crate) fn request(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
@@ -110,11 +110,11 @@ fn request(
     })
 }
 
-fn get(s: &Server, path: &str) -> Resp {
+pub(crate) fn get(s: &Server, path: &str) -> Resp {
     request("GET", &s.url(path), &[], None).unwrap()
 }
 
-fn post(s: &Server, path: &str, ct: &str, body: &str) -> Resp {
+pub(crate) fn post(s: &Server, path: &str, ct: &str, body: &str) -> Resp {
     request(
         "POST",
         &s.url(path),
@@ -129,7 +129,7 @@ fn ndjson(events: &[Value]) -> String {
 }
 
 /// Polls a job until it is done.
-fn wait_job(s: &Server, id: i64, headers: &[(&str, &str)]) -> Value {
+pub(crate) fn wait_job(s: &Server, id: i64, headers: &[(&str, &str)]) -> Value {
     let t = Instant::now();
     loop {
         let r = request("GET", &s.url(&format!("/v1/jobs/{id}")), headers, None).unwrap();

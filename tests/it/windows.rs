@@ -424,3 +424,279 @@ fn sessions_need_a_key_the_host_can_read() {
         r.stderr
     );
 }
+
+// --- serve: windows span jobs, survive SIGKILL, and are read over HTTP ---
+
+use crate::serve::{Server, get, post, request, wait_job};
+use std::time::{Duration, Instant};
+
+/// Every closed window of `s`, following cursors `limit` at a time.
+fn all_windows(s: &Server, query: &str, limit: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/windows?{query}&limit={limit}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let r = get(s, &path);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        out.extend(v["windows"].as_array().unwrap().iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+fn serve_manifest(
+    dir: &Path,
+    name: &str,
+    workers: u32,
+    stage: &str,
+    serve: &str,
+) -> std::path::PathBuf {
+    write(
+        dir,
+        &format!("{name}.toml"),
+        &format!(
+            "[pipeline]\nname = \"{name}\"\n\n[runtime]\nworkers = {workers}\n\n{stage}\n[serve]\ndatabase = \"{name}.db\"\n{serve}\n"
+        ),
+    )
+}
+
+#[test]
+fn serve_windows_span_jobs_and_are_listed_by_key_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = format!(
+        "[[stage]]\nname = \"stats\"\nkind = \"reduce\"\nplugin = {}\nkey = \"/service\"\nwindow = {{ kind = \"tumbling\", size = \"1m\", time = \"/ts\", lateness = \"10s\", idle = \"1h\" }}\n",
+        toml_path(&plugin("service_stats"))
+    );
+    let m = serve_manifest(dir.path(), "winserve", 1, &stage, "chunk_size = 5");
+    let s = Server::start(&m, &[]);
+    let (evs, text) = events(600);
+    let (want, late) = model(&evs, Kind::Tumbling(60_000), 10_000);
+    // The stream as many batches, one after another, each waited for, and
+    // one worker: commit order is input order, and the model applies exactly.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut jobs = Vec::new();
+    for batch in lines.chunks(37) {
+        let r = post(
+            &s,
+            "/v1/pipelines/winserve/jobs",
+            "application/x-ndjson",
+            &(batch.join("\n") + "\n"),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        let id = r.json()["job"].as_i64().unwrap();
+        let j = wait_job(&s, id, &[]);
+        assert_eq!(
+            j["result"],
+            Value::Null,
+            "a windowed job has no result of its own: {j}"
+        );
+        jobs.push(j);
+    }
+    // Every window that the last events' watermark passed is closed.
+    let max = evs.iter().map(|e| e.0).max().unwrap();
+    let closed: Vec<&Value> = want
+        .iter()
+        .filter(|w| w["window"]["end"].as_str().unwrap() <= stamp(max - 10_000).as_str())
+        .collect();
+    let got = all_windows(&s, "pipeline=winserve", 7);
+    let strip = |w: &Value| json!({"window": w["window"], "key": w["key"], "value": w["value"]});
+    assert_eq!(
+        got.iter().map(strip).collect::<Vec<_>>(),
+        closed.iter().map(|w| (*w).clone()).collect::<Vec<_>>()
+    );
+    // Late events are the jobs' dead letters.
+    let dead: u64 = jobs
+        .iter()
+        .map(|j| j["dead_letters"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dead, late.len() as u64);
+    // Filters: one key, and a time range of windows.
+    let auth = all_windows(&s, "pipeline=winserve&key=auth", 1000);
+    assert!(!auth.is_empty() && auth.iter().all(|w| w["key"] == "auth"));
+    let from = stamp(T0 + 15 * 60_000);
+    let to = stamp(T0 + 20 * 60_000);
+    let ranged = all_windows(&s, &format!("since={from}&until={to}"), 1000);
+    assert_eq!(
+        ranged.len(),
+        closed
+            .iter()
+            .filter(|w| w["window"]["start"].as_str().unwrap() >= from.as_str()
+                && w["window"]["end"].as_str().unwrap() <= to.as_str())
+            .count()
+    );
+    assert!(!ranged.is_empty());
+    let r = get(&s, "/v1/windows?colour=red");
+    assert_eq!(
+        (r.status, r.error().contains("unknown parameter `colour`")),
+        (400, true),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn a_pipeline_without_windows_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = format!(
+        "[[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\n",
+        toml_path(&plugin("sum"))
+    );
+    let m = serve_manifest(dir.path(), "plain", 2, &stage, "");
+    let s = Server::start(&m, &[]);
+    let r = get(&s, "/v1/windows");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.error().contains("has no windowed reduce"), "{}", r.body);
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn serve_killed_at_random_points_stores_every_window_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batch b holds events of window [10 b s, 10 b s + 10 s) only, so each
+    // window's exact result is its batch's sum; lateness covers the chunks
+    // two workers may commit out of order.
+    let stage = format!(
+        "[[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\nwindow = {{ kind = \"tumbling\", size = \"10s\", time = \"/t\", format = \"millis\", lateness = \"30s\", idle = \"1h\" }}\n",
+        toml_path(&plugin("sum"))
+    );
+    let m = serve_manifest(dir.path(), "crash", 2, &stage, "chunk_size = 8");
+    let batch = |b: i64| -> (String, i64) {
+        let n = 30 + (b % 5) * 11;
+        let body = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"t\":{},\"n\":{}}}\n",
+                    b * 10_000 + (i * 9_999) / n,
+                    b * 1000 + i
+                )
+            })
+            .collect();
+        (body, (0..n).map(|i| b * 1000 + i).sum())
+    };
+    let mut acked = BTreeSet::new();
+    let mut attempted = BTreeMap::new();
+    let mut b = 0i64;
+    let mut seed = std::process::id() as u64 | 1;
+    for _round in 0..4 {
+        let s = Server::start(&m, &[]);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let kill_at = Instant::now() + Duration::from_millis(200 + seed % 600);
+        let url = s.url("/v1/pipelines/crash/jobs");
+        let poster = std::thread::spawn(move || {
+            let mut sent = Vec::new();
+            loop {
+                let (body, sum) = batch(b);
+                sent.push((b, sum, None));
+                let r = request(
+                    "POST",
+                    &url,
+                    &[("content-type", "application/x-ndjson")],
+                    Some(body.as_bytes()),
+                );
+                match r {
+                    Ok(r) if r.status == 202 => sent.last_mut().unwrap().2 = Some(()),
+                    Ok(r) => panic!("unexpected {}: {}", r.status, r.body),
+                    Err(_) => return (sent, b + 1),
+                }
+                b += 1;
+            }
+        });
+        std::thread::sleep(kill_at.saturating_duration_since(Instant::now()));
+        s.kill();
+        let (sent, next) = poster.join().unwrap();
+        for (k, sum, ok) in sent {
+            attempted.insert(k, sum);
+            if ok.is_some() {
+                acked.insert(k);
+            }
+        }
+        b = next;
+    }
+    let s = Server::start(&m, &[]);
+    // One event far ahead moves the watermark past every batch's window.
+    let r = post(
+        &s,
+        "/v1/pipelines/crash/jobs",
+        "application/x-ndjson",
+        &format!("{{\"t\":{},\"n\":0}}\n", (b + 100) * 10_000),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let t = Instant::now();
+    let got = loop {
+        let jobs = get(&s, "/v1/jobs?limit=1000").json();
+        let done = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "done");
+        let got = all_windows(&s, "", 100);
+        if done
+            && acked
+                .iter()
+                .all(|k| got.iter().any(|w| window_batch(w) == *k))
+        {
+            break got;
+        }
+        let missing: Vec<_> = acked
+            .iter()
+            .filter(|k| !got.iter().any(|w| window_batch(w) == **k))
+            .collect();
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "windows not closed (jobs done: {done}): {} windows, acknowledged batches without one: {missing:?}\n{}",
+            got.len(),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        acked.len() >= 4,
+        "the client got through: {} batches acknowledged",
+        acked.len()
+    );
+    let mut seen = BTreeSet::new();
+    for w in &got {
+        let k = window_batch(w);
+        assert!(seen.insert(k), "window of batch {k} stored twice: {w}");
+        assert_eq!(
+            w["value"].as_i64(),
+            attempted.get(&k).copied(),
+            "window of batch {k}: exactly its batch, once: {w}"
+        );
+    }
+    for k in &acked {
+        assert!(seen.contains(k), "acknowledged batch {k} has its window");
+    }
+    let dead = get(&s, "/v1/dead-letters?limit=1000").json();
+    assert_eq!(
+        dead["dead_letters"].as_array().unwrap().len(),
+        0,
+        "nothing late: {dead}"
+    );
+    eprintln!(
+        "{} batches sent, {} acknowledged, {} windows",
+        attempted.len(),
+        acked.len(),
+        got.len()
+    );
+    assert_eq!(s.stop(), Some(0));
+}
+
+/// The batch a window of the crash test belongs to: its start / 10 s.
+fn window_batch(w: &Value) -> i64 {
+    let start = w["window"]["start"].as_str().unwrap();
+    // 1970-01-01THH:MM:SS.000Z
+    let h: i64 = start[11..13].parse().unwrap();
+    let m: i64 = start[14..16].parse().unwrap();
+    let s: i64 = start[17..19].parse().unwrap();
+    (h * 3600 + m * 60 + s) / 10
+}

@@ -14,7 +14,7 @@ pub mod plan;
 pub mod spec;
 
 pub use book::{
-    Clock, Closed, Committed, Fold, WindowBook, WindowPart, WindowStore, WindowedChunk,
+    Clock, Closed, Committed, Fold, Needs, WindowBook, WindowPart, WindowStore, WindowedChunk,
 };
-pub use memory::MemoryWindows;
+pub use memory::{Changes, MemoryWindows};
 pub use spec::{Kind, Millis, TimeSource, WindowSpec};

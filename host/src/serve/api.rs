@@ -37,6 +37,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/jobs/{id}/dead-letters/retry", post(retry_dead))
         .route("/v1/dead-letters", get(list_dead))
         .route("/v1/events", get(list_events))
+        .route("/v1/windows", get(list_windows))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -897,6 +898,73 @@ async fn list_events(
     Ok(json_response(
         StatusCode::OK,
         json!({ "events": out, "next_cursor": next }),
+    ))
+}
+
+/// `GET /v1/windows?pipeline=&key=&since=&until=&cursor=&limit=`: closed
+/// windows' results, in the order they closed.
+async fn list_windows(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let mut query = crate::store::WindowQuery::default();
+    let mut limit = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "pipeline" => query.pipeline = Some(v),
+            "key" => query.key = Some(v),
+            "since" => query.since = Some(parse_time("since", &v)?),
+            "until" => query.until = Some(parse_time("until", &v)?),
+            "cursor" => query.after = parse_id("cursor", &v)?,
+            "limit" => limit = Some(v),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "unknown parameter `{k}`; use `pipeline`, `key`, `since`, `until`, `cursor`, `limit`"
+                )));
+            }
+        }
+    }
+    if svc.windows.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pipeline `{}` has no windowed reduce; its results are the jobs' (`GET /v1/jobs/{{id}}`)",
+                svc.pipeline
+            ),
+        ));
+    }
+    query.limit = parse_limit(limit.as_ref())?;
+    let limit = query.limit as usize;
+    let rows = backend::windows(&svc, query)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|e| e.id.to_string()))
+        .flatten();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let value: &RawValue =
+            serde_json::from_str(&r.value).map_err(|e| ApiError::internal(e.into()))?;
+        let mut w = json!({
+            "id": r.id,
+            "pipeline": r.pipeline,
+            "window": {
+                "start": crate::exec::window::field::format_rfc3339(r.start),
+                "end": crate::exec::window::field::format_rfc3339(r.end),
+            },
+            "value": value,
+            "closed_at": rfc3339(r.closed_at),
+        });
+        if let Some(k) = &r.key {
+            w["key"] = k.clone().into();
+        }
+        out.push(w);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "windows": out, "next_cursor": next }),
     ))
 }
 

@@ -6,7 +6,9 @@
 
 use super::Service;
 use crate::queue::{jetstream, memory as queue};
-use crate::store::{DeadRow, EventQuery, EventRow, JobRow, postgres, sqlite as store};
+use crate::store::{
+    DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow, postgres, sqlite as store,
+};
 use anyhow::{Result, bail};
 use std::sync::Arc;
 
@@ -84,6 +86,14 @@ pub async fn events(svc: &Arc<Service>, query: EventQuery) -> Result<Vec<EventRo
     match &svc.backend {
         Backend::Cluster { store, .. } => store.events(&query).await,
         Backend::Embedded { .. } => sqlite(svc, move |s| s.events(&query)).await,
+    }
+}
+
+/// Closed windows matching `query`, in the order they closed.
+pub async fn windows(svc: &Arc<Service>, query: WindowQuery) -> Result<Vec<WindowRow>> {
+    match &svc.backend {
+        Backend::Cluster { store, .. } => store.windows(&query).await,
+        Backend::Embedded { .. } => sqlite(svc, move |s| s.windows(&query)).await,
     }
 }
 

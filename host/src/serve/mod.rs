@@ -99,6 +99,8 @@ pub struct Service {
     pub reduces: bool,
     /// Whether the reduce is keyed.
     pub keyed: bool,
+    /// A windowed reduce's book: its windows span jobs.
+    pub windows: Option<crate::exec::window::WindowBook>,
     /// Where jobs wait and results go.
     pub backend: Backend,
     /// Limits.
@@ -158,8 +160,9 @@ pub async fn run(
     };
     let svc = Arc::new(Service {
         pipeline: pipeline.name.clone(),
-        reduces: pipeline.reduces(),
+        reduces: pipeline.reduces() && pipeline.window_book().is_none(),
         keyed: pipeline.keyed(),
+        windows: pipeline.window_book(),
         backend,
         auth,
         metrics: metrics::Metrics::new(
@@ -197,6 +200,15 @@ pub async fn run(
                 .name(format!("wasmpipe-serve-{w}"))
                 .spawn(move || workers::run(&svc, exec))
                 .context("cannot start a worker thread")?,
+        );
+    }
+    if svc.windows.is_some() && !clustered {
+        let svc = svc.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name("wasmpipe-windows".into())
+                .spawn(move || workers::tick_windows(&svc))
+                .context("cannot start the window clock")?,
         );
     }
     let purger = svc.settings.retention.map(|keep| {

@@ -30,6 +30,20 @@ pub fn run(svc: &Service, mut exec: Executor) {
     }
 }
 
+/// Closes the windows of a quiet stream: once a second, a tick advances
+/// the stored clock if no events came for the window's `idle` time.
+pub fn tick_windows(svc: &Service) {
+    let Some(book) = &svc.windows else { return };
+    while !svc.stopping.load(Relaxed) {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        match svc.embedded().0.tick_windows(&svc.pipeline, book, now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("idle stream: {n} windows closed"),
+            Err(e) => tracing::warn!("cannot advance the window clock: {e:#}"),
+        }
+    }
+}
+
 fn run_chunk(svc: &Service, exec: &mut Executor, key: ChunkId) -> Result<()> {
     let store = svc.embedded().0;
     let Some(input) = store.load_chunk(key, now_ms())? else {
@@ -40,21 +54,21 @@ fn run_chunk(svc: &Service, exec: &mut Executor, key: ChunkId) -> Result<()> {
     let ctx = stored::chunk_context(key.job, &svc.host, &input.context, &input.pipeline, key.seq)?;
     let report = exec.run(&chunk, &ctx)?;
     svc.metrics.record(&report);
-    let reduces = svc.reduces;
-    let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
-    let committed = store
-        .complete_chunk(
-            key,
-            &report,
-            now_ms(),
-            reduces.then_some(&mut combine as &mut Combine<'_>),
+    let committed = match &svc.windows {
+        // A windowed reduce has no job result: its windows span jobs.
+        Some(book) => store.complete_chunk(key, &report, now_ms(), None, Some((book, exec))),
+        None => {
+            let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
+            let combine = svc.reduces.then_some(&mut combine as &mut Combine<'_>);
+            store.complete_chunk(key, &report, now_ms(), combine, None)
+        }
+    };
+    let committed = committed.with_context(|| {
+        format!(
+            "cannot store the outputs of job {} chunk {}",
+            key.job, key.seq
         )
-        .with_context(|| {
-            format!(
-                "cannot store the outputs of job {} chunk {}",
-                key.job, key.seq
-            )
-        })?;
+    })?;
     if committed {
         svc.backlog.fetch_sub(key.events, Relaxed);
         svc.processed.fetch_add(key.events, Relaxed);

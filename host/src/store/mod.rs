@@ -8,7 +8,9 @@ pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
-pub use model::{Combine, DeadRow, ErrorKind, EventQuery, EventRow, InputPurged, JobRow};
+pub use model::{
+    Combine, DeadRow, ErrorKind, EventQuery, EventRow, InputPurged, JobRow, WindowQuery, WindowRow,
+};
 
 /// Milliseconds since the Unix epoch: the time stamps of stored records.
 pub fn now_ms() -> i64 {

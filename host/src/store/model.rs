@@ -162,3 +162,39 @@ pub struct EventQuery {
     /// Most rows.
     pub limit: u32,
 }
+
+/// A closed window's result, as listed.
+#[derive(Debug, Clone)]
+pub struct WindowRow {
+    /// Row id (the cursor).
+    pub id: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Start (inclusive) and end (exclusive), ms.
+    pub start: i64,
+    /// End, ms.
+    pub end: i64,
+    /// Group key (`None`: an unkeyed reduce).
+    pub key: Option<String>,
+    /// The result (JSON).
+    pub value: String,
+    /// When it closed (ms).
+    pub closed_at: i64,
+}
+
+/// Filters of a window listing.
+#[derive(Debug, Default, Clone)]
+pub struct WindowQuery {
+    /// Pipeline.
+    pub pipeline: Option<String>,
+    /// Group key.
+    pub key: Option<String>,
+    /// Windows starting at or after this (ms).
+    pub since: Option<i64>,
+    /// Windows ending at or before this (ms).
+    pub until: Option<i64>,
+    /// Rows after this id.
+    pub after: i64,
+    /// Most rows.
+    pub limit: u32,
+}

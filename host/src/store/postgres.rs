@@ -16,12 +16,22 @@
 //! - The transaction that brings `events_done` to `events_in` reads every
 //!   partial and stores the combined result, under the same lock, so the
 //!   result is computed exactly once from exactly the committed partials.
+//! - Windows (a windowed reduce): after those checks, the commit locks the
+//!   pipeline's `window_clock` row, loads the open windows the chunk can
+//!   touch, runs the window book on them and writes back what changed,
+//!   closed windows' results included. The lock orders window commits
+//!   across workers, so a window closes in exactly one transaction,
+//!   whichever worker's chunk moves the watermark past its end; a worker
+//!   killed before its commit leaves nothing, and its chunk is redelivered.
 //! - A job is `pending` until its ingest node has every chunk acknowledged
 //!   by JetStream, then `accepted`; chunks of a job that never got there
 //!   (the client was answered with an error) are dropped as `abandoned`.
 
-use super::model::{Combine, DeadRow, ErrorKind, EventQuery, EventRow, JobRow};
-use crate::exec::{ChunkId, ChunkReport};
+use super::model::{
+    Combine, DeadRow, ErrorKind, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
+};
+use crate::exec::window::{Clock, Fold, MemoryWindows, WindowBook, WindowedChunk};
+use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -96,6 +106,33 @@ CREATE TABLE IF NOT EXISTS wasmpipe.dead_letters (
 CREATE INDEX IF NOT EXISTS dead_job ON wasmpipe.dead_letters (job, id);
 CREATE INDEX IF NOT EXISTS dead_pipeline ON wasmpipe.dead_letters (pipeline, id);
 CREATE TABLE IF NOT EXISTS wasmpipe.schema_version (version INTEGER PRIMARY KEY);
+-- Windowed reduce: the clock (its row is the lock that orders window
+-- commits), open windows' partials, closed windows' results.
+CREATE TABLE IF NOT EXISTS wasmpipe.window_clock (
+    pipeline TEXT PRIMARY KEY,
+    max_time BIGINT,                    -- largest event time committed (ms)
+    last_seen BIGINT,                   -- wall time of the last events (ms)
+    open_windows BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS wasmpipe.open_windows (
+    pipeline TEXT NOT NULL,
+    end_at BIGINT NOT NULL,
+    start_at BIGINT NOT NULL,
+    key TEXT NOT NULL,                  -- '' for an unkeyed reduce
+    partial BYTEA NOT NULL,
+    PRIMARY KEY (pipeline, end_at, start_at, key)
+);
+CREATE INDEX IF NOT EXISTS open_windows_key ON wasmpipe.open_windows (pipeline, key, start_at);
+CREATE TABLE IF NOT EXISTS wasmpipe.windows (
+    id BIGSERIAL PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    start_at BIGINT NOT NULL,
+    end_at BIGINT NOT NULL,
+    key TEXT,
+    value TEXT NOT NULL,
+    closed_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS windows_pipeline ON wasmpipe.windows (pipeline, id);
 ";
 
 /// Bumped when the schema changes.
@@ -374,6 +411,7 @@ impl PgStore {
         out: &ChunkReport,
         worker: &str,
         combine: Option<&mut Combine<'_>>,
+        windows: Option<(&WindowBook, &mut (dyn Fold + Send))>,
     ) -> Result<Committed> {
         let now = super::now_ms();
         let mut c = self.client().await?;
@@ -434,21 +472,7 @@ impl PgStore {
             writer.finish().await?;
         }
         for d in &out.dead {
-            tx.execute(
-                "INSERT INTO wasmpipe.dead_letters (job, pipeline, stage, error, idx, attempts, at, event)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &job,
-                    &pipeline,
-                    &d.stage_name(),
-                    &d.error,
-                    &(d.index as i64),
-                    &(d.attempts as i32),
-                    &at,
-                    &d.event,
-                ],
-            )
-            .await?;
+            insert_dead(&tx, job, pipeline, at, d).await?;
         }
         let Some(counts) = tx
             .query_opt(
@@ -489,6 +513,19 @@ impl PgStore {
             );
             return Ok(Committed::Duplicate);
         }
+        if let (Some((book, fold)), Some(chunk)) = (windows, &out.windows) {
+            let (late, _) = commit_windows(&tx, pipeline, book, Some((chunk, fold)), now).await?;
+            for d in &late {
+                insert_dead(&tx, job, pipeline, at, d).await?;
+            }
+            if !late.is_empty() {
+                tx.execute(
+                    "UPDATE wasmpipe.jobs SET dead_letters = dead_letters + $2 WHERE id = $1",
+                    &[&job, &(late.len() as i64)],
+                )
+                .await?;
+            }
+        }
         let finished = done == total;
         if finished {
             let result = match combine {
@@ -515,6 +552,60 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(Committed::Stored(finished))
+    }
+
+    /// Advances the window clock of a quiet stream (see
+    /// [`WindowBook::tick`]); returns the windows it closed.
+    pub async fn tick_windows(&self, pipeline: &str, book: &WindowBook, now: i64) -> Result<usize> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let (_, closed) = commit_windows(&tx, pipeline, book, None, now).await?;
+        tx.commit().await?;
+        Ok(closed)
+    }
+
+    /// Closed windows matching `q`, oldest first.
+    pub async fn windows(&self, q: &WindowQuery) -> Result<Vec<WindowRow>> {
+        let mut sql = String::from(
+            "SELECT id, pipeline, start_at, end_at, key, value, closed_at FROM wasmpipe.windows WHERE id > $1",
+        );
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(q.after)];
+        let mut add = |cond: &str, v: Box<dyn ToSql + Sync + Send>, sql: &mut String| {
+            args.push(v);
+            sql.push_str(&format!(" AND {cond} ${}", args.len()));
+        };
+        if let Some(p) = &q.pipeline {
+            add("pipeline =", Box::new(p.clone()), &mut sql);
+        }
+        if let Some(k) = &q.key {
+            add("key =", Box::new(k.clone()), &mut sql);
+        }
+        if let Some(t) = q.since {
+            add("start_at >=", Box::new(t), &mut sql);
+        }
+        if let Some(t) = q.until {
+            add("end_at <=", Box::new(t), &mut sql);
+        }
+        args.push(Box::new(i64::from(q.limit)));
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", args.len()));
+        let c = self.client().await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = c.query(&sql, &refs).await?;
+        Ok(rows
+            .iter()
+            .map(|r| WindowRow {
+                id: r.get(0),
+                pipeline: r.get(1),
+                start: r.get(2),
+                end: r.get(3),
+                key: r.get(4),
+                value: r.get(5),
+                closed_at: r.get(6),
+            })
+            .collect())
     }
 
     /// One job.
@@ -861,6 +952,146 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+async fn insert_dead(
+    tx: &tokio_postgres::Transaction<'_>,
+    job: i64,
+    pipeline: &str,
+    at: i64,
+    d: &DeadLetter,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO wasmpipe.dead_letters (job, pipeline, stage, error, idx, attempts, at, event)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &job,
+            &pipeline,
+            &d.stage_name(),
+            &d.error,
+            &(d.index as i64),
+            &(d.attempts as i32),
+            &at,
+            &d.event,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the window book in transaction `tx` (see the module's notes):
+/// locks the clock, loads the open windows the commit (or, with no
+/// chunk, the tick) can touch, runs the book in memory and writes back
+/// what changed. Returns the late events' dead letters and the number of
+/// windows closed.
+async fn commit_windows(
+    tx: &tokio_postgres::Transaction<'_>,
+    pipeline: &str,
+    book: &WindowBook,
+    chunk: Option<(&WindowedChunk, &mut (dyn Fold + Send))>,
+    now: i64,
+) -> Result<(Vec<DeadLetter>, usize)> {
+    tx.execute(
+        "INSERT INTO wasmpipe.window_clock (pipeline) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&pipeline],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT max_time, last_seen, open_windows FROM wasmpipe.window_clock WHERE pipeline = $1 FOR UPDATE",
+            &[&pipeline],
+        )
+        .await?;
+    let clock = Clock {
+        max_time: row.get(0),
+        last_seen: row.get(1),
+    };
+    let total = row.get::<_, i64>(2).max(0) as u64;
+    let needs = book.needs(clock, chunk.as_ref().map(|c| c.0), now);
+    let mut rows = std::collections::BTreeMap::new();
+    const COLS: &str =
+        "SELECT start_at, end_at, key, partial FROM wasmpipe.open_windows WHERE pipeline = $1";
+    let mut found = Vec::new();
+    if let Some(until) = needs.due_until {
+        found.extend(
+            tx.query(&format!("{COLS} AND end_at <= $2"), &[&pipeline, &until])
+                .await?,
+        );
+    }
+    for (s, e) in &needs.spans {
+        found.extend(
+            tx.query(
+                &format!("{COLS} AND start_at = $2 AND end_at = $3"),
+                &[&pipeline, s, e],
+            )
+            .await?,
+        );
+    }
+    for (k, from, to) in &needs.sessions {
+        found.extend(
+            tx.query(
+                &format!("{COLS} AND key = $2 AND start_at < $3 AND end_at > $4"),
+                &[&pipeline, k, to, from],
+            )
+            .await?,
+        );
+    }
+    for r in found {
+        rows.insert(
+            (
+                r.get::<_, i64>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, String>(2),
+            ),
+            r.get::<_, Vec<u8>>(3),
+        );
+    }
+    let rows = rows
+        .into_iter()
+        .map(|((s, e, k), v)| (s, e, k, v))
+        .collect();
+    let mut staged = MemoryWindows::staged(clock, rows, total);
+    // The book calls the guest (combines, re-folds): off the async threads.
+    let late = tokio::task::block_in_place(|| -> Result<Vec<DeadLetter>> {
+        Ok(match chunk {
+            Some((chunk, fold)) => book.commit(&mut staged, chunk, now, fold)?.dead,
+            None => {
+                book.tick(&mut staged, now)?;
+                Vec::new()
+            }
+        })
+    })?;
+    let c = staged.changes();
+    let closed = c.closed.len();
+    tx.execute(
+        "UPDATE wasmpipe.window_clock SET max_time = $2, last_seen = $3, open_windows = $4 WHERE pipeline = $1",
+        &[&pipeline, &c.clock.max_time, &c.clock.last_seen, &(total as i64 + c.opened).max(0)],
+    )
+    .await?;
+    for (s, e, k, v) in &c.upserts {
+        tx.execute(
+            "INSERT INTO wasmpipe.open_windows (pipeline, end_at, start_at, key, partial) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (pipeline, end_at, start_at, key) DO UPDATE SET partial = excluded.partial",
+            &[&pipeline, e, s, k, v],
+        )
+        .await?;
+    }
+    for (s, e, k) in &c.deletes {
+        tx.execute(
+            "DELETE FROM wasmpipe.open_windows WHERE pipeline = $1 AND end_at = $2 AND start_at = $3 AND key = $4",
+            &[&pipeline, e, s, k],
+        )
+        .await?;
+    }
+    for w in &c.closed {
+        let value = std::str::from_utf8(&w.value).context("a window's result is not UTF-8")?;
+        tx.execute(
+            "INSERT INTO wasmpipe.windows (pipeline, start_at, end_at, key, value, closed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&pipeline, &w.start, &w.end, &w.key, &value, &now],
+        )
+        .await?;
+    }
+    Ok((late, closed))
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 //!   job's result; a crash before the commit leaves the chunk queued with
 //!   nothing stored, so it is simply processed again.
 
-use super::model::{Combine, DeadRow, EventQuery, EventRow, JobRow};
-use crate::exec::{ChunkId, ChunkReport};
+use super::model::{Combine, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow};
+use crate::exec::window::{Changes, Clock, Fold, MemoryWindows, WindowBook, WindowedChunk};
+use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -75,6 +76,34 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_job ON dead_letters (job, id);
 CREATE INDEX IF NOT EXISTS dead_pipeline ON dead_letters (pipeline, id);
+-- Windowed reduce (exec/window): the event-time clock, the partials of
+-- open windows, and closed windows' results, all changed by the commit of
+-- the chunk (or the idle tick) that changes them.
+CREATE TABLE IF NOT EXISTS window_clock (
+    pipeline TEXT PRIMARY KEY,
+    max_time INTEGER,              -- largest event time committed (ms)
+    last_seen INTEGER,             -- wall time of the last events (ms)
+    open_windows INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS open_windows (
+    pipeline TEXT NOT NULL,
+    end_at INTEGER NOT NULL,
+    start_at INTEGER NOT NULL,
+    key TEXT NOT NULL,             -- '' for an unkeyed reduce
+    partial BLOB NOT NULL,
+    PRIMARY KEY (pipeline, end_at, start_at, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS open_windows_key ON open_windows (pipeline, key, start_at);
+CREATE TABLE IF NOT EXISTS windows (
+    id INTEGER PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    start_at INTEGER NOT NULL,
+    end_at INTEGER NOT NULL,
+    key TEXT,
+    value TEXT NOT NULL,
+    closed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS windows_pipeline ON windows (pipeline, id);
 ";
 
 /// The store.
@@ -283,6 +312,7 @@ impl Store {
         res: &ChunkReport,
         now: i64,
         combine: Option<&mut Combine<'_>>,
+        windows: Option<(&WindowBook, &mut dyn Fold)>,
     ) -> Result<bool> {
         let mut w = self.writer(false)?;
         let tx = w.transaction()?;
@@ -298,6 +328,14 @@ impl Store {
             [key.job],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        // Windows first: the events they find late are this chunk's dead
+        // letters too, stored below with the others.
+        let late = match (windows, &res.windows) {
+            (Some((book, fold)), Some(chunk)) => {
+                commit_windows(&tx, &pipeline, book, Some((chunk, fold)), now)?.0
+            }
+            _ => Vec::new(),
+        };
         let mut outputs = 0i64;
         {
             let mut ins = tx.prepare_cached(
@@ -314,7 +352,7 @@ impl Store {
                 "INSERT INTO dead_letters (job, pipeline, stage, error, idx, attempts, at, event)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            for d in &res.dead {
+            for d in res.dead.iter().chain(&late) {
                 dl.execute(params![
                     key.job,
                     pipeline,
@@ -330,7 +368,12 @@ impl Store {
         tx.execute(
             "UPDATE jobs SET chunks_done = chunks_done + 1, events_out = events_out + ?2,
                  dead_letters = dead_letters + ?3, retries = retries + ?4 WHERE id = ?1",
-            params![key.job, outputs, res.dead.len() as i64, res.retries as i64],
+            params![
+                key.job,
+                outputs,
+                (res.dead.len() + late.len()) as i64,
+                res.retries as i64
+            ],
         )?;
         let (done, total): (i64, i64) = tx.query_row(
             "SELECT chunks_done, chunks FROM jobs WHERE id = ?1",
@@ -359,6 +402,56 @@ impl Store {
         }
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Advances the window clock of a quiet stream (see
+    /// [`WindowBook::tick`]); returns the windows it closed.
+    pub fn tick_windows(&self, pipeline: &str, book: &WindowBook, now: i64) -> Result<usize> {
+        let mut w = self.writer(false)?;
+        let tx = w.transaction()?;
+        let (_, closed) = commit_windows(&tx, pipeline, book, None, now)?;
+        tx.commit()?;
+        Ok(closed)
+    }
+
+    /// Closed windows matching `q`, oldest first.
+    pub fn windows(&self, q: &WindowQuery) -> Result<Vec<WindowRow>> {
+        let mut sql = String::from(
+            "SELECT id, pipeline, start_at, end_at, key, value, closed_at FROM windows WHERE id > ?",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![q.after.into()];
+        if let Some(p) = &q.pipeline {
+            sql.push_str(" AND pipeline = ?");
+            args.push(p.clone().into());
+        }
+        if let Some(k) = &q.key {
+            sql.push_str(" AND key = ?");
+            args.push(k.clone().into());
+        }
+        if let Some(t) = q.since {
+            sql.push_str(" AND start_at >= ?");
+            args.push(t.into());
+        }
+        if let Some(t) = q.until {
+            sql.push_str(" AND end_at <= ?");
+            args.push(t.into());
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        args.push(i64::from(q.limit).into());
+        let r = self.reader();
+        let mut st = r.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(WindowRow {
+                id: r.get(0)?,
+                pipeline: r.get(1)?,
+                start: r.get(2)?,
+                end: r.get(3)?,
+                key: r.get(4)?,
+                value: r.get(5)?,
+                closed_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// One job.
@@ -594,6 +687,121 @@ impl Store {
 const JOB_COLUMNS: &str =
     "SELECT id, pipeline, kind, origin, received_at, started_at, finished_at, context,
     events_in, events_out, dead_letters, retries, chunks, chunks_done, result FROM jobs";
+
+/// Runs the window book in transaction `tx`: loads the clock and the open
+/// windows the commit (or, with no chunk, the tick) can touch, runs the
+/// book on them in memory, and writes back what changed. Returns the late
+/// events' dead letters and the number of windows closed.
+fn commit_windows(
+    tx: &rusqlite::Transaction<'_>,
+    pipeline: &str,
+    book: &WindowBook,
+    chunk: Option<(&WindowedChunk, &mut dyn Fold)>,
+    now: i64,
+) -> Result<(Vec<DeadLetter>, usize)> {
+    let (clock, total) = tx
+        .query_row(
+            "SELECT max_time, last_seen, open_windows FROM window_clock WHERE pipeline = ?1",
+            [pipeline],
+            |r| {
+                Ok((
+                    Clock {
+                        max_time: r.get(0)?,
+                        last_seen: r.get(1)?,
+                    },
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )
+        .optional()?
+        .unwrap_or_default();
+    let needs = book.needs(clock, chunk.as_ref().map(|c| c.0), now);
+    let mut rows = std::collections::BTreeMap::new();
+    let mut load = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<()> {
+        let mut st = tx.prepare_cached(sql)?;
+        let found = st.query_map(args, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        for row in found {
+            let (s, e, k, v) = row?;
+            rows.insert((s, e, k), v);
+        }
+        Ok(())
+    };
+    const COLS: &str =
+        "SELECT start_at, end_at, key, partial FROM open_windows WHERE pipeline = ?1";
+    if let Some(until) = needs.due_until {
+        load(&format!("{COLS} AND end_at <= ?2"), &[&pipeline, &until])?;
+    }
+    for (s, e) in &needs.spans {
+        load(
+            &format!("{COLS} AND start_at = ?2 AND end_at = ?3"),
+            &[&pipeline, s, e],
+        )?;
+    }
+    for (k, from, to) in &needs.sessions {
+        load(
+            &format!("{COLS} AND key = ?2 AND start_at < ?3 AND end_at > ?4"),
+            &[&pipeline, k, to, from],
+        )?;
+    }
+    let rows = rows
+        .into_iter()
+        .map(|((s, e, k), v)| (s, e, k, v))
+        .collect();
+    let mut staged = MemoryWindows::staged(clock, rows, total);
+    let late = match chunk {
+        Some((chunk, fold)) => book.commit(&mut staged, chunk, now, fold)?.dead,
+        None => {
+            book.tick(&mut staged, now)?;
+            Vec::new()
+        }
+    };
+    let changes = staged.changes();
+    let closed = changes.closed.len();
+    save_windows(tx, pipeline, changes, total, now)?;
+    Ok((late, closed))
+}
+
+fn save_windows(
+    tx: &rusqlite::Transaction<'_>,
+    pipeline: &str,
+    c: Changes,
+    total: u64,
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO window_clock (pipeline, max_time, last_seen, open_windows) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (pipeline) DO UPDATE SET max_time = ?2, last_seen = ?3, open_windows = ?4",
+        params![pipeline, c.clock.max_time, c.clock.last_seen, (total as i64 + c.opened).max(0)],
+    )?;
+    let mut up = tx.prepare_cached(
+        "INSERT INTO open_windows (pipeline, end_at, start_at, key, partial) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (pipeline, end_at, start_at, key) DO UPDATE SET partial = excluded.partial",
+    )?;
+    for (s, e, k, v) in &c.upserts {
+        up.execute(params![pipeline, e, s, k, v])?;
+    }
+    let mut del = tx.prepare_cached(
+        "DELETE FROM open_windows WHERE pipeline = ?1 AND end_at = ?2 AND start_at = ?3 AND key = ?4",
+    )?;
+    for (s, e, k) in &c.deletes {
+        del.execute(params![pipeline, e, s, k])?;
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO windows (pipeline, start_at, end_at, key, value, closed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for w in &c.closed {
+        let value = std::str::from_utf8(&w.value).context("a window's result is not UTF-8")?;
+        ins.execute(params![pipeline, w.start, w.end, w.key, value, now])?;
+    }
+    Ok(())
+}
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {

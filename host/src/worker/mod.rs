@@ -24,6 +24,7 @@
 use crate::exec::ChunkId;
 use crate::exec::chunk::halve;
 use crate::exec::stored;
+use crate::exec::window::Fold;
 use crate::exec::{ChunkReport, DeadLetter, Executor, LiveStages, Pipeline, Policy};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
@@ -57,6 +58,8 @@ struct Shared {
     settings: Settings,
     pipeline: String,
     reduces: bool,
+    /// A windowed reduce's book: its windows span jobs and workers.
+    windows: Option<crate::exec::window::WindowBook>,
     max_attempts: i64,
     host: String,
     /// How often a busy slot reports progress: a third of `ack_wait`.
@@ -102,7 +105,8 @@ pub async fn run(
         store,
         settings: Settings::new(manifest, &serve),
         pipeline: pipeline.name.clone(),
-        reduces: pipeline.reduces(),
+        reduces: pipeline.reduces() && pipeline.window_book().is_none(),
+        windows: pipeline.window_book(),
         max_attempts: i64::from(queue_section.max_attempts.get()),
         name: format!("{host}/{}", std::process::id()),
         host,
@@ -135,6 +139,7 @@ pub async fn run(
         slots.len()
     );
     let sweeper = tokio::spawn(sweep(shared.clone()));
+    let ticker = tokio::spawn(tick_windows(shared.clone()));
     let metrics_addr = match metrics_listen {
         Some(addr) => Some(serve_metrics(shared.clone(), addr).await?),
         None => None,
@@ -147,6 +152,7 @@ pub async fn run(
         s.await.context("a worker slot panicked")?;
     }
     sweeper.abort();
+    ticker.abort();
     Ok(())
 }
 
@@ -427,6 +433,26 @@ async fn job_info(
     }
 }
 
+/// Closes the windows of a quiet stream: once a second, a tick advances
+/// the stored clock if no events came for the window's `idle` time. Every
+/// worker ticks; the clock's row lock makes them take turns, and a tick
+/// after another's finds nothing more to do.
+async fn tick_windows(shared: Arc<Shared>) {
+    let Some(book) = &shared.windows else { return };
+    while !shared.stopping.load(Relaxed) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match shared
+            .store
+            .tick_windows(&shared.pipeline, book, now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("idle stream: {n} windows closed"),
+            Err(e) => tracing::warn!("cannot advance the window clock: {e:#}"),
+        }
+    }
+}
+
 /// Abandons, every [`SWEEP_EVERY`], the jobs still `pending` after
 /// [`ABANDON_AFTER`]: those whose ingest node died before any chunk
 /// reached the stream have no chunk to find them, and would otherwise
@@ -477,13 +503,25 @@ async fn commit(
 ) -> Result<Committed> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
-        let combine = shared.reduces.then_some(&mut combine as &mut Combine<'_>);
-        match shared
-            .store
-            .complete_chunk(range, job, out, &shared.name, combine)
-            .await
-        {
+        let committed = match &shared.windows {
+            // A windowed reduce has no job result: its windows span jobs.
+            Some(book) => {
+                let fold = Some((book, &mut *exec as &mut (dyn Fold + Send)));
+                shared
+                    .store
+                    .complete_chunk(range, job, out, &shared.name, None, fold)
+                    .await
+            }
+            None => {
+                let mut combine = |partials: Vec<Vec<u8>>| exec.combine(partials);
+                let combine = shared.reduces.then_some(&mut combine as &mut Combine<'_>);
+                shared
+                    .store
+                    .complete_chunk(range, job, out, &shared.name, combine, None)
+                    .await
+            }
+        };
+        match committed {
             Ok(Committed::Stored(finished)) => {
                 if finished {
                     tracing::info!("job {} finished", range.job);

@@ -173,7 +173,64 @@ pub struct WindowBook {
     pub keyed: bool,
 }
 
+/// The open windows a commit or a tick can touch, for a database to load
+/// into a [`super::MemoryWindows::staged`] before running the book on it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Every open window ending at or before this may close.
+    pub due_until: Option<Millis>,
+    /// Tumbling or hopping windows the chunk adds to, every key.
+    pub spans: Vec<(Millis, Millis)>,
+    /// Sessions of a key overlapping `[from, to)`: (key, from, to).
+    pub sessions: Vec<(String, Millis, Millis)>,
+}
+
 impl WindowBook {
+    /// What committing `chunk` (or, with `None`, a tick at `now`) can
+    /// touch, given the stored clock.
+    pub fn needs(&self, clock: Clock, chunk: Option<&WindowedChunk>, now: Millis) -> Needs {
+        let mut n = Needs::default();
+        let max = match chunk {
+            Some(c) => c
+                .times
+                .iter()
+                .map(|t| t.1)
+                .max()
+                .into_iter()
+                .chain(clock.max_time)
+                .max(),
+            None => match (clock.max_time, clock.last_seen) {
+                (Some(m), Some(seen)) if now - seen >= self.spec.idle => Some(m + (now - seen)),
+                _ => None,
+            },
+        };
+        n.due_until = max.map(|m| m.saturating_sub(self.spec.lateness));
+        let Some(chunk) = chunk else { return n };
+        let gap = self.spec.sessions().unwrap_or(0);
+        let mut spans = std::collections::BTreeSet::new();
+        let mut sessions: BTreeMap<&str, (Millis, Millis)> = BTreeMap::new();
+        for p in &chunk.parts {
+            match p.span {
+                Some(w) => {
+                    spans.insert(w);
+                }
+                None => {
+                    for (k, &t) in p.keys.iter().zip(&p.times) {
+                        let r = sessions.entry(k.as_str()).or_insert((t, t + gap));
+                        r.0 = r.0.min(t);
+                        r.1 = r.1.max(t + gap);
+                    }
+                }
+            }
+        }
+        n.spans = spans.into_iter().collect();
+        n.sessions = sessions
+            .into_iter()
+            .map(|(k, (a, b))| (k.to_string(), a, b))
+            .collect();
+        n
+    }
+
     /// Commits one chunk's windows at wall time `now`.
     pub fn commit(
         &self,

@@ -1,21 +1,106 @@
-//! Open windows in memory, for `run`: bounded by `max_open_windows`, and
-//! emitted windows wait in [`MemoryWindows::out`] for the writer.
+//! Open windows in memory. For `run`, all of them (bounded by
+//! `max_open_windows`), with emitted windows waiting in
+//! [`MemoryWindows::out`] for the writer. For `serve` and `worker`, only
+//! those one commit can touch ([`super::WindowBook::needs`]), loaded from
+//! the database in the commit's transaction ([`MemoryWindows::staged`]),
+//! then written back as [`MemoryWindows::changes`]: one implementation of
+//! the book's store for every mode, and SQL only to load and save.
 
 use super::book::{Clock, Closed, WindowStore};
 use super::spec::Millis;
 use anyhow::Result;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// `run`'s window store.
+/// A window's identity as stored: (end, start, key).
+pub type WindowKey = (Millis, Millis, String);
+
+/// The window store of `run`, and the staging area of a database commit.
 #[derive(Debug, Default)]
 pub struct MemoryWindows {
     clock: Clock,
     /// By (end, start, key): due windows are a prefix.
-    open: BTreeMap<(Millis, Millis, String), Vec<u8>>,
+    open: BTreeMap<WindowKey, Vec<u8>>,
     /// Sessions by (key, start) -> end, to find the ones an event touches.
     by_key: BTreeMap<(String, Millis), Millis>,
+    /// Open windows in the database that were not loaded.
+    elsewhere: u64,
+    /// Whether this stages a database commit (and so records changes).
+    staging: bool,
+    /// Windows put or removed since loading.
+    touched: BTreeSet<WindowKey>,
+    /// Windows loaded from the database.
+    loaded: BTreeSet<WindowKey>,
     /// Emitted and not yet written.
     pub out: Vec<Closed>,
+}
+
+/// What a staged commit changed, to write back in the same transaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The clock.
+    pub clock: Clock,
+    /// Windows opened or updated: (start, end, key, partial).
+    pub upserts: Vec<(Millis, Millis, String, Vec<u8>)>,
+    /// Windows merged away or closed: (start, end, key).
+    pub deletes: Vec<(Millis, Millis, String)>,
+    /// Windows emitted, in order.
+    pub closed: Vec<Closed>,
+    /// Open windows added (less removed), for the stored count.
+    pub opened: i64,
+}
+
+impl MemoryWindows {
+    /// A staging area holding `rows` (start, end, key, partial) of the
+    /// `total` open windows a database has, and its clock.
+    pub fn staged(
+        clock: Clock,
+        rows: Vec<(Millis, Millis, String, Vec<u8>)>,
+        total: u64,
+    ) -> MemoryWindows {
+        let mut m = MemoryWindows {
+            clock,
+            staging: true,
+            ..MemoryWindows::default()
+        };
+        for (start, end, key, partial) in rows {
+            m.by_key.insert((key.clone(), start), end);
+            m.loaded.insert((end, start, key.clone()));
+            m.open.insert((end, start, key), partial);
+        }
+        m.elsewhere = total.saturating_sub(m.open.len() as u64);
+        m
+    }
+
+    fn touch(&mut self, k: WindowKey) {
+        if self.staging {
+            self.touched.insert(k);
+        }
+    }
+
+    /// What changed since [`MemoryWindows::staged`].
+    pub fn changes(self) -> Changes {
+        let mut c = Changes {
+            clock: self.clock,
+            closed: self.out,
+            ..Changes::default()
+        };
+        for k in self.touched {
+            let was = self.loaded.contains(&k);
+            match self.open.get(&k) {
+                Some(v) => {
+                    c.opened += i64::from(!was);
+                    c.upserts.push((k.1, k.0, k.2.clone(), v.clone()));
+                }
+                None if was => {
+                    c.opened -= 1;
+                    c.deletes.push((k.1, k.0, k.2));
+                }
+                // Opened and closed (or merged away) within the commit.
+                None => {}
+            }
+        }
+        c
+    }
 }
 
 impl WindowStore for MemoryWindows {
@@ -36,12 +121,14 @@ impl WindowStore for MemoryWindows {
         self.open
             .insert((end, start, key.to_string()), partial.to_vec());
         self.by_key.insert((key.to_string(), start), end);
+        self.touch((end, start, key.to_string()));
         Ok(())
     }
 
     fn remove(&mut self, start: Millis, end: Millis, key: &str) -> Result<()> {
         self.open.remove(&(end, start, key.to_string()));
         self.by_key.remove(&(key.to_string(), start));
+        self.touch((end, start, key.to_string()));
         Ok(())
     }
 
@@ -66,7 +153,7 @@ impl WindowStore for MemoryWindows {
     }
 
     fn open_count(&mut self) -> Result<u64> {
-        Ok(self.open.len() as u64)
+        Ok(self.elsewhere + self.open.len() as u64)
     }
 
     fn take_due(&mut self, watermark: Millis) -> Result<Vec<Closed>> {
@@ -79,6 +166,7 @@ impl WindowStore for MemoryWindows {
             .into_iter()
             .map(|((end, start, key), value)| {
                 self.by_key.remove(&(key.clone(), start));
+                self.touch((end, start, key.clone()));
                 Closed {
                     start,
                     end,
