@@ -960,3 +960,83 @@ fn a_job_its_ingest_node_never_accepted_is_abandoned_and_blocks_no_other() {
         "one schema row however many processes started"
     );
 }
+
+#[test]
+fn windows_close_once_across_workers_with_one_killed_mid_stream() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Batch b holds events of window [10 b s, 10 b s + 10 s) only, so each
+    // window's exact result is its batch's sum. Lateness covers a killed
+    // worker's chunks, redelivered after `ack_wait` behind later batches.
+    let stages = format!(
+        "[[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\n\
+         window = {{ kind = \"tumbling\", size = \"10s\", time = \"/t\", format = \"millis\", lateness = \"1h\", idle = \"1h\" }}\n",
+        toml_path(&plugin("sum"))
+    );
+    let mut c = Cluster::start("windows", &stages, 10, "ack_wait = \"1s\"", 3);
+    let batches = 60i64;
+    let mut expected = std::collections::BTreeMap::new();
+    let mut ids = Vec::new();
+    for b in 0..batches {
+        let n = 40 + b % 3 * 10;
+        let body: String = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"t\":{},\"n\":{}}}\n",
+                    b * 10_000 + i * 9_999 / n,
+                    b * 1000 + i
+                )
+            })
+            .collect();
+        expected.insert(b * 10_000, (0..n).map(|i| b * 1000 + i).sum::<i64>());
+        ids.push(c.post(&body));
+        if b == batches / 3 {
+            c.wait(ids[2], 60, |j| j["status"] == "done");
+            c.workers[0].kill();
+        }
+    }
+    for id in &ids {
+        c.wait_done(*id, 180);
+    }
+    // Then one event far ahead: its watermark passes every batch's window.
+    let flush = c.post(&format!(
+        "{{\"t\":{},\"n\":0}}\n",
+        (batches + 10_000) * 10_000
+    ));
+    c.wait_done(flush, 60);
+    let t = Instant::now();
+    let rows = loop {
+        let rows = c.sql("SELECT start_at, value FROM wasmpipe.windows ORDER BY start_at");
+        if rows.lines().count() >= batches as usize || t.elapsed() > Duration::from_secs(30) {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let got: std::collections::BTreeMap<i64, i64> = rows
+        .lines()
+        .map(|l| {
+            let (s, v) = l.split_once('|').unwrap();
+            (s.parse().unwrap(), v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        rows.lines().count(),
+        got.len(),
+        "no window stored twice:\n{rows}"
+    );
+    assert_eq!(
+        got,
+        expected,
+        "every window exactly its batch's sum\n{}",
+        c.logs()
+    );
+    assert_eq!(c.sql("SELECT count(*) FROM wasmpipe.dead_letters"), "0");
+    // The ingest node reads them over HTTP.
+    let mut r = agent().get(c.url("/v1/windows?limit=1000")).call().unwrap();
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["windows"].as_array().unwrap().len(), batches as usize);
+    let workers: i64 = c
+        .sql("SELECT count(DISTINCT worker) FROM wasmpipe.chunks")
+        .parse()
+        .unwrap();
+    assert!(workers >= 2, "several workers committed windows");
+}
