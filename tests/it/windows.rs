@@ -560,10 +560,13 @@ fn a_pipeline_without_windows_says_so() {
 fn serve_killed_at_random_points_stores_every_window_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     // Batch b holds events of window [10 b s, 10 b s + 10 s) only, so each
-    // window's exact result is its batch's sum; lateness covers the chunks
-    // two workers may commit out of order.
+    // window's exact result is its batch's sum. Lateness (360 batches)
+    // covers the chunks two workers commit out of order when one is
+    // descheduled while the other runs through tiny chunks; the stream is
+    // some 800 batches long, so most windows close while the server is
+    // being killed, and the rest at the end.
     let stage = format!(
-        "[[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\nwindow = {{ kind = \"tumbling\", size = \"10s\", time = \"/t\", format = \"millis\", lateness = \"30s\", idle = \"1h\" }}\n",
+        "[[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\nwindow = {{ kind = \"tumbling\", size = \"10s\", time = \"/t\", format = \"millis\", lateness = \"1h\", idle = \"1h\" }}\n",
         toml_path(&plugin("sum"))
     );
     let m = serve_manifest(dir.path(), "crash", 2, &stage, "chunk_size = 8");
@@ -627,7 +630,7 @@ fn serve_killed_at_random_points_stores_every_window_exactly_once() {
         &s,
         "/v1/pipelines/crash/jobs",
         "application/x-ndjson",
-        &format!("{{\"t\":{},\"n\":0}}\n", (b + 100) * 10_000),
+        &format!("{{\"t\":{},\"n\":0}}\n", (b + 1000) * 10_000),
     );
     assert_eq!(r.status, 202, "{}", r.body);
     let t = Instant::now();

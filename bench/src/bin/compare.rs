@@ -6,7 +6,7 @@
 //! the figures printed as a table for docs/performance.md.
 //!
 //! Run with: bash bench/run   (builds everything, and the reference)
-//! or: target/release/compare [--reference DIR] [--rounds N] [--workers N]
+//! or: target/release/compare [--reference DIR] [--rounds N] [--workers N] [--only-w4]
 //!
 //! `DIR` is where the reference's `run` put its build and data
 //! (`$REFERENCE_DIR`, default `~/.cache/wasmpipe-reference`).
@@ -25,6 +25,8 @@ struct Opts {
     rounds: usize,
     workers: usize,
     reference: PathBuf,
+    /// Only W4 (windows), for a quicker run.
+    only_w4: bool,
 }
 
 fn main() -> Result<()> {
@@ -37,6 +39,7 @@ fn main() -> Result<()> {
                 PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                     .join(".cache/wasmpipe-reference")
             }),
+        only_w4: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -44,7 +47,10 @@ fn main() -> Result<()> {
             "--rounds" => opts.rounds = args.next().context("--rounds N")?.parse()?,
             "--workers" => opts.workers = args.next().context("--workers N")?.parse()?,
             "--reference" => opts.reference = args.next().context("--reference DIR")?.into(),
-            _ => bail!("unknown argument `{a}`; use --rounds N, --workers N, --reference DIR"),
+            "--only-w4" => opts.only_w4 = true,
+            _ => bail!(
+                "unknown argument `{a}`; use --rounds N, --workers N, --reference DIR, --only-w4"
+            ),
         }
     }
     let bin_dir = std::env::current_exe()?
@@ -152,6 +158,9 @@ fn main() -> Result<()> {
             env.manifest("w3-json", &[("service_stats", "reduce", key)], "json")?,
         ),
     ];
+    if opts.only_w4 {
+        return w4(&env, &logs, &bin_dir, &opts);
+    }
     // Compile each module into the cache first: the runs below measure a
     // warm start, as every run after the first is.
     for r in &rows {
@@ -216,6 +225,8 @@ fn main() -> Result<()> {
         }
     }
 
+    w4(&env, &logs, &bin_dir, &opts)?;
+
     // Memory must be flat in input size: W1 at a tenth of the input.
     let small = env.data.join("numbers_1m.jsonl");
     if small.is_file() {
@@ -226,6 +237,167 @@ fn main() -> Result<()> {
             "peak RSS, W1 over 10,000,000 vs 1,000,000 lines: {} MB vs {} MB",
             big.rss >> 20,
             little.rss >> 20
+        );
+    }
+    Ok(())
+}
+
+/// W4, windows: per service and per one-minute tumbling window of `ts`,
+/// `service_stats` over the reference's 2 M log events with their times
+/// moved back by up to 10 s (out of order, none later than the lateness),
+/// against `w4native` (this crate's native program doing the same), each
+/// run checked against the other; then the memory with 100,000 windows
+/// open at once.
+fn w4(env: &Env, logs: &Path, bin_dir: &Path, opts: &Opts) -> Result<()> {
+    let input = env.out.join("w4.jsonl");
+    if !input.is_file() {
+        jitter(logs, &input)?;
+    }
+    let window = "key = \"/service\"\nwindow = { kind = \"tumbling\", size = \"1m\", time = \"/ts\", lateness = \"10s\" }";
+    let manifest = env.manifest("w4", &[("service_stats", "reduce", window)], "auto")?;
+    let status = Command::new(&env.wasmpipe)
+        .arg("check")
+        .arg(&manifest)
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(
+        status.success(),
+        "`wasmpipe check {}` failed",
+        manifest.display()
+    );
+    let native = bin_dir.join("w4native");
+    let run_native = |input: &Path| -> Result<Measure> {
+        let mut cmd = Command::new(&native);
+        cmd.arg(input)
+            .args(["--threads", &opts.workers.to_string()]);
+        cmd.stdout(std::fs::File::create(env.out.join("native.out"))?);
+        measure(cmd)
+    };
+    let mut pairs = Vec::new();
+    for _ in 0..opts.rounds {
+        // Exit code 0: no event was late or failed.
+        let ours = env.wasmpipe(&manifest, opts.workers, &input)?;
+        let theirs = run_native(&input)?;
+        same_windows(&env.out.join("wasmpipe.out"), &env.out.join("native.out"))?;
+        pairs.push((ours, theirs));
+    }
+    let f = Figures::of(&pairs, 2_000_000);
+    println!();
+    println!(
+        "| workload | events/s | ratio (native wall / wasmpipe wall) | CPU s per M events (native) | peak RSS (native) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| W4 per service per 1-minute window, out of order by up to 10 s (`lateness = \"10s\"`) | {:.2} M | **{:.2}x** | {:.2} ({:.2}) | {} MB ({} MB) |",
+        f.rate / 1e6,
+        f.ratio,
+        f.cpu_per_m,
+        f.native_cpu_per_m,
+        f.rss >> 20,
+        f.native_rss >> 20
+    );
+    // 100,000 services in one minute: as many windows open at the end.
+    let open = env.out.join("w4_open.jsonl");
+    let mut text = String::new();
+    for i in 0..100_000u64 {
+        text.push_str(&format!(
+            "{{\"ts\":\"2026-11-27T10:00:{:02}.{:03}Z\",\"level\":\"info\",\"service\":\"service-{i:06}\",\"duration_ms\":{}.5}}\n",
+            i * 60 / 100_000,
+            i % 1000,
+            i % 97
+        ));
+    }
+    std::fs::write(&open, text)?;
+    let ours = env.wasmpipe(&manifest, opts.workers, &open)?;
+    let theirs = run_native(&open)?;
+    same_windows(&env.out.join("wasmpipe.out"), &env.out.join("native.out"))?;
+    let lines = std::fs::read_to_string(env.out.join("wasmpipe.out"))?
+        .lines()
+        .count();
+    ensure!(
+        lines == 100_000,
+        "W4 open windows: {lines} results, expected 100000"
+    );
+    println!();
+    println!(
+        "peak RSS with 100,000 windows open at once (100,000 keys in one minute): {} MB (native {} MB)",
+        ours.rss >> 20,
+        theirs.rss >> 20
+    );
+    Ok(())
+}
+
+/// Writes `logs` with each `ts` moved back by 0-9.999 s (a fixed sequence).
+fn jitter(logs: &Path, out: &Path) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for line in std::io::BufReader::new(std::fs::File::open(logs)?).lines() {
+        let line = line?;
+        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)?;
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let back = ((seed >> 33) % 10_000) as i64;
+        let ts = v["ts"].as_str().context("ts")?;
+        let t = humantime_ms(ts)? - back;
+        v.insert("ts".into(), ms_text(t).into());
+        serde_json::to_writer(&mut w, &v)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of the reference's logs, within one day.
+fn humantime_ms(ts: &str) -> Result<i64> {
+    let n = |r: std::ops::Range<usize>| -> Result<i64> { Ok(ts.get(r).context("ts")?.parse()?) };
+    ensure!(&ts[..11] == "2026-11-27T", "the logs' day changed: {ts}");
+    Ok(((n(11..13)? * 60 + n(14..16)?) * 60 + n(17..19)?) * 1000 + n(20..23)? + DAY0)
+}
+
+/// 2026-11-27T00:00:00Z in epoch milliseconds.
+const DAY0: i64 = 1_795_737_600_000;
+
+fn ms_text(t: i64) -> String {
+    let r = t - DAY0;
+    format!(
+        "2026-11-27T{:02}:{:02}:{:02}.{:03}Z",
+        r / 3_600_000,
+        r / 60_000 % 60,
+        r / 1000 % 60,
+        r % 1000
+    )
+}
+
+/// Both programs' windows agree: counts exactly, sums to 1e-9.
+fn same_windows(ours: &Path, theirs: &Path) -> Result<()> {
+    let read = |p: &Path| -> Result<Vec<serde_json::Value>> {
+        std::fs::read_to_string(p)?
+            .lines()
+            .map(|l| Ok(serde_json::from_str(l)?))
+            .collect()
+    };
+    let (a, b) = (read(ours)?, read(theirs)?);
+    ensure!(
+        a.len() == b.len(),
+        "W4: {} windows, the native program has {}",
+        a.len(),
+        b.len()
+    );
+    for (x, y) in a.iter().zip(&b) {
+        let (vx, vy) = (&x["value"], &y["value"]);
+        let (sx, sy) = (
+            vx["sum_ms"].as_f64().context("sum")?,
+            vy["sum_ms"].as_f64().context("sum")?,
+        );
+        ensure!(
+            x["window"] == y["window"]
+                && x["key"] == y["key"]
+                && vx["count"] == vy["count"]
+                && vx["errors"] == vy["errors"]
+                && ((sx - sy) / sy.abs().max(1.0)).abs() < 1e-9,
+            "W4: {x} differs from the native {y}"
         );
     }
     Ok(())

@@ -283,7 +283,7 @@ impl Executor {
 
     /// Runs the next calls on `set`. Instances of stages that did not
     /// change are kept (see [`Chain::replace_stages`]).
-    fn switch_to(&mut self, set: Arc<StageSet>) {
+    pub fn switch_to(&mut self, set: Arc<StageSet>) {
         if set.generation != self.set.generation {
             self.chain.replace_stages(set.stages.clone());
             self.set = set;

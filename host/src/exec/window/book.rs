@@ -502,3 +502,289 @@ impl WindowBook {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The book over a store staged per commit (as SQLite and PostgreSQL
+    //! use it) gives what it gives over all windows in memory (as `run`
+    //! uses it): the same windows, in the same order, and the same late
+    //! events, for every kind.
+
+    use super::*;
+    use crate::exec::window::memory::MemoryWindows;
+    use crate::exec::window::plan::plan;
+    use crate::exec::window::spec::{Kind, TimeSource};
+
+    /// A reduce that sums: partials are JSON numbers (unkeyed) or objects
+    /// of numbers (keyed), events are JSON lines `{"k":..,"n":..}`.
+    struct Sum {
+        keyed: bool,
+    }
+
+    fn fold_events(keyed: bool, events: &[(String, i64)]) -> Vec<u8> {
+        if keyed {
+            let mut m = BTreeMap::new();
+            for (k, n) in events {
+                *m.entry(k.clone()).or_insert(0i64) += n;
+            }
+            serde_json::to_vec(&m).unwrap()
+        } else {
+            events
+                .iter()
+                .map(|e| e.1)
+                .sum::<i64>()
+                .to_string()
+                .into_bytes()
+        }
+    }
+
+    impl Fold for Sum {
+        fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
+            if !self.keyed {
+                let (x, y): (i64, i64) = (serde_json::from_slice(a)?, serde_json::from_slice(b)?);
+                return Ok((x + y).to_string().into_bytes());
+            }
+            let mut x: BTreeMap<String, i64> = serde_json::from_slice(a)?;
+            for (k, v) in serde_json::from_slice::<BTreeMap<String, i64>>(b)? {
+                *x.entry(k).or_default() += v;
+            }
+            Ok(serde_json::to_vec(&x)?)
+        }
+
+        fn refold(&mut self, _ctx: &[u8], part: &WindowPart, keep: &[bool]) -> Result<Refolded> {
+            let lines: Vec<&[u8]> = part
+                .input
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect();
+            let kept: Vec<usize> = (0..lines.len()).filter(|&i| keep[i]).collect();
+            let evs: Vec<(String, i64)> = kept.iter().map(|&i| parse(lines[i])).collect();
+            let times: Vec<Millis> = kept.iter().map(|&i| part.times[i]).collect();
+            let keys: Vec<String> = if part.keys.is_empty() {
+                Vec::new()
+            } else {
+                kept.iter().map(|&i| part.keys[i].clone()).collect()
+            };
+            Ok((
+                parts_of(
+                    self.keyed,
+                    &SPEC_FOR_REFOLD.with(|s| s.borrow().clone().unwrap()),
+                    part.span,
+                    &kept.iter().map(|&i| part.members[i]).collect::<Vec<_>>(),
+                    &times,
+                    &keys,
+                    &evs,
+                ),
+                Vec::new(),
+            ))
+        }
+    }
+
+    thread_local! {
+        static SPEC_FOR_REFOLD: std::cell::RefCell<Option<WindowSpec>> = const { std::cell::RefCell::new(None) };
+    }
+
+    fn parse(line: &[u8]) -> (String, i64) {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        (
+            v["k"].as_str().unwrap().to_string(),
+            v["n"].as_i64().unwrap(),
+        )
+    }
+
+    /// Folds events as the chain does: per group of the plan (or into
+    /// `span` alone).
+    fn parts_of(
+        keyed: bool,
+        spec: &WindowSpec,
+        span: Option<(Millis, Millis)>,
+        members: &[u64],
+        times: &[Millis],
+        keys: &[String],
+        evs: &[(String, i64)],
+    ) -> Vec<WindowPart> {
+        let groups = match span {
+            Some(w) => vec![(Some(w), (0..evs.len()).collect())],
+            None => plan(spec, times, keys),
+        };
+        groups
+            .into_iter()
+            .map(|(span, g)| WindowPart {
+                span,
+                members: g.iter().map(|&i| members[i]).collect(),
+                times: g.iter().map(|&i| times[i]).collect(),
+                keys: if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    g.iter().map(|&i| keys[i].clone()).collect()
+                },
+                input: g
+                    .iter()
+                    .flat_map(|&i| {
+                        format!("{{\"k\":\"{}\",\"n\":{}}}\n", evs[i].0, evs[i].1).into_bytes()
+                    })
+                    .collect(),
+                partial: fold_events(
+                    keyed,
+                    &g.iter().map(|&i| evs[i].clone()).collect::<Vec<_>>(),
+                ),
+            })
+            .collect()
+    }
+
+    fn chunk_of(
+        keyed: bool,
+        spec: &WindowSpec,
+        first: u64,
+        evs: &[(Millis, String, i64)],
+    ) -> WindowedChunk {
+        let members: Vec<u64> = (0..evs.len() as u64).map(|i| first + i).collect();
+        let times: Vec<Millis> = evs.iter().map(|e| e.0).collect();
+        let keys: Vec<String> = if spec.sessions().is_some() {
+            evs.iter().map(|e| e.1.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let pairs: Vec<(String, i64)> = evs.iter().map(|e| (e.1.clone(), e.2)).collect();
+        let parts = if spec.sessions().is_some() {
+            parts_of(keyed, spec, None, &members, &times, &keys, &pairs)
+        } else {
+            plan(spec, &times, &keys)
+                .into_iter()
+                .flat_map(|(w, g)| {
+                    let m: Vec<u64> = g.iter().map(|&i| members[i]).collect();
+                    let t: Vec<Millis> = g.iter().map(|&i| times[i]).collect();
+                    let p: Vec<(String, i64)> = g.iter().map(|&i| pairs[i].clone()).collect();
+                    parts_of(keyed, spec, w, &m, &t, &[], &p)
+                })
+                .collect()
+        };
+        WindowedChunk {
+            times: members.iter().copied().zip(times.iter().copied()).collect(),
+            parts,
+            events: members
+                .iter()
+                .map(|&i| DeadLetter {
+                    stage: Some("s".into()),
+                    error: String::new(),
+                    index: i,
+                    line: i + 1,
+                    attempts: 1,
+                    event: Vec::new(),
+                })
+                .collect(),
+            ctx: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_store_staged_per_commit_gives_what_memory_gives() {
+        let kinds = [
+            Kind::Tumbling { size: 100 },
+            Kind::Hopping { size: 100, hop: 30 },
+            Kind::Session { gap: 25 },
+        ];
+        for kind in kinds {
+            for keyed in [false, true] {
+                let spec = WindowSpec {
+                    kind,
+                    time: TimeSource::Arrival,
+                    lateness: 40,
+                    idle: 1_000_000,
+                    max_open: 1000,
+                };
+                SPEC_FOR_REFOLD.with(|s| *s.borrow_mut() = Some(spec.clone()));
+                let book = WindowBook {
+                    spec: spec.clone(),
+                    keyed,
+                };
+                let mut seed = 11u64;
+                let mut rnd = |n: u64| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) % n
+                };
+                let evs: Vec<(Millis, String, i64)> = (0..400)
+                    .map(|i| {
+                        let t = i * 7 - rnd(60) as i64 - if rnd(25) == 0 { 200 } else { 0 };
+                        // Unkeyed sessions are one stream: the host's key is "".
+                        let k = if keyed {
+                            format!("k{}", rnd(3))
+                        } else {
+                            String::new()
+                        };
+                        (t, k, rnd(100) as i64)
+                    })
+                    .collect();
+                let mut memory = MemoryWindows::default();
+                // The "database": every open window, and the clock.
+                let mut db: BTreeMap<(Millis, Millis, String), Vec<u8>> = BTreeMap::new();
+                let mut clock = Clock::default();
+                let (mut closed_mem, mut closed_db, mut late_mem, mut late_db) =
+                    (vec![], vec![], vec![], vec![]);
+                let mut first = 0;
+                for piece in evs.chunks(13) {
+                    let chunk = chunk_of(keyed, &spec, first, piece);
+                    first += piece.len() as u64;
+                    let c = book
+                        .commit(&mut memory, &chunk, 0, &mut Sum { keyed })
+                        .unwrap();
+                    closed_mem.extend(c.closed);
+                    late_mem.extend(c.dead.into_iter().map(|d| d.index));
+                    // Staged: load what `needs` names, commit, write back.
+                    let needs = book.needs(clock, Some(&chunk), 0);
+                    let rows: Vec<_> = db
+                        .iter()
+                        .filter(|((s, e, k), _)| {
+                            needs.due_until.is_some_and(|u| *e <= u)
+                                || needs.spans.contains(&(*s, *e))
+                                || needs
+                                    .sessions
+                                    .iter()
+                                    .any(|(nk, from, to)| nk == k && s < to && e > from)
+                        })
+                        .map(|((s, e, k), v)| (*s, *e, k.clone(), v.clone()))
+                        .collect();
+                    let mut staged = MemoryWindows::staged(clock, rows, db.len() as u64);
+                    let c = book
+                        .commit(&mut staged, &chunk, 0, &mut Sum { keyed })
+                        .unwrap();
+                    late_db.extend(c.dead.into_iter().map(|d| d.index));
+                    let ch = staged.changes();
+                    clock = ch.clock;
+                    for (s, e, k, v) in ch.upserts {
+                        db.insert((s, e, k), v);
+                    }
+                    for (s, e, k) in ch.deletes {
+                        db.remove(&(s, e, k));
+                    }
+                    closed_db.extend(ch.closed);
+                }
+                closed_mem.extend(book.finish(&mut memory).unwrap());
+                let mut rest = MemoryWindows::staged(
+                    clock,
+                    db.iter()
+                        .map(|((s, e, k), v)| (*s, *e, k.clone(), v.clone()))
+                        .collect(),
+                    db.len() as u64,
+                );
+                closed_db.extend(book.finish(&mut rest).unwrap());
+                assert!(
+                    closed_mem.len() > 10,
+                    "{kind:?}: {} windows",
+                    closed_mem.len()
+                );
+                assert!(!late_mem.is_empty(), "{kind:?}: the data has late events");
+                assert_eq!(closed_db, closed_mem, "{kind:?}, keyed {keyed}: windows");
+                assert_eq!(late_db, late_mem, "{kind:?}, keyed {keyed}: late events");
+                // A window's value is its key's own: a number here.
+                for c in &closed_mem {
+                    let v: serde_json::Value = serde_json::from_slice(&c.value).unwrap();
+                    assert!(v.is_i64(), "{kind:?}, keyed {keyed}: {v}");
+                    assert_eq!(c.key.is_some(), keyed);
+                }
+            }
+        }
+    }
+}
