@@ -240,53 +240,58 @@ impl WindowBook {
         fold: &mut dyn Fold,
     ) -> Result<Committed> {
         let mut clock = store.clock()?;
-        // The watermark before each event, in the order of the input.
+        // The watermark before each event, in the order of the input;
+        // `chunk.times` is sorted by index, so an event is found by search.
         let lateness = self.spec.lateness;
         let mut prefix = clock.max_time;
-        let mut watermark: HashMap<u64, Option<Millis>> = HashMap::with_capacity(chunk.times.len());
-        for &(index, t) in &chunk.times {
-            watermark.insert(index, prefix.map(|m| m - lateness));
-            prefix = Some(prefix.map_or(t, |m| m.max(t)));
-        }
-        // Why each event counts nowhere so far; removed once it counts.
-        let mut nowhere: HashMap<u64, String> = chunk
+        let watermark: Vec<Option<Millis>> = chunk
             .times
             .iter()
-            .map(|&(i, t)| (i, self.late_reason(t, watermark[&i])))
+            .map(|&(_, t)| {
+                let wm = prefix.map(|m| m - lateness);
+                prefix = Some(prefix.map_or(t, |m| m.max(t)));
+                wm
+            })
             .collect();
+        let at = |index: u64| chunk.times.binary_search_by_key(&index, |t| t.0).ok();
+        // Events that count somewhere, and why the others were refused
+        // when it was not lateness (the bound on open windows).
+        let mut counted = vec![false; chunk.times.len()];
+        let mut refused: HashMap<u64, String> = HashMap::new();
         let mut failed: Vec<(u64, String)> = Vec::new();
         for part in &chunk.parts {
             let keep: Vec<bool> = part
                 .members
                 .iter()
                 .zip(&part.times)
-                .map(|(i, &t)| {
-                    let wm = watermark.get(i).copied().flatten();
+                .map(|(&i, &t)| {
+                    let wm = at(i).and_then(|k| watermark[k]);
                     match part.span {
                         Some((_, end)) => wm.is_none_or(|w| w < end),
                         None => wm.is_none_or(|w| w < t),
                     }
                 })
                 .collect();
-            let parts = if keep.iter().all(|&k| k) {
-                vec![part.clone()]
+            let refolded;
+            let parts: &[WindowPart] = if keep.iter().all(|&k| k) {
+                std::slice::from_ref(part)
             } else if !keep.iter().any(|&k| k) {
-                Vec::new()
+                &[]
             } else {
                 let (parts, bad) = fold.refold(&chunk.ctx, part, &keep)?;
                 failed.extend(bad);
-                parts
+                refolded = parts;
+                &refolded
             };
             for p in parts {
-                let counted = self.apply(store, &p, fold)?;
-                for (i, why) in p.members.iter().zip(counted) {
-                    match why {
-                        None => {
-                            nowhere.remove(i);
+                let outcome = self.apply(store, p, fold)?;
+                for (&i, why) in p.members.iter().zip(outcome) {
+                    match (why, at(i)) {
+                        (None, Some(k)) => counted[k] = true,
+                        (Some(why), _) => {
+                            refused.insert(i, why);
                         }
-                        Some(why) => {
-                            nowhere.entry(*i).and_modify(|w| *w = why.clone());
-                        }
+                        (None, None) => {}
                     }
                 }
             }
@@ -299,8 +304,20 @@ impl WindowBook {
         }
         store.set_clock(clock)?;
         let closed = self.close(store, clock)?;
+        let nowhere = chunk
+            .times
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| !counted[k])
+            .map(|(k, &(index, t))| {
+                let why = refused
+                    .remove(&index)
+                    .unwrap_or_else(|| self.late_reason(t, watermark[k]));
+                (index, why)
+            });
+        let failed_first: Vec<(u64, String)> = failed.into_iter().chain(nowhere).collect();
         let mut dead: Vec<DeadLetter> = Vec::new();
-        for (index, why) in failed.into_iter().chain(nowhere) {
+        for (index, why) in failed_first {
             if let Ok(k) = chunk.events.binary_search_by_key(&index, |d| d.index) {
                 dead.push(DeadLetter {
                     error: why,
