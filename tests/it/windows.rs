@@ -625,7 +625,22 @@ fn serve_killed_at_random_points_stores_every_window_exactly_once() {
         b = next;
     }
     let s = Server::start(&m, &[]);
-    // One event far ahead moves the watermark past every batch's window.
+    // Once every job is done (a resumed chunk must not come after it), one
+    // event far ahead moves the watermark past every batch's window.
+    let t = Instant::now();
+    while !get(&s, "/v1/jobs?limit=1000").json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["status"] == "done")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "jobs not done\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let r = post(
         &s,
         "/v1/pipelines/crash/jobs",
@@ -702,4 +717,43 @@ fn window_batch(w: &Value) -> i64 {
     let m: i64 = start[14..16].parse().unwrap();
     let s: i64 = start[17..19].parse().unwrap();
     (h * 3600 + m * 60 + s) / 10
+}
+
+#[test]
+fn wasmpipe_test_runs_a_windowed_reduce_over_samples() {
+    let dir = crate::util::repo().join("examples/windows");
+    let stage = plugin("service_stats");
+    let window = r#"kind = "tumbling", size = "1m", time = "/ts", lateness = "10s""#;
+    let r = crate::util::run(&[
+        "test",
+        stage.to_str().unwrap(),
+        "-i",
+        dir.join("logs.jsonl").to_str().unwrap(),
+        "--key",
+        "/service",
+        "--window",
+        window,
+        "--expect",
+        dir.join("expected.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 3, "matches, with dead letters: {}", r.stderr);
+    assert!(
+        r.stderr.contains("11 events in, 5 outputs, 3 dead letters"),
+        "{}",
+        r.stderr
+    );
+    let bad = crate::util::run(&[
+        "test",
+        stage.to_str().unwrap(),
+        "-i",
+        dir.join("logs.jsonl").to_str().unwrap(),
+        "--window",
+        r#"kind = "hopping", size = "1m", time = "/ts""#,
+    ]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("a hopping window needs `hop`"),
+        "{}",
+        bad.stderr
+    );
 }

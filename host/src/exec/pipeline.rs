@@ -389,20 +389,15 @@ impl Pipeline {
             total.2.failed += c.failed;
             total.2.busy += c.busy;
         }
-        let versions = Some(report.set.versions());
-        for d in &report.dead {
-            if d.stage.is_none() {
-                summary.rejected += 1;
-            }
-            dead.write(&self.name, d, versions)?;
-        }
+        // A windowed reduce's commit finds the chunk's late events: they
+        // are written with its other dead letters, in index order.
+        let mut late = Vec::new();
         if let (Some(w), Some(chunk)) = (windows, &report.windows) {
+            // Combines and re-folds on the versions that ran the chunk.
+            w.exec.switch_to(report.set.clone());
             let done = w
                 .book
                 .commit(&mut w.open, chunk, crate::store::now_ms(), &mut w.exec)?;
-            for d in &done.dead {
-                dead.write(&self.name, d, versions)?;
-            }
             if let Some(last) = summary.stages.last_mut() {
                 last.2.failed += done.dead.len() as u64;
             }
@@ -410,6 +405,16 @@ impl Pipeline {
             if w.streaming && !done.closed.is_empty() {
                 sink.flush().context("cannot write the output")?;
             }
+            late = done.dead;
+        }
+        let versions = Some(report.set.versions());
+        let mut all: Vec<&super::DeadLetter> = report.dead.iter().chain(&late).collect();
+        all.sort_by_key(|d| d.index);
+        for d in all {
+            if d.stage.is_none() {
+                summary.rejected += 1;
+            }
+            dead.write(&self.name, d, versions)?;
         }
         summary.dead_letters = dead.count();
         Ok(())
