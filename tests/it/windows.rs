@@ -271,7 +271,7 @@ fn an_unkeyed_window_and_events_without_a_time() {
     let input = write(
         dir.path(),
         "in.jsonl",
-        "{\"n\":1,\"t\":1000}\n{\"n\":2,\"t\":9999}\n{\"n\":4}\n{\"n\":8,\"t\":\"noon\"}\n{\"n\":16,\"t\":10000}\n{\"n\":32,\"t\":null}\n{\"n\":64,\"t\":25000}\n",
+        "{\"n\":1,\"t\":1000}\n{\"n\":2,\"t\":9999}\n{\"n\":4}\n{\"n\":8,\"t\":\"noon\"}\n{\"n\":16,\"t\":10000}\n{\"n\":32,\"t\":null}\n{\"n\":64,\"t\":25000}\n{\"n\":\"x\",\"t\":26000}\n",
     );
     let m = write(
         dir.path(),
@@ -304,6 +304,11 @@ fn an_unkeyed_window_and_events_without_a_time() {
                 "event time `/t` is not epoch milliseconds: the text \"noon\""
             ),
             (5, "no event time: `/t` is null"),
+            // Failed in the fold: a dead letter for that, and not late too.
+            (
+                7,
+                "event does not match `Num`: invalid type: string \"x\", expected i64"
+            ),
         ]
     );
 }

@@ -213,6 +213,16 @@ impl Executor {
                 }));
             }
         }
+        // A windowed reduce's events that failed (in the fold, or in every
+        // retry) are dead letters already, not late ones: only the events
+        // folded somewhere take part in the watermark. A retried event
+        // appears once.
+        if let Some(w) = windows.as_mut() {
+            let failed: std::collections::HashSet<u32> = failures.iter().map(|f| f.event).collect();
+            w.times.retain(|&(k, _)| !failed.contains(&(k as u32)));
+            w.times.sort_by_key(|&(k, _)| k);
+            w.times.dedup_by_key(|t| t.0);
+        }
         // Events that failed once and then succeeded are not failures.
         for (s, c) in counts.iter_mut().enumerate() {
             c.failed = failures.iter().filter(|f| f.stage == s).count() as u64;
