@@ -8,6 +8,7 @@ mod inspect;
 mod new;
 mod run;
 mod serve;
+mod tail;
 mod test;
 mod worker;
 
@@ -44,6 +45,7 @@ enum Command {
     Build(build::BuildArgs),
     Test(test::TestArgs),
     Serve(serve::ServeArgs),
+    Tail(tail::TailArgs),
     Worker(worker::WorkerArgs),
 }
 
@@ -59,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::Worker(args) => worker::run(args),
     };
     match result {

@@ -16,4 +16,5 @@ mod manifest_errors;
 mod reload;
 mod sandbox;
 mod serve;
+mod tail;
 mod windows;

@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-type Svc = State<Arc<Service>>;
+pub(super) type Svc = State<Arc<Service>>;
 
 /// The service's routes.
 pub fn router(svc: Arc<Service>) -> Router {
@@ -38,6 +38,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/dead-letters", get(list_dead))
         .route("/v1/events", get(list_events))
         .route("/v1/windows", get(list_windows))
+        .route("/v1/stream", get(super::stream::stream))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -68,7 +69,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -77,14 +78,14 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
     /// An error of the service itself: logged in full under a new id, and
     /// answered with that id only, so that no internal detail (paths, SQL,
     /// connection strings) reaches the client.
-    fn internal(e: anyhow::Error) -> ApiError {
+    pub(super) fn internal(e: anyhow::Error) -> ApiError {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = format!("{:x}-{}", now_ms(), NEXT.fetch_add(1, Relaxed));
         tracing::error!("internal error {id}: {e:#}");
@@ -123,9 +124,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
-fn authorize(svc: &Service, headers: &HeaderMap, need: Need) -> Result<Option<String>, ApiError> {
+pub(super) fn authorize(
+    svc: &Service,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<Option<String>, ApiError> {
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -138,7 +143,7 @@ fn authorize(svc: &Service, headers: &HeaderMap, need: Need) -> Result<Option<St
     })
 }
 
-fn json_response(status: StatusCode, body: impl Serialize) -> Response {
+pub(super) fn json_response(status: StatusCode, body: impl Serialize) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
@@ -635,7 +640,7 @@ fn minify(text: &[u8]) -> Vec<u8> {
     out
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -650,7 +655,7 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
 }
 
 /// An id or cursor: ids start at 1, and a cursor is an id.
-fn parse_id(what: &str, v: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_id(what: &str, v: &str) -> Result<i64, ApiError> {
     match v.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n),
         _ => Err(ApiError::bad(format!(
@@ -969,7 +974,7 @@ async fn list_windows(
 }
 
 /// `field.a.b` → the SQLite JSON path `$."a"."b"`.
-fn json_path(path: &str) -> Result<String, ApiError> {
+pub(super) fn json_path(path: &str) -> Result<String, ApiError> {
     let mut out = String::from("$");
     for seg in path.split('.') {
         if seg.is_empty()
@@ -1014,22 +1019,22 @@ async fn list_dead(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|e| e.id.to_string()))
         .flatten();
-    let out: Vec<Value> = rows
-        .iter()
-        .map(|d| {
-            let event = serde_json::from_slice::<Value>(&d.event)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.event).into_owned()));
-            json!({
-                "id": d.id, "job": d.job, "pipeline": d.pipeline, "stage": d.stage, "error": d.error,
-                "index": d.index, "attempts": d.attempts, "received_at": rfc3339(d.at), "event": event,
-                "retried_by": d.retried_by,
-            })
-        })
-        .collect();
+    let out: Vec<Value> = rows.iter().map(dead_json).collect();
     Ok(json_response(
         StatusCode::OK,
         json!({ "dead_letters": out, "next_cursor": next }),
     ))
+}
+
+/// A dead letter as the API shows it.
+pub(super) fn dead_json(d: &crate::store::DeadRow) -> Value {
+    let event = serde_json::from_slice::<Value>(&d.event)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.event).into_owned()));
+    json!({
+        "id": d.id, "job": d.job, "pipeline": d.pipeline, "stage": d.stage, "error": d.error,
+        "index": d.index, "attempts": d.attempts, "received_at": rfc3339(d.at), "event": event,
+        "retried_by": d.retried_by,
+    })
 }
 
 fn reserve(svc: &Service, n: u64) -> Result<(), ApiError> {

@@ -89,6 +89,15 @@ pub async fn events(svc: &Arc<Service>, query: EventQuery) -> Result<Vec<EventRo
     }
 }
 
+/// The newest stored event's and dead letter's ids (0: none), where a
+/// live tail starts.
+pub async fn last_ids(svc: &Arc<Service>) -> Result<(i64, i64)> {
+    match &svc.backend {
+        Backend::Cluster { store, .. } => store.last_ids().await,
+        Backend::Embedded { .. } => sqlite(svc, move |s| s.last_ids()).await,
+    }
+}
+
 /// Closed windows matching `query`, in the order they closed.
 pub async fn windows(svc: &Arc<Service>, query: WindowQuery) -> Result<Vec<WindowRow>> {
     match &svc.backend {

@@ -26,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod stream;
 pub mod workers;
 
 pub use backend::Backend;

@@ -564,6 +564,18 @@ impl PgStore {
         Ok(closed)
     }
 
+    /// The newest stored event's and dead letter's ids (0: none).
+    pub async fn last_ids(&self) -> Result<(i64, i64)> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT (SELECT coalesce(max(id), 0) FROM wasmpipe.events), (SELECT coalesce(max(id), 0) FROM wasmpipe.dead_letters)",
+                &[],
+            )
+            .await?;
+        Ok((r.get(0), r.get(1)))
+    }
+
     /// Closed windows matching `q`, oldest first.
     pub async fn windows(&self, q: &WindowQuery) -> Result<Vec<WindowRow>> {
         let mut sql = String::from(

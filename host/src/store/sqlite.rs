@@ -414,6 +414,16 @@ impl Store {
         Ok(closed)
     }
 
+    /// The newest stored event's and dead letter's ids (0: none).
+    pub fn last_ids(&self) -> Result<(i64, i64)> {
+        let r = self.reader();
+        Ok(r.query_row(
+            "SELECT (SELECT coalesce(max(id), 0) FROM events), (SELECT coalesce(max(id), 0) FROM dead_letters)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Closed windows matching `q`, oldest first.
     pub fn windows(&self, q: &WindowQuery) -> Result<Vec<WindowRow>> {
         let mut sql = String::from(
