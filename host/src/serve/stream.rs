@@ -198,6 +198,6 @@ fn field_is(event: &Value, path: &str, want: &str) -> bool {
     match at {
         Value::String(s) => s == want,
         Value::Bool(b) => want == if *b { "1" } else { "0" },
-        v => v.to_string() == want,
+        v => serde_json::to_string(v).is_ok_and(|text| text == want),
     }
 }
