@@ -183,23 +183,11 @@ fn main() -> Result<()> {
         today()
     );
     println!();
-    println!(
-        "| workload | events/s | ratio (native wall / wasmpipe wall) | CPU s per M events (native) | peak RSS (native) |"
-    );
-    println!("|---|---:|---:|---:|---:|");
+    println!("{TABLE_HEAD}");
     for row in &rows {
         let pairs = env.pairs(row, opts.workers, opts.rounds)?;
         let f = Figures::of(&pairs, row.work.events());
-        println!(
-            "| {} | {:.2} M | **{:.2}x** | {:.2} ({:.2}) | {} MB ({} MB) |",
-            row.name,
-            f.rate / 1e6,
-            f.ratio,
-            f.cpu_per_m,
-            f.native_cpu_per_m,
-            f.rss >> 20,
-            f.native_rss >> 20
-        );
+        println!("{}", f.row(&row.name));
     }
 
     // Scaling: events/s per worker as workers grow, against the reference
@@ -283,18 +271,12 @@ fn w4(env: &Env, logs: &Path, bin_dir: &Path, opts: &Opts) -> Result<()> {
     }
     let f = Figures::of(&pairs, 2_000_000);
     println!();
+    println!("{TABLE_HEAD}");
     println!(
-        "| workload | events/s | ratio (native wall / wasmpipe wall) | CPU s per M events (native) | peak RSS (native) |"
-    );
-    println!("|---|---:|---:|---:|---:|");
-    println!(
-        "| W4 per service per 1-minute window, out of order by up to 10 s (`lateness = \"10s\"`) | {:.2} M | **{:.2}x** | {:.2} ({:.2}) | {} MB ({} MB) |",
-        f.rate / 1e6,
-        f.ratio,
-        f.cpu_per_m,
-        f.native_cpu_per_m,
-        f.rss >> 20,
-        f.native_rss >> 20
+        "{}",
+        f.row(
+            "W4 per service per 1-minute window, out of order by up to 10 s (`lateness = \"10s\"`)"
+        )
     );
     // 100,000 services in one minute: as many windows open at the end.
     let open = env.out.join("w4_open.jsonl");
@@ -456,7 +438,23 @@ struct Figures {
     native_rss: u64,
 }
 
+/// The head of the results table; [`Figures::row`] fills it.
+const TABLE_HEAD: &str = "| workload | events/s | ratio (native wall / wasmpipe wall) | CPU s per M events (native) | peak RSS (native) |\n|---|---:|---:|---:|---:|";
+
 impl Figures {
+    /// One row of the results table.
+    fn row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {:.2} M | **{:.2}x** | {:.2} ({:.2}) | {} MB ({} MB) |",
+            self.rate / 1e6,
+            self.ratio,
+            self.cpu_per_m,
+            self.native_cpu_per_m,
+            self.rss >> 20,
+            self.native_rss >> 20
+        )
+    }
+
     fn of(pairs: &[(Measure, Measure)], events: u64) -> Figures {
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);

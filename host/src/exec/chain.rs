@@ -234,9 +234,10 @@ impl Chain {
                 failures: Vec::new(),
             };
             let started = std::time::Instant::now();
-            match self.stages[s].spec.window.clone() {
+            let stage = self.stages[s].clone();
+            match &stage.spec.window {
                 Some(spec) => {
-                    let w = self.reduce_windows(s, &spec, ctx, &input, &origin, &mut sink)?;
+                    let w = self.reduce_windows(s, spec, ctx, &input, &origin, &mut sink)?;
                     outcome.windows = Some(w);
                 }
                 None => self.run_isolated(s, ctx, &input, &origin, &mut sink)?,
@@ -454,8 +455,9 @@ impl Chain {
         span: Option<(Millis, Millis)>,
     ) -> Result<Refolded> {
         let s = self.stages.len() - 1;
-        let Some(spec) = self.stages[s].spec.window.clone() else {
-            anyhow::bail!("stage `{}` has no window", self.stages[s].name());
+        let stage = self.stages[s].clone();
+        let Some(spec) = &stage.spec.window else {
+            anyhow::bail!("stage `{}` has no window", stage.name());
         };
         let starts = event_starts(self.stages[s].encoding, input);
         let events: Vec<&[u8]> = (0..starts.len())
@@ -464,7 +466,7 @@ impl Chain {
         let origin: Vec<u32> = (0..events.len() as u32).collect();
         let groups = match span {
             Some(w) => vec![(Some(w), (0..events.len()).collect())],
-            None => plan(&spec, times, keys),
+            None => plan(spec, times, keys),
         };
         let mut sink = StageSink {
             out: Vec::new(),

@@ -13,8 +13,6 @@ pub mod memory;
 pub mod plan;
 pub mod spec;
 
-pub use book::{
-    Clock, Closed, Committed, Fold, Needs, WindowBook, WindowPart, WindowStore, WindowedChunk,
-};
+pub use book::{Clock, Closed, Committed, Fold, Needs, WindowBook, WindowPart, WindowedChunk};
 pub use memory::{Changes, MemoryWindows};
 pub use spec::{Kind, Millis, TimeSource, WindowSpec};

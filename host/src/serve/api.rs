@@ -8,7 +8,7 @@ use crate::exec::framing;
 use crate::queue::jetstream::{ChunkQueue, PublishFailure};
 use crate::store::postgres::{NewPgJob, PgStore};
 use crate::store::sqlite::Chunks;
-use crate::store::{EventQuery, JobRow};
+use crate::store::{EventQuery, EventRow, JobRow};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -640,9 +640,9 @@ fn minify(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A stored time (ms) as the API shows it: RFC 3339, UTC, milliseconds.
 pub(super) fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::exec::window::field::format_rfc3339(ms)
 }
 
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
@@ -655,6 +655,14 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
 }
 
 /// An id or cursor: ids start at 1, and a cursor is an id.
+/// The cursor of the page after one of `got` rows out of `limit`: the
+/// last row's id when the page is full, else none (the last page).
+fn next_cursor(got: usize, limit: usize, last: Option<i64>) -> Option<String> {
+    (got == limit)
+        .then(|| last.map(|id| id.to_string()))
+        .flatten()
+}
+
 pub(super) fn parse_id(what: &str, v: &str) -> Result<i64, ApiError> {
     match v.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n),
@@ -832,9 +840,7 @@ async fn list_jobs(
     let rows = backend::jobs(&svc, pipeline, before, limit)
         .await
         .map_err(ApiError::internal)?;
-    let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|j| j.id.to_string()))
-        .flatten();
+    let next = next_cursor(rows.len(), limit as usize, rows.last().map(|j| j.id));
     let jobs: Vec<Value> = rows.iter().map(|j| job_json(&svc, j)).collect();
     Ok(json_response(
         StatusCode::OK,
@@ -842,14 +848,36 @@ async fn list_jobs(
     ))
 }
 
+/// A stored event as the API shows it (`/v1/events`, `/v1/stream`).
 #[derive(Serialize)]
-struct EventOut<'a> {
+pub(super) struct EventOut<'a> {
+    /// `"event"` in the live stream, which also carries dead letters.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub(super) kind: Option<&'static str>,
     id: i64,
     job: i64,
     pipeline: &'a str,
     index: u64,
     received_at: String,
     event: &'a RawValue,
+}
+
+impl<'a> EventOut<'a> {
+    /// `r` as shown, its body checked to be JSON.
+    pub(super) fn of(
+        r: &'a EventRow,
+        kind: Option<&'static str>,
+    ) -> serde_json::Result<EventOut<'a>> {
+        Ok(EventOut {
+            kind,
+            id: r.id,
+            job: r.job,
+            pipeline: &r.pipeline,
+            index: r.index,
+            received_at: rfc3339(r.at),
+            event: serde_json::from_str(&r.body)?,
+        })
+    }
 }
 
 /// `GET /v1/events`: stored output events, oldest first.
@@ -884,21 +912,10 @@ async fn list_events(
     let rows = backend::events(&svc, query)
         .await
         .map_err(ApiError::internal)?;
-    let next = (rows.len() == limit)
-        .then(|| rows.last().map(|e| e.id.to_string()))
-        .flatten();
+    let next = next_cursor(rows.len(), limit, rows.last().map(|e| e.id));
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        let event: &RawValue =
-            serde_json::from_str(&r.body).map_err(|e| ApiError::internal(e.into()))?;
-        out.push(EventOut {
-            id: r.id,
-            job: r.job,
-            pipeline: &r.pipeline,
-            index: r.index,
-            received_at: rfc3339(r.at),
-            event,
-        });
+        out.push(EventOut::of(r, None).map_err(|e| ApiError::internal(e.into()))?);
     }
     Ok(json_response(
         StatusCode::OK,
@@ -945,9 +962,7 @@ async fn list_windows(
     let rows = backend::windows(&svc, query)
         .await
         .map_err(ApiError::internal)?;
-    let next = (rows.len() == limit)
-        .then(|| rows.last().map(|e| e.id.to_string()))
-        .flatten();
+    let next = next_cursor(rows.len(), limit, rows.last().map(|e| e.id));
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let value: &RawValue =
@@ -956,8 +971,8 @@ async fn list_windows(
             "id": r.id,
             "pipeline": r.pipeline,
             "window": {
-                "start": crate::exec::window::field::format_rfc3339(r.start),
-                "end": crate::exec::window::field::format_rfc3339(r.end),
+                "start": rfc3339(r.start),
+                "end": rfc3339(r.end),
             },
             "value": value,
             "closed_at": rfc3339(r.closed_at),
@@ -1016,9 +1031,7 @@ async fn list_dead(
     let rows = backend::dead_letters(&svc, pipeline, job, after, limit)
         .await
         .map_err(ApiError::internal)?;
-    let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|e| e.id.to_string()))
-        .flatten();
+    let next = next_cursor(rows.len(), limit as usize, rows.last().map(|e| e.id));
     let out: Vec<Value> = rows.iter().map(dead_json).collect();
     Ok(json_response(
         StatusCode::OK,

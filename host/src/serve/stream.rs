@@ -5,7 +5,7 @@
 //! ingest node, and a client that reconnects with `Last-Event-ID` (or the
 //! `cursor` parameters) loses nothing in between.
 
-use super::api::{ApiError, ApiResult, Svc, authorize, dead_json, json_path, parse_id, rfc3339};
+use super::api::{ApiError, ApiResult, EventOut, Svc, authorize, dead_json, json_path, parse_id};
 use super::auth::Need;
 use super::{Service, backend};
 use crate::store::EventQuery;
@@ -13,7 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -138,11 +138,7 @@ impl Tail {
             };
             for r in backend::events(&self.svc, q).await? {
                 self.events_after = r.id;
-                let event: Value = serde_json::from_str(&r.body)?;
-                let data = json!({
-                    "type": "event", "id": r.id, "job": r.job, "pipeline": r.pipeline,
-                    "index": r.index, "received_at": rfc3339(r.at), "event": event,
-                });
+                let data = serde_json::to_string(&EventOut::of(&r, Some("event"))?)?;
                 self.push("event", data);
             }
         }
@@ -167,16 +163,16 @@ impl Tail {
                     continue;
                 }
                 data["type"] = "dead_letter".into();
-                self.push("dead_letter", data);
+                self.push("dead_letter", data.to_string());
             }
         }
         Ok(!self.ready.is_empty())
     }
 
-    fn push(&mut self, kind: &str, data: Value) {
+    fn push(&mut self, kind: &str, data: String) {
         let id = format!("{}.{}", self.events_after, self.dead_after);
         self.ready
-            .push_back(Event::default().event(kind).id(id).data(data.to_string()));
+            .push_back(Event::default().event(kind).id(id).data(data));
     }
 }
 

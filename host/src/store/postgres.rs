@@ -1062,19 +1062,13 @@ async fn commit_windows(
         .into_iter()
         .map(|((s, e, k), v)| (s, e, k, v))
         .collect();
-    let mut staged = MemoryWindows::staged(clock, rows, total);
+    let staged = MemoryWindows::staged(clock, rows, total);
     // The book calls the guest (combines, re-folds): off the async threads.
-    let late = tokio::task::block_in_place(|| -> Result<Vec<DeadLetter>> {
-        Ok(match chunk {
-            Some((chunk, fold)) => book.commit(&mut staged, chunk, now, fold)?.dead,
-            None => {
-                book.tick(&mut staged, now)?;
-                Vec::new()
-            }
-        })
+    let (c, closed, late) = tokio::task::block_in_place(|| {
+        let chunk = chunk.map(|(c, fold)| (c, fold as &mut dyn Fold));
+        book.run_staged(staged, chunk, now)
     })?;
-    let c = staged.changes();
-    let closed = c.closed.len();
+
     tx.execute(
         "UPDATE wasmpipe.window_clock SET max_time = $2, last_seen = $3, open_windows = $4 WHERE pipeline = $1",
         &[&pipeline, &c.clock.max_time, &c.clock.last_seen, &(total as i64 + c.opened).max(0)],
@@ -1095,7 +1089,7 @@ async fn commit_windows(
         )
         .await?;
     }
-    for w in &c.closed {
+    for w in &closed {
         let value = std::str::from_utf8(&w.value).context("a window's result is not UTF-8")?;
         tx.execute(
             "INSERT INTO wasmpipe.windows (pipeline, start_at, end_at, key, value, closed_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1103,7 +1097,7 @@ async fn commit_windows(
         )
         .await?;
     }
-    Ok((late, closed))
+    Ok((late, closed.len()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //!   nothing stored, so it is simply processed again.
 
 use super::model::{Combine, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow};
-use crate::exec::window::{Changes, Clock, Fold, MemoryWindows, WindowBook, WindowedChunk};
+use crate::exec::window::{Changes, Clock, Closed, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -764,24 +764,17 @@ fn commit_windows(
         .into_iter()
         .map(|((s, e, k), v)| (s, e, k, v))
         .collect();
-    let mut staged = MemoryWindows::staged(clock, rows, total);
-    let late = match chunk {
-        Some((chunk, fold)) => book.commit(&mut staged, chunk, now, fold)?.dead,
-        None => {
-            book.tick(&mut staged, now)?;
-            Vec::new()
-        }
-    };
-    let changes = staged.changes();
-    let closed = changes.closed.len();
-    save_windows(tx, pipeline, changes, total, now)?;
-    Ok((late, closed))
+    let staged = MemoryWindows::staged(clock, rows, total);
+    let (changes, closed, late) = book.run_staged(staged, chunk, now)?;
+    save_windows(tx, pipeline, &changes, &closed, total, now)?;
+    Ok((late, closed.len()))
 }
 
 fn save_windows(
     tx: &rusqlite::Transaction<'_>,
     pipeline: &str,
-    c: Changes,
+    c: &Changes,
+    closed: &[Closed],
     total: u64,
     now: i64,
 ) -> Result<()> {
@@ -806,7 +799,7 @@ fn save_windows(
     let mut ins = tx.prepare_cached(
         "INSERT INTO windows (pipeline, start_at, end_at, key, value, closed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for w in &c.closed {
+    for w in closed {
         let value = std::str::from_utf8(&w.value).context("a window's result is not UTF-8")?;
         ins.execute(params![pipeline, w.start, w.end, w.key, value, now])?;
     }

@@ -22,6 +22,7 @@
 //! letters saying so, never an out-of-memory.
 
 use super::field::format_rfc3339;
+use super::memory::{Changes, MemoryWindows};
 use super::plan::sessions_of;
 use super::spec::{Millis, WindowSpec};
 use crate::exec::dead_letter::DeadLetter;
@@ -108,37 +109,6 @@ impl Closed {
         out.push(b'}');
         out
     }
-}
-
-/// Where open windows and the clock live. Keys are `""` for an unkeyed
-/// reduce. Every call of one commit runs in one transaction of the store.
-pub trait WindowStore {
-    /// The clock.
-    fn clock(&mut self) -> Result<Clock>;
-    /// Sets the clock.
-    fn set_clock(&mut self, clock: Clock) -> Result<()>;
-    /// The partial of an open window.
-    fn get(&mut self, start: Millis, end: Millis, key: &str) -> Result<Option<Vec<u8>>>;
-    /// Opens or replaces a window's partial.
-    fn put(&mut self, start: Millis, end: Millis, key: &str, partial: &[u8]) -> Result<()>;
-    /// Drops an open window.
-    fn remove(&mut self, start: Millis, end: Millis, key: &str) -> Result<()>;
-    /// Open sessions of `key` overlapping `[start, end)`.
-    fn overlapping(
-        &mut self,
-        key: &str,
-        start: Millis,
-        end: Millis,
-    ) -> Result<Vec<(Millis, Millis, Vec<u8>)>>;
-    /// Open (window, key) entries.
-    fn open_count(&mut self) -> Result<u64>;
-    /// Removes and returns the open windows ending at or before
-    /// `watermark`, in the order they close (end, start, key), each with
-    /// its key. Whatever the chunking, a later commit only closes windows
-    /// that end later, so the whole output is in this order.
-    fn take_due(&mut self, watermark: Millis) -> Result<Vec<Closed>>;
-    /// Records closed windows' results.
-    fn emit(&mut self, closed: &[Closed]) -> Result<()>;
 }
 
 /// A re-fold's result: the new parts, and the events that failed this
@@ -234,12 +204,12 @@ impl WindowBook {
     /// Commits one chunk's windows at wall time `now`.
     pub fn commit(
         &self,
-        store: &mut dyn WindowStore,
+        store: &mut MemoryWindows,
         chunk: &WindowedChunk,
         now: Millis,
         fold: &mut dyn Fold,
     ) -> Result<Committed> {
-        let mut clock = store.clock()?;
+        let mut clock = store.clock();
         // The watermark before each event, in the order of the input;
         // `chunk.times` is sorted by index, so an event is found by search.
         let lateness = self.spec.lateness;
@@ -302,7 +272,7 @@ impl WindowBook {
         if !chunk.times.is_empty() {
             clock.last_seen = Some(now);
         }
-        store.set_clock(clock)?;
+        store.set_clock(clock);
         let closed = self.close(store, clock)?;
         let nowhere = chunk
             .times
@@ -330,11 +300,30 @@ impl WindowBook {
         Ok(Committed { closed, dead })
     }
 
+    /// Runs a commit of `chunk` (or, with none, a tick) on windows a
+    /// database staged for it (see [`Self::needs`]): what to write back,
+    /// with the windows closed, and the late events' dead letters.
+    pub fn run_staged(
+        &self,
+        mut staged: MemoryWindows,
+        chunk: Option<(&WindowedChunk, &mut dyn Fold)>,
+        now: Millis,
+    ) -> Result<(Changes, Vec<Closed>, Vec<DeadLetter>)> {
+        let (closed, late) = match chunk {
+            Some((chunk, fold)) => {
+                let c = self.commit(&mut staged, chunk, now, fold)?;
+                (c.closed, c.dead)
+            }
+            None => (self.tick(&mut staged, now)?, Vec::new()),
+        };
+        Ok((staged.changes(), closed, late))
+    }
+
     /// Advances the clock of a quiet stream: once `idle` has passed since
     /// the last events, event time moves with the wall clock. Returns the
     /// windows that closes.
-    pub fn tick(&self, store: &mut dyn WindowStore, now: Millis) -> Result<Vec<Closed>> {
-        let mut clock = store.clock()?;
+    pub fn tick(&self, store: &mut MemoryWindows, now: Millis) -> Result<Vec<Closed>> {
+        let mut clock = store.clock();
         let (Some(max), Some(seen)) = (clock.max_time, clock.last_seen) else {
             return Ok(Vec::new());
         };
@@ -343,28 +332,27 @@ impl WindowBook {
         }
         clock.max_time = Some(max + (now - seen));
         clock.last_seen = Some(now);
-        store.set_clock(clock)?;
+        store.set_clock(clock);
         self.close(store, clock)
     }
 
     /// Closes every open window (the end of a finite input).
-    pub fn finish(&self, store: &mut dyn WindowStore) -> Result<Vec<Closed>> {
+    pub fn finish(&self, store: &mut MemoryWindows) -> Result<Vec<Closed>> {
         self.emit(store, Millis::MAX)
     }
 
-    /// Takes the windows ending at or before `watermark` and emits them.
-    fn emit(&self, store: &mut dyn WindowStore, watermark: Millis) -> Result<Vec<Closed>> {
-        let mut closed = store.take_due(watermark)?;
+    /// Takes the windows ending at or before `watermark`, as results.
+    fn emit(&self, store: &mut MemoryWindows, watermark: Millis) -> Result<Vec<Closed>> {
+        let mut closed = store.take_due(watermark);
         if !self.keyed {
             for c in &mut closed {
                 c.key = None;
             }
         }
-        store.emit(&closed)?;
         Ok(closed)
     }
 
-    fn close(&self, store: &mut dyn WindowStore, clock: Clock) -> Result<Vec<Closed>> {
+    fn close(&self, store: &mut MemoryWindows, clock: Clock) -> Result<Vec<Closed>> {
         let Some(max) = clock.max_time else {
             return Ok(Vec::new());
         };
@@ -396,7 +384,7 @@ impl WindowBook {
     /// counts in a window, else why not.
     fn apply(
         &self,
-        store: &mut dyn WindowStore,
+        store: &mut MemoryWindows,
         p: &WindowPart,
         fold: &mut dyn Fold,
     ) -> Result<Vec<Option<String>>> {
@@ -407,13 +395,13 @@ impl WindowBook {
                 let mut old = Vec::new();
                 let mut fresh = 0u64;
                 for (k, _) in &values {
-                    match store.get(start, end, k)? {
+                    match store.get(start, end, k) {
                         Some(v) => old.push((k.clone(), v)),
                         None => fresh += 1,
                     }
                 }
                 if fresh > 0 {
-                    let open = store.open_count()?;
+                    let open = store.open_count();
                     if open + fresh > self.spec.max_open {
                         return Ok(counted(Some(self.full(open))));
                     }
@@ -435,7 +423,7 @@ impl WindowBook {
                     out
                 };
                 for (k, v) in merged {
-                    store.put(start, end, &k, &v)?;
+                    store.put(start, end, &k, &v);
                 }
                 Ok(counted(None))
             }
@@ -453,9 +441,9 @@ impl WindowBook {
                     else {
                         continue;
                     };
-                    let old = store.overlapping(&key, start, end)?;
+                    let old = store.overlapping(&key, start, end);
                     if old.is_empty() {
-                        let open = store.open_count()?;
+                        let open = store.open_count();
                         if open >= self.spec.max_open {
                             why.insert(key, self.full(open));
                             continue;
@@ -472,11 +460,11 @@ impl WindowBook {
                             .next()
                             .map(|(_, v)| v)
                             .unwrap_or_default();
-                        store.remove(s, e, &key)?;
+                        store.remove(s, e, &key);
                         start = start.min(s);
                         end = end.max(e);
                     }
-                    store.put(start, end, &key, &value)?;
+                    store.put(start, end, &key, &value);
                 }
                 Ok(p.keys
                     .iter()
@@ -528,7 +516,6 @@ mod tests {
     //! events, for every kind.
 
     use super::*;
-    use crate::exec::window::memory::MemoryWindows;
     use crate::exec::window::plan::plan;
     use crate::exec::window::spec::{Kind, TimeSource};
 
@@ -763,12 +750,12 @@ mod tests {
                         })
                         .map(|((s, e, k), v)| (*s, *e, k.clone(), v.clone()))
                         .collect();
-                    let mut staged = MemoryWindows::staged(clock, rows, db.len() as u64);
-                    let c = book
-                        .commit(&mut staged, &chunk, 0, &mut Sum { keyed })
+                    let staged = MemoryWindows::staged(clock, rows, db.len() as u64);
+                    let (ch, closed, late) = book
+                        .run_staged(staged, Some((&chunk, &mut Sum { keyed })), 0)
                         .unwrap();
-                    late_db.extend(c.dead.into_iter().map(|d| d.index));
-                    let ch = staged.changes();
+                    late_db.extend(late.into_iter().map(|d| d.index));
+                    closed_db.extend(closed);
                     clock = ch.clock;
                     for (s, e, k, v) in ch.upserts {
                         db.insert((s, e, k), v);
@@ -776,7 +763,6 @@ mod tests {
                     for (s, e, k) in ch.deletes {
                         db.remove(&(s, e, k));
                     }
-                    closed_db.extend(ch.closed);
                 }
                 closed_mem.extend(book.finish(&mut memory).unwrap());
                 let mut rest = MemoryWindows::staged(

@@ -1,14 +1,12 @@
-//! Open windows in memory. For `run`, all of them (bounded by
-//! `max_open_windows`), with emitted windows waiting in
-//! [`MemoryWindows::out`] for the writer. For `serve` and `worker`, only
+//! Open windows in memory: where the window book keeps them. For `run`,
+//! all of them (bounded by `max_open_windows`). For `serve` and `worker`, only
 //! those one commit can touch ([`super::WindowBook::needs`]), loaded from
 //! the database in the commit's transaction ([`MemoryWindows::staged`]),
 //! then written back as [`MemoryWindows::changes`]: one implementation of
 //! the book's store for every mode, and SQL only to load and save.
 
-use super::book::{Clock, Closed, WindowStore};
+use super::book::{Clock, Closed};
 use super::spec::Millis;
-use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A window's identity as stored: (end, start, key).
@@ -30,8 +28,6 @@ pub struct MemoryWindows {
     touched: BTreeSet<WindowKey>,
     /// Windows loaded from the database.
     loaded: BTreeSet<WindowKey>,
-    /// Emitted and not yet written.
-    pub out: Vec<Closed>,
 }
 
 /// What a staged commit changed, to write back in the same transaction.
@@ -43,8 +39,6 @@ pub struct Changes {
     pub upserts: Vec<(Millis, Millis, String, Vec<u8>)>,
     /// Windows merged away or closed: (start, end, key).
     pub deletes: Vec<(Millis, Millis, String)>,
-    /// Windows emitted, in order.
-    pub closed: Vec<Closed>,
     /// Open windows added (less removed), for the stored count.
     pub opened: i64,
 }
@@ -81,7 +75,6 @@ impl MemoryWindows {
     pub fn changes(self) -> Changes {
         let mut c = Changes {
             clock: self.clock,
-            closed: self.out,
             ..Changes::default()
         };
         for k in self.touched {
@@ -103,41 +96,45 @@ impl MemoryWindows {
     }
 }
 
-impl WindowStore for MemoryWindows {
-    fn clock(&mut self) -> Result<Clock> {
-        Ok(self.clock)
+/// The book's operations; keys are `""` for an unkeyed reduce.
+impl MemoryWindows {
+    /// The clock.
+    pub(super) fn clock(&self) -> Clock {
+        self.clock
     }
 
-    fn set_clock(&mut self, clock: Clock) -> Result<()> {
+    /// Sets the clock.
+    pub(super) fn set_clock(&mut self, clock: Clock) {
         self.clock = clock;
-        Ok(())
     }
 
-    fn get(&mut self, start: Millis, end: Millis, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.open.get(&(end, start, key.to_string())).cloned())
+    /// The partial of an open window.
+    pub(super) fn get(&self, start: Millis, end: Millis, key: &str) -> Option<Vec<u8>> {
+        self.open.get(&(end, start, key.to_string())).cloned()
     }
 
-    fn put(&mut self, start: Millis, end: Millis, key: &str, partial: &[u8]) -> Result<()> {
+    /// Opens or replaces a window's partial.
+    pub(super) fn put(&mut self, start: Millis, end: Millis, key: &str, partial: &[u8]) {
         self.open
             .insert((end, start, key.to_string()), partial.to_vec());
         self.by_key.insert((key.to_string(), start), end);
         self.touch((end, start, key.to_string()));
-        Ok(())
     }
 
-    fn remove(&mut self, start: Millis, end: Millis, key: &str) -> Result<()> {
+    /// Drops an open window.
+    pub(super) fn remove(&mut self, start: Millis, end: Millis, key: &str) {
         self.open.remove(&(end, start, key.to_string()));
         self.by_key.remove(&(key.to_string(), start));
         self.touch((end, start, key.to_string()));
-        Ok(())
     }
 
-    fn overlapping(
-        &mut self,
+    /// Open sessions of `key` overlapping `[start, end)`.
+    pub(super) fn overlapping(
+        &self,
         key: &str,
         start: Millis,
         end: Millis,
-    ) -> Result<Vec<(Millis, Millis, Vec<u8>)>> {
+    ) -> Vec<(Millis, Millis, Vec<u8>)> {
         let from = (key.to_string(), Millis::MIN);
         let to = (key.to_string(), end);
         let hits: Vec<(Millis, Millis)> = self
@@ -146,17 +143,21 @@ impl WindowStore for MemoryWindows {
             .filter(|(_, e)| **e > start)
             .map(|((_, s), e)| (*s, *e))
             .collect();
-        Ok(hits
-            .into_iter()
+        hits.into_iter()
             .filter_map(|(s, e)| Some((s, e, self.open.get(&(e, s, key.to_string()))?.clone())))
-            .collect())
+            .collect()
     }
 
-    fn open_count(&mut self) -> Result<u64> {
-        Ok(self.elsewhere + self.open.len() as u64)
+    /// Open (window, key) entries, in the database too when staged.
+    pub(super) fn open_count(&self) -> u64 {
+        self.elsewhere + self.open.len() as u64
     }
 
-    fn take_due(&mut self, watermark: Millis) -> Result<Vec<Closed>> {
+    /// Removes and returns the open windows ending at or before
+    /// `watermark`, in the order they close (end, start, key), each with
+    /// its key. Whatever the chunking, a later commit only closes windows
+    /// that end later, so the whole output is in this order.
+    pub(super) fn take_due(&mut self, watermark: Millis) -> Vec<Closed> {
         let rest = match watermark.checked_add(1) {
             Some(bound) => self.open.split_off(&(bound, Millis::MIN, String::new())),
             None => BTreeMap::new(),
@@ -175,11 +176,6 @@ impl WindowStore for MemoryWindows {
                 }
             })
             .collect();
-        Ok(closed)
-    }
-
-    fn emit(&mut self, closed: &[Closed]) -> Result<()> {
-        self.out.extend_from_slice(closed);
-        Ok(())
+        closed
     }
 }
