@@ -42,6 +42,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Where its log is written.
+    pub(crate) fn proc_log_path(&self) -> PathBuf {
+        self.proc.log.clone()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.proc.log()
     }

@@ -153,3 +153,42 @@ fn the_stream_needs_a_read_token_when_tokens_are_configured() {
     t.wait().unwrap();
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn a_client_that_stops_reading_the_stream_does_not_hold_shutdown() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&manifest(dir.path(), ""), &[]);
+    // A raw client asks for the stream and then never reads a byte.
+    let addr = s.url("").trim_start_matches("http://").to_string();
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"GET /v1/stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Far more stream than the socket buffers hold.
+    let batch: String = (0..20_000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let mut last = 0;
+    for _ in 0..10 {
+        let r = post(
+            &s,
+            "/v1/pipelines/tailed/jobs",
+            "application/x-ndjson",
+            &batch,
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        last = r.json()["job"].as_i64().unwrap();
+    }
+    crate::serve::wait_job(&s, last, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = s.proc_log_path();
+    let started = std::time::Instant::now();
+    assert_eq!(s.stop(), Some(0), "SIGTERM stops the server");
+    assert!(started.elapsed() < Duration::from_secs(25));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("requests still open"),
+        "the stalled stream was dropped, not waited for:\n{log}"
+    );
+    drop(stalled);
+}
