@@ -4,6 +4,8 @@
 
 mod build;
 mod check;
+mod client;
+mod diff;
 mod inspect;
 mod new;
 mod run;
@@ -46,6 +48,7 @@ enum Command {
     Test(test::TestArgs),
     Serve(serve::ServeArgs),
     Tail(tail::TailArgs),
+    Diff(diff::DiffArgs),
     Worker(worker::WorkerArgs),
 }
 
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Tail(args) => tail::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Worker(args) => worker::run(args),
     };
     match result {

@@ -564,7 +564,7 @@ fn manifests_that_mix_queue_and_store_wrongly_are_refused() {
 }
 
 #[test]
-fn an_ingest_node_retries_dead_letters_refuses_replay_and_oversized_events() {
+fn an_ingest_node_retries_dead_letters_replays_diffs_and_refuses_oversized_events() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let stages = format!(
         "[[stage]]\nname = \"faulty\"\nkind = \"map\"\nplugin = {}\n\
@@ -613,16 +613,65 @@ fn an_ingest_node_retries_dead_letters_refuses_replay_and_oversized_events() {
     let (status, v) = send("POST", &format!("/v1/jobs/{id}/dead-letters/retry"), vec![]);
     assert_eq!(status, 409, "nothing left to retry: {v}");
 
-    // The input is not kept, so there is nothing to replay.
+    // The input is kept in PostgreSQL: a replay is a new job through the
+    // queue, exactly the original again.
     let (status, v) = send("POST", &format!("/v1/jobs/{id}/replay"), vec![]);
-    assert_eq!(status, 501, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("submit the batch again"),
+    assert_eq!(status, 202, "{v}");
+    let replay = v["job"].as_i64().unwrap();
+    let job = c.wait_done(replay, 60);
+    assert_eq!(
+        (job["kind"].as_str(), job["origin"].as_i64()),
+        (Some("replay"), Some(id))
+    );
+    assert_eq!(
+        (&job["result"], &job["dead_letters"], &job["events_in"]),
+        (&json!((0..30).sum::<i64>() - 13), &json!(1), &json!(30)),
+        "{job}"
+    );
+    let stored = |job: i64| {
+        c.sql(&format!(
+            "SELECT string_agg(idx || ':' || body, ',' ORDER BY idx, id) FROM wasmpipe.events WHERE job = {job}"
+        ))
+    };
+    assert!(!stored(id).is_empty());
+    assert_eq!(stored(replay), stored(id));
+    // A retry job keeps its input too: it replays.
+    let (status, v) = send("POST", &format!("/v1/jobs/{retry}/replay"), vec![]);
+    assert_eq!(status, 202, "{v}");
+    let job = c.wait_done(v["job"].as_i64().unwrap(), 60);
+    assert_eq!(
+        (&job["events_in"], &job["dead_letters"]),
+        (&json!(1), &json!(1)),
+        "{job}"
+    );
+    // Input past retention answers 410, not a replay of nothing.
+    c.sql(&format!("DELETE FROM wasmpipe.inputs WHERE job = {retry}"));
+    let (status, v) = send("POST", &format!("/v1/jobs/{retry}/replay"), vec![]);
+    assert_eq!(status, 410, "{v}");
+
+    // A diff runs on the ingest node itself, from the stored input: with
+    // `double` in place of `faulty`, 13 is no longer a dead letter, every
+    // other nonzero event changes (outputs feeding a reduce are not
+    // listed, so only the dead letter and the result show), and nothing
+    // is stored.
+    let jobs_before = c.sql("SELECT count(*) FROM wasmpipe.jobs");
+    let url = format!("/v1/jobs/{id}/diff?stage=faulty");
+    let (status, v) = send("POST", &url, std::fs::read(plugin("double")).unwrap());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            &v["events"],
+            &v["changed"],
+            &v["fixed_dead_letters"],
+            &v["new_dead_letters"]
+        ),
+        (&json!(30), &json!(1), &json!(1), &json!(0)),
         "{v}"
     );
+    assert_eq!(v["changes"][0]["index"], 13, "{v}");
+    assert_eq!(v["result"]["before"], (0..30).sum::<i64>() - 13, "{v}");
+    assert_eq!(v["result"]["after"], 2 * (0..30).sum::<i64>(), "{v}");
+    assert_eq!(c.sql("SELECT count(*) FROM wasmpipe.jobs"), jobs_before);
 
     // Chunks larger than a NATS message are cut; an event larger than one
     // is refused whole, naming it.

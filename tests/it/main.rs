@@ -8,6 +8,7 @@ mod abi;
 mod author;
 mod cli;
 mod cluster;
+mod diff;
 mod encoding;
 mod examples;
 mod hardening;

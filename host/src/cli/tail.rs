@@ -2,7 +2,8 @@
 //! terminal: new stored events and dead letters as they are committed,
 //! from `GET /v1/stream` (docs/api.md), one line each.
 
-use anyhow::{Context as _, Result, bail};
+use super::client;
+use anyhow::{Context as _, Result};
 use std::io::{BufRead as _, Write as _};
 
 /// Follow a server's new events and dead letters as they are stored.
@@ -50,33 +51,22 @@ pub fn run(args: TailArgs) -> Result<u8> {
         url.push_str(&format!("&job={j}"));
     }
     for (k, v) in &args.fields {
-        url.push_str(&format!("&field.{}={}", encode(k), encode(v)));
+        url.push_str(&format!(
+            "&field.{}={}",
+            client::encode(k),
+            client::encode(v)
+        ));
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(None)
-        .build()
-        .into();
-    let mut req = agent.get(&url).header("accept", "text/event-stream");
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::env::var("WASMPIPE_TOKEN").ok());
-    if let Some(t) = &token {
+    let mut req = client::agent()
+        .get(&url)
+        .header("accept", "text/event-stream");
+    if let Some(t) = client::token(&args.token) {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let resp = req
         .call()
         .with_context(|| format!("cannot reach {}", args.server))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp.into_body().read_to_string().unwrap_or_default();
-        let why = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or(body);
-        bail!("{} answered {status}: {why}", args.server);
-    }
+    let resp = client::success(resp, &args.server)?;
     eprintln!("tailing {} ({kinds}); Ctrl-C to stop", args.server);
     let reader = std::io::BufReader::new(resp.into_body().into_reader());
     let mut out = std::io::stdout().lock();
@@ -115,16 +105,4 @@ fn readable(v: &serde_json::Value) -> String {
         ),
         _ => format!("{head} {}", v["event"]),
     }
-}
-
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

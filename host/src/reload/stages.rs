@@ -65,17 +65,66 @@ impl StageSet {
 }
 
 /// The current stage set of a running pipeline, replaced whole by
-/// [`LiveStages::publish`].
+/// [`LiveStages::publish`], and the versions it ran before.
 pub struct LiveStages {
     current: Mutex<Arc<StageSet>>,
+    /// Every stage version this process has run, newest last, at most
+    /// [`KEPT_VERSIONS`] per stage: what a replay or a diff may name.
+    history: Mutex<Vec<Arc<Stage>>>,
 }
+
+/// Versions of each stage kept loadable after a hot reload replaced them.
+/// Each holds its compiled module, a few megabytes at most.
+pub const KEPT_VERSIONS: usize = 8;
 
 impl LiveStages {
     /// Starts at generation 0 with `stages`.
     pub fn new(stages: Vec<Arc<Stage>>) -> LiveStages {
         LiveStages {
+            history: Mutex::new(stages.clone()),
             current: Mutex::new(StageSet::new(0, stages)),
         }
+    }
+
+    /// The version of stage `name` whose version starts with `version`
+    /// (at least 6 hex digits), if this process still has it.
+    pub fn version(&self, name: &str, version: &str) -> Option<Arc<Stage>> {
+        if version.len() < 6 {
+            return None;
+        }
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history
+            .iter()
+            .rev()
+            .find(|s| s.name() == name && s.version.starts_with(version))
+            .cloned()
+    }
+
+    /// The short versions of stage `name` still loadable, newest first.
+    pub fn versions_of(&self, name: &str) -> Vec<String> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history
+            .iter()
+            .rev()
+            .filter(|s| s.name() == name)
+            .map(|s| s.short_version().to_string())
+            .collect()
+    }
+
+    /// The current stages with the one named as `by` replaced by it (a
+    /// candidate, or an older version).
+    pub fn current_with(&self, by: &Arc<Stage>) -> Vec<Arc<Stage>> {
+        self.current()
+            .stages
+            .iter()
+            .map(|s| {
+                if s.name() == by.name() {
+                    by.clone()
+                } else {
+                    s.clone()
+                }
+            })
+            .collect()
     }
 
     /// The current set. Cheap: one uncontended lock and a reference count.
@@ -92,6 +141,21 @@ impl LiveStages {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let next = StageSet::new(cur.generation + 1, stages);
         *cur = next.clone();
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        for s in &next.stages {
+            if !history
+                .iter()
+                .any(|h| h.name() == s.name() && h.version == s.version)
+            {
+                history.push(s.clone());
+            }
+            let of_stage = history.iter().filter(|h| h.name() == s.name()).count();
+            if of_stage > KEPT_VERSIONS
+                && let Some(oldest) = history.iter().position(|h| h.name() == s.name())
+            {
+                history.remove(oldest);
+            }
+        }
         next
     }
 }

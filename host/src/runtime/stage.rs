@@ -132,8 +132,19 @@ impl Stage {
     pub fn load(rt: &Runtime, linker: &Linker<StageState>, spec: StageSpec) -> Result<Arc<Stage>> {
         let bytes = std::fs::read(&spec.plugin)
             .with_context(|| format!("cannot read plugin {:?}", spec.plugin))?;
-        let version = content_hash(&bytes);
-        let (module, origin) = rt.load_module(&bytes, &spec.plugin)?;
+        Stage::from_bytes(rt, linker, spec, &bytes)
+    }
+
+    /// As [`Stage::load`], with the module's bytes in hand (a version
+    /// uploaded to compare, say); `spec.plugin` only names it in errors.
+    pub fn from_bytes(
+        rt: &Runtime,
+        linker: &Linker<StageState>,
+        spec: StageSpec,
+        bytes: &[u8],
+    ) -> Result<Arc<Stage>> {
+        let version = content_hash(bytes);
+        let (module, origin) = rt.load_module(bytes, &spec.plugin)?;
         check_exports(&module, &spec.plugin)?;
         let pre = linker.instantiate_pre(&module).map_err(anyhow::Error::from).with_context(|| {
             format!("plugin {:?} imports something the host does not provide (only WASI preview 1 is available)", spec.plugin)

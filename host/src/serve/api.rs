@@ -6,8 +6,8 @@ use super::{Backend, Service, backend, now_ms};
 use crate::exec::chunk::Batcher;
 use crate::exec::framing;
 use crate::queue::jetstream::{ChunkQueue, PublishFailure};
+use crate::store::Chunks;
 use crate::store::postgres::{NewPgJob, PgStore};
-use crate::store::sqlite::Chunks;
 use crate::store::{EventQuery, EventRow, JobRow};
 use axum::Router;
 use axum::body::Body;
@@ -33,8 +33,12 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/pipelines/{name}/jobs", post(ingest))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/jobs/{id}/replay", post(replay))
-        .route("/v1/jobs/{id}/dead-letters/retry", post(retry_dead))
+        .route("/v1/jobs/{id}/replay", post(super::rerun::replay))
+        .route(
+            "/v1/jobs/{id}/dead-letters/retry",
+            post(super::rerun::retry_dead),
+        )
+        .route("/v1/jobs/{id}/diff", post(super::rerun::diff))
         .route("/v1/dead-letters", get(list_dead))
         .route("/v1/events", get(list_events))
         .route("/v1/windows", get(list_windows))
@@ -160,7 +164,7 @@ fn retry_after(svc: &Service) -> u64 {
     }
 }
 
-fn backlog_full(svc: &Service) -> ApiError {
+pub(super) fn backlog_full(svc: &Service) -> ApiError {
     svc.metrics.batches_refused.backlog.fetch_add(1, Relaxed);
     ApiError {
         status: StatusCode::TOO_MANY_REQUESTS,
@@ -174,7 +178,7 @@ fn backlog_full(svc: &Service) -> ApiError {
     }
 }
 
-fn unavailable(svc: &Service, why: &str) -> ApiError {
+pub(super) fn unavailable(svc: &Service, why: &str) -> ApiError {
     svc.metrics
         .batches_refused
         .unavailable
@@ -198,22 +202,25 @@ async fn ingest(
     let mut body = body;
     let res = ingest_batch(&svc, &name, remote, &headers, &mut body).await;
     if res.is_err() {
-        // Read (and drop) what the client is still sending, up to the body
-        // limit, so that it gets to read the refusal instead of a reset
-        // connection; this costs no memory.
-        let max = svc.settings.max_body;
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut seen = 0;
-            while let Some(Ok(frame)) = body.frame().await {
-                seen += frame.data_ref().map_or(0, |d| d.len());
-                if seen > max {
-                    break;
-                }
-            }
-        })
-        .await;
+        drain(&mut body, svc.settings.max_body).await;
     }
     res
+}
+
+/// Reads (and drops) what a refused client is still sending, up to `max`
+/// bytes or 5 seconds, so that it gets to read the refusal instead of a
+/// reset connection; this costs no memory.
+pub(super) async fn drain(body: &mut Body, max: usize) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > max {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn ingest_batch(
@@ -301,35 +308,14 @@ async fn ingest_batch(
                 ));
             }
         };
-    let mut buf = Vec::new();
-    // A client that sends part of a body and goes quiet would hold its
-    // ingest slot for as long as it stays connected: the whole body must
-    // arrive within `body_timeout`.
-    let deadline = tokio::time::Instant::now() + svc.settings.body_timeout;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(_) => {
-                refused.bad_request.fetch_add(1, Relaxed);
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the body did not arrive within {} (serve.body_timeout); send it whole, or raise the limit",
-                        crate::manifest::DurationSpec(svc.settings.body_timeout)
-                    ),
-                ));
-            }
-        };
-        let frame = frame.map_err(|e| ApiError::bad(format!("cannot read the body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max_body {
-                refused.too_large.fetch_add(1, Relaxed);
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
+    let buf = read_body(svc, body, max_body, "serve.max_body")
+        .await
+        .inspect_err(|e| {
+            match e.status {
+                StatusCode::PAYLOAD_TOO_LARGE => refused.too_large.fetch_add(1, Relaxed),
+                _ => refused.bad_request.fetch_add(1, Relaxed),
+            };
+        })?;
     let settings = svc.settings.clone();
     let batch = tokio::task::spawn_blocking(move || parse_batch(&buf, format, &settings))
         .await
@@ -431,6 +417,45 @@ async fn ingest_batch(
         StatusCode::ACCEPTED,
         json!({ "job": id, "pipeline": svc.pipeline, "accepted": n, "chunks": chunks, "status": "queued", "url": format!("/v1/jobs/{id}") }),
     ))
+}
+
+/// Reads a whole body of at most `max` bytes (the setting `limit` names).
+/// A client that sends part of a body and goes quiet would hold its slot
+/// for as long as it stays connected: the whole body must arrive within
+/// `body_timeout`.
+pub(super) async fn read_body(
+    svc: &Service,
+    body: &mut Body,
+    max: usize,
+    limit: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + svc.settings.body_timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(buf),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {} (serve.body_timeout); send it whole, or raise the limit",
+                        crate::manifest::DurationSpec(svc.settings.body_timeout)
+                    ),
+                ));
+            }
+        };
+        let frame = frame.map_err(|e| ApiError::bad(format!("cannot read the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than the limit of {max} bytes ({limit})"),
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
 }
 
 /// How a body frames its events.
@@ -684,7 +709,7 @@ fn parse_limit(v: Option<&String>) -> Result<u32, ApiError> {
     }
 }
 
-fn job_not_found(id: &str) -> ApiError {
+pub(super) fn job_not_found(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no job `{id}`"))
 }
 
@@ -734,7 +759,7 @@ fn job_json(svc: &Service, j: &JobRow) -> Value {
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -743,10 +768,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-/// Records a job in PostgreSQL, publishes its chunks to JetStream and,
-/// once JetStream has stored every one, accepts it. On failure the job is
-/// abandoned (workers drop any chunk of it that did get through) and the
-/// client is told to retry: `429` if the stream is full, else `503`.
+/// Records a job and its input in PostgreSQL and queues it ([`enqueue`]).
 #[allow(clippy::too_many_arguments)]
 async fn publish_job(
     svc: &Service,
@@ -758,7 +780,6 @@ async fn publish_job(
     context: &str,
     chunks: Chunks,
 ) -> Result<i64, ApiError> {
-    let events: u64 = chunks.iter().map(|c| c.1).sum();
     let id = store
         .insert_job(&NewPgJob {
             pipeline: &svc.pipeline,
@@ -766,15 +787,30 @@ async fn publish_job(
             origin,
             received_at,
             context,
-            events,
-            chunks: chunks.len() as u64,
+            chunks: &chunks,
         })
         .await
         .map_err(|e| unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")))?;
-    let published = queue.publish_job(id, &chunks).await;
+    enqueue(svc, store, queue, id, &chunks).await?;
+    Ok(id)
+}
+
+/// Publishes the chunks of pending job `id` to JetStream and, once
+/// JetStream has stored every one, accepts the job. On failure the job is
+/// abandoned (workers drop any chunk of it that did get through, and a
+/// dead-letter retry is undone) and the client is told to retry: `429`
+/// if the stream is full, else `503`.
+pub(super) async fn enqueue(
+    svc: &Service,
+    store: &PgStore,
+    queue: &ChunkQueue,
+    id: i64,
+    chunks: &Chunks,
+) -> Result<(), ApiError> {
+    let published = queue.publish_job(id, chunks).await;
     let refused = match published {
         Ok(()) => match store.accept_job(id).await {
-            Ok(true) => return Ok(id),
+            Ok(true) => return Ok(()),
             Ok(false) => unavailable(svc, "the job was not accepted in time"),
             Err(e) => unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")),
         },
@@ -802,7 +838,7 @@ async fn publish_job(
     Err(refused)
 }
 
-async fn load_job(svc: &Arc<Service>, id: i64) -> Result<Option<JobRow>, ApiError> {
+pub(super) async fn load_job(svc: &Arc<Service>, id: i64) -> Result<Option<JobRow>, ApiError> {
     backend::job(svc, id).await.map_err(ApiError::internal)
 }
 
@@ -1048,148 +1084,6 @@ pub(super) fn dead_json(d: &crate::store::DeadRow) -> Value {
         "index": d.index, "attempts": d.attempts, "received_at": rfc3339(d.at), "event": event,
         "retried_by": d.retried_by,
     })
-}
-
-fn reserve(svc: &Service, n: u64) -> Result<(), ApiError> {
-    if svc.stopping.load(Relaxed) {
-        return Err(unavailable(svc, "the server is shutting down"));
-    }
-    if svc.backlog.fetch_add(n, Relaxed) + n > svc.settings.max_backlog && n > 0 {
-        svc.backlog.fetch_sub(n, Relaxed);
-        return Err(backlog_full(svc));
-    }
-    Ok(())
-}
-
-/// `POST /v1/jobs/{id}/dead-letters/retry`: the job's dead letters not yet
-/// retried run again, through the current stages, as a new job.
-async fn retry_dead(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    authorize(&svc, &headers, Need::Write)?;
-    if svc.stopping.load(Relaxed) {
-        return Err(unavailable(&svc, "the server is shutting down"));
-    }
-    let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
-    let Some(job) = load_job(&svc, n).await? else {
-        return Err(job_not_found(&id));
-    };
-    if job.pipeline != svc.pipeline {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "job {id} belongs to pipeline `{}`; this server runs `{}`: retry it on a server of its pipeline",
-                job.pipeline, svc.pipeline
-            ),
-        ));
-    }
-    let chunk_size = svc.settings.chunk_size;
-    if let Backend::Cluster { store, queue } = &svc.backend {
-        let Some((new, events)) = store
-            .retry_dead_letters(n, now_ms(), chunk_size)
-            .await
-            .map_err(ApiError::internal)?
-        else {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("job {id} has no dead letters left to retry"),
-            ));
-        };
-        let count = events.len() as u64;
-        let chunks = to_chunks(&events, chunk_size);
-        let published = queue.publish_job(new, &chunks).await;
-        let accepted = match &published {
-            Ok(()) => store.accept_job(new).await.unwrap_or(false),
-            Err(_) => false,
-        };
-        if !accepted {
-            let _ = store.abandon_job(new, None).await;
-            return Err(match published {
-                Err(PublishFailure::Full) => ApiError {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    message: "the work queue is full (the JetStream stream is at `[queue] max_bytes`); retry later".into(),
-                    retry_after: Some(5),
-                    id: None,
-                },
-                _ => unavailable(&svc, "cannot queue the dead letters again"),
-            });
-        }
-        return Ok(json_response(
-            StatusCode::ACCEPTED,
-            json!({ "job": new, "origin": n, "accepted": count, "url": format!("/v1/jobs/{new}") }),
-        ));
-    }
-    let s = svc.clone();
-    let res = blocking(move || {
-        s.embedded()
-            .0
-            .retry_dead_letters(n, now_ms(), &|events| to_chunks(&events, chunk_size))
-    })
-    .await?;
-    match res {
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("job {id} has no dead letters left to retry"),
-        )),
-        Some((new, keys, events)) => {
-            svc.backlog.fetch_add(events, Relaxed);
-            svc.embedded().1.push(keys);
-            Ok(json_response(
-                StatusCode::ACCEPTED,
-                json!({ "job": new, "origin": n, "accepted": events, "url": format!("/v1/jobs/{new}") }),
-            ))
-        }
-    }
-}
-
-/// Events as NDJSON chunks of `chunk_size`.
-fn to_chunks(events: &[Vec<u8>], chunk_size: usize) -> Chunks {
-    let mut batch = Batcher::new(chunk_size);
-    for e in events {
-        batch.push(e);
-    }
-    batch.finish()
-}
-
-/// `POST /v1/jobs/{id}/replay`: the job's stored input, again, as a new job.
-async fn replay(State(svc): Svc, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    authorize(&svc, &headers, Need::Write)?;
-    let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
-    let Some(job) = load_job(&svc, n).await? else {
-        return Err(job_not_found(&id));
-    };
-    if let Backend::Cluster { .. } = svc.backend {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "job {id} cannot be replayed: with the `nats` queue a job's input leaves JetStream once processed and is not kept; submit the batch again"
-            ),
-        ));
-    }
-    reserve(&svc, job.events_in)?;
-    let s = svc.clone();
-    match tokio::task::spawn_blocking(move || s.embedded().0.replay(n, now_ms())).await {
-        Ok(Ok(Some((new, keys, events)))) => {
-            svc.embedded().1.push(keys);
-            Ok(json_response(
-                StatusCode::ACCEPTED,
-                json!({ "job": new, "origin": n, "accepted": events, "url": format!("/v1/jobs/{new}") }),
-            ))
-        }
-        Ok(Ok(None)) => {
-            svc.backlog.fetch_sub(job.events_in, Relaxed);
-            Err(job_not_found(&id))
-        }
-        Ok(Err(e)) => {
-            svc.backlog.fetch_sub(job.events_in, Relaxed);
-            match e.downcast::<crate::store::InputPurged>() {
-                Ok(purged) => Err(ApiError::new(StatusCode::GONE, purged.to_string())),
-                Err(e) => Err(ApiError::internal(e)),
-            }
-        }
-        Err(e) => {
-            svc.backlog.fetch_sub(job.events_in, Relaxed);
-            Err(ApiError::internal(e.into()))
-        }
-    }
 }
 
 /// `GET /metrics`.

@@ -89,6 +89,14 @@ pub async fn events(svc: &Arc<Service>, query: EventQuery) -> Result<Vec<EventRo
     }
 }
 
+/// A job's input, as the chunks it was cut into (`None`: no such job).
+pub async fn job_input(svc: &Arc<Service>, id: i64) -> Result<Option<crate::store::Chunks>> {
+    match &svc.backend {
+        Backend::Cluster { store, .. } => store.job_input(id).await,
+        Backend::Embedded { .. } => sqlite(svc, move |s| s.job_input(id)).await,
+    }
+}
+
 /// The newest stored event's and dead letter's ids (0: none), where a
 /// live tail starts.
 pub async fn last_ids(svc: &Arc<Service>) -> Result<(i64, i64)> {

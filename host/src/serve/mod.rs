@@ -26,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod rerun;
 pub mod stream;
 pub mod workers;
 
@@ -128,6 +129,10 @@ pub struct Service {
     /// The stages the workers run: replaced whole by hot reload
     /// (`--watch`); each worker switches between chunks.
     pub live: Arc<LiveStages>,
+    /// The engine, for the instances a diff runs outside the workers.
+    pub runtime: Arc<crate::runtime::Runtime>,
+    /// What every chunk is run with.
+    pub policy: Policy,
 }
 
 /// Serves `pipeline` on `listener` until `shutdown` resolves, then drains.
@@ -183,13 +188,14 @@ pub async fn run(
         ingest_permits: tokio::sync::Semaphore::new(serve.max_concurrent_ingest.get()),
         host: crate::exec::host_name(),
         live: pipeline.live(),
+        runtime: pipeline.runtime.clone(),
+        policy: Policy {
+            keep_reduce_input: settings.store_reduce_input,
+            ..pipeline.policy
+        },
         settings,
     });
-
-    let policy = Policy {
-        keep_reduce_input: svc.settings.store_reduce_input,
-        ..pipeline.policy
-    };
+    let policy = svc.policy;
     let mut workers = Vec::new();
     for w in 0..if clustered {
         0

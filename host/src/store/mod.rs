@@ -9,7 +9,8 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use model::{
-    Combine, DeadRow, ErrorKind, EventQuery, EventRow, InputPurged, JobRow, WindowQuery, WindowRow,
+    Chunks, Combine, DeadRow, ErrorKind, EventQuery, EventRow, InputPurged, JobRow, WindowQuery,
+    WindowRow,
 };
 
 /// Milliseconds since the Unix epoch: the time stamps of stored records.

@@ -58,6 +58,9 @@ pub struct InputPurged {
     pub job: i64,
 }
 
+/// A job's input cut into chunks: each chunk's events (NDJSON) and count.
+pub type Chunks = Vec<(Vec<u8>, u64)>;
+
 /// How a job's chunks are combined into its result: given the non-empty
 /// partials in chunk order, returns the result (JSON).
 pub type Combine<'a> = dyn FnMut(Vec<Vec<u8>>) -> Result<Vec<u8>> + Send + 'a;

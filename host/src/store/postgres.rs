@@ -27,8 +27,9 @@
 //!   by JetStream, then `accepted`; chunks of a job that never got there
 //!   (the client was answered with an error) are dropped as `abandoned`.
 
+use super::InputPurged;
 use super::model::{
-    Combine, DeadRow, ErrorKind, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
+    Chunks, Combine, DeadRow, ErrorKind, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
 };
 use crate::exec::window::{Clock, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
@@ -39,7 +40,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::types::Type;
 
-const SCHEMA: &str = "
+const SCHEMA_V1: &str = "
 CREATE SCHEMA IF NOT EXISTS wasmpipe;
 CREATE TABLE IF NOT EXISTS wasmpipe.jobs (
     id BIGSERIAL PRIMARY KEY,
@@ -135,8 +136,22 @@ CREATE TABLE IF NOT EXISTS wasmpipe.windows (
 CREATE INDEX IF NOT EXISTS windows_pipeline ON wasmpipe.windows (pipeline, id);
 ";
 
-/// Bumped when the schema changes.
-const SCHEMA_VERSION: i32 = 1;
+/// Added in version 2: every job's input, as the chunks it was published as, so
+/// that an ingest node can replay and diff a job after the workers have
+/// taken its chunks off JetStream. Retention deletes it with the events.
+const INPUTS: &str = "
+CREATE TABLE IF NOT EXISTS wasmpipe.inputs (
+    job BIGINT NOT NULL,
+    seq BIGINT NOT NULL,                -- the chunk's number in its job
+    first_index BIGINT NOT NULL,
+    events BIGINT NOT NULL,
+    data BYTEA NOT NULL,                -- the chunk's events, one JSON per line
+    PRIMARY KEY (job, seq)
+);
+";
+
+/// Bumped when the schema changes; `migrate` brings older ones up.
+const SCHEMA_VERSION: i32 = 2;
 
 /// A job's state, as workers need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,11 +232,21 @@ impl PgStore {
             .await?;
         match schema_version(&tx).await? {
             Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                tx.batch_execute(INPUTS)
+                    .await
+                    .context("cannot add the `inputs` table to the wasmpipe schema")?;
+                tx.execute(
+                    "INSERT INTO wasmpipe.schema_version (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .await?;
+            }
             Some(v) => bail!(
                 "the wasmpipe schema in this database is version {v}, and this wasmpipe knows version {SCHEMA_VERSION}; hint: use a wasmpipe of the same version as the other processes, or a new database"
             ),
             None => {
-                tx.batch_execute(SCHEMA)
+                tx.batch_execute(&format!("{SCHEMA_V1}{INPUTS}"))
                     .await
                     .context("cannot create the wasmpipe schema in PostgreSQL")?;
                 // Never a second row, whatever a concurrent start did.
@@ -250,10 +275,12 @@ impl PgStore {
         Ok(())
     }
 
-    /// Records a new job as `pending`; returns its id.
+    /// Records a new job as `pending`, with its input; returns its id.
     pub async fn insert_job(&self, job: &NewPgJob<'_>) -> Result<i64> {
-        let c = self.client().await?;
-        let row = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let events: u64 = job.chunks.iter().map(|c| c.1).sum();
+        let row = tx
             .query_one(
                 "INSERT INTO wasmpipe.jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -263,12 +290,77 @@ impl PgStore {
                     &job.origin,
                     &job.received_at,
                     &job.context,
-                    &(job.events as i64),
-                    &(job.chunks as i64),
+                    &(events as i64),
+                    &(job.chunks.len() as i64),
                 ],
             )
             .await?;
-        Ok(row.get(0))
+        let id: i64 = row.get(0);
+        insert_input(&tx, id, job.chunks).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A job's input, as the chunks it was published as, in order; `None`
+    /// if there is no such job. Fails with [`InputPurged`] when retention
+    /// deleted it.
+    pub async fn job_input(&self, job: i64) -> Result<Option<Chunks>> {
+        let c = self.client().await?;
+        let Some(head) = c
+            .query_opt("SELECT chunks FROM wasmpipe.jobs WHERE id = $1", &[&job])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let chunks: i64 = head.get(0);
+        let rows = c
+            .query(
+                "SELECT data, events FROM wasmpipe.inputs WHERE job = $1 ORDER BY seq",
+                &[&job],
+            )
+            .await?;
+        if rows.len() as i64 != chunks {
+            return Err(InputPurged { job }.into());
+        }
+        Ok(Some(
+            rows.iter()
+                .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1) as u64))
+                .collect(),
+        ))
+    }
+
+    /// Creates a pending `replay` job of `job`'s input, in one
+    /// transaction; returns its id and chunks to publish (`None`: no such
+    /// job). The caller publishes them, then accepts or abandons it.
+    pub async fn replay(&self, job: i64, now: i64) -> Result<Option<(i64, Chunks)>> {
+        let Some(chunks) = self.job_input(job).await? else {
+            return Ok(None);
+        };
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let head = tx
+            .query_one(
+                "SELECT pipeline, context, events_in FROM wasmpipe.jobs WHERE id = $1",
+                &[&job],
+            )
+            .await?;
+        let (pipeline, context, n): (String, String, i64) = (head.get(0), head.get(1), head.get(2));
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO wasmpipe.jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
+                 VALUES ($1, 'replay', $2, $3, $4, $5, $6) RETURNING id",
+                &[&pipeline, &job, &now, &context, &n, &(chunks.len() as i64)],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            "INSERT INTO wasmpipe.inputs (job, seq, first_index, events, data)
+             SELECT $2, seq, first_index, events, data FROM wasmpipe.inputs WHERE job = $1",
+            &[&job, &id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some((id, chunks)))
     }
 
     /// Marks a pending job accepted; `false` if it was abandoned meanwhile.
@@ -769,8 +861,8 @@ impl PgStore {
         &self,
         job: i64,
         now: i64,
-        chunk_size: usize,
-    ) -> Result<Option<(i64, Vec<Vec<u8>>)>> {
+        chunk: &(dyn Fn(Vec<Vec<u8>>) -> Chunks + Sync),
+    ) -> Result<Option<(i64, Chunks)>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let head = tx
@@ -793,11 +885,12 @@ impl PgStore {
             return Ok(None);
         }
         let n = events.len();
+        let chunks = chunk(events);
         let id: i64 = tx
             .query_one(
                 "INSERT INTO wasmpipe.jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
                  VALUES ($1, 'retry', $2, $3, $4, $5, $6) RETURNING id",
-                &[&pipeline, &job, &now, &context, &(n as i64), &(n.div_ceil(chunk_size) as i64)],
+                &[&pipeline, &job, &now, &context, &(n as i64), &(chunks.len() as i64)],
             )
             .await?
             .get(0);
@@ -806,8 +899,9 @@ impl PgStore {
             &[&job, &id],
         )
         .await?;
+        insert_input(&tx, id, &chunks).await?;
         tx.commit().await?;
-        Ok(Some((id, events)))
+        Ok(Some((id, chunks)))
     }
 
     /// Deletes stored events and dead letters received before `before`
@@ -824,6 +918,12 @@ impl PgStore {
             .await?;
         tx.execute(
             "DELETE FROM wasmpipe.dead_letters WHERE at < $1",
+            &[&before],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM wasmpipe.inputs i USING wasmpipe.jobs j
+             WHERE i.job = j.id AND j.received_at < $1",
             &[&before],
         )
         .await?;
@@ -911,10 +1011,8 @@ pub struct NewPgJob<'a> {
     pub received_at: i64,
     /// Request state (JSON).
     pub context: &'a str,
-    /// Events in it.
-    pub events: u64,
-    /// Chunks it was cut into.
-    pub chunks: u64,
+    /// Its events, cut into chunks: data and number of events.
+    pub chunks: &'a Chunks,
 }
 
 const JOB_COLUMNS: &str =
@@ -964,6 +1062,31 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Stores `chunks` as the input of `job`.
+async fn insert_input(
+    tx: &deadpool_postgres::Transaction<'_>,
+    job: i64,
+    chunks: &Chunks,
+) -> Result<()> {
+    let (mut seqs, mut firsts, mut counts, mut data) = (vec![], vec![], vec![], vec![]);
+    let mut first = 0i64;
+    for (seq, (bytes, events)) in chunks.iter().enumerate() {
+        seqs.push(seq as i64);
+        firsts.push(first);
+        counts.push(*events as i64);
+        data.push(bytes.as_slice());
+        first += *events as i64;
+    }
+    tx.execute(
+        "INSERT INTO wasmpipe.inputs (job, seq, first_index, events, data)
+         SELECT $1, * FROM unnest($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[])",
+        &[&job, &seqs, &firsts, &counts, &data],
+    )
+    .await
+    .with_context(|| format!("cannot store the input of job {job}"))?;
+    Ok(())
 }
 
 async fn insert_dead(

@@ -10,7 +10,9 @@
 //!   job's result; a crash before the commit leaves the chunk queued with
 //!   nothing stored, so it is simply processed again.
 
-use super::model::{Combine, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow};
+use super::model::{
+    Chunks, Combine, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
+};
 use crate::exec::window::{Changes, Clock, Closed, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
@@ -111,9 +113,6 @@ pub struct Store {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
 }
-
-/// A job's input cut into chunks: each chunk's events (NDJSON) and count.
-pub type Chunks = Vec<(Vec<u8>, u64)>;
 
 /// A batch to journal as a new job.
 pub struct NewJob<'a> {
@@ -619,6 +618,31 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(Some((id, keys, n)))
+    }
+
+    /// A job's input, as the chunks it was journaled as, in order; `None`
+    /// if there is no such job. Fails with [`super::InputPurged`] when
+    /// retention deleted it.
+    pub fn job_input(&self, job: i64) -> Result<Option<Chunks>> {
+        let r = self.reader();
+        let Some(chunks): Option<i64> = r
+            .query_row("SELECT chunks FROM jobs WHERE id = ?1", [job], |r| r.get(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut st = r.prepare("SELECT data, events FROM chunks WHERE job = ?1 ORDER BY seq")?;
+        let rows: Vec<(Option<Vec<u8>>, i64)> = st
+            .query_map([job], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if rows.len() as i64 != chunks || rows.iter().any(|r| r.0.is_none()) {
+            return Err(super::InputPurged { job }.into());
+        }
+        Ok(Some(
+            rows.into_iter()
+                .map(|(data, n)| (data.unwrap_or_default(), n as u64))
+                .collect(),
+        ))
     }
 
     /// Runs the stored input of `job` again as a new job (of kind `replay`).

@@ -1,0 +1,393 @@
+//! Running a stored job again: its dead letters through the current
+//! stages (retry), its whole input as a new job (replay), or its whole
+//! input through a candidate stage version, stored nowhere (diff). Every
+//! backend keeps each job's input (the SQLite journal; PostgreSQL's
+//! `inputs` table on an ingest node), so all three work on both.
+
+use super::api::{
+    ApiError, ApiResult, Svc, authorize, blocking, drain, enqueue, job_not_found, json_response,
+    load_job, read_body, unavailable,
+};
+use super::auth::Need;
+use super::{Backend, Service, backend};
+use crate::exec::chunk::Batcher;
+use crate::exec::{diff, stored};
+use crate::runtime::Stage;
+use crate::store::{Chunks, InputPurged, JobRow, now_ms};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The largest stage module a diff accepts (a JavaScript or Python
+/// component carries its interpreter: tens of megabytes).
+const MAX_MODULE: usize = 128 << 20;
+
+/// Changed events a diff lists by default, and at most.
+const DIFF_LIMIT: (usize, usize) = (100, 10_000);
+
+/// A job that a write-token holder may run again now: of this server's
+/// pipeline, with the server not shutting down.
+async fn rerunnable(
+    svc: &Arc<Service>,
+    headers: &HeaderMap,
+    id: &str,
+    doing: &str,
+) -> Result<JobRow, ApiError> {
+    authorize(svc, headers, Need::Write)?;
+    if svc.stopping.load(Relaxed) {
+        return Err(unavailable(svc, "the server is shutting down"));
+    }
+    own_job(svc, id, doing).await
+}
+
+/// A job of this server's pipeline, or why not.
+async fn own_job(svc: &Arc<Service>, id: &str, doing: &str) -> Result<JobRow, ApiError> {
+    let n = id.parse::<i64>().map_err(|_| job_not_found(id))?;
+    let Some(job) = load_job(svc, n).await? else {
+        return Err(job_not_found(id));
+    };
+    if job.pipeline != svc.pipeline {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "job {id} belongs to pipeline `{}`; this server runs `{}`: {doing} it on a server of its pipeline",
+                job.pipeline, svc.pipeline
+            ),
+        ));
+    }
+    Ok(job)
+}
+
+fn accepted(new: i64, origin: i64, events: u64) -> axum::response::Response {
+    json_response(
+        StatusCode::ACCEPTED,
+        json!({ "job": new, "origin": origin, "accepted": events, "url": format!("/v1/jobs/{new}") }),
+    )
+}
+
+/// An error reading a job's input: `410` when retention deleted it.
+fn input_error(e: anyhow::Error) -> ApiError {
+    match e.downcast::<InputPurged>() {
+        Ok(purged) => ApiError::new(StatusCode::GONE, purged.to_string()),
+        Err(e) => ApiError::internal(e),
+    }
+}
+
+/// Counts `n` events into the embedded backlog, or refuses (`429`/`503`).
+fn reserve(svc: &Service, n: u64) -> Result<(), ApiError> {
+    if svc.stopping.load(Relaxed) {
+        return Err(unavailable(svc, "the server is shutting down"));
+    }
+    if svc.backlog.fetch_add(n, Relaxed) + n > svc.settings.max_backlog && n > 0 {
+        svc.backlog.fetch_sub(n, Relaxed);
+        return Err(super::api::backlog_full(svc));
+    }
+    Ok(())
+}
+
+/// Events as NDJSON chunks of `chunk_size`.
+fn to_chunks(events: &[Vec<u8>], chunk_size: usize) -> Chunks {
+    let mut batch = Batcher::new(chunk_size);
+    for e in events {
+        batch.push(e);
+    }
+    batch.finish()
+}
+
+/// `POST /v1/jobs/{id}/dead-letters/retry`: the job's dead letters not yet
+/// retried run again, through the current stages, as a new job.
+pub(super) async fn retry_dead(
+    State(svc): Svc,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let job = rerunnable(&svc, &headers, &id, "retry").await?;
+    let nothing = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {id} has no dead letters left to retry"),
+        )
+    };
+    let chunk_size = svc.settings.chunk_size;
+    let cut = move |events: Vec<Vec<u8>>| to_chunks(&events, chunk_size);
+    if let Backend::Cluster { store, queue } = &svc.backend {
+        let Some((new, chunks)) = store
+            .retry_dead_letters(job.id, now_ms(), &cut)
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Err(nothing());
+        };
+        enqueue(&svc, store, queue, new, &chunks).await?;
+        let events = chunks.iter().map(|c| c.1).sum();
+        return Ok(accepted(new, job.id, events));
+    }
+    let s = svc.clone();
+    let retried = blocking(move || s.embedded().0.retry_dead_letters(job.id, now_ms(), &cut))
+        .await?
+        .ok_or_else(nothing)?;
+    let (new, keys, events) = retried;
+    svc.backlog.fetch_add(events, Relaxed);
+    svc.embedded().1.push(keys);
+    Ok(accepted(new, job.id, events))
+}
+
+/// `POST /v1/jobs/{id}/replay`: the job's stored input, again, as a new
+/// job, on the current stage versions. On an ingest node it goes through
+/// JetStream like an ingest.
+pub(super) async fn replay(
+    State(svc): Svc,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let job = rerunnable(&svc, &headers, &id, "replay").await?;
+    if let Backend::Cluster { store, queue } = &svc.backend {
+        let (new, chunks) = store
+            .replay(job.id, now_ms())
+            .await
+            .map_err(input_error)?
+            .ok_or_else(|| job_not_found(&id))?;
+        enqueue(&svc, store, queue, new, &chunks).await?;
+        return Ok(accepted(new, job.id, job.events_in));
+    }
+    reserve(&svc, job.events_in)?;
+    let s = svc.clone();
+    let replayed = tokio::task::spawn_blocking(move || s.embedded().0.replay(job.id, now_ms()))
+        .await
+        .map_err(|e| ApiError::internal(e.into()))
+        .and_then(|r| r.map_err(input_error))
+        .and_then(|r| r.ok_or_else(|| job_not_found(&id)));
+    match replayed {
+        Ok((new, keys, events)) => {
+            svc.embedded().1.push(keys);
+            Ok(accepted(new, job.id, events))
+        }
+        Err(e) => {
+            svc.backlog.fetch_sub(job.events_in, Relaxed);
+            Err(e)
+        }
+    }
+}
+
+/// `POST /v1/jobs/{id}/diff?stage=NAME[&version=V][&base=V][&limit=N]`:
+/// the job's input through the current stages and through the same with
+/// stage `NAME` replaced by the module in the body (`application/wasm`) or
+/// by version `V` if this process still has it; nothing is stored.
+/// `base` names the version to compare against instead of the current one.
+pub(super) async fn diff(
+    State(svc): Svc,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+    body: Body,
+) -> ApiResult {
+    let mut body = body;
+    let res = diff_job(svc, &id, &headers, q, &mut body).await;
+    if res.is_err() {
+        drain(&mut body, MAX_MODULE).await;
+    }
+    res
+}
+
+async fn diff_job(
+    svc: Arc<Service>,
+    id: &str,
+    headers: &HeaderMap,
+    q: Vec<(String, String)>,
+    body: &mut Body,
+) -> ApiResult {
+    authorize(&svc, headers, Need::Write)?;
+    let (mut stage, mut version, mut base, mut limit) = (None, None, None, DIFF_LIMIT.0);
+    for (k, v) in q {
+        match k.as_str() {
+            "stage" => stage = Some(v),
+            "version" => version = Some(v),
+            "base" => base = Some(v),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=DIFF_LIMIT.1).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad(format!(
+                            "`limit` must be a number from 1 to {}, not `{v}`",
+                            DIFF_LIMIT.1
+                        ))
+                    })?
+            }
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "unknown parameter `{k}`; use `stage`, `version`, `base`, `limit`"
+                )));
+            }
+        }
+    }
+    let current = svc.live.current();
+    let names: Vec<&str> = current.stages.iter().map(|s| s.name()).collect();
+    let Some(stage) = stage else {
+        return Err(ApiError::bad(format!(
+            "name the stage to compare with `?stage=`: one of {}",
+            names.join(", ")
+        )));
+    };
+    let Some(now) = current.stages.iter().find(|s| s.name() == stage).cloned() else {
+        return Err(ApiError::bad(format!(
+            "this pipeline has no stage `{stage}`; its stages are {}",
+            names.join(", ")
+        )));
+    };
+    let job = own_job(&svc, id, "diff").await?;
+    let module = read_body(&svc, body, MAX_MODULE, "128 MiB for a module").await?;
+    let named = |v: &str| {
+        svc.live.version(&stage, v).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "version `{v}` of stage `{stage}` is not loaded here; loadable: {}; or send the module itself as the body",
+                    svc.live.versions_of(&stage).join(", ")
+                ),
+            )
+        })
+    };
+    let candidate = match (&version, module.is_empty()) {
+        (Some(_), false) => {
+            return Err(ApiError::bad(
+                "send either a module as the body or `?version=`, not both",
+            ));
+        }
+        (Some(v), true) => named(v)?,
+        (None, true) => {
+            return Err(ApiError::bad(
+                "send the candidate module as the body (`Content-Type: application/wasm`), or name a loaded version with `?version=`",
+            ));
+        }
+        (None, false) => {
+            let (spec, rt) = (now.spec.clone(), svc.runtime.clone());
+            tokio::task::spawn_blocking(move || candidate(&rt, spec, &module))
+                .await
+                .map_err(|e| ApiError::internal(e.into()))??
+        }
+    };
+    let before = match &base {
+        Some(v) => svc.live.current_with(&named(v)?),
+        None => current.stages.clone(),
+    };
+    let after: Vec<Arc<Stage>> = before
+        .iter()
+        .map(|s| {
+            if s.name() == stage {
+                candidate.clone()
+            } else {
+                s.clone()
+            }
+        })
+        .collect();
+    let input = backend::job_input(&svc, job.id)
+        .await
+        .map_err(input_error)?
+        .ok_or_else(|| job_not_found(id))?;
+    let s = svc.clone();
+    let (old, new) = (
+        short(&before, &stage).to_string(),
+        candidate.short_version().to_string(),
+    );
+    let report = blocking(move || {
+        let mut chunks = Vec::with_capacity(input.len());
+        let mut first = 0;
+        for (seq, (data, events)) in input.into_iter().enumerate() {
+            let ctx =
+                stored::chunk_context(job.id, &s.host, &job.context, &job.pipeline, seq as u64)?;
+            chunks.push((stored::to_chunk(data, seq as u64, first), ctx));
+            first += events;
+        }
+        diff::diff(
+            &s.runtime,
+            s.policy,
+            &before,
+            &after,
+            &chunks,
+            s.windows.is_some(),
+            limit,
+        )
+    })
+    .await?;
+    let mut summary = format!(
+        "v{new} of `{stage}` changes {} of {} events",
+        thousands(report.changed),
+        thousands(report.events)
+    );
+    if report.new_dead_letters > 0 {
+        summary += &format!("; {} new dead letters", thousands(report.new_dead_letters));
+    }
+    if report.fixed_dead_letters > 0 {
+        summary += &format!("; {} fewer", thousands(report.fixed_dead_letters));
+    }
+    if report.result.as_ref().is_some_and(|r| r.changed) {
+        summary += "; the result changes";
+    }
+    let mut out = serde_json::to_value(&report).map_err(|e| ApiError::internal(e.into()))?;
+    out["job"] = job.id.into();
+    out["stage"] = stage.as_str().into();
+    out["before"] = json!({ &stage: old });
+    out["after"] = json!({ &stage: new });
+    out["summary"] = summary.into();
+    Ok(json_response(StatusCode::OK, out))
+}
+
+/// The version of stage `name` in `stages`.
+fn short<'a>(stages: &'a [Arc<Stage>], name: &str) -> &'a str {
+    stages
+        .iter()
+        .find(|s| s.name() == name)
+        .map_or("", |s| s.short_version())
+}
+
+/// Loads an uploaded module as a version of the stage `spec` describes
+/// (same params, limits and grants), and configures one instance, so a
+/// module that cannot serve is refused before any event runs.
+fn candidate(
+    rt: &Arc<crate::runtime::Runtime>,
+    mut spec: crate::runtime::StageSpec,
+    module: &[u8],
+) -> Result<Arc<Stage>, ApiError> {
+    spec.plugin = format!("the uploaded module for `{}`", spec.name).into();
+    let refused = |e: anyhow::Error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the module cannot serve as stage `{}`: {e:#}", spec.name),
+        )
+    };
+    let linker = crate::runtime::linker(rt).map_err(ApiError::internal)?;
+    // Checks the ABI and that the module is of the stage's kind.
+    let stage = Stage::from_bytes(rt, &linker, spec.clone(), module).map_err(refused)?;
+    stage.instantiate(rt).map_err(refused)?;
+    Ok(stage)
+}
+
+/// `12345678` as `12,345,678`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(super::thousands(10_000), "10,000");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+}
