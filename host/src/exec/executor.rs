@@ -148,6 +148,38 @@ impl Executor {
         self.run_on(set, chunk, ctx)
     }
 
+    /// A report of `chunk` that makes every event a dead letter of stage
+    /// `stage` saying `error`, running nothing: for a chunk that must not
+    /// run on any version but one this process no longer has.
+    pub fn refuse(&mut self, chunk: &Chunk, stage: usize, error: &str) -> ChunkReport {
+        self.switch_to(self.live.current());
+        let failures: Vec<Failure> = (0..chunk.len() as u32)
+            .map(|event| Failure {
+                event,
+                stage,
+                error: error.to_string(),
+                transient: false,
+            })
+            .collect();
+        let mut counts = vec![StageCounts::default(); self.set.stages.len()];
+        if let Some(c) = counts.get_mut(stage) {
+            c.events_in = chunk.len() as u64;
+            c.failed = chunk.len() as u64;
+        }
+        ChunkReport {
+            seq: chunk.seq,
+            output: Vec::new(),
+            origin: Vec::new(),
+            dead: self.dead_letters(chunk, &failures, &HashMap::new()),
+            partial: Vec::new(),
+            counts,
+            events_read: chunk.events_read(),
+            retries: 0,
+            set: self.set.clone(),
+            windows: None,
+        }
+    }
+
     /// Runs `chunk` on `set`, which `run` stamps on each chunk as it is
     /// read so that versions change in input order. An `Err` means the
     /// chunk could not be run at all (an instance cannot be created);

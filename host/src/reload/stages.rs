@@ -68,6 +68,9 @@ impl StageSet {
 /// [`LiveStages::publish`], and the versions it ran before.
 pub struct LiveStages {
     current: Mutex<Arc<StageSet>>,
+    /// Sets built for jobs pinned to named versions, by pin, numbered
+    /// down from `u64::MAX` so that no published set shares a number.
+    pinned: Mutex<std::collections::HashMap<String, Arc<StageSet>>>,
     /// Every stage version this process has run, newest last, at most
     /// [`KEPT_VERSIONS`] per stage: what a replay or a diff may name.
     history: Mutex<Vec<Arc<Stage>>>,
@@ -82,6 +85,7 @@ impl LiveStages {
     pub fn new(stages: Vec<Arc<Stage>>) -> LiveStages {
         LiveStages {
             history: Mutex::new(stages.clone()),
+            pinned: Mutex::default(),
             current: Mutex::new(StageSet::new(0, stages)),
         }
     }
@@ -98,6 +102,32 @@ impl LiveStages {
             .rev()
             .find(|s| s.name() == name && s.version.starts_with(version))
             .cloned()
+    }
+
+    /// The current stages with each stage named in `pin` (stage name to
+    /// whole version) at that version; `Err` names a stage whose version
+    /// this process no longer has.
+    pub fn pinned(&self, pin: &str) -> Result<Arc<StageSet>, String> {
+        let current = self.current();
+        // The unpinned stages are the current ones: a set per generation.
+        let key = format!("{}:{pin}", current.generation);
+        let mut sets = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = sets.get(&key) {
+            return Ok(set.clone());
+        }
+        let versions: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(pin).map_err(|e| format!("unreadable pin `{pin}`: {e}"))?;
+        let mut stages = current.stages.clone();
+        for (name, version) in &versions {
+            let stage = self.version(name, version).ok_or_else(|| name.clone())?;
+            match stages.iter_mut().find(|s| s.name() == name) {
+                Some(s) => *s = stage,
+                None => return Err(name.clone()),
+            }
+        }
+        let set = StageSet::new(u64::MAX - sets.len() as u64, stages);
+        sets.insert(key, set.clone());
+        Ok(set)
     }
 
     /// The short versions of stage `name` still loadable, newest first.

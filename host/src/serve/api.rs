@@ -748,6 +748,7 @@ fn job_json(svc: &Service, j: &JobRow) -> Value {
         "result": result,
         "keyed": svc.keyed,
         "stage_versions": versions,
+        "pinned": j.pinned.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
         "context": context,
         "timings": {
             "received_at": rfc3339(j.received_at),

@@ -136,30 +136,56 @@ pub(super) async fn retry_dead(
 }
 
 /// `POST /v1/jobs/{id}/replay`: the job's stored input, again, as a new
-/// job, on the current stage versions. On an ingest node it goes through
-/// JetStream like an ingest.
+/// job, on the current stage versions or, with a body
+/// `{"versions": {"stage": "<version>"}}`, on versions this process still
+/// has. On an ingest node it goes through JetStream like an ingest.
 pub(super) async fn replay(
     State(svc): Svc,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Body,
 ) -> ApiResult {
-    let job = rerunnable(&svc, &headers, &id, "replay").await?;
+    let mut body = body;
+    let res = replay_job(svc, &id, &headers, &mut body).await;
+    if res.is_err() {
+        drain(&mut body, 1 << 16).await;
+    }
+    res
+}
+
+async fn replay_job(
+    svc: Arc<Service>,
+    id: &str,
+    headers: &HeaderMap,
+    body: &mut Body,
+) -> ApiResult {
+    let job = rerunnable(&svc, headers, id, "replay").await?;
+    let body = read_body(&svc, body, 1 << 16, "64 KiB for a replay request").await?;
+    let pinned = pin(&svc, &body)?;
     if let Backend::Cluster { store, queue } = &svc.backend {
+        if pinned.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "an ingest node replays on the versions its workers run now; a named version can be replayed by a `wasmpipe serve` that has it loaded",
+            ));
+        }
         let (new, chunks) = store
             .replay(job.id, now_ms())
             .await
             .map_err(input_error)?
-            .ok_or_else(|| job_not_found(&id))?;
+            .ok_or_else(|| job_not_found(id))?;
         enqueue(&svc, store, queue, new, &chunks).await?;
         return Ok(accepted(new, job.id, job.events_in));
     }
     reserve(&svc, job.events_in)?;
     let s = svc.clone();
-    let replayed = tokio::task::spawn_blocking(move || s.embedded().0.replay(job.id, now_ms()))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))
-        .and_then(|r| r.map_err(input_error))
-        .and_then(|r| r.ok_or_else(|| job_not_found(&id)));
+    let replayed = tokio::task::spawn_blocking(move || {
+        s.embedded().0.replay(job.id, now_ms(), pinned.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.into()))
+    .and_then(|r| r.map_err(input_error))
+    .and_then(|r| r.ok_or_else(|| job_not_found(id)));
     match replayed {
         Ok((new, keys, events)) => {
             svc.embedded().1.push(keys);
@@ -170,6 +196,57 @@ pub(super) async fn replay(
             Err(e)
         }
     }
+}
+
+/// A replay request's `{"versions": {...}}` as the pin stored with the
+/// job (stage name to whole version, JSON); `None` for an empty body or
+/// no versions. Every version must be loaded now.
+fn pin(svc: &Service, body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        #[serde(default)]
+        versions: std::collections::BTreeMap<String, String>,
+    }
+    let req: Request = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(format!(
+            "the body must be empty or {{\"versions\": {{\"<stage>\": \"<version>\"}}}}: {e}"
+        ))
+    })?;
+    if req.versions.is_empty() {
+        return Ok(None);
+    }
+    let current = svc.live.current();
+    let mut whole = std::collections::BTreeMap::new();
+    for (stage, v) in &req.versions {
+        if !current.stages.iter().any(|s| s.name() == stage) {
+            return Err(ApiError::bad(format!(
+                "this pipeline has no stage `{stage}`"
+            )));
+        }
+        let found = svc
+            .live
+            .version(stage, v)
+            .ok_or_else(|| not_loaded(svc, stage, v))?;
+        whole.insert(stage.clone(), found.version.clone());
+    }
+    Ok(Some(
+        serde_json::to_string(&whole).expect("a map of strings serializes"),
+    ))
+}
+
+/// `404`: version `v` of `stage` is not loaded, and which are.
+fn not_loaded(svc: &Service, stage: &str, v: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "version `{v}` of stage `{stage}` is not loaded here; loadable: {}",
+            svc.live.versions_of(stage).join(", ")
+        ),
+    )
 }
 
 /// `POST /v1/jobs/{id}/diff?stage=NAME[&version=V][&base=V][&limit=N]`:
@@ -242,15 +319,9 @@ async fn diff_job(
     let job = own_job(&svc, id, "diff").await?;
     let module = read_body(&svc, body, MAX_MODULE, "128 MiB for a module").await?;
     let named = |v: &str| {
-        svc.live.version(&stage, v).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "version `{v}` of stage `{stage}` is not loaded here; loadable: {}; or send the module itself as the body",
-                    svc.live.versions_of(&stage).join(", ")
-                ),
-            )
-        })
+        svc.live
+            .version(&stage, v)
+            .ok_or_else(|| not_loaded(&svc, &stage, v))
     };
     let candidate = match (&version, module.is_empty()) {
         (Some(_), false) => {

@@ -52,7 +52,27 @@ fn run_chunk(svc: &Service, exec: &mut Executor, key: ChunkId) -> Result<()> {
     };
     let chunk = stored::to_chunk(input.data, key.seq, input.first_index);
     let ctx = stored::chunk_context(key.job, &svc.host, &input.context, &input.pipeline, key.seq)?;
-    let report = exec.run(&chunk, &ctx)?;
+    let report = match &input.pinned {
+        None => exec.run(&chunk, &ctx)?,
+        // A replay asked for named versions: those or none. After a
+        // restart they may be gone; then its events are dead letters
+        // saying so (a retry runs them on the current versions), rather
+        // than outputs of a version nobody asked for.
+        Some(pin) => match svc.live.pinned(pin) {
+            Ok(set) => exec.run_on(set, &chunk, &ctx)?,
+            Err(stage) => {
+                let at = exec
+                    .stages()
+                    .iter()
+                    .position(|s| s.name() == stage)
+                    .unwrap_or(0);
+                let why = format!(
+                    "the replay asked for stage `{stage}` at a version this server no longer has loaded ({pin}); retry the dead letters to run them on the current version"
+                );
+                exec.refuse(&chunk, at, &why)
+            }
+        },
+    };
     svc.metrics.record(&report);
     let committed = match &svc.windows {
         // A windowed reduce has no job result: its windows span jobs.

@@ -103,6 +103,9 @@ pub struct JobRow {
     /// Its client was answered with an error and its chunks are dropped
     /// (ingest nodes on NATS only).
     pub abandoned: bool,
+    /// The stage versions a replay was asked to run on (JSON: stage name
+    /// to whole version), if any.
+    pub pinned: Option<String>,
 }
 
 /// A stored event or dead letter, as listed.

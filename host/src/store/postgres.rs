@@ -1038,6 +1038,7 @@ fn job_row(r: &tokio_postgres::Row) -> JobRow {
         result: r.get(14),
         versions: Vec::new(),
         abandoned: r.get::<_, &str>(15) == "abandoned",
+        pinned: None,
     }
 }
 

@@ -20,8 +20,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-/// Bumped when the schema changes incompatibly.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the schema changes; `open` brings version 1 up (it adds
+/// `jobs.pinned`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     retries INTEGER NOT NULL DEFAULT 0,
     chunks INTEGER NOT NULL,
     chunks_done INTEGER NOT NULL DEFAULT 0,
-    result TEXT
+    result TEXT,
+    pinned TEXT                    -- a replay's named stage versions (JSON)
 );
 CREATE TABLE IF NOT EXISTS chunks (
     job INTEGER NOT NULL,
@@ -162,6 +164,8 @@ pub struct ChunkInput {
     pub received_at: i64,
     /// Pipeline name.
     pub pipeline: String,
+    /// The stage versions it must run on (see [`JobRow::pinned`]).
+    pub pinned: Option<String>,
 }
 
 impl Store {
@@ -183,7 +187,11 @@ impl Store {
         };
         let writer = open()?;
         let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version != 0 && version != SCHEMA_VERSION {
+        if version == 1 {
+            writer
+                .execute_batch("ALTER TABLE jobs ADD COLUMN pinned TEXT")
+                .with_context(|| format!("cannot upgrade the tables in {path:?}"))?;
+        } else if version != 0 && version != SCHEMA_VERSION {
             bail!(
                 "the database {path:?} has schema version {version}, this wasmpipe uses {SCHEMA_VERSION}"
             );
@@ -277,7 +285,7 @@ impl Store {
         let input = {
             let r = self.reader();
             r.query_row(
-                "SELECT c.data, c.first_index, j.context, j.received_at, j.pipeline
+                "SELECT c.data, c.first_index, j.context, j.received_at, j.pipeline, j.pinned
                  FROM chunks c JOIN jobs j ON j.id = c.job
                  WHERE c.job = ?1 AND c.seq = ?2 AND c.done = 0",
                 params![key.job, key.seq as i64],
@@ -288,6 +296,7 @@ impl Store {
                         context: r.get(2)?,
                         received_at: r.get(3)?,
                         pipeline: r.get(4)?,
+                        pinned: r.get(5)?,
                     })
                 },
             )
@@ -647,7 +656,14 @@ impl Store {
 
     /// Runs the stored input of `job` again as a new job (of kind `replay`).
     /// `None` if the job does not exist; an error if its input was purged.
-    pub fn replay(&self, job: i64, now: i64) -> Result<Option<(i64, Vec<ChunkId>, u64)>> {
+    /// `pinned` (stage name to whole version, JSON) makes it run on those
+    /// versions.
+    pub fn replay(
+        &self,
+        job: i64,
+        now: i64,
+        pinned: Option<&str>,
+    ) -> Result<Option<(i64, Vec<ChunkId>, u64)>> {
         let mut w = self.writer(true)?;
         let tx = w.transaction()?;
         let Some((pipeline, context, n, chunks)): Option<(String, String, i64, i64)> = tx
@@ -673,9 +689,9 @@ impl Store {
             return Err(super::InputPurged { job }.into());
         }
         tx.execute(
-            "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
-             VALUES (?1, 'replay', ?2, ?3, ?4, ?5, ?6)",
-            params![pipeline, job, now, context, n, chunks],
+            "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks, pinned)
+             VALUES (?1, 'replay', ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![pipeline, job, now, context, n, chunks, pinned],
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
@@ -720,7 +736,7 @@ impl Store {
 
 const JOB_COLUMNS: &str =
     "SELECT id, pipeline, kind, origin, received_at, started_at, finished_at, context,
-    events_in, events_out, dead_letters, retries, chunks, chunks_done, result FROM jobs";
+    events_in, events_out, dead_letters, retries, chunks, chunks_done, result, pinned FROM jobs";
 
 /// Runs the window book in transaction `tx`: loads the clock and the open
 /// windows the commit (or, with no chunk, the tick) can touch, runs the
@@ -849,5 +865,6 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         result: r.get(14)?,
         versions: Vec::new(),
         abandoned: false,
+        pinned: r.get(15)?,
     })
 }
