@@ -14,6 +14,7 @@
 //!   replay, metrics, health.
 //! - [`workers`]: the embedded backend's worker threads.
 //! - [`auth`]: bearer tokens with read and write permissions.
+//! - [`console`]: the web console's page, script and style sheet (`GET /`).
 //!
 //! The stores are in [`crate::store`], the queues in [`crate::queue`], the
 //! cluster's worker process in [`crate::worker`].
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod console;
 pub mod stream;
 pub mod workers;
 
