@@ -6,8 +6,10 @@ mod util;
 
 mod abi;
 mod author;
+mod browser;
 mod cli;
 mod cluster;
+mod console;
 mod diff;
 mod encoding;
 mod examples;

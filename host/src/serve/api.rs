@@ -46,6 +46,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(super::console::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

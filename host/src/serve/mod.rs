@@ -11,9 +11,13 @@
 //! # Layout
 //!
 //! - [`api`]: the HTTP routes (axum): ingest, jobs, events, dead letters,
-//!   replay, metrics, health.
+//!   windows, metrics, health.
+//! - [`rerun`]: running a stored job again: retry, replay, diff.
+//! - [`stream`]: the live stream of new events and dead letters.
+//! - [`backend`]: the reads every route makes of either backend.
 //! - [`workers`]: the embedded backend's worker threads.
 //! - [`auth`]: bearer tokens with read and write permissions.
+//! - [`console`]: the web console's page, script and style sheet (`GET /`).
 //!
 //! The stores are in [`crate::store`], the queues in [`crate::queue`], the
 //! cluster's worker process in [`crate::worker`].
@@ -26,6 +30,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod console;
 pub mod rerun;
 pub mod stream;
 pub mod workers;

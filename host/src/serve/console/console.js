@@ -1,0 +1,1402 @@
+// The wasmpipe console: a single page over the JSON API of `wasmpipe serve`.
+//
+// Plain browser JavaScript, no framework and no build step: the server embeds
+// this file as it is. Every piece of server data is put into the page with
+// textContent (never innerHTML), because events are user data. Every request
+// carries the token from session storage as `Authorization: Bearer`, since the
+// page itself is served without one.
+'use strict';
+
+// ---------------------------------------------------------------------------
+// DOM helpers
+
+/** Builds an element: `h('a', {href: '#/', class: 'x'}, 'text', child)`. */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k in el && typeof v !== 'string') el[k] = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+/** Appends strings (as text) and nodes, skipping null and flattening arrays. */
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** An SVG element (charts). */
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  return append(el, children);
+}
+
+function $(sel, root = document) {
+  return root.querySelector(sel);
+}
+
+function clear(el) {
+  el.replaceChildren();
+  return el;
+}
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+const pad = (n, w = 2) => String(n).padStart(w, '0');
+
+/** An API time (RFC 3339, UTC) in local time, to the millisecond. */
+function fmtTime(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+/**
+ * A time element showing local time (only the time of day with `short`),
+ * with the API's own text as its title.
+ */
+function timeNode(iso, short = false) {
+  const text = fmtTime(iso);
+  return h('time', {datetime: iso || '', title: iso || ''}, short && iso ? text.slice(11, 19) : text);
+}
+
+function fmtNum(n) {
+  return n === null || n === undefined ? '—' : Number(n).toLocaleString('en-US');
+}
+
+function fmtMs(ms) {
+  if (ms === null || ms === undefined) return '—';
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+}
+
+/** A rate per second, with as many decimals as a small rate needs. */
+function fmtRate(r) {
+  if (r === null || r === undefined || Number.isNaN(r)) return '—';
+  if (r >= 100) return fmtNum(Math.round(r));
+  if (r >= 10) return r.toFixed(1);
+  return r.toFixed(r === 0 ? 0 : 2);
+}
+
+/**
+ * A JSON value as coloured text, built from spans (so that no part of it is
+ * ever parsed as HTML). `indent` > 0 pretty-prints.
+ */
+function jsonNode(value, indent = 0) {
+  const out = h('code', {class: 'json'});
+  const put = (cls, text) => out.append(cls ? h('span', {class: cls}, text) : text);
+  const walk = (v, depth) => {
+    const nl = indent ? '\n' + ' '.repeat(indent * (depth + 1)) : '';
+    const end = indent ? '\n' + ' '.repeat(indent * depth) : '';
+    if (v === null) put('j-null', 'null');
+    else if (typeof v === 'string') put('j-str', JSON.stringify(v));
+    else if (typeof v === 'number') put('j-num', String(v));
+    else if (typeof v === 'boolean') put('j-bool', String(v));
+    else if (Array.isArray(v)) {
+      if (v.length === 0) return put(null, '[]');
+      put(null, '[');
+      v.forEach((x, i) => {
+        put(null, (i ? ',' : '') + (nl || ''));
+        walk(x, depth + 1);
+      });
+      put(null, end + ']');
+    } else {
+      const keys = Object.keys(v);
+      if (keys.length === 0) return put(null, '{}');
+      put(null, '{');
+      keys.forEach((k, i) => {
+        put(null, (i ? ',' : '') + (nl || (i ? ' ' : '')));
+        put('j-key', JSON.stringify(k));
+        put(null, indent ? ': ' : ':');
+        walk(v[k], depth + 1);
+      });
+      put(null, end + '}');
+    }
+  };
+  walk(value, 0);
+  return out;
+}
+
+function badge(text, kind) {
+  return h('span', {class: `badge badge-${kind || text}`}, text);
+}
+
+function jobLink(id) {
+  return h('a', {href: `#/jobs/${id}`, class: 'job-link'}, `job ${id}`);
+}
+
+/** Version chips: `{"enrich": "1a2b…"}` → `enrich 1a2b…` each. */
+function versionChips(versions) {
+  return Object.entries(versions || {}).map(([stage, v]) =>
+    h('span', {class: 'chip', title: `stage ${stage}, version ${v}`}, h('b', {}, stage), ' ', v));
+}
+
+// ---------------------------------------------------------------------------
+// The API
+
+const TOKEN_KEY = 'wasmpipe.token';
+
+function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || '';
+}
+
+/** A refusal of the API (or no answer at all: status 0). */
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** The `{"error": ...}` of a refusal, with the log id of an internal error. */
+async function errorMessage(res) {
+  const text = await res.text();
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body.error === 'string') {
+      return body.id ? `${body.error} (logged on the server as ${body.id})` : body.error;
+    }
+  } catch {
+    // Not JSON: a proxy in between, say. Fall through to the status.
+  }
+  return `the server answered ${res.status} ${res.statusText}`.trim();
+}
+
+/**
+ * Calls the API. Resolves to the parsed JSON (or text, or the raw Response
+ * with `raw`); rejects with an ApiError. A 401 also brings up the login form,
+ * since the token is missing or wrong whatever the view was doing.
+ */
+async function api(path, {method = 'GET', body, headers = {}, raw = false, signal} = {}) {
+  const hdrs = {...headers};
+  const token = getToken();
+  if (token) hdrs.Authorization = `Bearer ${token}`;
+  let res;
+  try {
+    res = await fetch(path, {method, headers: hdrs, body, signal, cache: 'no-store'});
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'cannot reach the server; check that `wasmpipe serve` is running, then try again');
+  }
+  if (!res.ok) {
+    const message = await errorMessage(res);
+    if (res.status === 401) requireLogin(message);
+    throw new ApiError(res.status, message);
+  }
+  if (raw) return res;
+  const type = res.headers.get('content-type') || '';
+  return type.includes('json') ? res.json() : res.text();
+}
+
+/** What a failed call means to the person looking, and what to do next. */
+function describeError(e, doing) {
+  if (e.status === 403) {
+    // The server names the permission the token lacks.
+    const perm = /lacks the `read`/.test(e.message) ? 'read' : 'write';
+    return `This token cannot ${perm}: ${e.message}. Sign in with a token that has the \`${perm}\` permission to ${doing}.`;
+  }
+  if (e.status === 0) return e.message;
+  return `Cannot ${doing}: ${e.message} (HTTP ${e.status}).`;
+}
+
+/** An error box; a 401 shows none, because the login form says it. */
+function errorBox(e, doing, id) {
+  if (e.status === 401) return null;
+  const box = h('div', {class: 'error-box', role: 'alert', id, 'data-status': e.status},
+    describeError(e, doing));
+  if (e.status === 403) {
+    box.append(' ', h('button', {type: 'button', class: 'link', onclick: () => signOut()}, 'Use another token'));
+  }
+  return box;
+}
+
+// ---------------------------------------------------------------------------
+// Signing in
+
+const session = {
+  signedIn: false,
+  windows: false, // whether GET /v1/windows answers 200
+};
+
+/** Shows the login form with the server's reason, and stops what runs. */
+function requireLogin(message) {
+  session.signedIn = false;
+  stopView();
+  metrics.stop();
+  // What the last token could see goes, not just out of sight.
+  clear($('#view')).hidden = true;
+  $('#login').hidden = false;
+  $('#nav').classList.add('disabled');
+  const err = $('#login-error');
+  // A first visit without a token is expected, not an error: say it calmly.
+  err.classList.toggle('hint', !getToken());
+  err.textContent = getToken()
+    ? `The server refused this token: ${message}. Check it against the manifest's [[serve.token]] entries.`
+    : `This server needs a token (it answered: ${message}).`;
+  err.hidden = false;
+  updateTokenState();
+  $('#login-token').focus();
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  session.signedIn = false;
+  stopView();
+  metrics.stop();
+  // What the last token could see goes, not just out of sight.
+  clear($('#view')).hidden = true;
+  $('#login').hidden = false;
+  $('#login-error').hidden = true;
+  $('#login-token').value = '';
+  updateTokenState();
+  $('#login-token').focus();
+}
+
+function updateTokenState() {
+  const token = getToken();
+  $('#logout').hidden = !token;
+  $('#token-state').textContent = !session.signedIn ? '' : token ? 'signed in with a token' : 'open server (no tokens configured)';
+}
+
+/**
+ * Checks that the API answers with the current token (or without one), then
+ * shows the view the URL names. A 401 here brings up the login form.
+ */
+async function signIn() {
+  try {
+    await api('/v1/jobs?limit=1');
+  } catch (e) {
+    if (e.status !== 401) showFatal(e);
+    return;
+  }
+  session.signedIn = true;
+  $('#login').hidden = true;
+  $('#view').hidden = false;
+  $('#nav').classList.remove('disabled');
+  updateTokenState();
+  await probeWindows();
+  metrics.start();
+  route();
+}
+
+/** The server cannot be reached at all: say so, and offer to try again. */
+function showFatal(e) {
+  $('#login').hidden = true;
+  const view = clear($('#view'));
+  view.hidden = false;
+  if (e.status === 403) {
+    view.append(errorBox(e, 'use the console', 'fatal-error'));
+    return;
+  }
+  view.append(h('div', {class: 'error-box', role: 'alert', id: 'fatal-error'}, describeError(e, 'load the console'), ' ',
+    h('button', {type: 'button', class: 'link', onclick: () => signIn()}, 'Try again')));
+}
+
+/** Shows the Windows view only when the pipeline has windows (200, not 404). */
+async function probeWindows() {
+  try {
+    await api('/v1/windows?limit=1');
+    session.windows = true;
+  } catch (e) {
+    session.windows = false;
+    if (e.status !== 404 && e.status !== 401) console.warn('GET /v1/windows:', e.message);
+  }
+  $('#nav-windows').hidden = !session.windows;
+}
+
+function setupLogin() {
+  $('#login-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const token = $('#login-token').value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $('#login-error').hidden = true;
+    signIn();
+  });
+  $('#logout').addEventListener('click', () => signOut());
+}
+
+// ---------------------------------------------------------------------------
+// The header: pipeline name and readiness (GET /readyz needs no token)
+
+const ready = {stages: [], pipeline: ''};
+
+async function loadReady() {
+  const status = $('#ready-status');
+  try {
+    const res = await fetch('/readyz', {cache: 'no-store'});
+    const body = await res.json();
+    if (res.ok) {
+      ready.pipeline = body.pipeline;
+      ready.stages = body.stages || [];
+      $('#pipeline-name').textContent = body.pipeline;
+      status.replaceChildren(badge('ready', 'done'));
+      status.title = 'GET /readyz answers 200: batches are accepted';
+    } else {
+      status.replaceChildren(badge('not ready', 'abandoned'));
+      status.title = body.error || `GET /readyz answered ${res.status}`;
+    }
+  } catch {
+    status.replaceChildren(badge('unreachable', 'abandoned'));
+    status.title = 'the server does not answer GET /readyz';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Metrics: GET /metrics every 2 s, kept for 10 minutes, rates computed here
+
+const METRIC_POLL_MS = 2000;
+const METRIC_KEEP_MS = 10 * 60 * 1000;
+const CHART_SPAN_MS = 5 * 60 * 1000;
+
+/** Prometheus text → [{name, labels, value}]. Only what the server writes. */
+function parsePrometheus(text) {
+  const out = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels = {};
+    for (const l of (m[2] || '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    out.push({name: m[1], labels, value: Number(m[3])});
+  }
+  return out;
+}
+
+/** The sum of a metric over its label sets (one per pipeline here). */
+function metricSum(samples, name, filter = () => true) {
+  return samples.filter((s) => s.name === name && filter(s.labels)).reduce((a, s) => a + s.value, 0);
+}
+
+const metrics = {
+  history: [], // {t, received, stored, dead, backlog, chunks, stages: {name: {in, out, failed}}}
+  timer: null,
+  // Bumped by stop(): a poll still in flight then schedules no next one, so
+  // that a stop and a start never leave two loops running.
+  generation: 0,
+  error: null,
+  listener: null, // the overview's re-render, while it is shown
+
+  start() {
+    if (this.timer) return;
+    const generation = this.generation;
+    const tick = async () => {
+      await this.poll();
+      if (this.generation === generation) this.timer = setTimeout(tick, METRIC_POLL_MS);
+    };
+    this.timer = setTimeout(tick, 0);
+  },
+
+  stop() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.generation++;
+  },
+
+  async poll() {
+    try {
+      const all = parsePrometheus(await api('/metrics'));
+      const stages = {};
+      for (const s of all) {
+        const stage = s.labels.stage;
+        if (!stage || !s.name.startsWith('wasmpipe_stage_') || !s.name.endsWith('_total')) continue;
+        const key = {wasmpipe_stage_events_in_total: 'in', wasmpipe_stage_events_out_total: 'out',
+          wasmpipe_stage_failures_total: 'failed'}[s.name];
+        if (key) (stages[stage] ||= {})[key] = s.value;
+      }
+      const t = Date.now();
+      this.history.push({
+        t,
+        received: metricSum(all, 'wasmpipe_events_received_total'),
+        stored: metricSum(all, 'wasmpipe_events_stored_total'),
+        dead: metricSum(all, 'wasmpipe_dead_letters_total'),
+        backlog: metricSum(all, 'wasmpipe_queue_events'),
+        chunks: metricSum(all, 'wasmpipe_queue_chunks'),
+        jobsDone: metricSum(all, 'wasmpipe_jobs_done_total'),
+        refused: metricSum(all, 'wasmpipe_batches_refused_total'),
+        stages,
+      });
+      while (this.history.length && this.history[0].t < t - METRIC_KEEP_MS) this.history.shift();
+      this.error = null;
+    } catch (e) {
+      if (e.status === 401) return;
+      this.error = e;
+    }
+    if (this.listener) this.listener();
+  },
+
+  /**
+   * Per-second rates of a counter between consecutive samples, as [t, rate]
+   * points. A counter that went down (the server restarted) leaves a gap.
+   */
+  rates(key) {
+    const pts = [];
+    for (let i = 1; i < this.history.length; i++) {
+      const a = this.history[i - 1];
+      const b = this.history[i];
+      const dv = b[key] - a[key];
+      pts.push([b.t, dv < 0 ? null : dv / ((b.t - a.t) / 1000)]);
+    }
+    return pts;
+  },
+
+  gauge(key) {
+    return this.history.map((s) => [s.t, s[key]]);
+  },
+
+  latest() {
+    return this.history[this.history.length - 1];
+  },
+};
+
+/** 1, 2 or 5 times a power of ten, at least `v`: a readable axis maximum. */
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+/**
+ * A line chart of [t, value] points over the last CHART_SPAN_MS, drawn as
+ * SVG at the width its container has now (it is redrawn at every sample).
+ */
+function drawChart(container, points, {color = 'var(--accent)'} = {}) {
+  const width = Math.max(container.clientWidth, 200);
+  const height = 120;
+  const top = 14;
+  const bottom = height - 18;
+  const now = Date.now();
+  const x0 = now - CHART_SPAN_MS;
+  const shown = points.filter(([t]) => t >= x0);
+  const max = niceMax(Math.max(0, ...shown.map(([, v]) => v ?? 0)));
+  const x = (t) => ((t - x0) / CHART_SPAN_MS) * width;
+  const y = (v) => bottom - (v / max) * (bottom - top);
+  const chart = svg('svg', {width, height, viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img'});
+  // Grid: the maximum, half of it, and zero.
+  for (const v of [max, max / 2, 0]) {
+    chart.append(svg('line', {x1: 0, x2: width, y1: y(v), y2: y(v), class: 'grid'}));
+    chart.append(svg('text', {x: 4, y: y(v) - 3, class: 'axis'}, fmtRate(v)));
+  }
+  chart.append(svg('text', {x: 4, y: height - 3, class: 'axis'}, '5 min ago'));
+  chart.append(svg('text', {x: width - 4, y: height - 3, class: 'axis', 'text-anchor': 'end'}, 'now'));
+  // One path per run of known values, so that a gap stays a gap.
+  let run = [];
+  const flush = () => {
+    if (run.length > 1) {
+      const line = run.map(([t, v], i) => `${i ? 'L' : 'M'}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join('');
+      const area = `${line}L${x(run[run.length - 1][0]).toFixed(1)},${bottom}L${x(run[0][0]).toFixed(1)},${bottom}Z`;
+      chart.append(svg('path', {d: area, class: 'area', fill: color}));
+      chart.append(svg('path', {d: line, class: 'line', stroke: color}));
+    }
+    run = [];
+  };
+  for (const p of shown) {
+    if (p[1] === null) flush();
+    else run.push(p);
+  }
+  flush();
+  if (shown.length < 2) {
+    chart.append(svg('text', {x: width / 2, y: height / 2, class: 'axis', 'text-anchor': 'middle'}, 'collecting samples…'));
+  }
+  container.replaceChildren(chart);
+}
+
+// ---------------------------------------------------------------------------
+// The router: #/..., each view renders into #view and returns its cleanup
+
+let stopCurrent = null;
+
+function stopView() {
+  if (stopCurrent) stopCurrent();
+  stopCurrent = null;
+  metrics.listener = null;
+}
+
+/** `#/events?job=3` → {path: ['events'], query: URLSearchParams}. */
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, '');
+  const [path, q] = raw.split('?');
+  return {path: path.split('/').filter(Boolean), query: new URLSearchParams(q || '')};
+}
+
+const notice = {forHash: null};
+
+/** A message above the view that stays while the URL is `forHash`. */
+function showNotice(children, forHash) {
+  const el = $('#notice');
+  append(clear(el), children);
+  el.hidden = false;
+  notice.forHash = forHash;
+}
+
+function route() {
+  if (!session.signedIn) return;
+  stopView();
+  if (location.hash !== notice.forHash) $('#notice').hidden = true;
+  const {path, query} = parseHash();
+  const view = clear($('#view'));
+  let name = path[0] || 'overview';
+  let cleanup;
+  if (name === 'jobs' && path[1]) {
+    cleanup = jobView(view, path[1]);
+  } else if (name === 'jobs') {
+    cleanup = jobsView(view);
+  } else if (name === 'events') {
+    cleanup = eventsView(view, query);
+  } else if (name === 'tail') {
+    cleanup = tailView(view, query);
+  } else if (name === 'windows') {
+    cleanup = windowsView(view, query);
+  } else if (name === 'overview') {
+    cleanup = overviewView(view);
+  } else {
+    name = '';
+    view.append(h('div', {class: 'error-box'}, `No view \`${path.join('/')}\`. `,
+      h('a', {href: '#/'}, 'Go to the overview'), '.'));
+  }
+  stopCurrent = cleanup || null;
+  for (const a of document.querySelectorAll('#nav a')) {
+    a.classList.toggle('active', a.dataset.route === name);
+  }
+}
+
+/** Repeats `fn` every `ms` while the view lives; returns the stop function. */
+function every(ms, fn) {
+  const id = setInterval(fn, ms);
+  return () => clearInterval(id);
+}
+
+function pageHeader(title, ...extra) {
+  return h('div', {class: 'page-header'}, h('h1', {}, title), h('div', {class: 'page-actions'}, extra));
+}
+
+// ---------------------------------------------------------------------------
+// Overview
+
+function overviewView(view) {
+  const tiles = h('div', {class: 'tiles'});
+  const charts = h('div', {class: 'charts'});
+  const chartBoxes = {};
+  const specs = [
+    ['received', 'Events in', 'events/s accepted', 'var(--accent)'],
+    ['stored', 'Events out', 'events/s stored', 'var(--ok)'],
+    ['dead', 'Dead letters', 'dead letters/s', 'var(--bad)'],
+    ['backlog', 'Backlog', 'events waiting', 'var(--warn)'],
+  ];
+  for (const [key, title, unit, color] of specs) {
+    const box = h('div', {class: 'chart-box', id: `chart-${key}`});
+    chartBoxes[key] = {box, color};
+    charts.append(h('div', {class: 'card'}, h('div', {class: 'card-title'}, title, h('span', {class: 'muted'}, ` · ${unit}`)), box));
+  }
+  const stages = h('div', {class: 'card'});
+  const recent = h('div', {class: 'card'});
+  const status = h('p', {class: 'muted small', id: 'metrics-status'});
+  const title = pageHeader('Pipeline');
+  view.append(
+    title,
+    tiles, charts, status,
+    h('div', {class: 'two-col'}, stages, recent));
+
+  const render = () => {
+    $('h1', title).textContent = ready.pipeline ? `Pipeline ${ready.pipeline}` : 'Pipeline';
+    const last = metrics.latest();
+    const rate = (key) => {
+      const r = metrics.rates(key).filter(([, v]) => v !== null);
+      return r.length ? r[r.length - 1][1] : null;
+    };
+    const inRate = rate('received');
+    const deadRate = rate('dead');
+    const share = inRate > 0 && deadRate !== null ? ` · ${((deadRate / inRate) * 100).toFixed(1)}% of input` : '';
+    clear(tiles).append(
+      tile('Events in', `${fmtRate(inRate)}/s`, `${fmtNum(last?.received)} accepted in all`, 'tile-in'),
+      tile('Events out', `${fmtRate(rate('stored'))}/s`, `${fmtNum(last?.stored)} stored in all`, 'tile-out'),
+      tile('Dead letters', `${fmtRate(deadRate)}/s`, `${fmtNum(last?.dead)} in all${share}`, 'tile-dead'),
+      tile('Backlog', fmtNum(last?.backlog), `events waiting, ${fmtNum(last?.chunks)} chunks`, 'tile-backlog'));
+    for (const [key, {box, color}] of Object.entries(chartBoxes)) {
+      drawChart(box, key === 'backlog' ? metrics.gauge(key) : metrics.rates(key), {color});
+    }
+    status.textContent = metrics.error
+      ? `GET /metrics failed: ${metrics.error.message}; the charts resume when it answers again.`
+      : `GET /metrics every ${METRIC_POLL_MS / 1000} s; rates are computed in this page from the counters.`;
+    renderStages(stages, last);
+  };
+  metrics.listener = render;
+  render();
+  loadReady().then(render);
+  const loadRecent = () => renderRecentJobs(recent);
+  loadRecent();
+  const stop = every(5000, loadRecent);
+  return () => {
+    stop();
+    metrics.listener = null;
+  };
+}
+
+function tile(label, value, sub, id) {
+  return h('div', {class: 'tile', id},
+    h('div', {class: 'tile-label'}, label),
+    h('div', {class: 'tile-value'}, value),
+    h('div', {class: 'tile-sub'}, sub));
+}
+
+function renderStages(card, last) {
+  const rows = ready.stages.map((s) => {
+    const m = last?.stages?.[s.name] || {};
+    return h('tr', {'data-test': 'stage-row'},
+      h('td', {}, h('b', {}, s.name)), h('td', {}, h('code', {}, s.version)),
+      h('td', {class: 'num'}, fmtNum(m.in)), h('td', {class: 'num'}, fmtNum(m.out)),
+      h('td', {class: 'num'}, fmtNum(m.failed)));
+  });
+  clear(card).append(
+    h('div', {class: 'card-title'}, 'Stages', h('span', {class: 'muted'}, ' · current versions (GET /readyz)')),
+    h('table', {class: 'table', id: 'stages-table'},
+      h('thead', {}, h('tr', {}, h('th', {}, 'Stage'), h('th', {}, 'Version'),
+        h('th', {class: 'num'}, 'In'), h('th', {class: 'num'}, 'Out'), h('th', {class: 'num'}, 'Failed'))),
+      h('tbody', {}, rows)));
+}
+
+async function renderRecentJobs(card) {
+  try {
+    const page = await api('/v1/jobs?limit=8');
+    clear(card).append(
+      h('div', {class: 'card-title'}, 'Recent jobs', h('a', {href: '#/jobs', class: 'card-link'}, 'All jobs →')),
+      jobsTable(page.jobs, 'recent-jobs', true));
+  } catch (e) {
+    clear(card).append(errorBox(e, 'list the jobs'));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Jobs
+
+function statusBadge(status) {
+  return badge(status, status);
+}
+
+/**
+ * A table of jobs, each row linking to its page. `compact` (the overview's)
+ * leaves out chunks and timings.
+ */
+function jobsTable(jobs, id, compact = false) {
+  const columns = [
+    ['Job', '', (j) => h('a', {href: `#/jobs/${j.id}`}, `#${j.id}`)],
+    ['Kind', 'nowrap', (j) => [j.kind, j.origin ? h('span', {class: 'muted'}, ' of ', h('a', {href: `#/jobs/${j.origin}`}, `#${j.origin}`)) : null]],
+    ['Status', '', (j) => statusBadge(j.status)],
+    ['In', 'num', (j) => fmtNum(j.events_in)],
+    ['Out', 'num', (j) => fmtNum(j.events_out)],
+    ['Dead', 'num', (j) => fmtNum(j.dead_letters)],
+    ['Chunks', 'num', (j) => `${fmtNum(j.chunks_done)}/${fmtNum(j.chunks)}`, true],
+    ['Received', '', (j) => compact ? timeNode(j.timings.received_at, true) : timeNode(j.timings.received_at)],
+    ['Queued', 'num', (j) => fmtMs(j.timings.queued_ms), true],
+    ['Processing', 'num', (j) => fmtMs(j.timings.processing_ms), true],
+  ].filter((c) => !(compact && c[3]));
+  const rows = jobs.map((j) => h('tr', {'data-test': 'job-row', 'data-job': j.id, class: 'clickable',
+    onclick: (ev) => {
+      if (!ev.target.closest('a')) location.hash = `#/jobs/${j.id}`;
+    }},
+  columns.map(([title, cls, cell]) =>
+    h('td', {class: title === 'Dead' && j.dead_letters ? `${cls} bad` : cls}, cell(j)))));
+  const empty = jobs.length ? null : h('tr', {}, h('td', {colspan: columns.length, class: 'empty'},
+    'No jobs yet: post a batch to /v1/pipelines/{name}/jobs (docs/api.md).'));
+  return h('table', {class: 'table', id},
+    h('thead', {}, h('tr', {}, columns.map(([title, cls]) => h('th', {class: cls}, title)))),
+    h('tbody', {}, rows, empty));
+}
+
+function jobsView(view) {
+  const body = h('div', {class: 'card flush'});
+  const more = h('button', {type: 'button', id: 'jobs-more', hidden: true}, 'Load more');
+  const refresh = h('button', {type: 'button', id: 'jobs-refresh'}, 'Refresh');
+  view.append(pageHeader('Jobs', refresh), body, h('div', {class: 'pager'}, more));
+  let jobs = [];
+  let cursor = null;
+
+  const load = async (append) => {
+    try {
+      const q = append && cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+      const page = await api(`/v1/jobs?limit=50${q}`);
+      jobs = append ? jobs.concat(page.jobs) : page.jobs;
+      cursor = page.next_cursor;
+      clear(body).append(jobsTable(jobs, 'jobs-table'));
+      more.hidden = !cursor;
+    } catch (e) {
+      clear(body).append(errorBox(e, 'list the jobs'));
+    }
+  };
+  more.addEventListener('click', () => load(true));
+  refresh.addEventListener('click', () => load(false));
+  load(false);
+  // Keep the first page fresh while nobody has paged further down.
+  return every(5000, () => {
+    if (jobs.length <= 50) load(false);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// One job
+
+function jobView(view, id) {
+  const header = h('div', {class: 'page-header'});
+  const actionMsg = h('div', {id: 'action-message'});
+  const tiles = h('div', {class: 'tiles'});
+  const dead = h('div', {class: 'card flush', id: 'dead-letters-card'});
+  const side = h('div', {class: 'side'});
+  const diff = h('div', {class: 'card', id: 'diff-card'});
+  view.append(header, actionMsg, tiles,
+    h('div', {class: 'job-grid'}, h('div', {class: 'main-col'}, dead, diff), side));
+
+  let job = null;
+  let timer = null;
+  let stopped = false;
+
+  const load = async () => {
+    try {
+      const first = job === null;
+      const wasDone = job?.status === 'done';
+      job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+      renderJobHeader(header, job, actionMsg);
+      renderJobTiles(tiles, job);
+      renderJobSide(side, job);
+      if (first) renderDiffForm(diff, job);
+      // Dead letters are final once the job is done; load them then, or now
+      // to show what is there so far.
+      if (first || (!wasDone && job.status === 'done')) loadDeadLetters(dead, job);
+      if (job.status !== 'done' && job.status !== 'abandoned' && !stopped) timer = setTimeout(load, 1000);
+    } catch (e) {
+      clear(view).append(errorBox(e, `show job ${id}`, 'job-error'));
+    }
+  };
+  load();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+function renderJobHeader(header, job, actionMsg) {
+  const retry = h('button', {type: 'button', id: 'retry-dead', class: 'primary',
+    disabled: !job.dead_letters, title: job.dead_letters ? 'Run the dead letters not yet retried through the current stages, as a new job' : 'This job has no dead letters'},
+  'Retry dead letters');
+  const replay = h('button', {type: 'button', id: 'replay', title: 'Run the whole input again through the current stages, as a new job'}, 'Replay');
+  retry.addEventListener('click', () => startJob(job, 'dead-letters/retry', 'retry its dead letters', retry, actionMsg));
+  replay.addEventListener('click', () => startJob(job, 'replay', 'replay this job', replay, actionMsg));
+  const origin = job.origin
+    ? h('span', {class: 'muted', id: 'job-origin', 'data-origin': job.origin}, `${job.kind} of `, jobLink(job.origin))
+    : h('span', {class: 'muted'}, job.kind);
+  clear(header).append(
+    h('h1', {}, 'Job ', h('span', {id: 'job-id'}, String(job.id))),
+    h('span', {id: 'job-status'}, statusBadge(job.status)),
+    origin,
+    h('div', {class: 'page-actions'}, retry, replay));
+}
+
+/** POSTs a retry or replay; on 202 goes to the new job, else says why not. */
+async function startJob(job, what, doing, button, actionMsg) {
+  button.disabled = true;
+  clear(actionMsg);
+  try {
+    const r = await api(`/v1/jobs/${job.id}/${what}`, {method: 'POST'});
+    const target = `#/jobs/${r.job}`;
+    const verb = what === 'replay' ? `replays the ${fmtNum(r.accepted)} events` : `retries the ${fmtNum(r.accepted)} dead letters`;
+    showNotice([h('span', {id: 'action-notice'}, h('a', {href: target}, `Job ${r.job}`), ` ${verb} of `, jobLink(job.id), '.')], target);
+    location.hash = target;
+  } catch (e) {
+    button.disabled = false;
+    actionMsg.append(errorBox(e, doing, 'action-error'));
+  }
+}
+
+function renderJobTiles(tiles, job) {
+  clear(tiles).append(
+    tile('Events in', fmtNum(job.events_in), `${fmtNum(job.chunks_done)} of ${fmtNum(job.chunks)} chunks done`),
+    tile('Events out', fmtNum(job.events_out), 'stored'),
+    tile('Dead letters', fmtNum(job.dead_letters), job.retries ? `${fmtNum(job.retries)} timeout retries` : 'no timeout retries', 'job-dead-tile'),
+    tile('Processing', fmtMs(job.timings.processing_ms), `queued ${fmtMs(job.timings.queued_ms)}`));
+}
+
+/** A two-column table of label → value. */
+function kvTable(pairs, id) {
+  return h('table', {class: 'kv', id}, h('tbody', {}, pairs.map(([k, v]) =>
+    h('tr', {}, h('th', {}, k), h('td', {}, v === null || v === undefined ? h('span', {class: 'muted'}, '—') : v)))));
+}
+
+function renderJobSide(side, job) {
+  const t = job.timings;
+  const versions = job.stage_versions.length
+    ? job.stage_versions.map((set, i) => h('div', {class: 'version-set', 'data-test': 'version-set'},
+      job.stage_versions.length > 1 ? h('div', {class: 'muted small'}, `set ${i + 1}`) : null,
+      kvTable(Object.entries(set).map(([stage, v]) => [stage, h('code', {}, v)]))))
+    : h('p', {class: 'muted'}, 'No chunk has run yet.');
+  const ctx = job.context && typeof job.context === 'object'
+    ? kvTable(Object.entries(job.context).map(([k, v]) => [k, v === null ? null : typeof v === 'string' ? v : jsonNode(v)]), 'job-context')
+    : jsonNode(job.context);
+  clear(side).append(
+    h('div', {class: 'card'}, h('div', {class: 'card-title'}, 'Result'),
+      job.result === null
+        ? h('p', {class: 'muted small', id: 'job-result'}, job.status === 'done'
+          ? 'None: the pipeline does not end in a reduce (or its reduce is windowed; see Windows).'
+          : 'Not yet: the job is not done.')
+        : h('pre', {class: 'json-block', id: 'job-result'}, jsonNode(job.result, 2))),
+    h('div', {class: 'card'}, h('div', {class: 'card-title'}, 'Stage versions'), versions),
+    h('div', {class: 'card'}, h('div', {class: 'card-title'}, 'Timings'), kvTable([
+      ['received', timeNode(t.received_at)],
+      ['started', t.started_at ? timeNode(t.started_at) : null],
+      ['finished', t.finished_at ? timeNode(t.finished_at) : null],
+      ['queued', fmtMs(t.queued_ms)],
+      ['processing', fmtMs(t.processing_ms)],
+    ], 'job-timings')),
+    h('div', {class: 'card'}, h('div', {class: 'card-title'}, 'Context'), ctx));
+}
+
+/**
+ * The job's dead letters, 100 at a time. A list rather than a table: the
+ * event that failed is the widest thing on the page and gets a full line.
+ */
+async function loadDeadLetters(card, job) {
+  const rows = h('div', {class: 'dead-list', id: 'dead-letters'});
+  const more = h('button', {type: 'button', id: 'dead-more', hidden: true}, 'Load more');
+  const count = h('span', {id: 'dead-count', 'data-count': job.dead_letters}, fmtNum(job.dead_letters));
+  clear(card).append(
+    h('div', {class: 'card-title pad'}, 'Dead letters ', h('span', {class: 'pill'}, count),
+      h('span', {class: 'muted'}, ' · the events a stage failed, and why')),
+    rows,
+    h('div', {class: 'pager'}, more));
+  let cursor = null;
+  const load = async () => {
+    try {
+      const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+      const page = await api(`/v1/dead-letters?job=${job.id}&limit=100${q}`);
+      for (const d of page.dead_letters) rows.append(deadRow(d));
+      if (!rows.children.length) {
+        rows.append(h('p', {class: 'empty'}, 'No dead letters: every event went through.'));
+      }
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+    } catch (e) {
+      card.append(errorBox(e, 'list the dead letters'));
+    }
+  };
+  more.addEventListener('click', load);
+  await load();
+}
+
+function deadRow(d) {
+  const stage = d.stage === null ? 'the source' : d.stage;
+  return h('div', {class: 'dead-row', 'data-test': 'dead-letter-row', 'data-index': d.index},
+    h('span', {class: 'dead-index', title: 'the event\'s index in the job'}, `#${d.index}`),
+    h('div', {},
+      h('div', {class: 'dead-head'},
+        h('span', {class: 'chip', title: 'the stage that failed it'}, h('b', {}, stage)),
+        h('span', {class: 'reason', 'data-test': 'dead-reason'}, d.error),
+        h('span', {class: 'dead-meta'},
+          d.attempts === 1 ? '1 attempt' : `${d.attempts} attempts`, ' · ',
+          d.retried_by ? ['retried by ', jobLink(d.retried_by)] : 'not retried')),
+      h('div', {class: 'json-inline'}, jsonNode(d.event))));
+}
+
+// ---------------------------------------------------------------------------
+// Diff a new version of a stage against a job (POST /v1/jobs/{id}/diff)
+
+function renderDiffForm(card, job) {
+  const stages = [...new Set(job.stage_versions.flatMap((s) => Object.keys(s)))];
+  const select = h('select', {id: 'diff-stage', required: true},
+    stages.map((s) => h('option', {value: s}, s)));
+  const file = h('input', {type: 'file', id: 'diff-file', accept: '.wasm,application/wasm', required: true});
+  const run = h('button', {type: 'submit', id: 'diff-run', class: 'primary'}, 'Run diff');
+  const result = h('div', {id: 'diff-result'});
+  const form = h('form', {id: 'diff-form', class: 'diff-form'},
+    h('label', {}, 'Stage ', select), h('label', {}, 'New module ', file), run);
+  clear(card).append(
+    h('div', {class: 'card-title'}, 'Diff a new version'),
+    h('p', {class: 'muted small'}, 'Runs this job\'s input through the stages with one of them replaced by the module you pick, and shows what would change. Nothing is stored.'),
+    stages.length ? form : h('p', {class: 'muted'}, 'Available once a chunk of the job has run.'),
+    result);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const f = file.files[0];
+    if (!f) return;
+    run.disabled = true;
+    clear(result).append(h('p', {class: 'muted', id: 'diff-running'}, `Running ${fmtNum(job.events_in)} events through the new \`${select.value}\`…`));
+    try {
+      const body = await api(`/v1/jobs/${job.id}/diff?stage=${encodeURIComponent(select.value)}`,
+        {method: 'POST', body: f, headers: {'Content-Type': 'application/wasm'}});
+      renderDiff(clear(result), body);
+    } catch (e) {
+      clear(result).append(errorBox(e, 'diff the new version', 'diff-error'));
+    } finally {
+      run.disabled = false;
+    }
+  });
+}
+
+function renderDiff(out, d) {
+  const changedVersions = Object.keys(d.after || {}).filter((s) => d.before?.[s] !== d.after[s]);
+  out.append(
+    h('p', {class: 'diff-summary', id: 'diff-summary'}, d.summary),
+    h('div', {class: 'tiles small'},
+      tile('Events', fmtNum(d.events), 'run again'),
+      tile('Changed', fmtNum(d.changed), 'events whose outputs differ'),
+      tile('New dead letters', fmtNum(d.new_dead_letters), 'fail with the new version'),
+      tile('Fixed', fmtNum(d.fixed_dead_letters), 'dead letters that now pass')),
+    h('p', {class: 'small'}, changedVersions.map((s) =>
+      h('span', {class: 'chip'}, h('b', {}, s), ' ', d.before?.[s] || '—', ' → ', d.after[s]))));
+  if (d.result) {
+    out.append(h('div', {class: 'diff-block', id: 'diff-job-result'},
+      h('div', {class: 'card-title'}, 'Result ', d.result.changed ? badge('changed', 'abandoned') : badge('unchanged', 'done')),
+      sideBySide(prettyLines([d.result.before]), prettyLines([d.result.after]))));
+  }
+  const list = h('div', {class: 'diff-changes', id: 'diff-changes'});
+  for (const c of d.changes || []) list.append(diffChange(c));
+  if (!(d.changes || []).length) list.append(h('p', {class: 'muted'}, 'No event changes.'));
+  out.append(list);
+  if (d.truncated) {
+    out.append(h('p', {class: 'muted small', id: 'diff-truncated'}, `Only the first ${fmtNum(d.changes.length)} changes are listed; the counts above cover all events.`));
+  }
+}
+
+const CHANGE_WORDS = {
+  different: 'outputs differ',
+  added: 'now produces output',
+  removed: 'no longer produces output',
+  dead: 'now fails',
+  fixed: 'no longer fails',
+};
+
+function diffChange(c) {
+  const badgeKind = {different: 'running', added: 'done', removed: 'queued', dead: 'abandoned', fixed: 'done'}[c.change] || 'queued';
+  const before = prettyLines(c.before || [], c.before_error);
+  const after = prettyLines(c.after || [], c.after_error);
+  return h('div', {class: 'diff-block', 'data-test': 'diff-change', 'data-change': c.change},
+    h('div', {class: 'diff-head'}, h('b', {}, `event #${c.index}`), ' ', badge(c.change, badgeKind), ' ',
+      h('span', {class: 'muted'}, CHANGE_WORDS[c.change] || '')),
+    sideBySide(before, after));
+}
+
+const ERROR_MARK = '✗ ';
+
+/** JSON outputs (and a stage error) as lines of text to compare. */
+function prettyLines(values, error) {
+  const lines = [];
+  for (const v of values) lines.push(...JSON.stringify(v, null, 2).split('\n'));
+  if (error) lines.push(`${ERROR_MARK}dead at ${error.stage ?? 'source'}: ${error.error}`);
+  return lines;
+}
+
+/**
+ * Line diff by longest common subsequence. Outputs are small (one event's),
+ * but the table is quadratic, so past 250,000 cells every line counts as
+ * changed instead.
+ */
+function lineDiff(a, b) {
+  if (a.length * b.length > 250000) {
+    return [...a.map((t) => ({op: 'del', a: t})), ...b.map((t) => ({op: 'ins', b: t}))];
+  }
+  const n = a.length;
+  const m = b.length;
+  const lcs = Array.from({length: n + 1}, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) {
+    for (let j = m - 1; j >= 0; j--) {
+      lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  const ops = [];
+  let i = 0;
+  let j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && a[i] === b[j]) ops.push({op: 'same', a: a[i++], b: b[j++]});
+    else if (j < m && (i === n || lcs[i][j + 1] >= lcs[i + 1][j])) ops.push({op: 'ins', b: b[j++]});
+    else ops.push({op: 'del', a: a[i++]});
+  }
+  return ops;
+}
+
+/** Before and after side by side, changed lines paired up and highlighted. */
+function sideBySide(a, b) {
+  const rows = [];
+  let dels = [];
+  let inss = [];
+  const flush = () => {
+    for (let k = 0; k < Math.max(dels.length, inss.length); k++) rows.push([dels[k] ?? null, inss[k] ?? null, false]);
+    dels = [];
+    inss = [];
+  };
+  for (const op of lineDiff(a, b)) {
+    if (op.op === 'same') {
+      flush();
+      rows.push([op.a, op.b, true]);
+    } else if (op.op === 'del') {
+      dels.push(op.a);
+    } else {
+      inss.push(op.b);
+    }
+  }
+  flush();
+  // A stage error reads as an error on either side, not as an insertion.
+  const cell = (text, same, cls) => h('td', {
+    class: text === null ? 'gap' : text.startsWith(ERROR_MARK) ? `${cls} err` : same ? '' : cls,
+  }, text ?? '');
+  return h('table', {class: 'side-by-side'},
+    h('thead', {}, h('tr', {}, h('th', {}, 'before'), h('th', {}, 'after'))),
+    h('tbody', {}, rows.length
+      ? rows.map(([x, y, same]) => h('tr', {}, cell(x, same, 'del'), cell(y, same, 'ins')))
+      : h('tr', {}, h('td', {class: 'gap'}, '(no output)'), h('td', {class: 'gap'}, '(no output)'))));
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+/** An API time (RFC 3339 or milliseconds) as a datetime-local input value. */
+function toLocalInput(v) {
+  if (!v) return '';
+  const d = new Date(/^\d+$/.test(v) ? Number(v) : v);
+  if (Number.isNaN(d.getTime())) return '';
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function fromLocalInput(v) {
+  return v ? new Date(v).toISOString() : '';
+}
+
+function eventsView(view, query) {
+  const job = h('input', {id: 'events-job', type: 'number', min: 1, placeholder: 'any', value: query.get('job') || ''});
+  const since = h('input', {id: 'events-since', type: 'datetime-local', step: 1, value: toLocalInput(query.get('since'))});
+  const until = h('input', {id: 'events-until', type: 'datetime-local', step: 1, value: toLocalInput(query.get('until'))});
+  const fields = h('div', {class: 'field-rows', id: 'events-fields'});
+  const addField = (path = '', value = '') => {
+    const row = h('div', {class: 'field-row', 'data-test': 'field-filter'},
+      h('input', {class: 'field-path', placeholder: 'field, e.g. service or request.identity', value: path}),
+      h('span', {}, '='),
+      h('input', {class: 'field-value', placeholder: 'value', value}),
+      h('button', {type: 'button', class: 'ghost', title: 'Remove this filter', onclick: () => row.remove()}, '×'));
+    fields.append(row);
+  };
+  for (const [k, v] of query) if (k.startsWith('field.')) addField(k.slice(6), v);
+  const form = h('form', {class: 'card filters', id: 'events-form'},
+    h('label', {}, 'Job', job),
+    h('label', {title: 'The time the job arrived, not a field of the event'}, 'Arrived from', since),
+    h('label', {}, 'Arrived until', until),
+    h('div', {class: 'filters-fields'}, fields,
+      h('button', {type: 'button', class: 'ghost', id: 'events-add-field', onclick: () => addField()}, '+ field filter')),
+    h('div', {class: 'filters-actions'}, h('button', {type: 'submit', class: 'primary', id: 'events-search'}, 'Search')));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    if (job.value) q.set('job', job.value);
+    if (since.value) q.set('since', fromLocalInput(since.value));
+    if (until.value) q.set('until', fromLocalInput(until.value));
+    for (const row of fields.children) {
+      const path = $('.field-path', row).value.trim();
+      if (path) q.append(`field.${path}`, $('.field-value', row).value);
+    }
+    const next = `#/events${q.toString() ? '?' + q : ''}`;
+    if (location.hash === next) route();
+    else location.hash = next;
+  });
+
+  const list = h('div', {class: 'event-list', id: 'events-list'});
+  const info = h('p', {class: 'muted small', id: 'events-info'});
+  const more = h('button', {type: 'button', id: 'events-more', hidden: true}, 'Load more');
+  view.append(pageHeader('Events'), form, info, list, h('div', {class: 'pager'}, more));
+
+  // The API lists stored events oldest first (by id) and pages forwards.
+  const params = new URLSearchParams(query);
+  let cursor = null;
+  let shown = 0;
+  const load = async () => {
+    try {
+      const q = new URLSearchParams(params);
+      q.set('limit', '50');
+      if (cursor) q.set('cursor', cursor);
+      const page = await api(`/v1/events?${q}`);
+      for (const e of page.events) list.append(eventRow(e));
+      shown += page.events.length;
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+      info.textContent = shown
+        ? `${fmtNum(shown)} events shown, oldest first${cursor ? '; more below' : ''}.`
+        : 'No stored event matches.';
+    } catch (e) {
+      list.append(errorBox(e, 'search the events', 'events-error'));
+    }
+  };
+  more.addEventListener('click', load);
+  load();
+}
+
+function eventRow(e) {
+  const versions = e.event && typeof e.event === 'object' ? e.event._versions : null;
+  return h('div', {class: 'event', 'data-test': 'event-row', 'data-id': e.id},
+    h('div', {class: 'event-meta'},
+      h('span', {class: 'muted'}, `event ${e.id}`), jobLink(e.job), h('span', {}, `index ${e.index}`),
+      timeNode(e.received_at), versionChips(versions)),
+    jsonNode(e.event));
+}
+
+// ---------------------------------------------------------------------------
+// Live tail: GET /v1/stream read with fetch (EventSource cannot send a token)
+
+const TAIL_MAX_ROWS = 500; // rows kept on screen: the oldest go first
+const TAIL_MAX_PENDING = 5000; // rows kept while paused, beyond which only the count grows
+
+/**
+ * Parses one server-sent event block (the lines between blank lines):
+ * `event:`, `id:`, `data:` (joined with newlines), `:` comments ignored.
+ */
+function parseSseBlock(block) {
+  const frame = {type: 'message', id: null, data: null};
+  const data = [];
+  for (const line of block.split('\n')) {
+    if (line === '' || line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'event') frame.type = value;
+    else if (field === 'data') data.push(value);
+    else if (field === 'id' && !value.includes('\0')) frame.id = value;
+  }
+  if (data.length) frame.data = data.join('\n');
+  return frame.data === null && frame.id === null ? null : frame;
+}
+
+/** Reads an event stream body, calling `onFrame` for each block. */
+async function readSse(body, onFrame) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) return;
+    // Lines may end in \r\n or \r too; a \r at the very end may be the
+    // first half of a \r\n, so it waits for the next piece.
+    buf = (buf + value).replace(/\r\n|\r(?!$)/g, '\n');
+    let end;
+    while ((end = buf.indexOf('\n\n')) >= 0) {
+      const frame = parseSseBlock(buf.slice(0, end));
+      buf = buf.slice(end + 2);
+      if (frame) onFrame(frame);
+    }
+  }
+}
+
+/**
+ * Follows the stream, reconnecting with `Last-Event-ID` (the last `id:`
+ * seen) when it drops, so that nothing stored in between is missed.
+ * Returns the function that stops it.
+ */
+function followStream(params, {onMessage, onStatus}) {
+  let lastId = null;
+  let stopped = false;
+  let ctrl = null;
+  let timer = null;
+  let delay = 1000;
+
+  const connect = async () => {
+    ctrl = new AbortController();
+    onStatus('connecting', lastId ? 'reconnecting…' : 'connecting…');
+    try {
+      const headers = lastId ? {'Last-Event-ID': lastId} : {};
+      const res = await api(`/v1/stream?${params}`, {headers, signal: ctrl.signal, raw: true});
+      onStatus('live', 'live');
+      delay = 1000;
+      await readSse(res.body, (f) => {
+        if (f.id !== null) lastId = f.id;
+        if (f.data !== null) onMessage(f);
+      });
+      if (stopped) return;
+      onStatus('down', 'the stream ended (the server stopped?)');
+    } catch (e) {
+      if (stopped || e.name === 'AbortError' || e.status === 401) return;
+      if (e.status >= 400 && e.status < 500 && e.status !== 429) {
+        // A bad filter or a missing permission: retrying changes nothing.
+        onStatus('down', describeError(e, 'follow the stream'));
+        return;
+      }
+      onStatus('down', e.message);
+    }
+    const secs = delay / 1000;
+    onStatus('down', `disconnected; reconnecting in ${secs} s`);
+    timer = setTimeout(connect, delay);
+    delay = Math.min(delay * 2, 15000);
+  };
+  connect();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    if (ctrl) ctrl.abort();
+  };
+}
+
+function tailView(view, query) {
+  const kinds = h('select', {id: 'tail-kinds'},
+    [['all', 'events and dead letters'], ['events', 'events only'], ['dead_letters', 'dead letters only']]
+      .map(([v, t]) => h('option', {value: v, selected: (query.get('kinds') || 'all') === v}, t)));
+  const job = h('input', {id: 'tail-job', type: 'number', min: 1, placeholder: 'any', value: query.get('job') || ''});
+  const apply = h('button', {type: 'submit'}, 'Apply');
+  const pause = h('button', {type: 'button', id: 'tail-pause', class: 'primary'}, 'Pause');
+  const clearBtn = h('button', {type: 'button', id: 'tail-clear'}, 'Clear');
+  const status = h('span', {id: 'tail-status', class: 'tail-status', 'data-state': 'connecting'}, 'connecting…');
+  const counts = h('span', {id: 'tail-count', class: 'muted'}, '0 shown');
+  const pending = h('span', {id: 'tail-pending', class: 'pill warn', hidden: true});
+  const rows = h('div', {id: 'tail-rows', class: 'tail-rows'});
+  const empty = h('p', {class: 'muted empty', id: 'tail-empty'}, 'Waiting for new events and dead letters…');
+  const form = h('form', {class: 'card filters tail-controls'},
+    h('label', {}, 'Show', kinds), h('label', {}, 'Job', job), apply,
+    h('span', {class: 'spacer'}), status, counts, pending, pause, clearBtn);
+  view.append(pageHeader('Live tail'), form, h('div', {class: 'card flush'}, empty, rows));
+
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    if (kinds.value !== 'all') q.set('kinds', kinds.value);
+    if (job.value) q.set('job', job.value);
+    location.hash = `#/tail${q.toString() ? '?' + q : ''}`;
+  });
+
+  let paused = false;
+  let held = []; // rows that arrived while paused, oldest first
+  let heldCount = 0;
+
+  const updateCounts = () => {
+    counts.textContent = `${fmtNum(rows.children.length)} shown`;
+    pending.hidden = heldCount === 0;
+    pending.textContent = `${fmtNum(heldCount)} new while paused`;
+    empty.hidden = rows.children.length > 0;
+  };
+  const show = (row) => {
+    rows.prepend(row);
+    while (rows.children.length > TAIL_MAX_ROWS) rows.lastChild.remove();
+  };
+  pause.addEventListener('click', () => {
+    paused = !paused;
+    pause.textContent = paused ? 'Resume' : 'Pause';
+    pause.classList.toggle('paused', paused);
+    if (!paused) {
+      for (const row of held) show(row);
+      held = [];
+      heldCount = 0;
+    }
+    updateCounts();
+  });
+  clearBtn.addEventListener('click', () => {
+    clear(rows);
+    held = [];
+    heldCount = 0;
+    updateCounts();
+  });
+
+  const params = new URLSearchParams();
+  for (const k of ['kinds', 'job']) if (query.get(k)) params.set(k, query.get(k));
+  for (const [k, v] of query) if (k.startsWith('field.')) params.append(k, v);
+  const stop = followStream(params, {
+    onStatus: (state, text) => {
+      status.dataset.state = state;
+      status.textContent = text;
+    },
+    onMessage: (f) => {
+      let row;
+      try {
+        row = tailRow(f.type, JSON.parse(f.data));
+      } catch {
+        return; // not JSON: not one of ours
+      }
+      if (paused) {
+        heldCount++;
+        held.push(row);
+        if (held.length > TAIL_MAX_PENDING) held.shift();
+      } else {
+        show(row);
+      }
+      updateCounts();
+    },
+  });
+  updateCounts();
+  return stop;
+}
+
+function tailRow(type, m) {
+  const dead = type === 'dead_letter';
+  return h('div', {class: dead ? 'tail-row dead' : 'tail-row', 'data-test': 'tail-row', 'data-kind': type},
+    h('div', {class: 'event-meta'},
+      dead ? badge('dead letter', 'abandoned') : badge('event', 'done'),
+      timeNode(m.received_at), jobLink(m.job), h('span', {}, `index ${m.index}`),
+      dead ? h('span', {class: 'reason'}, h('code', {}, m.stage ?? 'source'), ': ', m.error) : null,
+      dead ? null : versionChips(m.event && typeof m.event === 'object' ? m.event._versions : null)),
+    jsonNode(m.event));
+}
+
+// ---------------------------------------------------------------------------
+// Windows (only when GET /v1/windows answers 200)
+
+function windowsView(view, query) {
+  if (!session.windows) {
+    view.append(pageHeader('Windows'), h('p', {class: 'muted', id: 'windows-none'},
+      'This pipeline has no windowed reduce, so there are no windows to show; its results are the jobs\'.'));
+    return null;
+  }
+  const key = h('input', {id: 'windows-key', placeholder: 'any key', value: query.get('key') || ''});
+  const form = h('form', {class: 'card filters'}, h('label', {}, 'Key', key),
+    h('button', {type: 'submit', class: 'primary'}, 'Filter'));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    location.hash = key.value ? `#/windows?key=${encodeURIComponent(key.value)}` : '#/windows';
+  });
+  const rows = h('tbody', {});
+  const more = h('button', {type: 'button', id: 'windows-more', hidden: true}, 'Load more');
+  const info = h('p', {class: 'muted small'}, 'Closed windows, in the order they closed.');
+  view.append(pageHeader('Windows'), form, info,
+    h('div', {class: 'card flush'}, h('table', {class: 'table', id: 'windows-table'},
+      h('thead', {}, h('tr', {}, ['Key', 'Start', 'End', 'Value', 'Closed'].map((t) => h('th', {}, t)))),
+      rows)),
+    h('div', {class: 'pager'}, more));
+  let cursor = null;
+  const load = async () => {
+    try {
+      const q = new URLSearchParams({limit: '100'});
+      if (query.get('key')) q.set('key', query.get('key'));
+      if (cursor) q.set('cursor', cursor);
+      const page = await api(`/v1/windows?${q}`);
+      for (const w of page.windows) {
+        rows.append(h('tr', {'data-test': 'window-row'},
+          h('td', {}, w.key ?? h('span', {class: 'muted'}, '—')),
+          h('td', {}, timeNode(w.window.start)), h('td', {}, timeNode(w.window.end)),
+          h('td', {class: 'event-cell'}, jsonNode(w.value)), h('td', {}, timeNode(w.closed_at))));
+      }
+      if (!rows.children.length) rows.append(h('tr', {}, h('td', {colspan: 5, class: 'empty'}, 'No window has closed yet.')));
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+    } catch (e) {
+      view.append(errorBox(e, 'list the windows'));
+    }
+  };
+  more.addEventListener('click', load);
+  load();
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// Start
+
+function boot() {
+  setupLogin();
+  window.addEventListener('hashchange', route);
+  loadReady();
+  setInterval(loadReady, 10000);
+  signIn();
+}
+
+document.addEventListener('DOMContentLoaded', boot);
