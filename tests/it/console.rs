@@ -244,6 +244,39 @@ fn console_signs_in_shows_dead_letters_retries_and_tails() {
     // opens, so that it shows only what is posted below.
     wait_job(&s, new, &[("authorization", &read)]);
 
+    // A new version of `enrich` tried on the job from its page: the page
+    // shows what the API answers for the same module, change by change.
+    let candidate = plugin("stamp");
+    let expected = crate::serve::request(
+        "POST",
+        &s.url(&format!("/v1/jobs/{job}/diff?stage=enrich")),
+        &[("authorization", &format!("Bearer {WRITE}"))],
+        Some(&std::fs::read(&candidate).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(expected.status, 200, "{}", expected.body);
+    let expected = expected.json();
+    assert_eq!(expected["fixed_dead_letters"], 3, "{expected}");
+    b.goto(&s.url(&format!("/#/jobs/{job}")));
+    b.wait_visible("#diff-form");
+    b.type_into("#diff-file", candidate.to_str().unwrap());
+    b.click("#diff-run");
+    b.wait_text("#diff-summary", expected["summary"].as_str().unwrap());
+    let listed = b.texts("[data-test=diff-change]");
+    assert_eq!(listed.len(), expected["changes"].as_array().unwrap().len());
+    assert!(
+        listed.iter().filter(|c| c.contains("fixed")).count() == 3,
+        "{listed:?}"
+    );
+    if std::env::var_os("WASMPIPE_SCREENSHOT").is_some() {
+        b.exec(
+            "document.getElementById('diff-card').scrollIntoView();",
+            json!([]),
+        );
+        let png = b.screenshot();
+        std::fs::write(repo().join("docs/console-diff.png"), png).unwrap();
+    }
+
     // The live tail: what is posted after it opened arrives; paused, it is
     // counted but not shown until Resume.
     b.goto(&s.url("/#/tail"));

@@ -204,7 +204,7 @@ fn a_diff_reports_what_a_new_version_changes_event_by_event_and_stores_nothing()
     assert_eq!(
         v["summary"],
         format!(
-            "v{} of `s` changes {} of {} events; 2 fewer",
+            "v{} of `s` changes {} of {} events; 2 fewer dead letters",
             versions.1,
             expected.len(),
             events.len()

@@ -390,11 +390,18 @@ async fn diff_job(
         thousands(report.changed),
         thousands(report.events)
     );
-    if report.new_dead_letters > 0 {
-        summary += &format!("; {} new dead letters", thousands(report.new_dead_letters));
-    }
-    if report.fixed_dead_letters > 0 {
-        summary += &format!("; {} fewer", thousands(report.fixed_dead_letters));
+    for (n, how) in [
+        (report.new_dead_letters, "new"),
+        (report.fixed_dead_letters, "fewer"),
+    ] {
+        let noun = if n == 1 {
+            "dead letter"
+        } else {
+            "dead letters"
+        };
+        if n > 0 {
+            summary += &format!("; {} {how} {noun}", thousands(n));
+        }
     }
     if report.result.as_ref().is_some_and(|r| r.changed) {
         summary += "; the result changes";
