@@ -213,6 +213,7 @@ fn console_signs_in_shows_dead_letters_retries_and_tails() {
     );
     b.goto(&s.url(&format!("/#/jobs/{job}")));
     b.wait_text("#dead-count", "3");
+    assert!(!b.visible("#nav-windows"), "no windows here");
 
     // Retry with the read token: refused, and the page says why.
     b.click("#retry-dead");
@@ -325,4 +326,53 @@ fn console_signs_in_shows_dead_letters_retries_and_tails() {
     drop(b);
     assert_eq!(s.stop(), Some(0));
     eprintln!("console test took {:?}", started.elapsed());
+}
+
+/// A windowed pipeline's console lists the closed windows the API lists;
+/// with no tokens configured it opens without a login.
+#[test]
+fn console_shows_a_windowed_pipelines_closed_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "windows.toml",
+        &format!(
+            "[pipeline]\nname = \"windows\"\n\n[[stage]]\nname = \"stats\"\nkind = \"reduce\"\nplugin = {}\nkey = \"/service\"\n\
+             window = {{ kind = \"tumbling\", size = \"1m\", time = \"/ts\", lateness = \"10s\" }}\n\n[serve]\ndatabase = \"windows.db\"\n",
+            toml_path(&plugin("service_stats"))
+        ),
+    );
+    let s = Server::start(&m, &[]);
+    let logs = std::fs::read_to_string(repo().join("examples/windows/logs.jsonl")).unwrap();
+    let r = request(
+        "POST",
+        &s.url("/v1/pipelines/windows/jobs"),
+        &[("content-type", "application/x-ndjson")],
+        Some(logs.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
+    let windows = request("GET", &s.url("/v1/windows"), &[], None)
+        .unwrap()
+        .json()["windows"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!windows.is_empty(), "the watermark closed some windows");
+
+    let b = Browser::start();
+    b.goto(&s.url("/#/windows"));
+    b.wait(&format!("{} window rows", windows.len()), |b| {
+        (b.texts("[data-test=window-row]").len() == windows.len()).then_some(())
+    });
+    assert!(b.visible("#nav-windows"));
+    let rows = b.texts("[data-test=window-row]");
+    for (row, w) in rows.iter().zip(&windows) {
+        assert!(row.contains(w["key"].as_str().unwrap()), "{row} / {w}");
+        let count = format!("\"count\":{}", w["value"]["count"]);
+        assert!(row.replace(' ', "").contains(&count), "{row} / {w}");
+    }
+    drop(b);
+    assert_eq!(s.stop(), Some(0));
 }
