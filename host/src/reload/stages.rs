@@ -68,9 +68,11 @@ impl StageSet {
 /// [`LiveStages::publish`], and the versions it ran before.
 pub struct LiveStages {
     current: Mutex<Arc<StageSet>>,
-    /// Sets built for jobs pinned to named versions, by pin, numbered
-    /// down from `u64::MAX` so that no published set shares a number.
-    pinned: Mutex<std::collections::HashMap<String, Arc<StageSet>>>,
+    /// Sets built for jobs pinned to named versions, by pin, for the
+    /// current generation only; and how many were ever built, since they
+    /// are numbered down from `u64::MAX` so that no two sets, published or
+    /// pinned, share a number (an executor switches on the number).
+    pinned: Mutex<(std::collections::HashMap<String, Arc<StageSet>>, u64)>,
     /// Every stage version this process has run, newest last, at most
     /// [`KEPT_VERSIONS`] per stage: what a replay or a diff may name.
     history: Mutex<Vec<Arc<Stage>>>,
@@ -111,10 +113,14 @@ impl LiveStages {
         let current = self.current();
         // The unpinned stages are the current ones: a set per generation.
         let key = format!("{}:{pin}", current.generation);
-        let mut sets = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let (sets, built) = &mut *pinned;
         if let Some(set) = sets.get(&key) {
             return Ok(set.clone());
         }
+        // Sets of earlier generations hold versions the history let go.
+        let prefix = format!("{}:", current.generation);
+        sets.retain(|k, _| k.starts_with(&prefix));
         let versions: std::collections::BTreeMap<String, String> =
             serde_json::from_str(pin).map_err(|e| format!("unreadable pin `{pin}`: {e}"))?;
         let mut stages = current.stages.clone();
@@ -125,7 +131,8 @@ impl LiveStages {
                 None => return Err(name.clone()),
             }
         }
-        let set = StageSet::new(u64::MAX - sets.len() as u64, stages);
+        let set = StageSet::new(u64::MAX - *built, stages);
+        *built += 1;
         sets.insert(key, set.clone());
         Ok(set)
     }

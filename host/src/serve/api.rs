@@ -370,17 +370,7 @@ async fn ingest_batch(
     let chunks = batch.chunks.len();
     let id = match &svc.backend {
         Backend::Cluster { store, queue } => {
-            publish_job(
-                svc,
-                store,
-                queue,
-                "ingest",
-                None,
-                received_at,
-                &context,
-                batch.chunks,
-            )
-            .await?
+            publish_job(svc, store, queue, received_at, &context, batch.chunks).await?
         }
         Backend::Embedded { .. } => {
             let s = svc.clone();
@@ -770,14 +760,12 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-/// Records a job and its input in PostgreSQL and queues it ([`enqueue`]).
-#[allow(clippy::too_many_arguments)]
+/// Records an ingested batch and its input in PostgreSQL and queues it
+/// ([`enqueue`]).
 async fn publish_job(
     svc: &Service,
     store: &PgStore,
     queue: &ChunkQueue,
-    kind: &str,
-    origin: Option<i64>,
     received_at: i64,
     context: &str,
     chunks: Chunks,
@@ -785,15 +773,23 @@ async fn publish_job(
     let id = store
         .insert_job(&NewPgJob {
             pipeline: &svc.pipeline,
-            kind,
-            origin,
+            kind: "ingest",
+            origin: None,
             received_at,
             context,
             chunks: &chunks,
         })
         .await
         .map_err(|e| unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")))?;
-    enqueue(svc, store, queue, id, &chunks).await?;
+    // Only batches count as refused batches; a retry or replay refused by
+    // a full stream is not one.
+    enqueue(svc, store, queue, id, &chunks)
+        .await
+        .inspect_err(|e| {
+            if e.status == StatusCode::TOO_MANY_REQUESTS {
+                svc.metrics.batches_refused.backlog.fetch_add(1, Relaxed);
+            }
+        })?;
     Ok(id)
 }
 
@@ -816,15 +812,12 @@ pub(super) async fn enqueue(
             Ok(false) => unavailable(svc, "the job was not accepted in time"),
             Err(e) => unavailable(svc, &format!("cannot record the job in PostgreSQL ({e:#})")),
         },
-        Err(PublishFailure::Full) => {
-            svc.metrics.batches_refused.backlog.fetch_add(1, Relaxed);
-            ApiError {
+        Err(PublishFailure::Full) => ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: "the work queue is full (the JetStream stream is at `[queue] max_bytes`); retry later, or add workers".into(),
-                retry_after: Some(5),
-                id: None,
-            }
-        }
+            retry_after: Some(5),
+            id: None,
+        },
         Err(PublishFailure::TooLarge { event, size, limit }) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
