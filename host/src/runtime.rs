@@ -1,6 +1,7 @@
 //! The stage runtime: one engine, stages compiled once, sandboxed instances
 //! called once per chunk. Shared by every way of running a pipeline.
 
+mod component;
 mod deadline;
 mod engine;
 mod error;
@@ -8,6 +9,7 @@ mod instance;
 mod sandbox;
 mod stage;
 
+pub use component::{ComponentState, is_component};
 pub use engine::{
     EPOCH_TICK, ModuleOrigin, Runtime, RuntimeConfig, content_hash, default_cache_dir,
 };

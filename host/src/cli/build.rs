@@ -16,7 +16,7 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> Result<u8> {
-    let wasm = crate::build::build_crate(&args.dir)?;
+    let wasm = crate::build::build_stage(&args.dir)?;
     let rt = Runtime::new(&RuntimeConfig {
         max_instances: 4,
         ..RuntimeConfig::default()

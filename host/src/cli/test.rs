@@ -49,7 +49,7 @@ pub fn run(args: TestArgs) -> Result<u8> {
         bail!("--params must be a JSON object, like '{{\"factor\": 3}}'");
     }
     let plugin = if args.plugin.is_dir() {
-        crate::build::build_crate(&args.plugin)?
+        crate::build::build_stage(&args.plugin)?
     } else {
         args.plugin.clone()
     };

@@ -492,9 +492,9 @@ impl Manifest {
                 window.get_ref().validate(&at)?;
             }
             let plugin = self.resolve(stage.plugin.get_ref());
-            if plugin.is_dir() && !plugin.join("Cargo.toml").is_file() {
-                return Err(at(stage.plugin.span(), format!("plugin {:?} of stage `{}` is a directory without a `Cargo.toml`", plugin, stage.name.get_ref()))
-                    .with_hint("point `plugin` at a `.wasm` file or at a stage crate (`wasmpipe new` makes one)"));
+            if plugin.is_dir() && crate::build::Language::of(&plugin).is_err() {
+                return Err(at(stage.plugin.span(), format!("plugin {:?} of stage `{}` is a directory without a `Cargo.toml`, `stage.js`, `stage.ts` or `stage.py`", plugin, stage.name.get_ref()))
+                    .with_hint("point `plugin` at a `.wasm` file or at a stage's directory (`wasmpipe new` makes one)"));
             }
             if !plugin.exists() {
                 return Err(at(stage.plugin.span(), format!("plugin file {:?} of stage `{}` does not exist", plugin, stage.name.get_ref()))

@@ -474,7 +474,7 @@ fn classify(set: &WatchSet, ev: notify::Result<notify::Event>, manifest: &mut bo
             || set
                 .crates
                 .iter()
-                .any(|c| crate::build::is_crate_source(c, p))
+                .any(|c| crate::build::is_stage_source(c, p))
         {
             relevant = true;
         }

@@ -13,6 +13,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use super::component::ComponentState;
+use std::sync::OnceLock;
+use wasmtime::component::Component;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,
 };
@@ -21,6 +24,15 @@ use wasmtime::{
 /// one tick; 10 ms keeps the ticker's cost invisible while a timeout of a
 /// few hundred milliseconds stays accurate.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Most core instances (and memories, and tables) in one component.
+const CORE_PER_COMPONENT: u32 = 8;
+/// Most elements in one table: an interpreter built for wasm (CPython,
+/// SpiderMonkey) has tens of thousands of functions behind `call_indirect`.
+const TABLE_ELEMENTS: usize = 100_000;
+/// Most bytes of one core instance's host-side state (its globals,
+/// imports and function references), which grow with its functions.
+const CORE_INSTANCE_SIZE: usize = 8 << 20;
 
 /// Settings for [`Runtime::new`].
 #[derive(Debug, Clone)]
@@ -60,6 +72,7 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
+    component_linker: OnceLock<wasmtime::component::Linker<ComponentState>>,
 }
 
 /// Where a module came from, for logs and benchmarks.
@@ -86,9 +99,17 @@ impl Runtime {
 
     fn build(cfg: &RuntimeConfig, function_cache: bool) -> Result<Runtime> {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(cfg.max_instances)
-            .total_memories(cfg.max_instances)
-            .total_tables(cfg.max_instances)
+        // A component stage (JavaScript, Python) is several core instances,
+        // memories and tables, one of them an interpreter's: the pool has
+        // room for that many per instance, and for its large tables.
+        pool.total_component_instances(cfg.max_instances)
+            .total_core_instances(cfg.max_instances * CORE_PER_COMPONENT)
+            .total_memories(cfg.max_instances * CORE_PER_COMPONENT)
+            .total_tables(cfg.max_instances * CORE_PER_COMPONENT)
+            .max_memories_per_component(CORE_PER_COMPONENT)
+            .max_tables_per_component(CORE_PER_COMPONENT)
+            .table_elements(TABLE_ELEMENTS)
+            .max_core_instance_size(CORE_INSTANCE_SIZE)
             .max_memory_size(cfg.max_memory as usize)
             // Keep a little of each memory resident so a reused slot does not
             // fault its first pages in again on every instantiation.
@@ -125,6 +146,7 @@ impl Runtime {
             cache_dir: cfg.cache_dir.clone(),
             stop,
             ticker: Some(ticker),
+            component_linker: OnceLock::new(),
         })
     }
 
@@ -141,8 +163,62 @@ impl Runtime {
 
     /// Compiles `wasm` (binary or text), or loads it from the cache.
     pub fn load_module(&self, wasm: &[u8], what: &Path) -> Result<(Module, ModuleOrigin)> {
+        self.cached(
+            wasm,
+            what,
+            |engine, wasm| Module::new(engine, wasm),
+            // SAFETY: see `cached`.
+            |engine, file| unsafe { Module::deserialize_file(engine, file) },
+            Module::serialize,
+            "module",
+        )
+    }
+
+    /// As [`Runtime::load_module`], for a component.
+    pub fn load_component(&self, wasm: &[u8], what: &Path) -> Result<(Component, ModuleOrigin)> {
+        self.cached(
+            wasm,
+            what,
+            |engine, wasm| Component::new(engine, wasm),
+            // SAFETY: see `cached`.
+            |engine, file| unsafe { Component::deserialize_file(engine, file) },
+            Component::serialize,
+            "component",
+        )
+    }
+
+    /// The linker of component stages, built on first use (a pipeline of
+    /// core modules never needs it).
+    pub fn component_linker(&self) -> Result<&wasmtime::component::Linker<ComponentState>> {
+        if let Some(l) = self.component_linker.get() {
+            return Ok(l);
+        }
+        let l = super::component::linker(self)?;
+        Ok(self.component_linker.get_or_init(|| l))
+    }
+
+    /// Loads compiled code from the cache, or compiles and caches it.
+    ///
+    /// The cached file is deserialized without checks: it was written by
+    /// `serialize` of an engine with the same compatibility hash (it is in
+    /// the name), in a cache directory only wasmpipe writes to. A truncated
+    /// or foreign file fails to deserialize and is compiled again.
+    fn cached<T>(
+        &self,
+        wasm: &[u8],
+        what: &Path,
+        compile: impl Fn(&Engine, &[u8]) -> wasmtime::Result<T>,
+        deserialize: impl Fn(&Engine, &Path) -> wasmtime::Result<T>,
+        serialize: impl Fn(&T) -> wasmtime::Result<Vec<u8>>,
+        noun: &str,
+    ) -> Result<(T, ModuleOrigin)> {
+        let compile = || {
+            compile(&self.engine, wasm)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("{} is not a valid WebAssembly {noun}", what.display()))
+        };
         let Some(dir) = &self.cache_dir else {
-            return Ok((self.compile(wasm, what)?, ModuleOrigin::Compiled));
+            return Ok((compile()?, ModuleOrigin::Compiled));
         };
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         self.engine
@@ -154,28 +230,21 @@ impl Runtime {
             compat.finish()
         ));
         if file.is_file() {
-            // SAFETY: the file was written by `Module::serialize` of an engine
-            // with the same compatibility hash (it is in the name), in a cache
-            // directory only wasmpipe writes to. A truncated or foreign file
-            // fails to deserialize and is recompiled below.
-            match unsafe { Module::deserialize_file(&self.engine, &file) } {
+            match deserialize(&self.engine, &file) {
                 Ok(m) => return Ok((m, ModuleOrigin::Cached)),
                 Err(e) => {
-                    tracing::warn!("ignoring unusable cached module {}: {e:#}", file.display())
+                    tracing::warn!("ignoring unusable cached {noun} {}: {e:#}", file.display())
                 }
             }
         }
-        let module = self.compile(wasm, what)?;
-        if let Err(e) = write_cache(dir, &file, &module) {
-            tracing::warn!("cannot cache compiled module in {}: {e:#}", dir.display());
-        }
-        Ok((module, ModuleOrigin::Compiled))
-    }
-
-    fn compile(&self, wasm: &[u8], what: &Path) -> Result<Module> {
-        Module::new(&self.engine, wasm)
+        let compiled = compile()?;
+        let written = serialize(&compiled)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} is not a valid WebAssembly module", what.display()))
+            .and_then(|bytes| write_cache(dir, &file, &bytes));
+        if let Err(e) = written {
+            tracing::warn!("cannot cache compiled {noun} in {}: {e:#}", dir.display());
+        }
+        Ok((compiled, ModuleOrigin::Compiled))
     }
 }
 
@@ -208,9 +277,8 @@ impl wasmtime::CacheStore for FunctionCache {
     }
 }
 
-fn write_cache(dir: &Path, file: &Path, module: &Module) -> Result<()> {
+fn write_cache(dir: &Path, file: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let bytes = module.serialize()?;
     // Write then rename, so a concurrent reader never sees half a file.
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;

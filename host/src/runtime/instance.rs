@@ -5,11 +5,11 @@
 use super::engine::Runtime;
 use super::error::{StageError, load_call_error, root_cause};
 use super::sandbox::{StageState, wasi_ctx};
-use super::stage::Stage;
+use super::stage::{Code, Stage};
 use anyhow::{Context as _, Result};
 use std::time::Duration;
 use wasmpipe_abi::{Descriptor, NO_EVENT, decode_errors, export, status};
-use wasmtime::{Memory, Store, Trap, TypedFunc};
+use wasmtime::{InstancePre, Memory, Store, Trap, TypedFunc};
 
 /// A guest call's results, borrowed from guest memory until the next call.
 #[derive(Debug, Clone, Copy)]
@@ -63,8 +63,58 @@ fn optional_func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
     Ok(Some(f))
 }
 
-/// A configured instance of one stage.
-pub struct StageInstance {
+/// A configured instance of one stage, of a core module or a component:
+/// the same three calls either way.
+pub enum StageInstance {
+    /// An instance of a core module.
+    Module(ModuleInstance),
+    /// An instance of a component (`super::component`).
+    Component(super::component::ComponentInstance),
+}
+
+impl StageInstance {
+    pub(crate) fn new(rt: &Runtime, stage: &Stage) -> Result<StageInstance> {
+        Ok(match &stage.code {
+            Code::Module(pre) => StageInstance::Module(ModuleInstance::new(rt, stage, pre)?),
+            Code::Component(c) => {
+                StageInstance::Component(super::component::ComponentInstance::new(rt, stage, c)?)
+            }
+        })
+    }
+
+    /// Runs a map, filter or flat_map stage over one chunk.
+    pub fn process(&mut self, ctx: &[u8], input: &[u8]) -> Result<CallOutput<'_>, StageError> {
+        match self {
+            StageInstance::Module(m) => m.process(ctx, input),
+            StageInstance::Component(c) => c.process(ctx, input),
+        }
+    }
+
+    /// Folds one chunk into `acc` (empty: the initial accumulator); the new
+    /// accumulator is `out`.
+    pub fn reduce(
+        &mut self,
+        ctx: &[u8],
+        acc: &[u8],
+        input: &[u8],
+    ) -> Result<CallOutput<'_>, StageError> {
+        match self {
+            StageInstance::Module(m) => m.reduce(ctx, acc, input),
+            StageInstance::Component(c) => c.reduce(ctx, acc, input),
+        }
+    }
+
+    /// Combines two accumulators.
+    pub fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<CallOutput<'_>, StageError> {
+        match self {
+            StageInstance::Module(m) => m.combine(a, b),
+            StageInstance::Component(c) => c.combine(a, b),
+        }
+    }
+}
+
+/// A configured instance of a core module stage.
+pub struct ModuleInstance {
     store: Store<StageState>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
@@ -78,8 +128,8 @@ pub struct StageInstance {
     output_limit: u64,
 }
 
-impl StageInstance {
-    pub(crate) fn new(rt: &Runtime, stage: &Stage) -> Result<StageInstance> {
+impl ModuleInstance {
+    fn new(rt: &Runtime, stage: &Stage, pre: &InstancePre<StageState>) -> Result<ModuleInstance> {
         let spec = &stage.spec;
         let wasi = wasi_ctx(&spec.name, &spec.allow, &spec.base_dir)?;
         let mut store = Store::new(
@@ -90,7 +140,7 @@ impl StageInstance {
         store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
         // Instantiation runs the module's start function, under the same
         // time limit as every other call.
-        let instance = stage.pre.instantiate(&mut store).map_err(|e| {
+        let instance = pre.instantiate(&mut store).map_err(|e| {
             if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
                 load_call_error(e, format!("stage `{}` in its start function", spec.name), spec.timeout)
             } else {
@@ -138,7 +188,7 @@ impl StageInstance {
         let process = optional_func(&instance, &mut store, export::PROCESS, &spec.name)?;
         let reduce = optional_func(&instance, &mut store, export::REDUCE, &spec.name)?;
         let combine = optional_func(&instance, &mut store, export::COMBINE, &spec.name)?;
-        let mut inst = StageInstance {
+        let mut inst = ModuleInstance {
             store,
             memory,
             alloc,
@@ -204,11 +254,6 @@ impl StageInstance {
         let b = self.write(b)?;
         let d = self.call(|s| f.call(s, (a.0, a.1, b.0, b.1)))?;
         self.output(d)
-    }
-
-    /// Current size of the instance's linear memory in bytes.
-    pub fn memory_size(&self) -> usize {
-        self.memory.data_size(&self.store)
     }
 
     /// Copies `data` into a guest buffer from `wasmpipe_alloc`.

@@ -94,8 +94,14 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Builds the WASI context for one instance of `stage`.
+/// Builds the WASI preview 1 context for one instance of `stage`.
 pub fn wasi_ctx(stage: &str, allow: &Allow, base_dir: &Path) -> Result<WasiP1Ctx> {
+    Ok(wasi_builder(stage, allow, base_dir)?.build_p1())
+}
+
+/// What an instance of `stage` may reach, for either WASI version: what
+/// `allow` grants and nothing else (no sockets or name lookups ever).
+pub fn wasi_builder(stage: &str, allow: &Allow, base_dir: &Path) -> Result<WasiCtxBuilder> {
     let mut b = WasiCtxBuilder::new();
     let stage: Arc<str> = Arc::from(stage);
     b.stdout(GuestLog {
@@ -126,7 +132,7 @@ pub fn wasi_ctx(stage: &str, allow: &Allow, base_dir: &Path) -> Result<WasiP1Ctx
         b.wall_clock(FrozenClock);
         b.monotonic_clock(FrozenClock);
     }
-    Ok(b.build_p1())
+    Ok(b)
 }
 
 /// A clock stuck at the Unix epoch: stages are deterministic unless the

@@ -113,8 +113,16 @@ pub struct Stage {
     pub trusted_output: bool,
     /// How its events go in and out.
     pub encoding: Encoding,
-    pub(crate) pre: InstancePre<StageState>,
+    pub(crate) code: Code,
     pub(crate) config_json: Vec<u8>,
+}
+
+/// What a stage's instances are made from.
+pub(crate) enum Code {
+    /// A core module speaking the ABI of docs/abi.md.
+    Module(InstancePre<StageState>),
+    /// A component of the `wasmpipe:stage` world.
+    Component(super::component::LoadedComponent),
 }
 
 /// The linker every stage is instantiated through: WASI preview 1 (its
@@ -144,12 +152,19 @@ impl Stage {
         bytes: &[u8],
     ) -> Result<Arc<Stage>> {
         let version = content_hash(bytes);
-        let (module, origin) = rt.load_module(bytes, &spec.plugin)?;
-        check_exports(&module, &spec.plugin)?;
-        let pre = linker.instantiate_pre(&module).map_err(anyhow::Error::from).with_context(|| {
-            format!("plugin {:?} imports something the host does not provide (only WASI preview 1 is available)", spec.plugin)
-        })?;
-        let meta = read_metadata(rt, &pre, &spec.plugin, spec.timeout)?;
+        let (code, meta, origin) = if super::component::is_component(bytes) {
+            let (loaded, meta, origin) =
+                super::component::load(rt, bytes, &spec.plugin, spec.timeout)?;
+            (Code::Component(loaded), meta, origin)
+        } else {
+            let (module, origin) = rt.load_module(bytes, &spec.plugin)?;
+            check_exports(&module, &spec.plugin)?;
+            let pre = linker.instantiate_pre(&module).map_err(anyhow::Error::from).with_context(|| {
+                format!("plugin {:?} imports something the host does not provide (only WASI preview 1 is available to a core module)", spec.plugin)
+            })?;
+            let meta = read_metadata(rt, &pre, &spec.plugin, spec.timeout)?;
+            (Code::Module(pre), meta, origin)
+        };
         if meta.abi != ABI_VERSION {
             bail!(
                 "plugin {:?} was built for wasmpipe ABI version {}, but this host speaks version {ABI_VERSION}; rebuild it with a matching wasmpipe-sdk",
@@ -164,7 +179,9 @@ impl Stage {
                 meta.kind
             )
         })?;
-        check_kind_exports(&module, kind, &spec.plugin)?;
+        if let Code::Module(pre) = &code {
+            check_kind_exports(pre.module(), kind, &spec.plugin)?;
+        }
         if let Some(declared) = spec.kind
             && declared != kind
         {
@@ -205,7 +222,7 @@ impl Stage {
             origin,
             trusted_output,
             encoding,
-            pre,
+            code,
             config_json,
         }))
     }

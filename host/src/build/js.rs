@@ -1,0 +1,106 @@
+//! JavaScript and TypeScript stages: built into a component by
+//! componentize-js (SpiderMonkey, snapshotted with the stage's code) run
+//! by Node.js, with the SDK's runtime (`plugin-sdk/js/runtime.js`) wrapped
+//! around the stage module.
+
+use super::{STAGE_WIT, WORK_DIR, run_tool, toolchains_dir, up_to_date, write_files};
+use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The SDK's runtime, written beside the stage at every build.
+pub const RUNTIME: &str = include_str!("../../../plugin-sdk/js/runtime.js");
+/// The TypeScript declarations `wasmpipe new --lang ts` writes.
+pub const TYPES: &str = include_str!("../../../plugin-sdk/js/wasmpipe.d.ts");
+const BUILD: &str = include_str!("../../../plugin-sdk/js/build.mjs");
+
+/// The componentize-js version the SDK is tested with (and `wasmpipe new`
+/// pins), with the wizer it needs.
+pub const COMPONENTIZE_JS: &str = "0.23.0";
+/// See [`COMPONENTIZE_JS`].
+pub const WIZER: &str = "10.0.0";
+/// The TypeScript compiler `wasmpipe new --lang ts` pins.
+pub const TYPESCRIPT: &str = "5.9.3";
+
+/// Builds `source` (the stage's `stage.js` or `stage.ts`) in `dir` into
+/// `dir/.wasmpipe/<dir name>.wasm`.
+pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
+    let node = node()?;
+    // Looked up before the freshness check: a build that cannot run again
+    // should say so now, not on the first edit.
+    let componentize = package(dir, "@bytecodealliance/componentize-js", "src/componentize.js")?;
+    let ts = source.extension().is_some_and(|e| e == "ts");
+    let typescript = if ts {
+        Some(package(dir, "typescript", "lib/typescript.js")?)
+    } else {
+        None
+    };
+    let work = dir.join(WORK_DIR);
+    let sdk_changed = write_files(
+        &work,
+        &[
+            ("runtime.js", RUNTIME),
+            ("build.mjs", BUILD),
+            ("wit/stage.wit", STAGE_WIT),
+            (".gitignore", "*\n"),
+        ],
+    )?;
+    let name = stage_name(dir);
+    let out = work.join(format!("{name}.wasm"));
+    if up_to_date(dir, &out, sdk_changed) {
+        return Ok(out);
+    }
+    let mut cmd = Command::new(&node);
+    cmd.arg(work.join("build.mjs"))
+        .arg(source)
+        .arg(&out)
+        .arg(work.join("wit"))
+        .arg(&name)
+        .arg(&componentize)
+        // componentize-js lets the snapshot read files below its working
+        // directory only: the stage's own modules and `.wasmpipe/`.
+        .current_dir(dir);
+    if let Some(t) = &typescript {
+        cmd.arg(t);
+    }
+    run_tool(&mut cmd, &format!("componentize-js on {}", source.display()))?;
+    Ok(out)
+}
+
+/// The stage's name: its directory's.
+pub(super) fn stage_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stage".into())
+}
+
+/// `node`, checked to run.
+fn node() -> Result<PathBuf> {
+    let node = PathBuf::from(std::env::var_os("WASMPIPE_NODE").unwrap_or_else(|| "node".into()));
+    match Command::new(&node).arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(node),
+        _ => bail!(
+            "JavaScript and TypeScript stages are built with Node.js 20 or later, and `{}` does not run: install Node.js (Debian: `apt install nodejs npm`), then run `npm install` in the stage's directory",
+            node.display()
+        ),
+    }
+}
+
+/// The file `entry` of the npm package `name`, from a `node_modules` of
+/// `dir` or a folder above it, else from the JavaScript toolchain that
+/// `plugin-sdk/toolchains install js` sets up.
+fn package(dir: &Path, name: &str, entry: &str) -> Result<PathBuf> {
+    let toolchain = toolchains_dir().map(|t| t.join("js"));
+    let found = dir
+        .ancestors()
+        .map(Path::to_path_buf)
+        .chain(toolchain)
+        .map(|d| d.join("node_modules").join(name).join(entry))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => Ok(p),
+        None => bail!(
+            "the npm package `{name}` is not installed for {dir:?}: run `npm install` there (its package.json pins the versions wasmpipe is tested with), or `bash plugin-sdk/toolchains install js` once for every stage on this machine"
+        ),
+    }
+}

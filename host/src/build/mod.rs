@@ -1,0 +1,267 @@
+//! Building stages from their sources: for `wasmpipe build`, and for
+//! manifests whose `plugin` is a stage's directory (built when loaded,
+//! rebuilt by `run --watch` when its sources change).
+//!
+//! A directory with a `Cargo.toml` is a Rust crate, built by cargo for
+//! `wasm32-wasip1` (a core module); one with a `stage.js`, `stage.ts` or
+//! `stage.py` is built into a component by componentize-js or
+//! componentize-py ([`js`], [`python`]). wasmpipe installs none of these
+//! tools: when one is missing it says what to install.
+
+mod js;
+mod python;
+
+use anyhow::{Context as _, Result, bail};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// The target stages are compiled for.
+pub const TARGET: &str = "wasm32-wasip1";
+
+/// The language a stage directory is written in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Language {
+    /// A crate (`Cargo.toml`).
+    Rust,
+    /// `stage.js`, or `stage.ts` (the path).
+    JavaScript(PathBuf),
+    /// `stage.py`.
+    Python(PathBuf),
+}
+
+impl Language {
+    /// What the stage directory `dir` holds.
+    pub fn of(dir: &Path) -> Result<Language> {
+        if dir.join("Cargo.toml").is_file() {
+            return Ok(Language::Rust);
+        }
+        for file in ["stage.ts", "stage.js"] {
+            if dir.join(file).is_file() {
+                return Ok(Language::JavaScript(dir.join(file)));
+            }
+        }
+        if dir.join("stage.py").is_file() {
+            return Ok(Language::Python(dir.join("stage.py")));
+        }
+        bail!(
+            "{dir:?} is not a stage: it has no `Cargo.toml` (Rust), `stage.js`, `stage.ts` or `stage.py` (create one with `wasmpipe new NAME --kind map --lang rust|js|ts|python`)"
+        )
+    }
+}
+
+/// Builds the stage at `dir` and returns the path of the `.wasm` (a core
+/// module for Rust, a component for the others). The tools' progress and
+/// diagnostics go to stderr.
+pub fn build_stage(dir: &Path) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        bail!("{dir:?} is not a directory");
+    }
+    let dir = &dir.canonicalize()?;
+    match Language::of(dir)? {
+        Language::Rust => build_crate(dir),
+        Language::JavaScript(source) => js::build(dir, &source),
+        Language::Python(source) => python::build(dir, &source),
+    }
+}
+
+/// Where the toolchains `plugin-sdk/toolchains install` sets up live:
+/// `$WASMPIPE_TOOLCHAINS`, else `$XDG_DATA_HOME/wasmpipe/toolchains`, else
+/// `~/.local/share/wasmpipe/toolchains`.
+pub fn toolchains_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WASMPIPE_TOOLCHAINS") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return Some(PathBuf::from(d).join("wasmpipe/toolchains"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/wasmpipe/toolchains"))
+}
+
+/// The folder, inside a JavaScript or Python stage, where wasmpipe writes
+/// the SDK's runtime, the WIT world and the component it builds.
+pub const WORK_DIR: &str = ".wasmpipe";
+
+/// The `wasmpipe:stage` world, as the host was built with it.
+pub const STAGE_WIT: &str = include_str!("../../../plugin-sdk/wit/stage.wit");
+
+/// Writes `files` (name, text) into `dir`, leaving unchanged files alone so
+/// their times do not wake a watcher; says whether any changed.
+fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<bool> {
+    let mut changed = false;
+    for (name, text) in files {
+        let p = dir.join(name);
+        if std::fs::read(&p).is_ok_and(|old| old == text.as_bytes()) {
+            continue;
+        }
+        std::fs::create_dir_all(p.parent().expect("a file in a folder"))?;
+        std::fs::write(&p, text).with_context(|| format!("cannot write {p:?}"))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Whether the component `out` was built from the stage's sources as they
+/// are now (and by this SDK: `sdk_changed` says the SDK files were just
+/// rewritten). Component builds are not reproducible byte for byte, and a
+/// new version costs a compilation, so an unchanged stage is not rebuilt.
+fn up_to_date(dir: &Path, out: &Path, sdk_changed: bool) -> bool {
+    let built = std::fs::metadata(out).and_then(|m| m.modified());
+    !sdk_changed && built.is_ok_and(|t| t >= newest_source(dir))
+}
+
+/// Runs a build tool with its output on stderr; `what` names it in errors.
+fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
+    // stdout is the caller's (`wasmpipe build` prints the path there).
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(std::io::stderr())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("cannot run {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status}); its messages are above");
+    }
+    Ok(())
+}
+
+/// Runs `cargo build --release --target wasm32-wasip1` in the crate at
+/// `dir` and returns the path of the `.wasm` it produced. Cargo's own
+/// progress and diagnostics go to stderr.
+pub fn build_crate(dir: &Path) -> Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!("{dir:?} is not a stage crate: it has no `Cargo.toml`");
+    }
+    let dir = &dir.canonicalize()?;
+    let manifest = dir.join("Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "--release", "--target", TARGET])
+        .args(["--message-format", "json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        // Cargo reads `.cargo/config.toml` from the working directory.
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cargo:?} (is a Rust toolchain installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "`cargo build --release --target {TARGET}` failed in {dir:?} (is the target installed? `rustup target add {TARGET}`)"
+        );
+    }
+    let wanted = manifest.canonicalize().unwrap_or(manifest);
+    let mut wasm = None;
+    for line in out.stdout.split(|&b| b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let of_crate = msg["manifest_path"]
+            .as_str()
+            .is_some_and(|p| Path::new(p).canonicalize().is_ok_and(|p| p == wanted));
+        let files = msg["filenames"].as_array().into_iter().flatten();
+        for f in files.filter_map(|f| f.as_str()) {
+            if of_crate && f.ends_with(".wasm") {
+                wasm = Some(PathBuf::from(f));
+            }
+        }
+    }
+    wasm.with_context(|| {
+        format!("building {dir:?} produced no `.wasm`; a stage crate needs `crate-type = [\"cdylib\"]` under `[lib]`")
+    })
+}
+
+/// What was last built from each crate directory, and when its newest
+/// source file was written.
+static BUILT: Mutex<Option<HashMap<PathBuf, (PathBuf, SystemTime)>>> = Mutex::new(None);
+
+/// The `.wasm` of the stage crate at `dir`, built now unless it was built
+/// by this process since its sources last changed (so reloading a manifest
+/// does not run cargo for every unchanged crate).
+pub fn stage_artifact(dir: &Path) -> Result<PathBuf> {
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let newest = newest_source(&key);
+    {
+        let built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((wasm, at)) = built.as_ref().and_then(|m| m.get(&key))
+            && *at >= newest
+            && wasm.is_file()
+        {
+            return Ok(wasm.clone());
+        }
+    }
+    let started = std::time::Instant::now();
+    let wasm = build_stage(&key)?;
+    tracing::info!(
+        "built stage {} in {:.1}s: {}",
+        key.display(),
+        started.elapsed().as_secs_f64(),
+        wasm.display()
+    );
+    BUILT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(key, (wasm.clone(), newest));
+    Ok(wasm)
+}
+
+/// Folders inside a stage that hold what its build wrote or fetched.
+const NOT_SOURCE: [&str; 5] = ["target", ".git", "node_modules", WORK_DIR, "__pycache__"];
+
+/// Whether a change to `path` inside the stage at `dir` can change what the
+/// stage builds to: its Rust, JavaScript, TypeScript or Python sources and
+/// `Cargo.toml` / `package.json`, outside what builds write. Test files
+/// (`*.test.js`, `test_*.py`) are sources too: rebuilding for one is cheap
+/// next to missing a change.
+pub fn is_stage_source(dir: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return false;
+    };
+    if rel
+        .components()
+        .any(|c| NOT_SOURCE.iter().any(|n| c.as_os_str() == *n))
+    {
+        return false;
+    }
+    path.extension()
+        .is_some_and(|e| ["rs", "js", "mjs", "ts", "py"].iter().any(|x| e == *x))
+        || path
+            .file_name()
+            .is_some_and(|n| n == "Cargo.toml" || n == "package.json")
+}
+
+/// The latest modification time of the crate's sources.
+fn newest_source(dir: &Path) -> SystemTime {
+    fn walk(dir: &Path, root: &Path, newest: &mut SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                if p
+                    .file_name()
+                    .is_some_and(|n| !NOT_SOURCE.iter().any(|x| n == *x))
+                {
+                    walk(&p, root, newest);
+                }
+            } else if is_stage_source(root, &p)
+                && let Ok(m) = meta.modified()
+            {
+                *newest = (*newest).max(m);
+            }
+        }
+    }
+    let mut newest = SystemTime::UNIX_EPOCH;
+    walk(dir, dir, &mut newest);
+    newest
+}

@@ -1,0 +1,70 @@
+//! Python stages: built into a component by componentize-py (CPython,
+//! snapshotted with the stage's module), with the SDK
+//! (`plugin-sdk/python/wasmpipe.py`) beside the stage module.
+
+use super::js::stage_name;
+use super::{STAGE_WIT, WORK_DIR, run_tool, toolchains_dir, up_to_date, write_files};
+use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The SDK module, written beside the stage at `new` and every build.
+pub const SDK: &str = include_str!("../../../plugin-sdk/python/wasmpipe.py");
+
+/// The componentize-py version the SDK is tested with.
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// Builds `source` (the stage's `stage.py`) in `dir` into
+/// `dir/.wasmpipe/<dir name>.wasm`.
+pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
+    let tool = componentize_py()?;
+    let work = dir.join(WORK_DIR);
+    let name = stage_name(dir);
+    let module = source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stage".into());
+    let app = format!(
+        "# Written by `wasmpipe build`: the component's entry module.\nimport {module}  # noqa: F401  (registers the stage function)\nimport wasmpipe\n\nStage = wasmpipe._component_stage({name:?})\n"
+    );
+    let sdk_changed = write_files(
+        &work,
+        &[
+            ("wasmpipe.py", SDK),
+            ("wasmpipe_app.py", &app),
+            ("wit/stage.wit", STAGE_WIT),
+            (".gitignore", "*\n"),
+        ],
+    )?;
+    let out = work.join(format!("{name}.wasm"));
+    if up_to_date(dir, &out, sdk_changed) {
+        return Ok(out);
+    }
+    let mut cmd = Command::new(&tool);
+    cmd.arg("-d")
+        .arg(work.join("wit"))
+        .args(["-w", "plugin", "componentize", "wasmpipe_app", "-p"])
+        .arg(dir)
+        .arg("-p")
+        .arg(&work)
+        .arg("-o")
+        .arg(&out)
+        .current_dir(dir);
+    run_tool(&mut cmd, &format!("componentize-py on {}", source.display()))?;
+    Ok(out)
+}
+
+/// `componentize-py`: the toolchain's, else the one on `PATH`.
+fn componentize_py() -> Result<PathBuf> {
+    let toolchain = toolchains_dir().map(|t| t.join("python/bin/componentize-py"));
+    if let Some(t) = toolchain.filter(|t| t.is_file()) {
+        return Ok(t);
+    }
+    let on_path = PathBuf::from("componentize-py");
+    match Command::new(&on_path).arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(on_path),
+        _ => bail!(
+            "Python stages are built with componentize-py, which is not installed: run `pip install componentize-py=={COMPONENTIZE_PY}`, or `bash plugin-sdk/toolchains install python` once for every stage on this machine"
+        ),
+    }
+}

@@ -1,0 +1,237 @@
+// The wasmpipe runtime for JavaScript stages: it turns a module that
+// exports one plain function (`map`, `filter`, `flatMap` or `reduce`) into
+// the `wasmpipe:stage` component interface (plugin-sdk/wit/stage.wit).
+//
+// One call per chunk: the host hands over every event of the chunk as
+// JSON lines; the loop below parses each, calls the stage function, and
+// collects outputs, their origins and one error per failed event. An
+// exception thrown on one event makes that event a dead letter with the
+// exception's message; the rest of the chunk carries on.
+//
+// `wasmpipe build` writes this file next to the stage, with an entry
+// module that imports both; stage authors never import it.
+
+import { cursor } from 'wasmpipe:stage/host@0.1.0';
+
+const NO_EVENT = 0xffffffff;
+const KINDS = { map: 'map', filter: 'filter', flatMap: 'flat_map', reduce: 'reduce' };
+
+/// The message of whatever a stage threw.
+function messageOf(e) {
+  if (e instanceof Error) return e.message || e.name;
+  if (typeof e === 'string') return e;
+  try {
+    return JSON.stringify(e) ?? String(e);
+  } catch {
+    return String(e);
+  }
+}
+
+/// `JSON.stringify` that refuses what JSON cannot say, rather than
+/// writing `undefined` or dropping it.
+function toJson(value, what) {
+  if (value === undefined) throw new Error(`${what} returned undefined; return a JSON value`);
+  if (value !== null && typeof value.then === 'function') {
+    throw new Error(`${what} returned a Promise; stage functions must be synchronous`);
+  }
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new Error(`${what} returned a ${typeof value}, which is not JSON`);
+  return text;
+}
+
+/// Splits a chunk into its lines (each ends in "\n").
+function* lines(events) {
+  let start = 0;
+  while (start < events.length) {
+    let end = events.indexOf('\n', start);
+    if (end < 0) end = events.length;
+    yield events.slice(start, end);
+    start = end + 1;
+  }
+}
+
+/// The grouping key at a JSON pointer: strings as they are, numbers and
+/// booleans by their JSON text; anything else is refused (as in Rust).
+function keyAt(event, pointer, tokens) {
+  let v = event;
+  for (const t of tokens) {
+    if (v === null || typeof v !== 'object' || !Object.hasOwn(v, Array.isArray(v) ? Number(t) : t)) {
+      throw new Error(`key \`${pointer}\` not found in event`);
+    }
+    v = Array.isArray(v) ? v[Number(t)] : v[t];
+  }
+  switch (typeof v) {
+    case 'string':
+      return v;
+    case 'number':
+    case 'boolean':
+      return JSON.stringify(v);
+    default:
+      if (v === null) throw new Error(`key \`${pointer}\` is null in event`);
+      throw new Error(
+        `key \`${pointer}\` is ${Array.isArray(v) ? 'an array' : 'an object'}; keys must be strings, numbers or booleans`,
+      );
+  }
+}
+
+/// The component's `stage` export for the stage module `user`.
+export function makeStage(user, name) {
+  const found = Object.keys(KINDS).filter((k) => typeof user[k] === 'function');
+  if (found.length !== 1) {
+    throw new Error(
+      found.length === 0
+        ? 'a stage module exports one function named map, filter, flatMap or reduce'
+        : `a stage module exports one stage function, not ${found.join(' and ')}`,
+    );
+  }
+  const jsKind = found[0];
+  const kind = KINDS[jsKind];
+  const fn = user[jsKind];
+  if (kind === 'reduce' && (!('initial' in user) || typeof user.combine !== 'function')) {
+    throw new Error('a reduce stage also exports `initial` (the empty accumulator, or a function returning it) and `combine(a, b)`');
+  }
+  const initial = () => (typeof user.initial === 'function' ? user.initial() : structuredClone(user.initial));
+  let config = { stage: name, params: {}, key: null };
+  let keyTokens = null;
+
+  const context = (ctxText) => ({ stage: config.stage, params: config.params, meta: JSON.parse(ctxText), index: 0 });
+
+  function process(ctxText, events) {
+    const ctx = context(ctxText);
+    const out = [];
+    const origins = [];
+    const errors = [];
+    let i = 0;
+    for (const line of lines(events)) {
+      cursor(i);
+      ctx.index = i;
+      try {
+        let event;
+        try {
+          event = JSON.parse(line);
+        } catch (e) {
+          throw new Error(`invalid event JSON: ${e.message}`);
+        }
+        const r = fn(event, ctx);
+        if (kind === 'map') {
+          out.push(toJson(r, jsKind));
+          origins.push(i);
+        } else if (kind === 'filter') {
+          if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
+            throw new Error('filter returned a Promise; stage functions must be synchronous');
+          }
+          if (r) {
+            out.push(line);
+            origins.push(i);
+          }
+        } else {
+          if (r === null || r === undefined || typeof r[Symbol.iterator] !== 'function') {
+            throw new Error('flatMap returns an array (or any iterable) of events');
+          }
+          const produced = [];
+          for (const x of r) produced.push(toJson(x, 'flatMap'));
+          for (const p of produced) {
+            out.push(p);
+            origins.push(i);
+          }
+        }
+      } catch (e) {
+        errors.push({ index: i, message: messageOf(e) });
+      }
+      i++;
+    }
+    cursor(NO_EVENT);
+    return { out: out.length ? out.join('\n') + '\n' : '', origins, errors };
+  }
+
+  function reduce(ctxText, accText, events) {
+    const ctx = context(ctxText);
+    let acc = accText == null ? (keyTokens ? {} : initial()) : JSON.parse(accText);
+    const errors = [];
+    let i = 0;
+    for (const line of lines(events)) {
+      cursor(i);
+      ctx.index = i;
+      try {
+        let event;
+        try {
+          event = JSON.parse(line);
+        } catch (e) {
+          throw new Error(`invalid event JSON: ${e.message}`);
+        }
+        if (keyTokens) {
+          const k = keyAt(event, config.key, keyTokens);
+          const next = fn(Object.hasOwn(acc, k) ? acc[k] : initial(), event, ctx);
+          toJson(next, 'reduce');
+          acc[k] = next;
+        } else {
+          const next = fn(acc, event, ctx);
+          toJson(next, 'reduce');
+          acc = next;
+        }
+      } catch (e) {
+        errors.push({ index: i, message: messageOf(e) });
+      }
+      i++;
+    }
+    cursor(NO_EVENT);
+    return { out: toJson(acc, 'reduce'), origins: [], errors };
+  }
+
+  function combine(aText, bText) {
+    const a = JSON.parse(aText);
+    const b = JSON.parse(bText);
+    if (!keyTokens) return toJson(user.combine(a, b), 'combine');
+    for (const [k, v] of Object.entries(b)) a[k] = Object.hasOwn(a, k) ? user.combine(a[k], v) : v;
+    return toJson(a, 'combine');
+  }
+
+  return {
+    describe() {
+      return { abi: 1, kind, name, sdk: 'wasmpipe-js 0.1.0', keyed: false };
+    },
+    init(text) {
+      config = JSON.parse(text);
+      if (config.key != null) {
+        if (kind !== 'reduce') throw `stage \`${config.stage}\`: only a reduce takes a key`;
+        if (!config.key.startsWith('/')) {
+          throw `invalid key \`${config.key}\` for stage \`${config.stage}\`: a JSON pointer starts with \`/\`, e.g. \`/service\``;
+        }
+        keyTokens = config.key.split('/').slice(1).map((t) => t.replaceAll('~1', '/').replaceAll('~0', '~'));
+      }
+      if (typeof user.init === 'function') {
+        try {
+          user.init(config.params, { stage: config.stage });
+        } catch (e) {
+          throw `stage \`${config.stage}\`: ${messageOf(e)}`;
+        }
+      }
+    },
+    // A value thrown out of an export is the call's error, which the
+    // component model carries as a string.
+    process(ctx, events) {
+      if (kind === 'reduce') throw 'a reduce stage has no `process`';
+      try {
+        return process(ctx, events);
+      } catch (e) {
+        throw messageOf(e);
+      }
+    },
+    reduce(ctx, acc, events) {
+      if (kind !== 'reduce') throw `a ${kind} stage has no \`reduce\``;
+      try {
+        return reduce(ctx, acc, events);
+      } catch (e) {
+        throw messageOf(e);
+      }
+    },
+    combine(a, b) {
+      if (kind !== 'reduce') throw `a ${kind} stage has no \`combine\``;
+      try {
+        return combine(a, b);
+      } catch (e) {
+        throw messageOf(e);
+      }
+    },
+  };
+}
