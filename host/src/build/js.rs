@@ -12,6 +12,8 @@ use std::process::Command;
 pub const RUNTIME: &str = include_str!("../../../plugin-sdk/js/runtime.js");
 /// The TypeScript declarations `wasmpipe new --lang ts` writes.
 pub const TYPES: &str = include_str!("../../../plugin-sdk/js/wasmpipe.d.ts");
+/// The loader that runs TypeScript tests natively (`wasmpipe new --lang ts`).
+pub const TS_HOOKS: &str = include_str!("../../../plugin-sdk/js/ts-hooks.mjs");
 const BUILD: &str = include_str!("../../../plugin-sdk/js/build.mjs");
 
 /// The componentize-js version the SDK is tested with (and `wasmpipe new`
@@ -36,15 +38,16 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
         None
     };
     let work = dir.join(WORK_DIR);
-    let sdk_changed = write_files(
-        &work,
-        &[
-            ("runtime.js", RUNTIME),
-            ("build.mjs", BUILD),
-            ("wit/stage.wit", STAGE_WIT),
-            (".gitignore", "*\n"),
-        ],
-    )?;
+    let mut files = vec![
+        ("runtime.js", RUNTIME),
+        ("build.mjs", BUILD),
+        ("wit/stage.wit", STAGE_WIT),
+        (".gitignore", "*\n"),
+    ];
+    if ts {
+        files.push(("ts-hooks.mjs", TS_HOOKS));
+    }
+    let sdk_changed = write_files(&work, &files)?;
     let name = stage_name(dir);
     let out = work.join(format!("{name}.wasm"));
     if up_to_date(dir, &out, sdk_changed) {

@@ -8,8 +8,8 @@
 //! componentize-py ([`js`], [`python`]). wasmpipe installs none of these
 //! tools: when one is missing it says what to install.
 
-mod js;
-mod python;
+pub mod js;
+pub mod python;
 
 use anyhow::{Context as _, Result, bail};
 use std::collections::HashMap;

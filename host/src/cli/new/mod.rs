@@ -1,4 +1,7 @@
-//! `wasmpipe new`: scaffold a stage crate.
+//! `wasmpipe new`: scaffold a stage, in Rust (a crate, below) or in
+//! JavaScript, TypeScript or Python ([`script`]).
+
+mod script;
 
 use super::EXIT_OK;
 use crate::manifest::{Name, StageKind};
@@ -16,6 +19,9 @@ pub struct NewArgs {
     /// What the stage does.
     #[arg(long, value_parser = ["map", "filter", "flat_map", "reduce"])]
     kind: String,
+    /// The language to write it in.
+    #[arg(long, default_value = "rust", value_parser = ["rust", "js", "ts", "python"])]
+    lang: String,
     /// The directory to create the crate in (as `<dir>/<name>`).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
@@ -29,16 +35,14 @@ pub fn run(args: NewArgs) -> Result<u8> {
     let name = Name::try_from(args.name.clone())
         .map_err(|e| anyhow::anyhow!("{}", e.replace("; hint: ", "\nhint: ")))?;
     let func = name.as_str().replace('-', "_");
+    let kind = StageKind::parse(&args.kind).expect("clap checked the kind");
+    if args.lang != "rust" {
+        return script::run(&args, &name, kind);
+    }
     if KEYWORDS.contains(&func.as_str()) {
         bail!("`{func}` is a Rust keyword; choose another stage name");
     }
-    let kind = StageKind::parse(&args.kind).expect("clap checked the kind");
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create directory {:?}", args.dir))?;
-    let dir = args.dir.canonicalize()?.join(name.as_str());
-    if dir.exists() {
-        bail!("{dir:?} already exists");
-    }
+    let dir = stage_dir(&args, &name)?;
     let sdk = match &args.sdk_path {
         Some(p) => format!("{{ path = {:?} }}", p.display().to_string()),
         None => sdk_dependency(&dir),
@@ -53,11 +57,7 @@ pub fn run(args: NewArgs) -> Result<u8> {
         ("expected.jsonl", t.expected.to_string()),
         ("pipeline.toml", pipeline_toml(name.as_str(), kind)),
     ];
-    for (file, text) in files {
-        let p = dir.join(file);
-        std::fs::create_dir_all(p.parent().expect("files are inside the crate"))?;
-        std::fs::write(&p, text).with_context(|| format!("cannot write {p:?}"))?;
-    }
+    write_all(&dir, &files)?;
     let rel = pathdiff(&dir);
     println!("created {kind} stage `{name}` in {}", dir.display());
     println!();
@@ -72,8 +72,29 @@ pub fn run(args: NewArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// The new stage's directory, `<dir>/<name>`, which must not exist yet.
+fn stage_dir(args: &NewArgs, name: &Name) -> Result<PathBuf> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create directory {:?}", args.dir))?;
+    let dir = args.dir.canonicalize()?.join(name.as_str());
+    if dir.exists() {
+        bail!("{dir:?} already exists");
+    }
+    Ok(dir)
+}
+
+/// Writes `files` (path in `dir`, text).
+fn write_all(dir: &Path, files: &[(&str, String)]) -> Result<()> {
+    for (file, text) in files {
+        let p = dir.join(file);
+        std::fs::create_dir_all(p.parent().expect("files are inside the stage"))?;
+        std::fs::write(&p, text).with_context(|| format!("cannot write {p:?}"))?;
+    }
+    Ok(())
+}
+
 /// `dir` relative to the current directory when it is below it.
-fn pathdiff(dir: &Path) -> String {
+pub(super) fn pathdiff(dir: &Path) -> String {
     std::env::current_dir()
         .ok()
         .and_then(|c| c.canonicalize().ok())
@@ -148,12 +169,12 @@ panic = "abort"
     )
 }
 
-fn pipeline_toml(name: &str, kind: StageKind) -> String {
+pub(super) fn pipeline_toml(name: &str, kind: StageKind) -> String {
     format!(
         r#"# Run with: wasmpipe run --watch pipeline.toml -i samples.jsonl
-# `plugin = "."` is this crate: built when the pipeline loads, rebuilt and
-# swapped in by `run --watch` whenever src/ changes, once it passes on
-# `samples`.
+# `plugin = "."` is this stage: built when the pipeline loads, rebuilt and
+# swapped in by `run --watch` whenever its sources change, once it passes
+# on `samples`.
 [pipeline]
 name = "{name}"
 
@@ -169,13 +190,13 @@ lineage = true
     )
 }
 
-struct Template {
+pub(super) struct Template {
     lib: String,
-    samples: &'static str,
-    expected: &'static str,
+    pub(super) samples: &'static str,
+    pub(super) expected: &'static str,
 }
 
-fn template(kind: StageKind, f: &str) -> Template {
+pub(super) fn template(kind: StageKind, f: &str) -> Template {
     let head =
         "use wasmpipe_sdk::prelude::*;\n\n#[derive(Deserialize)]\nstruct In {\n    n: i64,\n}\n";
     let out = "\n#[derive(Serialize, Debug, PartialEq)]\nstruct Out {\n    n: i64,\n}\n";
