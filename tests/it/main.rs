@@ -9,6 +9,7 @@ mod author;
 mod browser;
 mod cli;
 mod cluster;
+mod components;
 mod console;
 mod diff;
 mod encoding;

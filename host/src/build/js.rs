@@ -30,7 +30,11 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
     let node = node()?;
     // Looked up before the freshness check: a build that cannot run again
     // should say so now, not on the first edit.
-    let componentize = package(dir, "@bytecodealliance/componentize-js", "src/componentize.js")?;
+    let componentize = package(
+        dir,
+        "@bytecodealliance/componentize-js",
+        "src/componentize.js",
+    )?;
     let ts = source.extension().is_some_and(|e| e == "ts");
     let typescript = if ts {
         Some(package(dir, "typescript", "lib/typescript.js")?)
@@ -66,7 +70,10 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
     if let Some(t) = &typescript {
         cmd.arg(t);
     }
-    run_tool(&mut cmd, &format!("componentize-js on {}", source.display()))?;
+    run_tool(
+        &mut cmd,
+        &format!("componentize-js on {}", source.display()),
+    )?;
     Ok(out)
 }
 

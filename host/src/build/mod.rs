@@ -248,8 +248,7 @@ fn newest_source(dir: &Path) -> SystemTime {
             let p = e.path();
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
-                if p
-                    .file_name()
+                if p.file_name()
                     .is_some_and(|n| !NOT_SOURCE.iter().any(|x| n == *x))
                 {
                     walk(&p, root, newest);

@@ -50,7 +50,10 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
         .arg("-o")
         .arg(&out)
         .current_dir(dir);
-    run_tool(&mut cmd, &format!("componentize-py on {}", source.display()))?;
+    run_tool(
+        &mut cmd,
+        &format!("componentize-py on {}", source.display()),
+    )?;
     Ok(out)
 }
 

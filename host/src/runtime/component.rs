@@ -146,7 +146,10 @@ struct BoundedTable<'a> {
 
 /// Waits for `f`, at most until `deadline`; past it the call traps with
 /// [`Trap::Interrupt`], which the instance reports as a timeout.
-fn bounded<T>(deadline: Instant, f: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+fn bounded<T>(
+    deadline: Instant,
+    f: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
     let deadline = tokio::time::Instant::from_std(deadline);
     in_tokio(async move {
         match tokio::time::timeout_at(deadline, f).await {
@@ -170,7 +173,10 @@ impl wasmtime_wasi::p2::bindings::sync::io::poll::HostPollable for BoundedTable<
     }
 
     fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
-        bounded(self.deadline, async_poll::HostPollable::block(self.table, pollable))
+        bounded(
+            self.deadline,
+            async_poll::HostPollable::block(self.table, pollable),
+        )
     }
 
     fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
@@ -209,10 +215,9 @@ pub(crate) fn load(
     let mut store = Store::new(rt.engine(), ComponentState::new(wasi, 1 << 30, timeout));
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(Runtime::deadline_ticks(timeout));
-    let plugin = loaded
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| load_call_error(e, format!("cannot instantiate component {path:?}"), timeout))?;
+    let plugin = loaded.pre.instantiate(&mut store).map_err(|e| {
+        load_call_error(e, format!("cannot instantiate component {path:?}"), timeout)
+    })?;
     let m = plugin
         .wasmpipe_stage_stage()
         .call_describe(&mut store)

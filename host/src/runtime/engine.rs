@@ -2,6 +2,7 @@
 //! ticker that enforces wall-time limits, and the on-disk cache of compiled
 //! modules that lets a second run skip compilation.
 
+use super::component::ComponentState;
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -10,11 +11,10 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use super::component::ComponentState;
-use std::sync::OnceLock;
 use wasmtime::component::Component;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig,

@@ -46,21 +46,37 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
             } else {
                 files.extend([("stage.js", stage), ("stage.test.js", test)]);
             }
-            test_hint = format!("(cd {rel} && npm test)   # tests stage.{ext} natively with node's test runner");
+            test_hint = format!(
+                "(cd {rel} && npm test)   # tests stage.{ext} natively with node's test runner"
+            );
         }
     }
     write_all(&dir, &files)?;
     // What the native tests need before the first build.
     match args.lang.as_str() {
-        "python" => write_all(&dir.join(WORK_DIR), &[("wasmpipe.py", python::SDK.to_string())])?,
-        "ts" => write_all(&dir.join(WORK_DIR), &[("ts-hooks.mjs", js::TS_HOOKS.to_string())])?,
+        "python" => write_all(
+            &dir.join(WORK_DIR),
+            &[("wasmpipe.py", python::SDK.to_string())],
+        )?,
+        "ts" => write_all(
+            &dir.join(WORK_DIR),
+            &[("ts-hooks.mjs", js::TS_HOOKS.to_string())],
+        )?,
         _ => {}
     }
-    println!("created {kind} stage `{name}` ({}) in {}", args.lang, dir.display());
+    println!(
+        "created {kind} stage `{name}` ({}) in {}",
+        args.lang,
+        dir.display()
+    );
     println!();
-    println!("  wasmpipe run {rel}/pipeline.toml -i {rel}/samples.jsonl   # builds the component, runs it");
+    println!(
+        "  wasmpipe run {rel}/pipeline.toml -i {rel}/samples.jsonl   # builds the component, runs it"
+    );
     println!("  wasmpipe test {rel} --input {rel}/samples.jsonl --expect {rel}/expected.jsonl");
-    println!("  wasmpipe run --watch {rel}/pipeline.toml -i {rel}/samples.jsonl   # edit, see it live");
+    println!(
+        "  wasmpipe run --watch {rel}/pipeline.toml -i {rel}/samples.jsonl   # edit, see it live"
+    );
     println!("  {test_hint}");
     println!();
     println!(
@@ -70,7 +86,11 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
         } else {
             format!("Node.js 20+ and componentize-js {}", js::COMPONENTIZE_JS)
         },
-        if args.lang == "python" { "" } else { ", or run `npm install` in the stage" }
+        if args.lang == "python" {
+            ""
+        } else {
+            ", or run `npm install` in the stage"
+        }
     );
     Ok(EXIT_OK)
 }
@@ -170,7 +190,11 @@ fn js_stage(kind: StageKind, ts: bool) -> (String, String) {
     } else {
         "const ctx = { stage: 'test', params: {}, meta: {}, index: 0 };"
     };
-    let test_imports = if ts { "import type { Context } from './wasmpipe';\n" } else { "" };
+    let test_imports = if ts {
+        "import type { Context } from './wasmpipe';\n"
+    } else {
+        ""
+    };
     (
         format!("{head}{imports}{body}"),
         format!(
@@ -191,20 +215,36 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent / \".wasmpipe\"))
 fn python_stage(kind: StageKind) -> String {
     let head = "\"\"\"Build and run: `wasmpipe run pipeline.toml -i samples.jsonl`. Test: `python3 -m pytest`.\n\nA raised exception makes that one event a dead letter with its message;\nprint goes to wasmpipe's log; ctx.params holds the manifest's params.\n\"\"\"\n\n";
     let body = match kind {
-        StageKind::Map => "from wasmpipe import map\n\n\n@map\ndef double(event, ctx):\n    \"\"\"A map stage: one event in, one out. Doubles `n`.\"\"\"\n    n = event[\"n\"] * 2\n    if abs(n) > 2**63 - 1:\n        raise ValueError(f\"{event['n']} is too large to double\")\n    return {**event, \"n\": n}\n",
-        StageKind::Filter => "from wasmpipe import filter\n\n\n@filter\ndef even(event, ctx):\n    \"\"\"A filter stage: keeps the events it returns true for. Keeps even `n`.\"\"\"\n    return event[\"n\"] % 2 == 0\n",
-        StageKind::FlatMap => "from wasmpipe import flat_map\n\n\n@flat_map\ndef count(event, ctx):\n    \"\"\"A flat_map stage: one event in, any number out. Counts up to `n`.\"\"\"\n    return [{\"n\": i} for i in range(max(0, min(event[\"n\"], 1000)))]\n",
-        StageKind::Reduce => "from wasmpipe import reduce\n\n\ndef add(a, b):\n    \"\"\"Merges the partial sums of parallel workers.\"\"\"\n    return a + b\n\n\n@reduce(initial=0, combine=add)\ndef total(acc, event, ctx):\n    \"\"\"A reduce stage: folds every event into one result. Sums `n`.\"\"\"\n    return acc + event[\"n\"]\n",
+        StageKind::Map => {
+            "from wasmpipe import map\n\n\n@map\ndef double(event, ctx):\n    \"\"\"A map stage: one event in, one out. Doubles `n`.\"\"\"\n    n = event[\"n\"] * 2\n    if abs(n) > 2**63 - 1:\n        raise ValueError(f\"{event['n']} is too large to double\")\n    return {**event, \"n\": n}\n"
+        }
+        StageKind::Filter => {
+            "from wasmpipe import filter\n\n\n@filter\ndef even(event, ctx):\n    \"\"\"A filter stage: keeps the events it returns true for. Keeps even `n`.\"\"\"\n    return event[\"n\"] % 2 == 0\n"
+        }
+        StageKind::FlatMap => {
+            "from wasmpipe import flat_map\n\n\n@flat_map\ndef count(event, ctx):\n    \"\"\"A flat_map stage: one event in, any number out. Counts up to `n`.\"\"\"\n    return [{\"n\": i} for i in range(max(0, min(event[\"n\"], 1000)))]\n"
+        }
+        StageKind::Reduce => {
+            "from wasmpipe import reduce\n\n\ndef add(a, b):\n    \"\"\"Merges the partial sums of parallel workers.\"\"\"\n    return a + b\n\n\n@reduce(initial=0, combine=add)\ndef total(acc, event, ctx):\n    \"\"\"A reduce stage: folds every event into one result. Sums `n`.\"\"\"\n    return acc + event[\"n\"]\n"
+        }
     };
     format!("{head}{body}")
 }
 
 fn python_test(kind: StageKind) -> String {
     let body = match kind {
-        StageKind::Map => "import pytest\n\nfrom stage import double\n\n\ndef test_doubles():\n    assert double({\"n\": 21}, Context()) == {\"n\": 42}\n    with pytest.raises(ValueError, match=\"too large\"):\n        double({\"n\": 2**63 - 1}, Context())\n",
-        StageKind::Filter => "from stage import even\n\n\ndef test_keeps_even_numbers():\n    assert even({\"n\": 2}, Context())\n    assert not even({\"n\": 3}, Context())\n",
-        StageKind::FlatMap => "from stage import count\n\n\ndef test_counts_up_to_n():\n    assert count({\"n\": 2}, Context()) == [{\"n\": 0}, {\"n\": 1}]\n    assert count({\"n\": -1}, Context()) == []\n",
-        StageKind::Reduce => "from stage import add, total\n\n\ndef test_sums():\n    assert total(40, {\"n\": 2}, Context()) == 42\n    assert add(1, 2) == 3\n",
+        StageKind::Map => {
+            "import pytest\n\nfrom stage import double\n\n\ndef test_doubles():\n    assert double({\"n\": 21}, Context()) == {\"n\": 42}\n    with pytest.raises(ValueError, match=\"too large\"):\n        double({\"n\": 2**63 - 1}, Context())\n"
+        }
+        StageKind::Filter => {
+            "from stage import even\n\n\ndef test_keeps_even_numbers():\n    assert even({\"n\": 2}, Context())\n    assert not even({\"n\": 3}, Context())\n"
+        }
+        StageKind::FlatMap => {
+            "from stage import count\n\n\ndef test_counts_up_to_n():\n    assert count({\"n\": 2}, Context()) == [{\"n\": 0}, {\"n\": 1}]\n    assert count({\"n\": -1}, Context()) == []\n"
+        }
+        StageKind::Reduce => {
+            "from stage import add, total\n\n\ndef test_sums():\n    assert total(40, {\"n\": 2}, Context()) == 42\n    assert add(1, 2) == 3\n"
+        }
     };
     format!("from wasmpipe import Context\n{body}")
 }

@@ -1,0 +1,465 @@
+//! Stages written in JavaScript, TypeScript and Python, built into
+//! `wasmpipe:stage` components: everything a Rust stage has, from the
+//! outside. Failures stay with their events (an exception, an endless loop,
+//! a memory bomb, a sleep in a WASI call, runaway recursion), the author
+//! loop works from `wasmpipe new` to a running pipeline, `run --watch`
+//! swaps an edited stage, and `serve` runs them as it runs Rust stages.
+//!
+//! Building needs the toolchains `plugin-sdk/toolchains install` sets up
+//! (`.ci/run` does). The fixtures are copied out of the repository and
+//! built once per test process; the compiled-module cache is shared.
+
+use crate::reload::Watched;
+use crate::serve::{Server, get, post, wait_job};
+use crate::util::{Run, fixture, read_jsonl, repo, run, run_bounded, toml_path, wasmpipe, write};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// The stage directory `tests/fixtures/<name>` copied to a build folder of
+/// this test run, built with `wasmpipe build`; returns (directory, .wasm).
+fn built(name: &str) -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, (PathBuf, PathBuf)>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(b) = built.get(name) {
+        return b.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("component-stages")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = e.unwrap().path();
+        let to = dir.join(p.file_name().unwrap());
+        let text = std::fs::read(&p).unwrap();
+        // Rewritten only when changed: the build is skipped for a stage
+        // whose sources are older than its component.
+        if std::fs::read(&to).ok().as_ref() != Some(&text) {
+            std::fs::write(&to, text).unwrap();
+        }
+    }
+    let r: Run = wasmpipe().arg("build").arg(&dir).output().unwrap().into();
+    let r = r.expect_code(0);
+    let wasm = PathBuf::from(r.stdout.trim());
+    assert!(wasm.is_file(), "{}", r.stderr);
+    built.insert(name.into(), (dir.clone(), wasm.clone()));
+    (dir, wasm)
+}
+
+/// A manifest running the hostile fixture `name` as stage `s`.
+fn hostile_manifest(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let (_, wasm) = built(name);
+    write(
+        dir,
+        "hostile.toml",
+        &format!(
+            "[pipeline]\nname = \"hostile\"\n\n[[stage]]\nname = \"s\"\nkind = \"map\"\nplugin = {}\nparams = {{ tag = \"t1\" }}\nlimits = {{ timeout = \"1s\", memory = \"256MiB\" }}\n\n[runtime]\nretries = 0\n{extra}",
+            toml_path(&wasm)
+        ),
+    )
+}
+
+/// Runs `name` over 24 events, every fourth a plain one, the others
+/// misbehaving as `bad` says, and checks that each bad event alone is a
+/// dead letter with the words `bad` gives, and every good one an output.
+fn each_failure_stays_with_its_event(name: &str, bad: &[(Value, &str)]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = hostile_manifest(tmp.path(), name, "");
+    let mut input = String::new();
+    let mut expected_dead = BTreeMap::new();
+    let mut good = Vec::new();
+    for i in 0..24usize {
+        let ev = if i % 4 == 0 || i / 4 >= bad.len() {
+            good.push((i, i as i64));
+            json!({"n": i})
+        } else {
+            let (e, words) = &bad[(i / 4 + i % 4) % bad.len()];
+            expected_dead.insert(i, *words);
+            e.clone()
+        };
+        input.push_str(&ev.to_string());
+        input.push('\n');
+    }
+    input.push_str("{\"n\": oops\n");
+    expected_dead.insert(24, "invalid event JSON");
+    let data = write(tmp.path(), "in.jsonl", &input);
+    let out = tmp.path().join("out.jsonl");
+    let dead = tmp.path().join("dead.jsonl");
+    let r = run_bounded(
+        wasmpipe()
+            .arg("run")
+            .arg(&m)
+            .arg("-i")
+            .arg(&data)
+            .arg("-o")
+            .arg(&out)
+            .arg("--dead-letters")
+            .arg(&dead)
+            .args(["-w", "2", "--chunk-size", "5", "--meta", "host=h9"]),
+        Duration::from_secs(240),
+    );
+    assert_eq!(r.code, 3, "{name}: {}", r.stderr);
+    let outs = read_jsonl(&out);
+    let expect_out: Vec<Value> = good
+        .iter()
+        .map(|&(_, n)| json!({"n": n * 2, "tag": "t1", "host": "h9"}))
+        .collect();
+    assert_eq!(outs, expect_out, "{name}: outputs");
+    let dead = read_jsonl(&dead);
+    let got: BTreeMap<usize, String> = dead
+        .iter()
+        .map(|d| {
+            (
+                d["index"].as_u64().unwrap() as usize,
+                d["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected_dead.keys().collect::<Vec<_>>(),
+        "{name}: the dead letters are exactly the bad events: {got:#?}"
+    );
+    for (i, words) in &expected_dead {
+        assert!(
+            got[i].contains(words),
+            "{name}: event {i} should die saying `{words}`: {}",
+            got[i]
+        );
+    }
+    for d in &dead {
+        assert_eq!(d["stage"], "s", "{d}");
+    }
+}
+
+#[test]
+fn a_javascript_stage_confines_exceptions_loops_memory_bombs_and_recursion_to_their_event() {
+    each_failure_stays_with_its_event(
+        "js_hostile",
+        &[
+            (json!({"throw": "no such user"}), "no such user"),
+            (json!({"loop": true}), "timed out after 1s"),
+            // SpiderMonkey's allocator fails inside the limit and throws
+            // its "out of memory" on that event.
+            (json!({"bomb": 7}), "out of memory"),
+            (json!({"recurse": true}), "recursion"),
+        ],
+    );
+}
+
+#[test]
+fn a_python_stage_confines_exceptions_loops_sleeps_and_memory_bombs_to_their_event() {
+    each_failure_stays_with_its_event(
+        "py_hostile",
+        &[
+            (json!({"throw": "no such user"}), "no such user"),
+            (json!({"loop": true}), "timed out after 1s"),
+            // Asleep in a WASI poll, not in wasm code: the host's bounded
+            // poll ends it at the time limit.
+            (json!({"sleep": 600}), "timed out after 1s"),
+            // CPython's allocator fails inside the limit: a MemoryError,
+            // raised on that event like any exception.
+            (json!({"bomb": true}), "MemoryError"),
+            (json!({"recurse": true}), "recursion"),
+        ],
+    );
+}
+
+#[test]
+fn console_log_and_print_go_to_the_host_log_tagged_with_the_stage() {
+    for name in ["js_hostile", "py_hostile"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = hostile_manifest(tmp.path(), name, "");
+        let data = write(
+            tmp.path(),
+            "in.jsonl",
+            "{\"n\":1,\"log\":\"hello from the guest\"}\n",
+        );
+        let r = run(&["run", m.to_str().unwrap(), "-i", data.to_str().unwrap()]).expect_code(0);
+        assert!(
+            r.stderr.contains("[s] hello from the guest"),
+            "{name}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(r.stdout.trim()).unwrap()["n"],
+            2
+        );
+    }
+}
+
+#[test]
+fn a_component_that_is_not_a_stage_is_refused_with_the_reason() {
+    let r = run(&["inspect", fixture("empty_component.wat").to_str().unwrap()]).expect_code(1);
+    assert!(
+        r.stderr
+            .contains("does not export `wasmpipe:stage/stage@0.1.0`"),
+        "{}",
+        r.stderr
+    );
+    // A memory limit below what the interpreter needs at start refuses
+    // the pipeline, saying which stage.
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, wasm) = built("js_hostile");
+    let m = write(
+        tmp.path(),
+        "small.toml",
+        &format!(
+            "[pipeline]\nname = \"small\"\n\n[[stage]]\nname = \"tiny\"\nkind = \"map\"\nplugin = {}\nlimits = {{ memory = \"2MiB\" }}\n",
+            toml_path(&wasm)
+        ),
+    );
+    let data = write(tmp.path(), "in.jsonl", "{\"n\":1}\n");
+    let r = run(&["run", m.to_str().unwrap(), "-i", data.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("stage `tiny`"), "{}", r.stderr);
+}
+
+#[test]
+fn building_without_the_toolchain_says_what_to_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let js = tmp.path().join("nojs");
+    std::fs::create_dir_all(&js).unwrap();
+    std::fs::write(
+        js.join("stage.js"),
+        "export function map(e) { return e; }\n",
+    )
+    .unwrap();
+    let py = tmp.path().join("nopy");
+    std::fs::create_dir_all(&py).unwrap();
+    std::fs::write(py.join("stage.py"), "from wasmpipe import map\n").unwrap();
+    let bare = |dir: &Path| -> Run {
+        wasmpipe()
+            .arg("build")
+            .arg(dir)
+            .env("WASMPIPE_TOOLCHAINS", tmp.path().join("none"))
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let r = bare(&js).expect_code(1);
+    assert!(r.stderr.contains("Node.js 20 or later"), "{}", r.stderr);
+    let r: Run = wasmpipe()
+        .arg("build")
+        .arg(&js)
+        .env("WASMPIPE_TOOLCHAINS", tmp.path().join("none"))
+        .output()
+        .unwrap()
+        .into();
+    let r = r.expect_code(1);
+    assert!(
+        r.stderr
+            .contains("`@bytecodealliance/componentize-js` is not installed")
+            && r.stderr.contains("npm install"),
+        "{}",
+        r.stderr
+    );
+    let r = bare(&py).expect_code(1);
+    assert!(
+        r.stderr.contains("pip install componentize-py==0.25.1"),
+        "{}",
+        r.stderr
+    );
+    // Nothing was installed behind the user's back.
+    assert!(!js.join("node_modules").exists());
+    assert!(!tmp.path().join("none").exists());
+}
+
+/// `wasmpipe <args>` in `dir`.
+fn in_dir(dir: &Path, args: &[&str]) -> Run {
+    wasmpipe()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn new_then_run_takes_two_commands_in_js_ts_and_python_and_the_native_tests_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for (lang, kind, expected) in [
+        ("js", "map", "{\"n\":2}\n{\"n\":4}\n{\"n\":6}\n"),
+        ("ts", "filter", "{\"n\":2}\n"),
+        ("python", "reduce", "6\n"),
+    ] {
+        let name = format!("hello-{lang}");
+        let r = in_dir(dir, &["new", &name, "--kind", kind, "--lang", lang]).expect_code(0);
+        assert!(r.stdout.contains("wasmpipe run"), "{}", r.stdout);
+        let stage = dir.join(&name);
+        let r = in_dir(
+            dir,
+            &[
+                "run",
+                &format!("{name}/pipeline.toml"),
+                "-i",
+                &format!("{name}/samples.jsonl"),
+            ],
+        )
+        .expect_code(0);
+        // The scaffolded pipeline records lineage (`_versions`).
+        let outputs: String = r
+            .stdout
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                if let Some(o) = v.as_object_mut() {
+                    assert!(o.remove("_versions").is_some(), "{lang}: lineage in {l}");
+                }
+                format!("{v}\n")
+            })
+            .collect();
+        assert_eq!(outputs, expected, "{lang}: {}", r.stderr);
+        assert_eq!(
+            std::fs::read_to_string(stage.join("expected.jsonl")).unwrap(),
+            expected
+        );
+        // `wasmpipe test` against the scaffolded expectations.
+        let r = in_dir(
+            &stage,
+            &[
+                "test",
+                ".",
+                "--input",
+                "samples.jsonl",
+                "--expect",
+                "expected.jsonl",
+            ],
+        )
+        .expect_code(0);
+        assert!(r.stdout.starts_with("ok: "), "{lang}: {}", r.stdout);
+        // The native test runs the function without wasm, and fails when
+        // the function is wrong.
+        native_test(&stage, lang).expect_code(0);
+        let source = match lang {
+            "js" => "stage.js",
+            "ts" => "stage.ts",
+            _ => "stage.py",
+        };
+        let text = std::fs::read_to_string(stage.join(source)).unwrap();
+        let broken = match kind {
+            "map" => text.replace("n: event.n * 2", "n: event.n * 3"),
+            "filter" => text.replace("=== 0", "=== 1"),
+            _ => text.replace("acc + event[\"n\"]", "acc - event[\"n\"]"),
+        };
+        assert_ne!(broken, text, "{lang}: the template changed");
+        std::fs::write(stage.join(source), broken).unwrap();
+        assert_ne!(
+            native_test(&stage, lang).code,
+            0,
+            "{lang}: a wrong function fails its test"
+        );
+    }
+}
+
+/// node's test runner or pytest in `stage`, with the toolchain's tools.
+fn native_test(stage: &Path, lang: &str) -> Run {
+    let toolchains = toolchains();
+    let mut cmd = match lang {
+        "js" => {
+            let mut c = std::process::Command::new("node");
+            c.arg("--test");
+            c
+        }
+        "ts" => {
+            let mut c = std::process::Command::new("node");
+            c.args([
+                "--import",
+                "./.wasmpipe/ts-hooks.mjs",
+                "--test",
+                "stage.test.ts",
+            ]);
+            c
+        }
+        _ => {
+            let mut c = std::process::Command::new(toolchains.join("python/bin/python"));
+            c.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"]);
+            c
+        }
+    };
+    cmd.current_dir(stage).output().unwrap().into()
+}
+
+/// Where `plugin-sdk/toolchains` installed the tools.
+fn toolchains() -> PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("plugin-sdk/toolchains"))
+        .arg("dir")
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn an_edited_javascript_stage_is_rebuilt_and_swapped_by_run_watch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    in_dir(dir, &["new", "live", "--kind", "map", "--lang", "js"]).expect_code(0);
+    let stage = dir.join("live");
+    let mut w = Watched::start(&stage.join("pipeline.toml"), dir, &[]);
+    w.feed("{\"n\":1}\n{\"n\":2}\n");
+    let outs = w.wait_outputs(2);
+    assert_eq!(outs[1]["n"], 4);
+    let first = outs[1]["_versions"]["live"].clone();
+
+    let src = stage.join("stage.js");
+    let text = std::fs::read_to_string(&src).unwrap();
+    std::fs::write(&src, text.replace("n: event.n * 2", "n: event.n * 3")).unwrap();
+    w.wait_log("now serving generation 1 ", 1);
+    w.feed("{\"n\":5}\n");
+    let outs = w.wait_outputs(3);
+    assert_eq!(outs[2]["n"], 15, "the edited source is live");
+    assert_ne!(outs[2]["_versions"]["live"], first);
+
+    // A syntax error: the old version keeps serving.
+    std::fs::write(&src, "export function map(event) { return {").unwrap();
+    w.wait_log("change rejected", 1);
+    w.feed("{\"n\":7}\n");
+    assert_eq!(w.wait_outputs(4)[3]["n"], 21);
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn serve_runs_component_stages_and_stores_their_dead_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, js) = built("js_hostile");
+    let (_, py) = built("py_hostile");
+    let m = write(
+        tmp.path(),
+        "serve.toml",
+        &format!(
+            "[pipeline]\nname = \"mixed\"\n\n[[stage]]\nname = \"js\"\nkind = \"map\"\nplugin = {}\nparams = {{ tag = \"a\" }}\n\n[[stage]]\nname = \"py\"\nkind = \"map\"\nplugin = {}\nparams = {{ tag = \"b\" }}\n\n[serve]\ndatabase = {}\n",
+            toml_path(&js),
+            toml_path(&py),
+            toml_path(&tmp.path().join("serve.db"))
+        ),
+    );
+    let s = Server::start(&m, &[]);
+    let r = post(
+        &s,
+        "/v1/pipelines/mixed/jobs",
+        "application/x-ndjson",
+        "{\"n\":1}\n{\"throw\":\"bad one\"}\n{\"n\":3}\n",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
+    assert_eq!(job["dead_letters"], 1, "{job}");
+    let events = get(&s, "/v1/events?limit=10").json();
+    let ns: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["event"]["n"])
+        .collect();
+    // n doubled by the JavaScript stage, then again by the Python one.
+    assert_eq!(ns, [&json!(4), &json!(12)], "{events}");
+    let dead = get(&s, "/v1/dead-letters?limit=10").json();
+    assert_eq!(dead["dead_letters"][0]["error"], "bad one", "{dead}");
+    assert_eq!(dead["dead_letters"][0]["stage"], "js", "{dead}");
+    assert_eq!(s.stop(), Some(0));
+}
