@@ -74,6 +74,12 @@ function keyAt(event, pointer, tokens) {
   }
 }
 
+/// Sets group `k` of a keyed accumulator as an own property, whatever `k`
+/// is: a plain assignment of `__proto__` would set the prototype instead.
+function setGroup(acc, k, v) {
+  Object.defineProperty(acc, k, { value: v, writable: true, enumerable: true, configurable: true });
+}
+
 /// The component's `stage` export for the stage module `user`.
 export function makeStage(user, name) {
   const found = Object.keys(KINDS).filter((k) => typeof user[k] === 'function');
@@ -146,7 +152,7 @@ export function makeStage(user, name) {
 
   function reduce(ctxText, accText, events) {
     const ctx = context(ctxText);
-    let acc = accText == null ? (keyTokens ? {} : initial()) : JSON.parse(accText);
+    let acc = accText == null ? (keyTokens ? Object.create(null) : initial()) : JSON.parse(accText);
     const errors = [];
     let i = 0;
     for (const line of lines(events)) {
@@ -163,7 +169,7 @@ export function makeStage(user, name) {
           const k = keyAt(event, config.key, keyTokens);
           const next = fn(Object.hasOwn(acc, k) ? acc[k] : initial(), event, ctx);
           toJson(next, 'reduce');
-          acc[k] = next;
+          setGroup(acc, k, next);
         } else {
           const next = fn(acc, event, ctx);
           toJson(next, 'reduce');
@@ -182,7 +188,7 @@ export function makeStage(user, name) {
     const a = JSON.parse(aText);
     const b = JSON.parse(bText);
     if (!keyTokens) return toJson(user.combine(a, b), 'combine');
-    for (const [k, v] of Object.entries(b)) a[k] = Object.hasOwn(a, k) ? user.combine(a[k], v) : v;
+    for (const [k, v] of Object.entries(b)) setGroup(a, k, Object.hasOwn(a, k) ? user.combine(a[k], v) : v);
     return toJson(a, 'combine');
   }
 

@@ -104,6 +104,9 @@ def _lines(events):
 
 
 def _message(e):
+    if isinstance(e, KeyError):
+        # str(KeyError("n")) is just "'n'".
+        return f"KeyError: {e}"
     text = str(e)
     return text if text else type(e).__name__
 
@@ -237,7 +240,7 @@ def _component_stage(name):
 
     class Stage(exports.Stage):
         def describe(self):
-            return wit.Metadata(abi=1, kind=kind, name=fn.__name__, sdk="wasmpipe-python 0.1.0", keyed=False)
+            return wit.Metadata(abi=1, kind=kind, name=name, sdk="wasmpipe-python 0.1.0", keyed=False)
 
         def init(self, config):
             c = json.loads(config)

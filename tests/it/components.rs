@@ -463,3 +463,64 @@ fn serve_runs_component_stages_and_stores_their_dead_letters() {
     assert_eq!(dead["dead_letters"][0]["stage"], "js", "{dead}");
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn a_keyed_reduce_in_js_and_python_groups_by_the_manifest_key_across_workers() {
+    let input = "{\"k\":\"a\",\"n\":1}\n{\"k\":\"__proto__\",\"n\":2}\n{\"k\":7,\"n\":3}\n{\"k\":\"a\",\"n\":4}\n{\"n\":5}\n{\"k\":\"7\",\"n\":1}\n{\"k\":[1],\"n\":1}\n";
+    for lang in ["js", "python"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let sum = repo().join(format!("examples/adder-{lang}/sum"));
+        let m = write(
+            tmp.path(),
+            "keyed.toml",
+            &format!(
+                "[pipeline]\nname = \"keyed\"\n\n[[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\nkey = \"/k\"\n",
+                toml_path(&sum)
+            ),
+        );
+        let data = write(tmp.path(), "in.jsonl", input);
+        let dead = tmp.path().join("dead.jsonl");
+        let r = run(&[
+            "run",
+            m.to_str().unwrap(),
+            "-i",
+            data.to_str().unwrap(),
+            "--dead-letters",
+            dead.to_str().unwrap(),
+            "-w",
+            "2",
+            "--chunk-size",
+            "2",
+        ]);
+        assert_eq!(r.code, 3, "{lang}: {}", r.stderr);
+        // One line per group; a group named `__proto__` is a group like
+        // any other.
+        let groups: Vec<Value> = r
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                json!({"key": "7", "value": 4}),
+                json!({"key": "__proto__", "value": 2}),
+                json!({"key": "a", "value": 5})
+            ],
+            "{lang}: {}",
+            r.stdout
+        );
+        let dead: Vec<String> = read_jsonl(&dead)
+            .iter()
+            .map(|d| d["error"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            dead,
+            [
+                "key `/k` not found in event",
+                "key `/k` is an array; keys must be strings, numbers or booleans"
+            ],
+            "{lang}"
+        );
+    }
+}

@@ -25,8 +25,8 @@ pub const WIZER: &str = "10.0.0";
 pub const TYPESCRIPT: &str = "5.9.3";
 
 /// Builds `source` (the stage's `stage.js` or `stage.ts`) in `dir` into
-/// `dir/.wasmpipe/<dir name>.wasm`.
-pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
+/// `dir/.wasmpipe/<dir name>.wasm`; says whether it ran the tool.
+pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
     let node = node()?;
     // Looked up before the freshness check: a build that cannot run again
     // should say so now, not on the first edit.
@@ -55,7 +55,7 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
     let name = stage_name(dir);
     let out = work.join(format!("{name}.wasm"));
     if up_to_date(dir, &out, sdk_changed) {
-        return Ok(out);
+        return Ok((out, false));
     }
     let mut cmd = Command::new(&node);
     cmd.arg(work.join("build.mjs"))
@@ -74,7 +74,7 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
         &mut cmd,
         &format!("componentize-js on {}", source.display()),
     )?;
-    Ok(out)
+    Ok((out, true))
 }
 
 /// The stage's name: its directory's.

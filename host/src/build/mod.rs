@@ -56,12 +56,18 @@ impl Language {
 /// module for Rust, a component for the others). The tools' progress and
 /// diagnostics go to stderr.
 pub fn build_stage(dir: &Path) -> Result<PathBuf> {
+    build(dir).map(|(wasm, _)| wasm)
+}
+
+/// As [`build_stage`], and whether anything was built (a component whose
+/// sources have not changed since it was built is not built again).
+fn build(dir: &Path) -> Result<(PathBuf, bool)> {
     if !dir.is_dir() {
         bail!("{dir:?} is not a directory");
     }
     let dir = &dir.canonicalize()?;
     match Language::of(dir)? {
-        Language::Rust => build_crate(dir),
+        Language::Rust => build_crate(dir).map(|wasm| (wasm, true)),
         Language::JavaScript(source) => js::build(dir, &source),
         Language::Python(source) => python::build(dir, &source),
     }
@@ -198,13 +204,15 @@ pub fn stage_artifact(dir: &Path) -> Result<PathBuf> {
         }
     }
     let started = std::time::Instant::now();
-    let wasm = build_stage(&key)?;
-    tracing::info!(
-        "built stage {} in {:.1}s: {}",
-        key.display(),
-        started.elapsed().as_secs_f64(),
-        wasm.display()
-    );
+    let (wasm, rebuilt) = build(&key)?;
+    if rebuilt {
+        tracing::info!(
+            "built stage {} in {:.1}s: {}",
+            key.display(),
+            started.elapsed().as_secs_f64(),
+            wasm.display()
+        );
+    }
     BUILT
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -11,12 +11,16 @@ use std::process::Command;
 /// The SDK module, written beside the stage at `new` and every build.
 pub const SDK: &str = include_str!("../../../plugin-sdk/python/wasmpipe.py");
 
+/// What of `.wasmpipe/` is not kept in version control: all but the SDK
+/// module, which a stage's native tests import.
+pub const WORK_GITIGNORE: &str = "*\n!.gitignore\n!wasmpipe.py\n";
+
 /// The componentize-py version the SDK is tested with.
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 
 /// Builds `source` (the stage's `stage.py`) in `dir` into
-/// `dir/.wasmpipe/<dir name>.wasm`.
-pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
+/// `dir/.wasmpipe/<dir name>.wasm`; says whether it ran the tool.
+pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
     let tool = componentize_py()?;
     let work = dir.join(WORK_DIR);
     let name = stage_name(dir);
@@ -33,12 +37,12 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
             ("wasmpipe.py", SDK),
             ("wasmpipe_app.py", &app),
             ("wit/stage.wit", STAGE_WIT),
-            (".gitignore", "*\n"),
+            (".gitignore", WORK_GITIGNORE),
         ],
     )?;
     let out = work.join(format!("{name}.wasm"));
     if up_to_date(dir, &out, sdk_changed) {
-        return Ok(out);
+        return Ok((out, false));
     }
     let mut cmd = Command::new(&tool);
     cmd.arg("-d")
@@ -54,7 +58,7 @@ pub fn build(dir: &Path, source: &Path) -> Result<PathBuf> {
         &mut cmd,
         &format!("componentize-py on {}", source.display()),
     )?;
-    Ok(out)
+    Ok((out, true))
 }
 
 /// `componentize-py`: the toolchain's, else the one on `PATH`.

@@ -24,7 +24,9 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
                 ("stage.py", python_stage(kind)),
                 ("test_stage.py", python_test(kind)),
                 ("conftest.py", PY_CONFTEST.to_string()),
-                (".gitignore", format!("/{WORK_DIR}/\n__pycache__/\n")),
+                // `.wasmpipe/` keeps its own list: the SDK module in it is
+                // kept, so the tests run on a fresh checkout.
+                (".gitignore", "__pycache__/\n".to_string()),
             ]);
             test_hint = format!("(cd {rel} && python3 -m pytest)   # tests stage.py natively");
         }
@@ -56,7 +58,10 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
     match args.lang.as_str() {
         "python" => write_all(
             &dir.join(WORK_DIR),
-            &[("wasmpipe.py", python::SDK.to_string())],
+            &[
+                ("wasmpipe.py", python::SDK.to_string()),
+                (".gitignore", python::WORK_GITIGNORE.to_string()),
+            ],
         )?,
         "ts" => write_all(
             &dir.join(WORK_DIR),
@@ -204,12 +209,18 @@ fn js_stage(kind: StageKind, ts: bool) -> (String, String) {
 }
 
 const PY_CONFTEST: &str = "\
-# Lets the tests `import wasmpipe` (the SDK, which `wasmpipe build` keeps
-# up to date in .wasmpipe/).
+# Lets the tests `import wasmpipe`: the SDK that `wasmpipe build` keeps up
+# to date in .wasmpipe/, else (before a first build) a wasmpipe checkout's.
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent / \".wasmpipe\"))
+here = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(here / \".wasmpipe\"))
+if not (here / \".wasmpipe\" / \"wasmpipe.py\").is_file():
+    for up in here.parents:
+        if (up / \"plugin-sdk\" / \"python\" / \"wasmpipe.py\").is_file():
+            sys.path.insert(0, str(up / \"plugin-sdk\" / \"python\"))
+            break
 ";
 
 fn python_stage(kind: StageKind) -> String {

@@ -1,0 +1,9 @@
+"""W1's first stage (docs/performance.md), as plugins/double in Rust:
+``{"n": 21}`` becomes ``{"n": 42}``."""
+
+from wasmpipe import map
+
+
+@map
+def double(event, ctx):
+    return {"n": event["n"] * 2}
