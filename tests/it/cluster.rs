@@ -6,7 +6,7 @@
 //! Every test has its own database and its own JetStream stream. They run
 //! one at a time: one of them restarts PostgreSQL.
 
-use crate::util::{Process, agent, plugin, short_version, toml_path, wasmpipe, write};
+use crate::util::{Process, agent, plugin, repo, short_version, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -729,6 +729,47 @@ fn a_keyed_reduce_is_combined_per_key_across_workers() {
         format!("{words}|{lines}"),
         "every word stored once, from every line"
     );
+    let workers: i64 = c
+        .sql("SELECT count(DISTINCT worker) FROM wasmpipe.chunks")
+        .parse()
+        .unwrap();
+    assert_eq!(workers, 2, "both workers took chunks");
+}
+
+#[test]
+fn workers_run_javascript_and_python_stages_like_rust_ones() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The examples' stage folders, built once here so that the workers
+    // (which would build them on load) find them up to date.
+    let double = repo().join("examples/adder-js/double");
+    let sum = repo().join("examples/adder-python/sum");
+    for dir in [&double, &sum] {
+        let out = wasmpipe().arg("build").arg(dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stages = format!(
+        "[[stage]]\nname = \"double\"\nkind = \"map\"\nplugin = {}\n\
+         [[stage]]\nname = \"sum\"\nkind = \"reduce\"\nplugin = {}\n",
+        toml_path(&double),
+        toml_path(&sum)
+    );
+    let c = Cluster::start("polyglot", &stages, 500, "", 2);
+    let n = 20_000;
+    let mut body = numbers(n);
+    body.push_str("{\"n\":\"seven\"}\n");
+    let id = c.post(&body);
+    let job = c.wait_done(id, 180);
+    assert_eq!(job["result"], doubled_sum(n), "{job}");
+    assert_eq!(job["dead_letters"], 1, "{job}");
+    c.assert_stored_once(id, n);
+    let dead = c.sql(&format!(
+        "SELECT stage || ': ' || error FROM wasmpipe.dead_letters WHERE job = {id}"
+    ));
+    assert_eq!(dead, "double: event has no integer `n`");
     let workers: i64 = c
         .sql("SELECT count(DISTINCT worker) FROM wasmpipe.chunks")
         .parse()
