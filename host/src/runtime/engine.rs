@@ -119,9 +119,20 @@ impl Runtime {
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if function_cache {
+        // Compiled functions are cached by their body: in memory for a
+        // reloading pipeline, on disk beside the modules when there is a
+        // cache. Two JavaScript (or Python) stages share the interpreter's
+        // tens of thousands of functions, so the second compiles in a
+        // fraction of the first's time, and so does every rebuild.
+        let disk = cfg.cache_dir.as_ref().map(|d| d.join("functions"));
+        if function_cache || disk.is_some() {
+            let cache = FunctionCache {
+                disk,
+                keep_in_memory: function_cache,
+                ..FunctionCache::default()
+            };
             config
-                .enable_incremental_compilation(Arc::new(FunctionCache::default()))
+                .enable_incremental_compilation(Arc::new(cache))
                 .map_err(anyhow::Error::from)?;
         }
         let engine = Engine::new(&config)
@@ -252,20 +263,51 @@ impl Runtime {
 /// a few MiB); past it, new functions are compiled but not kept.
 const FUNCTION_CACHE_BYTES: usize = 256 << 20;
 
-/// Cranelift's incremental compilation cache, in memory.
+/// Cranelift's incremental compilation cache: in memory, and in a folder
+/// (one file per function, named by the SHA-256 of its key).
 #[derive(Debug, Default)]
 struct FunctionCache {
     entries: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     bytes: AtomicUsize,
+    keep_in_memory: bool,
+    disk: Option<PathBuf>,
+}
+
+impl FunctionCache {
+    fn file(&self, key: &[u8]) -> Option<PathBuf> {
+        let hash = hex::encode(Sha256::digest(key));
+        Some(self.disk.as_ref()?.join(&hash[..2]).join(&hash[2..]))
+    }
 }
 
 impl wasmtime::CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).map(|v| Cow::Owned(v.clone()))
+        if self.keep_in_memory {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = entries.get(key) {
+                return Some(Cow::Owned(v.clone()));
+            }
+        }
+        // Trusted as the compiled modules beside it are: only wasmpipe
+        // writes this folder. A file that does not deserialize (truncated,
+        // another Cranelift's) is compiled again by Cranelift.
+        std::fs::read(self.file(key)?).ok().map(Cow::Owned)
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        if let Some(file) = self.file(key)
+            && let Some(dir) = file.parent()
+        {
+            // Written then renamed, so a concurrent compile never reads
+            // half a function; a failure only loses the cache entry.
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            let _ = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&tmp, &value))
+                .and_then(|()| std::fs::rename(&tmp, &file));
+        }
+        if !self.keep_in_memory {
+            return true;
+        }
         let size = key.len() + value.len();
         if self.bytes.fetch_add(size, Ordering::Relaxed) + size > FUNCTION_CACHE_BYTES {
             self.bytes.fetch_sub(size, Ordering::Relaxed);
