@@ -14,6 +14,11 @@ pub const RUNTIME: &str = include_str!("../../../plugin-sdk/js/runtime.js");
 pub const TYPES: &str = include_str!("../../../plugin-sdk/js/wasmpipe.d.ts");
 /// The loader that runs TypeScript tests natively (`wasmpipe new --lang ts`).
 pub const TS_HOOKS: &str = include_str!("../../../plugin-sdk/js/ts-hooks.mjs");
+/// What of `.wasmpipe/` is not kept in version control: everything, but
+/// for a TypeScript stage the loader its native tests run with.
+const WORK_GITIGNORE: &str = "*\n";
+/// See [`WORK_GITIGNORE`].
+pub const TS_WORK_GITIGNORE: &str = "*\n!.gitignore\n!ts-hooks.mjs\n";
 const BUILD: &str = include_str!("../../../plugin-sdk/js/build.mjs");
 
 /// The componentize-js version the SDK is tested with (and `wasmpipe new`
@@ -46,7 +51,14 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         ("runtime.js", RUNTIME),
         ("build.mjs", BUILD),
         ("wit/stage.wit", STAGE_WIT),
-        (".gitignore", "*\n"),
+        (
+            ".gitignore",
+            if ts {
+                TS_WORK_GITIGNORE
+            } else {
+                WORK_GITIGNORE
+            },
+        ),
     ];
     if ts {
         files.push(("ts-hooks.mjs", TS_HOOKS));

@@ -104,7 +104,9 @@ impl Runtime {
         // room for that many per instance, and for its large tables.
         pool.total_component_instances(cfg.max_instances)
             .total_core_instances(cfg.max_instances * CORE_PER_COMPONENT)
-            .total_memories(cfg.max_instances * CORE_PER_COMPONENT)
+            // Memories reserve address space (up to 4 GiB each): an
+            // interpreter's component has two or three, a core module one.
+            .total_memories(cfg.max_instances * 4)
             .total_tables(cfg.max_instances * CORE_PER_COMPONENT)
             .max_memories_per_component(CORE_PER_COMPONENT)
             .max_tables_per_component(CORE_PER_COMPONENT)

@@ -17,8 +17,7 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
         ("pipeline.toml", pipeline_toml(name.as_str(), kind)),
     ];
     let rel = pathdiff(&dir);
-    let test_hint;
-    match args.lang.as_str() {
+    let test_hint = match args.lang.as_str() {
         "python" => {
             files.extend([
                 ("stage.py", python_stage(kind)),
@@ -28,14 +27,16 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
                 // kept, so the tests run on a fresh checkout.
                 (".gitignore", "__pycache__/\n".to_string()),
             ]);
-            test_hint = format!("(cd {rel} && python3 -m pytest)   # tests stage.py natively");
+            format!("(cd {rel} && python3 -m pytest)   # tests stage.py natively")
         }
         lang => {
             let ts = lang == "ts";
             let ext = if ts { "ts" } else { "js" };
             files.extend([
                 ("package.json", package_json(name.as_str(), ts)),
-                (".gitignore", format!("/node_modules/\n/{WORK_DIR}/\n")),
+                // `.wasmpipe/` keeps its own list (TypeScript's test loader
+                // in it is kept).
+                (".gitignore", "/node_modules/\n".to_string()),
             ]);
             let (stage, test) = js_stage(kind, ts);
             if ts {
@@ -48,11 +49,9 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
             } else {
                 files.extend([("stage.js", stage), ("stage.test.js", test)]);
             }
-            test_hint = format!(
-                "(cd {rel} && npm test)   # tests stage.{ext} natively with node's test runner"
-            );
+            format!("(cd {rel} && npm test)   # tests stage.{ext} natively with node's test runner")
         }
-    }
+    };
     write_all(&dir, &files)?;
     // What the native tests need before the first build.
     match args.lang.as_str() {
@@ -65,7 +64,10 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
         )?,
         "ts" => write_all(
             &dir.join(WORK_DIR),
-            &[("ts-hooks.mjs", js::TS_HOOKS.to_string())],
+            &[
+                ("ts-hooks.mjs", js::TS_HOOKS.to_string()),
+                (".gitignore", js::TS_WORK_GITIGNORE.to_string()),
+            ],
         )?,
         _ => {}
     }
