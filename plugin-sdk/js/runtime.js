@@ -14,6 +14,7 @@
 import { cursor } from 'wasmpipe:stage/host@0.1.0';
 
 const NO_EVENT = 0xffffffff;
+const utf8 = new TextEncoder();
 const KINDS = { map: 'map', filter: 'filter', flatMap: 'flat_map', reduce: 'reduce' };
 
 /// The message of whatever a stage threw.
@@ -147,7 +148,7 @@ export function makeStage(user, name) {
       i++;
     }
     cursor(NO_EVENT);
-    return { out: out.length ? out.join('\n') + '\n' : '', origins, errors };
+    return { out: utf8.encode(out.length ? out.join('\n') + '\n' : ''), origins, errors };
   }
 
   function reduce(ctxText, accText, events) {
@@ -181,7 +182,7 @@ export function makeStage(user, name) {
       i++;
     }
     cursor(NO_EVENT);
-    return { out: toJson(acc, 'reduce'), origins: [], errors };
+    return { out: utf8.encode(toJson(acc, 'reduce')), origins: [], errors };
   }
 
   function combine(aText, bText) {

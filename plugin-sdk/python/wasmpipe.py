@@ -186,7 +186,7 @@ def _component_stage(name):
             except Exception as e:
                 errors.append(wit.EventError(index=i, message=_message(e)))
         cursor(NO_EVENT)
-        return wit.Output(out="".join(o + "\n" for o in out), origins=origins, errors=errors)
+        return wit.Output(out="".join(o + "\n" for o in out).encode(), origins=origins, errors=errors)
 
     def fold(ctx_text, acc_text, events):
         ctx = context(ctx_text)
@@ -216,7 +216,7 @@ def _component_stage(name):
             except Exception as e:
                 errors.append(wit.EventError(index=i, message=_message(e)))
         cursor(NO_EVENT)
-        return wit.Output(out=_json(acc, "reduce"), origins=[], errors=errors)
+        return wit.Output(out=_json(acc, "reduce").encode(), origins=[], errors=errors)
 
     def combine(a_text, b_text):
         a, b = json.loads(a_text), json.loads(b_text)

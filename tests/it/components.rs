@@ -168,6 +168,41 @@ fn a_python_stage_confines_exceptions_loops_sleeps_and_memory_bombs_to_their_eve
 }
 
 #[test]
+fn an_instance_whose_memory_only_grows_is_replaced_before_it_runs_out() {
+    // Each event keeps 4 MiB for the instance's life; 40 of them are
+    // 160 MiB, over twice the 64 MiB limit. Instances past half their
+    // limit are replaced between calls, so none of them runs out.
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, wasm) = built("js_hostile");
+    let m = write(
+        tmp.path(),
+        "leak.toml",
+        &format!(
+            "[pipeline]\nname = \"leak\"\n\n[[stage]]\nname = \"s\"\nkind = \"map\"\nplugin = {}\nparams = {{ tag = \"t\" }}\nlimits = {{ memory = \"64MiB\" }}\n",
+            toml_path(&wasm)
+        ),
+    );
+    let input: String = (0..40)
+        .map(|i| format!("{{\"n\":{i},\"leak\":4194304}}\n"))
+        .collect();
+    let data = write(tmp.path(), "in.jsonl", &input);
+    let r = run(&[
+        "run",
+        m.to_str().unwrap(),
+        "-i",
+        data.to_str().unwrap(),
+        "-w",
+        "1",
+        "--chunk-size",
+        "1",
+        "--meta",
+        "host=h",
+    ])
+    .expect_code(0);
+    assert_eq!(r.stdout.lines().count(), 40, "{}", r.stderr);
+}
+
+#[test]
 fn console_log_and_print_go_to_the_host_log_tagged_with_the_stage() {
     for name in ["js_hostile", "py_hostile"] {
         let tmp = tempfile::tempdir().unwrap();

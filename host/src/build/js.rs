@@ -26,6 +26,10 @@ const BUILD: &str = include_str!("../../../plugin-sdk/js/build.mjs");
 pub const COMPONENTIZE_JS: &str = "0.23.0";
 /// See [`COMPONENTIZE_JS`].
 pub const WIZER: &str = "10.0.0";
+/// componentize-js imports it at run time but declares it only for its own
+/// development: a stage's package.json names it, or npm may not install
+/// it where componentize-js looks.
+pub const PREVIEW2_SHIM: &str = "0.25.0";
 /// The TypeScript compiler `wasmpipe new --lang ts` pins.
 pub const TYPESCRIPT: &str = "5.9.3";
 

@@ -80,6 +80,7 @@ impl ComponentState {
             limiter: MemoryLimiter {
                 limit: memory,
                 refused: false,
+                largest: 0,
             },
             deadline: Instant::now() + timeout,
             cursor: NO_EVENT,
@@ -234,15 +235,24 @@ pub(crate) fn load(
 }
 
 /// A configured instance of a component stage.
+///
+/// An interpreter's heap lives in linear memory, which never shrinks: a
+/// JavaScript engine that keeps its garbage until memory runs out (as
+/// SpiderMonkey in a component does) would end every long run at its
+/// memory limit. So an instance whose memory has passed half its limit
+/// is replaced by a fresh one, from the snapshot, before its next call:
+/// a few milliseconds once in a while, and the limit stays what it
+/// means, the most one chunk may need.
 pub struct ComponentInstance {
     store: Store<ComponentState>,
     plugin: Plugin,
-    stage: String,
-    memory_limit: u64,
-    timeout: Duration,
-    output_limit: u64,
+    /// What a fresh instance is made from.
+    engine: wasmtime::Engine,
+    pre: bindings::PluginPre<ComponentState>,
+    spec: super::stage::StageSpec,
+    config: String,
     /// The last call's results, in the core ABI's layout.
-    out: String,
+    out: Vec<u8>,
     origins: Vec<u8>,
     errors: Vec<u8>,
 }
@@ -253,55 +263,53 @@ impl ComponentInstance {
         stage: &Stage,
         loaded: &LoadedComponent,
     ) -> Result<ComponentInstance> {
-        let spec = &stage.spec;
-        let wasi = wasi_builder(&spec.name, &spec.allow, &spec.base_dir)?.build();
-        let mut store = Store::new(
-            rt.engine(),
-            ComponentState::new(wasi, spec.memory, spec.timeout),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
-        let plugin = loaded.pre.instantiate(&mut store).map_err(|e| {
-            load_call_error(
-                e,
-                format!("cannot instantiate stage `{}` (is its memory limit below what the component needs at start?)", spec.name),
-                spec.timeout,
-            )
-        })?;
-        let mut inst = ComponentInstance {
+        let spec = stage.spec.clone();
+        let config = String::from_utf8(stage.config_json.clone()).context("config is not UTF-8")?;
+        let (store, plugin) = fresh(rt.engine(), &loaded.pre, &spec, &config)?;
+        Ok(ComponentInstance {
             store,
             plugin,
-            stage: spec.name.clone(),
-            memory_limit: spec.memory,
-            timeout: spec.timeout,
-            output_limit: spec.output,
-            out: String::new(),
+            engine: rt.engine().clone(),
+            pre: loaded.pre.clone(),
+            spec,
+            config,
+            out: Vec::new(),
             origins: Vec::new(),
             errors: Vec::new(),
-        };
-        let config = std::str::from_utf8(&stage.config_json).context("config is not UTF-8")?;
-        inst.start_call();
-        let res = inst
-            .plugin
-            .wasmpipe_stage_stage()
-            .call_init(&mut inst.store, config);
-        match res {
-            Ok(Ok(())) => Ok(inst),
-            // Kept typed, so a caller can tell rejected params from a trap.
-            Ok(Err(message)) => Err(StageError::Failed {
-                stage: spec.name.clone(),
-                message,
-            }
-            .into()),
-            Err(e) => Err(inst.classify(e).into()),
+        })
+    }
+
+    /// Replaces the instance by a fresh one when its memory has passed
+    /// half its limit (see [`ComponentInstance`]).
+    fn renew_if_worn(&mut self) -> Result<(), StageError> {
+        if self.store.data().limiter.largest <= self.spec.memory / 2 {
+            return Ok(());
         }
+        let (store, plugin) =
+            fresh(&self.engine, &self.pre, &self.spec, &self.config).map_err(|e| match e
+                .downcast::<StageError>()
+            {
+                Ok(e) => e,
+                Err(e) => StageError::Trap {
+                    stage: self.spec.name.clone(),
+                    event: None,
+                    message: format!("{e:#}"),
+                },
+            })?;
+        tracing::debug!(
+            "stage `{}`: a fresh instance replaces one whose memory passed half its limit",
+            self.spec.name
+        );
+        self.store = store;
+        self.plugin = plugin;
+        Ok(())
     }
 
     /// Runs a map, filter or flat_map stage over one chunk of JSON lines.
     pub fn process(&mut self, ctx: &[u8], input: &[u8]) -> Result<CallOutput<'_>, StageError> {
         let ctx = self.text(ctx, "context")?;
         let input = self.text(input, "chunk")?;
-        self.start_call();
+        self.start_call()?;
         let r = self
             .plugin
             .wasmpipe_stage_stage()
@@ -323,7 +331,7 @@ impl ComponentInstance {
             Some(self.text(acc, "accumulator")?)
         };
         let input = self.text(input, "chunk")?;
-        self.start_call();
+        self.start_call()?;
         let r = self
             .plugin
             .wasmpipe_stage_stage()
@@ -335,14 +343,14 @@ impl ComponentInstance {
     pub fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<CallOutput<'_>, StageError> {
         let a = self.text(a, "accumulator")?;
         let b = self.text(b, "accumulator")?;
-        self.start_call();
+        self.start_call()?;
         let r = self
             .plugin
             .wasmpipe_stage_stage()
             .call_combine(&mut self.store, a, b);
         let r = r.map(|r| {
             r.map(|out| Output {
-                out,
+                out: out.into_bytes(),
                 origins: Vec::new(),
                 errors: Vec::new(),
             })
@@ -355,15 +363,17 @@ impl ComponentInstance {
     /// a host bug, said as an ABI failure rather than a panic.
     fn text<'a>(&self, bytes: &'a [u8], what: &str) -> Result<&'a str, StageError> {
         std::str::from_utf8(bytes).map_err(|e| StageError::Abi {
-            stage: self.stage.clone(),
+            stage: self.spec.name.clone(),
             message: format!("the {what} handed to the component is not UTF-8: {e}"),
         })
     }
 
-    fn start_call(&mut self) {
-        self.store.data_mut().start_call(self.timeout);
+    fn start_call(&mut self) -> Result<(), StageError> {
+        self.renew_if_worn()?;
+        self.store.data_mut().start_call(self.spec.timeout);
         self.store
-            .set_epoch_deadline(Runtime::deadline_ticks(self.timeout));
+            .set_epoch_deadline(Runtime::deadline_ticks(self.spec.timeout));
+        Ok(())
     }
 
     fn finish(
@@ -374,16 +384,16 @@ impl ComponentInstance {
             Ok(Ok(o)) => o,
             Ok(Err(message)) => {
                 return Err(StageError::Failed {
-                    stage: self.stage.clone(),
+                    stage: self.spec.name.clone(),
                     message,
                 });
             }
             Err(e) => return Err(self.classify(e)),
         };
-        if output.out.len() as u64 > self.output_limit {
+        if output.out.len() as u64 > self.spec.output {
             return Err(StageError::OutputTooLarge {
-                stage: self.stage.clone(),
-                limit: self.output_limit,
+                stage: self.spec.name.clone(),
+                limit: self.spec.output,
             });
         }
         self.out = output.out;
@@ -395,36 +405,76 @@ impl ComponentInstance {
             encode_error(&mut self.errors, e.index, e.message.as_bytes());
         }
         Ok(CallOutput {
-            out: self.out.as_bytes(),
+            out: &self.out,
             origins: &self.origins,
             errors: &self.errors,
         })
     }
 
-    /// Turns a trap into a typed stage error, naming the event the guest's
-    /// cursor points at.
     fn classify(&self, e: wasmtime::Error) -> StageError {
-        let state = self.store.data();
-        let event = Some(state.cursor).filter(|&c| c != NO_EVENT);
-        let stage = self.stage.clone();
-        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            return StageError::Timeout {
-                stage,
-                event,
-                limit: self.timeout,
-            };
+        classify(&self.store, &self.spec, e)
+    }
+}
+
+/// A new instance of the component, configured with `init(config)`.
+fn fresh(
+    engine: &wasmtime::Engine,
+    pre: &bindings::PluginPre<ComponentState>,
+    spec: &super::stage::StageSpec,
+    config: &str,
+) -> Result<(Store<ComponentState>, Plugin)> {
+    let wasi = wasi_builder(&spec.name, &spec.allow, &spec.base_dir)?.build();
+    let mut store = Store::new(engine, ComponentState::new(wasi, spec.memory, spec.timeout));
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
+    let plugin = pre.instantiate(&mut store).map_err(|e| {
+        load_call_error(
+            e,
+            format!("cannot instantiate stage `{}` (is its memory limit below what the component needs at start?)", spec.name),
+            spec.timeout,
+        )
+    })?;
+    store.data_mut().start_call(spec.timeout);
+    store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
+    match plugin.wasmpipe_stage_stage().call_init(&mut store, config) {
+        Ok(Ok(())) => Ok((store, plugin)),
+        // Kept typed, so a caller can tell rejected params from a trap.
+        Ok(Err(message)) => Err(StageError::Failed {
+            stage: spec.name.clone(),
+            message,
         }
-        if state.limiter.refused {
-            return StageError::OutOfMemory {
-                stage,
-                event,
-                limit: self.memory_limit,
-            };
-        }
-        StageError::Trap {
+        .into()),
+        Err(e) => Err(classify(&store, spec, e).into()),
+    }
+}
+
+/// Turns a trap into a typed stage error, naming the event the guest's
+/// cursor points at.
+fn classify(
+    store: &Store<ComponentState>,
+    spec: &super::stage::StageSpec,
+    e: wasmtime::Error,
+) -> StageError {
+    let state = store.data();
+    let event = Some(state.cursor).filter(|&c| c != NO_EVENT);
+    let stage = spec.name.clone();
+    if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return StageError::Timeout {
             stage,
             event,
-            message: root_cause(&e),
-        }
+            limit: spec.timeout,
+        };
+    }
+    if state.limiter.refused {
+        return StageError::OutOfMemory {
+            stage,
+            event,
+            limit: spec.memory,
+        };
+    }
+    StageError::Trap {
+        stage,
+        event,
+        message: root_cause(&e),
     }
 }

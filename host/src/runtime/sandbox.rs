@@ -46,6 +46,7 @@ impl StageState {
             limiter: MemoryLimiter {
                 limit: memory,
                 refused: false,
+                largest: 0,
             },
             deadline: started + timeout,
             clock,
@@ -67,6 +68,8 @@ pub struct MemoryLimiter {
     pub limit: u64,
     /// Set when a growth was refused; cleared by the caller before each call.
     pub refused: bool,
+    /// The largest size in bytes any of the instance's memories reached.
+    pub largest: u64,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -77,7 +80,9 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let ok = desired as u64 <= self.limit;
-        if !ok {
+        if ok {
+            self.largest = self.largest.max(desired as u64);
+        } else {
             self.refused = true;
         }
         Ok(ok)

@@ -120,7 +120,8 @@ fn package_json(name: &str, ts: bool) -> String {
     "test": "{test}"
   }},
   "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{cjs}"{typescript}
+    "@bytecodealliance/componentize-js": "{cjs}",
+    "@bytecodealliance/preview2-shim": "{shim}"{typescript}
   }},
   "overrides": {{
     "@bytecodealliance/wizer": "{wizer}"
@@ -128,6 +129,7 @@ fn package_json(name: &str, ts: bool) -> String {
 }}
 "#,
         cjs = js::COMPONENTIZE_JS,
+        shim = js::PREVIEW2_SHIM,
         wizer = js::WIZER,
     )
 }
