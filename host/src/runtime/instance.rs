@@ -68,17 +68,18 @@ fn optional_func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
 pub enum StageInstance {
     /// An instance of a core module.
     Module(ModuleInstance),
-    /// An instance of a component (`super::component`).
-    Component(super::component::ComponentInstance),
+    /// An instance of a component (`super::component`), boxed: it keeps
+    /// what a fresh instance is made from.
+    Component(Box<super::component::ComponentInstance>),
 }
 
 impl StageInstance {
     pub(crate) fn new(rt: &Runtime, stage: &Stage) -> Result<StageInstance> {
         Ok(match &stage.code {
             Code::Module(pre) => StageInstance::Module(ModuleInstance::new(rt, stage, pre)?),
-            Code::Component(c) => {
-                StageInstance::Component(super::component::ComponentInstance::new(rt, stage, c)?)
-            }
+            Code::Component(c) => StageInstance::Component(Box::new(
+                super::component::ComponentInstance::new(rt, stage, c)?,
+            )),
         })
     }
 
