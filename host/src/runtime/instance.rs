@@ -65,12 +65,14 @@ fn optional_func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
 
 /// A configured instance of one stage, of a core module or a component:
 /// the same three calls either way.
+// A few instances per stage, each held for many calls: the variants'
+// sizes do not matter, and a box would be one more indirection per call.
+#[allow(clippy::large_enum_variant)]
 pub enum StageInstance {
     /// An instance of a core module.
     Module(ModuleInstance),
-    /// An instance of a component (`super::component`), boxed: it keeps
-    /// what a fresh instance is made from.
-    Component(Box<super::component::ComponentInstance>),
+    /// An instance of a component (`super::component`).
+    Component(super::component::ComponentInstance),
 }
 
 impl StageInstance {
