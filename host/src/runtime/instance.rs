@@ -79,9 +79,9 @@ impl StageInstance {
     pub(crate) fn new(rt: &Runtime, stage: &Stage) -> Result<StageInstance> {
         Ok(match &stage.code {
             Code::Module(pre) => StageInstance::Module(ModuleInstance::new(rt, stage, pre)?),
-            Code::Component(c) => StageInstance::Component(Box::new(
-                super::component::ComponentInstance::new(rt, stage, c)?,
-            )),
+            Code::Component(c) => {
+                StageInstance::Component(super::component::ComponentInstance::new(rt, stage, c)?)
+            }
         })
     }
 
