@@ -113,6 +113,7 @@ fn new_build_and_test_work_from_an_empty_directory() {
         .current_dir(dir.join("level-up"))
         .env("CARGO_TARGET_DIR", target_dir())
         .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
