@@ -69,8 +69,13 @@ fn check_loads_every_stage_and_reports_compiled_then_cached() {
     let cached: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .collect();
     assert_eq!(cached.len(), 1, "one compiled module in the cache");
+    // Beside it, its compiled functions, for the next module that shares
+    // some (a new version, another stage in the same language).
+    let functions = std::fs::read_dir(cache.join("functions")).unwrap().count();
+    assert!(functions > 0, "compiled functions are cached");
     let second = String::from_utf8(check().stdout).unwrap();
     assert!(
         second.contains("cached"),
