@@ -103,11 +103,9 @@ export function makeStage(user, name) {
 
   const context = (ctxText) => ({ stage: config.stage, params: config.params, meta: JSON.parse(ctxText), index: 0 });
 
-  function process(ctxText, events) {
-    const ctx = context(ctxText);
-    const out = [];
-    const origins = [];
-    const errors = [];
+  /// Calls `body(event, line, i)` for each event of the chunk, with the
+  /// cursor on it; a bad line or a throw is that event's error alone.
+  function eachEvent(ctx, events, errors, body) {
     let i = 0;
     for (const line of lines(events)) {
       cursor(i);
@@ -119,35 +117,45 @@ export function makeStage(user, name) {
         } catch (e) {
           throw new Error(`invalid event JSON: ${e.message}`);
         }
-        const r = fn(event, ctx);
-        if (kind === 'map') {
-          out.push(toJson(r, jsKind));
-          origins.push(i);
-        } else if (kind === 'filter') {
-          if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
-            throw new Error('filter returned a Promise; stage functions must be synchronous');
-          }
-          if (r) {
-            out.push(line);
-            origins.push(i);
-          }
-        } else {
-          if (r === null || r === undefined || typeof r[Symbol.iterator] !== 'function') {
-            throw new Error('flatMap returns an array (or any iterable) of events');
-          }
-          const produced = [];
-          for (const x of r) produced.push(toJson(x, 'flatMap'));
-          for (const p of produced) {
-            out.push(p);
-            origins.push(i);
-          }
-        }
+        body(event, line, i);
       } catch (e) {
         errors.push({ index: i, message: messageOf(e) });
       }
       i++;
     }
     cursor(NO_EVENT);
+  }
+
+  function process(ctxText, events) {
+    const ctx = context(ctxText);
+    const out = [];
+    const origins = [];
+    const errors = [];
+    eachEvent(ctx, events, errors, (event, line, i) => {
+      const r = fn(event, ctx);
+      if (kind === 'map') {
+        out.push(toJson(r, jsKind));
+        origins.push(i);
+      } else if (kind === 'filter') {
+        if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
+          throw new Error('filter returned a Promise; stage functions must be synchronous');
+        }
+        if (r) {
+          out.push(line);
+          origins.push(i);
+        }
+      } else {
+        if (r === null || r === undefined || typeof r[Symbol.iterator] !== 'function') {
+          throw new Error('flatMap returns an array (or any iterable) of events');
+        }
+        const produced = [];
+        for (const x of r) produced.push(toJson(x, 'flatMap'));
+        for (const p of produced) {
+          out.push(p);
+          origins.push(i);
+        }
+      }
+    });
     return { out: utf8.encode(out.length ? out.join('\n') + '\n' : ''), origins, errors };
   }
 
@@ -155,33 +163,18 @@ export function makeStage(user, name) {
     const ctx = context(ctxText);
     let acc = accText == null ? (keyTokens ? Object.create(null) : initial()) : JSON.parse(accText);
     const errors = [];
-    let i = 0;
-    for (const line of lines(events)) {
-      cursor(i);
-      ctx.index = i;
-      try {
-        let event;
-        try {
-          event = JSON.parse(line);
-        } catch (e) {
-          throw new Error(`invalid event JSON: ${e.message}`);
-        }
-        if (keyTokens) {
-          const k = keyAt(event, config.key, keyTokens);
-          const next = fn(Object.hasOwn(acc, k) ? acc[k] : initial(), event, ctx);
-          toJson(next, 'reduce');
-          setGroup(acc, k, next);
-        } else {
-          const next = fn(acc, event, ctx);
-          toJson(next, 'reduce');
-          acc = next;
-        }
-      } catch (e) {
-        errors.push({ index: i, message: messageOf(e) });
+    eachEvent(ctx, events, errors, (event) => {
+      if (keyTokens) {
+        const k = keyAt(event, config.key, keyTokens);
+        const next = fn(Object.hasOwn(acc, k) ? acc[k] : initial(), event, ctx);
+        toJson(next, 'reduce');
+        setGroup(acc, k, next);
+      } else {
+        const next = fn(acc, event, ctx);
+        toJson(next, 'reduce');
+        acc = next;
       }
-      i++;
-    }
-    cursor(NO_EVENT);
+    });
     return { out: utf8.encode(toJson(acc, 'reduce')), origins: [], errors };
   }
 

@@ -158,9 +158,9 @@ def _component_stage(name):
         c = state["config"]
         return Context(c["stage"], c["params"], json.loads(ctx_text))
 
-    def process(ctx_text, events):
-        ctx = context(ctx_text)
-        out, origins, errors = [], [], []
+    def each_event(ctx, events, errors, body):
+        # Calls body(event, line, i) per event, with the cursor on it; a
+        # bad line or an exception is that event's error alone.
         for i, line in enumerate(_lines(events)):
             cursor(i)
             ctx.index = i
@@ -169,23 +169,32 @@ def _component_stage(name):
                     event = json.loads(line)
                 except ValueError as e:
                     raise ValueError(f"invalid event JSON: {e}") from None
-                r = fn(event, ctx)
-                if kind == "map":
-                    out.append(_json(r, "map"))
-                    origins.append(i)
-                elif kind == "filter":
-                    if r:
-                        out.append(line)
-                        origins.append(i)
-                else:
-                    if r is None or isinstance(r, (str, bytes, dict)):
-                        raise TypeError("flat_map returns a list (or any iterable) of events")
-                    produced = [_json(x, "flat_map") for x in r]
-                    out.extend(produced)
-                    origins.extend([i] * len(produced))
+                body(event, line, i)
             except Exception as e:
                 errors.append(wit.EventError(index=i, message=_message(e)))
         cursor(NO_EVENT)
+
+    def process(ctx_text, events):
+        ctx = context(ctx_text)
+        out, origins, errors = [], [], []
+
+        def one(event, line, i):
+            r = fn(event, ctx)
+            if kind == "map":
+                out.append(_json(r, "map"))
+                origins.append(i)
+            elif kind == "filter":
+                if r:
+                    out.append(line)
+                    origins.append(i)
+            else:
+                if r is None or isinstance(r, (str, bytes, dict)):
+                    raise TypeError("flat_map returns a list (or any iterable) of events")
+                produced = [_json(x, "flat_map") for x in r]
+                out.extend(produced)
+                origins.extend([i] * len(produced))
+
+        each_event(ctx, events, errors, one)
         return wit.Output(out="".join(o + "\n" for o in out).encode(), origins=origins, errors=errors)
 
     def fold(ctx_text, acc_text, events):
@@ -196,26 +205,20 @@ def _component_stage(name):
         else:
             acc = json.loads(acc_text)
         errors = []
-        for i, line in enumerate(_lines(events)):
-            cursor(i)
-            ctx.index = i
-            try:
-                try:
-                    event = json.loads(line)
-                except ValueError as e:
-                    raise ValueError(f"invalid event JSON: {e}") from None
-                if tokens is not None:
-                    k = _key(event, state["config"]["key"], tokens)
-                    nxt = fn(acc[k] if k in acc else initial(), event, ctx)
-                    _json(nxt, "reduce")
-                    acc[k] = nxt
-                else:
-                    nxt = fn(acc, event, ctx)
-                    _json(nxt, "reduce")
-                    acc = nxt
-            except Exception as e:
-                errors.append(wit.EventError(index=i, message=_message(e)))
-        cursor(NO_EVENT)
+
+        def one(event, line, i):
+            nonlocal acc
+            if tokens is not None:
+                k = _key(event, state["config"]["key"], tokens)
+                nxt = fn(acc[k] if k in acc else initial(), event, ctx)
+                _json(nxt, "reduce")
+                acc[k] = nxt
+            else:
+                nxt = fn(acc, event, ctx)
+                _json(nxt, "reduce")
+                acc = nxt
+
+        each_event(ctx, events, errors, one)
         return wit.Output(out=_json(acc, "reduce").encode(), origins=[], errors=errors)
 
     def combine(a_text, b_text):

@@ -3,7 +3,7 @@
 //! by Node.js, with the SDK's runtime (`plugin-sdk/js/runtime.js`) wrapped
 //! around the stage module.
 
-use super::{STAGE_WIT, WORK_DIR, run_tool, toolchains_dir, up_to_date, write_files};
+use super::{STAGE_WIT, WORK_DIR, run_tool, stage_name, toolchains_dir, up_to_date, write_files};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,13 +91,6 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         &format!("componentize-js on {}", source.display()),
     )?;
     Ok((out, true))
-}
-
-/// The stage's name: its directory's.
-pub(super) fn stage_name(dir: &Path) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "stage".into())
 }
 
 /// `node`, checked to run.

@@ -93,9 +93,16 @@ pub const WORK_DIR: &str = ".wasmpipe";
 /// The `wasmpipe:stage` world, as the host was built with it.
 pub const STAGE_WIT: &str = include_str!("../../../plugin-sdk/wit/stage.wit");
 
+/// The name of the stage in the folder `dir`: the folder's.
+fn stage_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stage".into())
+}
+
 /// Writes `files` (name, text) into `dir`, leaving unchanged files alone so
 /// their times do not wake a watcher; says whether any changed.
-fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<bool> {
+pub(crate) fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<bool> {
     let mut changed = false;
     for (name, text) in files {
         let p = dir.join(name);

@@ -2,8 +2,7 @@
 //! snapshotted with the stage's module), with the SDK
 //! (`plugin-sdk/python/wasmpipe.py`) beside the stage module.
 
-use super::js::stage_name;
-use super::{STAGE_WIT, WORK_DIR, run_tool, toolchains_dir, up_to_date, write_files};
+use super::{STAGE_WIT, WORK_DIR, run_tool, stage_name, toolchains_dir, up_to_date, write_files};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -19,7 +19,7 @@
 //!   must: a component instance that trapped cannot be entered again.
 
 use super::engine::{ModuleOrigin, Runtime};
-use super::error::{StageError, load_call_error, root_cause};
+use super::error::{StageError, load_call_error, trap_error};
 use super::instance::CallOutput;
 use super::sandbox::{MemoryLimiter, wasi_builder};
 use super::stage::{Metadata, Stage};
@@ -457,24 +457,13 @@ fn classify(
 ) -> StageError {
     let state = store.data();
     let event = Some(state.cursor).filter(|&c| c != NO_EVENT);
-    let stage = spec.name.clone();
-    if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        return StageError::Timeout {
-            stage,
-            event,
-            limit: spec.timeout,
-        };
-    }
-    if state.limiter.refused {
-        return StageError::OutOfMemory {
-            stage,
-            event,
-            limit: spec.memory,
-        };
-    }
-    StageError::Trap {
-        stage,
+    trap_error(
+        &e,
+        &spec.name,
         event,
-        message: root_cause(&e),
-    }
+        spec.timeout,
+        spec.memory,
+        state.limiter.refused,
+        None,
+    )
 }

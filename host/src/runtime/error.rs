@@ -113,6 +113,44 @@ impl StageError {
     }
 }
 
+/// What a trapped call is reported as, for core modules and components
+/// alike: an interrupt is a timeout, a trap after a refused `memory.grow`
+/// is out of memory, anything else a trap with the guest's own message
+/// when it left one (`panic`), else its root cause.
+pub(crate) fn trap_error(
+    e: &wasmtime::Error,
+    stage: &str,
+    event: Option<u32>,
+    timeout: Duration,
+    memory: u64,
+    refused: bool,
+    panic: Option<String>,
+) -> StageError {
+    let stage = stage.to_owned();
+    if matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
+        return StageError::Timeout {
+            stage,
+            event,
+            limit: timeout,
+        };
+    }
+    if refused {
+        return StageError::OutOfMemory {
+            stage,
+            event,
+            limit: memory,
+        };
+    }
+    StageError::Trap {
+        stage,
+        event,
+        message: panic.unwrap_or_else(|| root_cause(e)),
+    }
+}
+
 /// An error from a call made while loading a module (`_initialize`, the
 /// descriptor, the metadata): a timeout is said as one, with the limit,
 /// and any other trap leads with its cause rather than a wasm backtrace.

@@ -3,7 +3,7 @@
 //! passes a whole chunk; failures come back as typed [`StageError`]s.
 
 use super::engine::Runtime;
-use super::error::{StageError, load_call_error, root_cause};
+use super::error::{StageError, load_call_error, trap_error};
 use super::sandbox::{StageState, wasi_ctx};
 use super::stage::{Code, Stage};
 use anyhow::{Context as _, Result};
@@ -314,33 +314,19 @@ impl ModuleInstance {
     fn classify(&self, e: wasmtime::Error) -> StageError {
         let d = self.descriptor();
         let event = d.map(|d| d.cursor).filter(|&c| c != NO_EVENT);
-        let stage = self.stage.clone();
-        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            return StageError::Timeout {
-                stage,
-                event,
-                limit: self.timeout,
-            };
-        }
-        if self.store.data().limiter.refused {
-            return StageError::OutOfMemory {
-                stage,
-                event,
-                limit: self.memory_limit,
-            };
-        }
         let panic = d
             .filter(|d| d.panic_len > 0)
-            .and_then(|d| self.slice(d.panic_ptr, d.panic_len));
-        let message = match panic {
-            Some(p) => String::from_utf8_lossy(p).into_owned(),
-            None => root_cause(&e),
-        };
-        StageError::Trap {
-            stage,
+            .and_then(|d| self.slice(d.panic_ptr, d.panic_len))
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        trap_error(
+            &e,
+            &self.stage,
             event,
-            message,
-        }
+            self.timeout,
+            self.memory_limit,
+            self.store.data().limiter.refused,
+            panic,
+        )
     }
 
     fn descriptor(&self) -> Option<Descriptor> {

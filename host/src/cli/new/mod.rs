@@ -85,12 +85,8 @@ fn stage_dir(args: &NewArgs, name: &Name) -> Result<PathBuf> {
 
 /// Writes `files` (path in `dir`, text).
 fn write_all(dir: &Path, files: &[(&str, String)]) -> Result<()> {
-    for (file, text) in files {
-        let p = dir.join(file);
-        std::fs::create_dir_all(p.parent().expect("files are inside the stage"))?;
-        std::fs::write(&p, text).with_context(|| format!("cannot write {p:?}"))?;
-    }
-    Ok(())
+    let files: Vec<(&str, &str)> = files.iter().map(|(f, t)| (*f, t.as_str())).collect();
+    crate::build::write_files(dir, &files).map(|_| ())
 }
 
 /// `dir` relative to the current directory when it is below it.
