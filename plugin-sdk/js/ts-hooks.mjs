@@ -5,6 +5,7 @@
 // them), found in the stage's node_modules or wasmpipe's JS toolchain.
 import { register, createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +28,16 @@ function typescript() {
     } catch {}
   }
   throw new Error('typescript is not installed: run `npm install` here, or `bash plugin-sdk/toolchains install js`');
+}
+
+// `./x.js` names `x.ts` when there is one, as TypeScript (and the build)
+// resolve it.
+export async function resolve(specifier, context, next) {
+  if ((specifier.startsWith('./') || specifier.startsWith('../')) && specifier.endsWith('.js') && context.parentURL?.startsWith('file:')) {
+    const ts = new URL(specifier.replace(/\.js$/, '.ts'), context.parentURL);
+    if (existsSync(fileURLToPath(ts))) return next(ts.href, context);
+  }
+  return next(specifier, context);
 }
 
 export async function load(url, context, next) {

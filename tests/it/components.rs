@@ -430,6 +430,79 @@ fn toolchains() -> PathBuf {
 }
 
 #[test]
+fn a_typescript_stage_imports_its_helpers_by_relative_paths_in_the_build_and_its_tests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stage = tmp.path().join("labels");
+    let files = [
+        (
+            "stage.ts",
+            "import type { Context } from './wasmpipe';\nimport { parity } from './lib/parity.ts';\nimport { LABELS } from './lib/labels.js';\n\nexport function map(event: { n: number }, ctx: Context) {\n  return { ...event, parity: LABELS[parity(event.n)] };\n}\n",
+        ),
+        // `./modulus.js` names `modulus.ts`, as TypeScript resolves it.
+        (
+            "lib/parity.ts",
+            "import { MODULUS } from './modulus.js';\nexport function parity(n: number): number {\n  return n % MODULUS;\n}\n",
+        ),
+        ("lib/modulus.ts", "export const MODULUS: number = 2;\n"),
+        // A JavaScript helper beside the TypeScript ones.
+        ("lib/labels.js", "export const LABELS = ['even', 'odd'];\n"),
+        (
+            "stage.test.ts",
+            "import { test } from 'node:test';\nimport assert from 'node:assert/strict';\nimport { map } from './stage.ts';\n\ntest('labels', () => {\n  assert.equal(map({ n: 3 }, {} as any).parity, 'odd');\n});\n",
+        ),
+        (
+            "pipeline.toml",
+            "[pipeline]\nname = \"labels\"\n\n[[stage]]\nname = \"labels\"\nkind = \"map\"\nplugin = \".\"\n",
+        ),
+        ("samples.jsonl", "{\"n\":1}\n{\"n\":2}\n"),
+    ];
+    for (name, text) in files {
+        let path = stage.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let r = in_dir(
+        &stage,
+        &["run", "pipeline.toml", "-i", "samples.jsonl", "-o", "-"],
+    )
+    .expect_code(0);
+    let labels: Vec<_> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["parity"].clone())
+        .collect();
+    assert_eq!(labels, [json!("odd"), json!("even")], "{}", r.stderr);
+    // The build wrote the loader the native test runs with.
+    native_test(&stage, "ts").expect_code(0);
+
+    // An import the build cannot follow is named where it is written.
+    let source = stage.join("stage.ts");
+    let text = std::fs::read_to_string(&source).unwrap();
+    for (import, said) in [
+        (
+            "import { gone } from './lib/gone.ts';\n",
+            "stage.ts:1:22: error: cannot find module \"./lib/gone.ts\"",
+        ),
+        (
+            "import { gone } from './lib/modulus';\n",
+            "(imports name the file with its extension, e.g. \"./lib/modulus.ts\")",
+        ),
+        (
+            "import { gone } from '../shared.ts';\n",
+            "stage.ts:1:22: error: \"../shared.ts\" is outside the stage's folder",
+        ),
+    ] {
+        std::fs::write(
+            &source,
+            format!("{import}{}", text.replace("LABELS[", "gone + LABELS[")),
+        )
+        .unwrap();
+        let r = in_dir(&stage, &["run", "pipeline.toml", "-i", "samples.jsonl"]).expect_code(1);
+        assert!(r.stderr.contains(said), "{import}: {}", r.stderr);
+    }
+}
+
+#[test]
 fn an_edited_javascript_stage_is_rebuilt_and_swapped_by_run_watch() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
