@@ -1,47 +1,79 @@
 // Builds a JavaScript or TypeScript stage into a `wasmpipe:stage`
 // component. `wasmpipe build` writes this file into the stage's
-// `.wasmpipe/` folder and runs it with node:
+// `.wasmpipe/` folder and runs it with node, in the stage's folder:
 //
-//   node build.mjs SOURCE OUT WIT_DIR NAME COMPONENTIZE_JS [TYPESCRIPT]
+//   node build.mjs SOURCE OUT WIT_DIR NAME COMPONENTIZE_JS ROLLDOWN
 //
 // SOURCE is the stage module (stage.js or stage.ts), OUT the component to
-// write, COMPONENTIZE_JS and TYPESCRIPT the entry files of the packages
+// write, COMPONENTIZE_JS and ROLLDOWN the entry files of the packages
 // wasmpipe found (it installs nothing itself).
-import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { builtinModules } from 'node:module';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const [source, out, witDir, name, componentizeJs, typescript] = process.argv.slice(2);
+const [source, out, witDir, name, componentizeJs, rolldownJs] = process.argv.slice(2);
 const work = dirname(out);
 await mkdir(work, { recursive: true });
 
-let module = source;
-if (source.endsWith('.ts')) {
-  module = await transpile(source);
+// The stage is bundled into one module first: its helpers (relative
+// imports, TypeScript or JavaScript) and the npm packages it imports from
+// node_modules. componentize-js then snapshots that module alone, and a
+// TypeScript stage's types are erased on the way (checking them is
+// `tsc`'s job). Rolldown reports a syntax error or an import it cannot
+// resolve with its file, line and column.
+const { rolldown } = await import(pathToFileURL(rolldownJs).href);
+const module = join(work, 'bundle.js');
+const unresolved = [];
+let output;
+try {
+  const bundle = await rolldown({
+    input: source,
+    cwd: dirname(source),
+    // A component has the web's APIs (TextEncoder, URL, structuredClone),
+    // not Node's: packages are resolved as for a browser.
+    platform: 'browser',
+    // `./util.js` names `util.ts` when there is one, as TypeScript
+    // resolves it.
+    resolve: { extensionAlias: { '.js': ['.ts', '.js'] } },
+    transform: { define: { 'process.env.NODE_ENV': '"production"' } },
+    onLog(level, log, handler) {
+      if (log.code === 'UNRESOLVED_IMPORT') unresolved.push(log);
+      else if (level === 'warn') console.error(log.message);
+    },
+  });
+  ({ output } = await bundle.write({ file: module, format: 'esm' }));
+  await bundle.close();
+} catch (e) {
+  for (const log of e.errors ?? [e]) report(log);
+  process.exit(1);
+}
+// Rolldown leaves a package it cannot find as an import of the bundle,
+// which the snapshot would then fail to load without saying whose it was.
+if (unresolved.length) {
+  for (const log of unresolved) report(log);
+  process.exit(1);
 }
 
-// Load the module natively first: a syntax error or a missing stage
-// function is reported in seconds, with node's file:line:column, rather
-// than from inside the snapshot.
-const user = await import(pathToFileURL(module).href);
-const kinds = ['map', 'filter', 'flatMap', 'reduce'].filter((k) => typeof user[k] === 'function');
+// The exports are checked here, in seconds, rather than from inside the
+// snapshot (the runtime checks the same again).
+const exports = new Set(output[0].exports);
+const kinds = ['map', 'filter', 'flatMap', 'reduce'].filter((k) => exports.has(k));
 if (kinds.length !== 1) {
   console.error(
     `${source}: error: ${kinds.length === 0 ? 'a stage module exports one function named map, filter, flatMap or reduce' : `a stage module exports one stage function, not ${kinds.join(' and ')}`}`,
   );
   process.exit(1);
 }
-if (kinds[0] === 'reduce' && (!('initial' in user) || typeof user.combine !== 'function')) {
+if (kinds[0] === 'reduce' && (!exports.has('initial') || !exports.has('combine'))) {
   console.error(`${source}: error: a reduce stage also exports \`initial\` (the empty accumulator, or a function returning it) and \`combine(a, b)\``);
   process.exit(1);
 }
 
-let rel = relative(work, module).split('\\').join('/');
-if (!rel.startsWith('.')) rel = './' + rel;
 const entry = join(work, 'entry.js');
 await writeFile(
   entry,
-  `import * as user from ${JSON.stringify(rel)};\nimport { makeStage } from './runtime.js';\nexport const stage = makeStage(user, ${JSON.stringify(name)});\n`,
+  `import * as user from './bundle.js';\nimport { makeStage } from './runtime.js';\nexport const stage = makeStage(user, ${JSON.stringify(name)});\n`,
 );
 
 const { componentize } = await import(pathToFileURL(componentizeJs).href);
@@ -55,98 +87,21 @@ const { component } = await componentize({
 });
 await writeFile(out, component);
 
-// TypeScript: types are for the author's editor and `tsc`; the component
-// runs the JavaScript that TypeScript emits. Every module the stage
-// reaches by a relative import is emitted into `.wasmpipe/src/` at its
-// path below the stage's folder (TypeScript modules as `.js`, with their
-// `./x.ts` specifiers rewritten to `./x.js`; JavaScript modules copied),
-// so the relative paths between them hold. Returns the emitted stage.
-async function transpile(entry) {
-  const ts = (await import(pathToFileURL(typescript))).default;
-  const root = dirname(entry);
-  const src = join(work, 'src');
-  const seen = new Set([entry]);
-  const queue = [entry];
-  let failed = false;
-  const fail = (where, message) => {
-    console.error(`${where}: error: ${message}`);
-    failed = true;
-  };
-  while (queue.length) {
-    const file = queue.shift();
-    const text = await readFile(file, 'utf8');
-    let js = text;
-    if (file.endsWith('.ts')) {
-      const out = ts.transpileModule(text, {
-        fileName: file,
-        reportDiagnostics: true,
-        compilerOptions: {
-          target: ts.ScriptTarget.ES2022,
-          module: ts.ModuleKind.ESNext,
-          rewriteRelativeImportExtensions: true,
-          sourceMap: false,
-        },
-      });
-      for (const d of out.diagnostics ?? []) {
-        if (d.category !== ts.DiagnosticCategory.Error) continue;
-        fail(at(ts, file, text, d.start), ts.flattenDiagnosticMessageText(d.messageText, '\n'));
-      }
-      js = out.outputText;
-    }
-    const emitted = join(src, relative(root, file)).replace(/\.ts$/, '.js');
-    await mkdir(dirname(emitted), { recursive: true });
-    if (js === text) await copyFile(file, emitted);
-    else await writeFile(emitted, js);
-
-    // The imports that survived type erasure; positions are looked up in
-    // the source, where the author wrote them.
-    const written = ts.preProcessFile(text, true, true).importedFiles;
-    for (const { fileName: spec } of ts.preProcessFile(js, true, true).importedFiles) {
-      if (!spec.startsWith('./') && !spec.startsWith('../')) continue;
-      const as = written.find((w) => w.fileName === spec || w.fileName.replace(/\.ts$/, '.js') === spec);
-      const where = at(ts, file, text, as?.pos);
-      const said = as?.fileName ?? spec;
-      const target = resolve(dirname(file), spec);
-      const inside = relative(root, target);
-      if (inside.startsWith('..') || isAbsolute(inside)) {
-        fail(where, `"${said}" is outside the stage's folder; a component holds only the modules below ${root}`);
-        continue;
-      }
-      // `./x.js` names `x.ts` when there is one, as TypeScript resolves it.
-      const candidates = spec.endsWith('.js') ? [target.replace(/\.js$/, '.ts'), target] : [target];
-      let found = null;
-      for (const c of candidates) {
-        if (await isFile(c)) {
-          found = c;
-          break;
-        }
-      }
-      if (!found) {
-        const hint = /\.[cm]?[jt]s$/.test(spec) ? '' : ` (imports name the file with its extension, e.g. "${said}.ts")`;
-        fail(where, `cannot find module "${said}"${hint}`);
-        continue;
-      }
-      if (!seen.has(found)) {
-        seen.add(found);
-        queue.push(found);
-      }
+// Prints one of rolldown's errors (its message has the file, line and
+// column, and the line itself), with what to do about an import.
+function report(log) {
+  let hint = '';
+  const spec = log.code === 'UNRESOLVED_IMPORT' ? log.message.match(/resolve '([^']+)'/)?.[1] : undefined;
+  if (spec !== undefined) {
+    const builtin = spec.startsWith('node:') || builtinModules.includes(spec.split('/')[0]);
+    if (spec.startsWith('.') || spec.startsWith('/')) {
+      hint = 'no such file: an import names the file, e.g. "./util.ts" or "./util.js"';
+    } else if (builtin) {
+      hint = `\`${spec}\` is one of Node's own modules, which a component does not have (it has the web's: TextEncoder, URL, structuredClone)`;
+    } else {
+      const pkg = spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/');
+      hint = `the npm package \`${pkg}\` is not installed: run \`npm install ${pkg}\` in the stage's folder`;
     }
   }
-  if (failed) process.exit(1);
-  return join(src, relative(root, entry)).replace(/\.ts$/, '.js');
-}
-
-// `file:line:column` of offset `pos` in `text`, or `file` alone.
-function at(ts, file, text, pos) {
-  if (pos === undefined) return file;
-  const { line, character } = ts.computeLineAndCharacterOfPosition(ts.computeLineStarts(text), pos);
-  return `${file}:${line + 1}:${character + 1}`;
-}
-
-async function isFile(path) {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
+  console.error(`error: ${(log.message ?? String(log)).replace(', treating it as an external dependency', '').trimEnd()}${hint ? `\n  = hint: ${hint}` : ''}`);
 }

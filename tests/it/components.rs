@@ -430,13 +430,13 @@ fn toolchains() -> PathBuf {
 }
 
 #[test]
-fn a_typescript_stage_imports_its_helpers_by_relative_paths_in_the_build_and_its_tests() {
+fn a_typescript_stage_bundles_its_helpers_and_npm_packages_and_refuses_imports_it_cannot_have() {
     let tmp = tempfile::tempdir().unwrap();
     let stage = tmp.path().join("labels");
     let files = [
         (
             "stage.ts",
-            "import type { Context } from './wasmpipe';\nimport { parity } from './lib/parity.ts';\nimport { LABELS } from './lib/labels.js';\n\nexport function map(event: { n: number }, ctx: Context) {\n  return { ...event, parity: LABELS[parity(event.n)] };\n}\n",
+            "import type { Context } from './wasmpipe';\nimport { parity } from './lib/parity.ts';\nimport { LABELS } from './lib/labels.js';\nimport { shout } from 'shout';\nimport pad from 'pad-cjs';\n\nexport function map(event: { n: number }, ctx: Context) {\n  return { ...event, parity: shout(LABELS[parity(event.n)]), id: pad(event.n) };\n}\n",
         ),
         // `./modulus.js` names `modulus.ts`, as TypeScript resolves it.
         (
@@ -446,9 +446,31 @@ fn a_typescript_stage_imports_its_helpers_by_relative_paths_in_the_build_and_its
         ("lib/modulus.ts", "export const MODULUS: number = 2;\n"),
         // A JavaScript helper beside the TypeScript ones.
         ("lib/labels.js", "export const LABELS = ['even', 'odd'];\n"),
+        // Two installed npm packages: an ES module whose `browser`
+        // condition is the one a component takes, and a CommonJS one.
+        (
+            "node_modules/shout/package.json",
+            r#"{"name": "shout", "version": "1.0.0", "type": "module", "exports": {"browser": "./web.js", "default": "./node.js"}}"#,
+        ),
+        (
+            "node_modules/shout/web.js",
+            "export const shout = (s) => s.toUpperCase() + '!';\n",
+        ),
+        (
+            "node_modules/shout/node.js",
+            "import fs from 'node:fs';\nexport const shout = (s) => fs.readFileSync(s);\n",
+        ),
+        (
+            "node_modules/pad-cjs/package.json",
+            r#"{"name": "pad-cjs", "version": "1.0.0", "main": "index.js"}"#,
+        ),
+        (
+            "node_modules/pad-cjs/index.js",
+            "module.exports = function pad(n) { return String(n).padStart(3, '0'); };\n",
+        ),
         (
             "stage.test.ts",
-            "import { test } from 'node:test';\nimport assert from 'node:assert/strict';\nimport { map } from './stage.ts';\n\ntest('labels', () => {\n  assert.equal(map({ n: 3 }, {} as any).parity, 'odd');\n});\n",
+            "import { test } from 'node:test';\nimport assert from 'node:assert/strict';\nimport { parity } from './lib/parity.ts';\n\ntest('parity', () => {\n  assert.equal(parity(3), 1);\n});\n",
         ),
         (
             "pipeline.toml",
@@ -466,30 +488,41 @@ fn a_typescript_stage_imports_its_helpers_by_relative_paths_in_the_build_and_its
         &["run", "pipeline.toml", "-i", "samples.jsonl", "-o", "-"],
     )
     .expect_code(0);
-    let labels: Vec<_> = r
+    let outputs: Vec<Value> = r
         .stdout
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["parity"].clone())
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(labels, [json!("odd"), json!("even")], "{}", r.stderr);
-    // The build wrote the loader the native test runs with.
+    assert_eq!(
+        outputs,
+        [
+            json!({"n": 1, "parity": "ODD!", "id": "001"}),
+            json!({"n": 2, "parity": "EVEN!", "id": "002"})
+        ],
+        "{}",
+        r.stderr
+    );
+    // The build wrote the loader the native test runs with, which also
+    // takes `./modulus.js` for `modulus.ts`.
     native_test(&stage, "ts").expect_code(0);
 
-    // An import the build cannot follow is named where it is written.
+    // An import the bundle cannot have is refused where it is written,
+    // with what to do; the line is the first of the file.
     let source = stage.join("stage.ts");
     let text = std::fs::read_to_string(&source).unwrap();
     for (import, said) in [
+        ("import { gone } from './lib/gone.ts';\n", "no such file"),
         (
-            "import { gone } from './lib/gone.ts';\n",
-            "stage.ts:1:22: error: cannot find module \"./lib/gone.ts\"",
+            "import { gone } from 'left-pad';\n",
+            "the npm package `left-pad` is not installed: run `npm install left-pad`",
         ),
         (
-            "import { gone } from './lib/modulus';\n",
-            "(imports name the file with its extension, e.g. \"./lib/modulus.ts\")",
+            "import { gone } from 'node:fs';\n",
+            "`node:fs` is one of Node's own modules",
         ),
         (
-            "import { gone } from '../shared.ts';\n",
-            "stage.ts:1:22: error: \"../shared.ts\" is outside the stage's folder",
+            "import { gone } from 'crypto';\n",
+            "`crypto` is one of Node's own modules",
         ),
     ] {
         std::fs::write(
@@ -498,7 +531,11 @@ fn a_typescript_stage_imports_its_helpers_by_relative_paths_in_the_build_and_its
         )
         .unwrap();
         let r = in_dir(&stage, &["run", "pipeline.toml", "-i", "samples.jsonl"]).expect_code(1);
-        assert!(r.stderr.contains(said), "{import}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("stage.ts:1:22") && r.stderr.contains(said),
+            "{import}: {}",
+            r.stderr
+        );
     }
 }
 

@@ -30,8 +30,13 @@ pub const WIZER: &str = "10.0.0";
 /// development: a stage's package.json names it, or npm may not install
 /// it where componentize-js looks.
 pub const PREVIEW2_SHIM: &str = "0.25.0";
-/// The TypeScript compiler `wasmpipe new --lang ts` pins.
+/// The TypeScript compiler `wasmpipe new --lang ts` pins (for `tsc` and
+/// the native tests; the build erases types with the bundler).
 pub const TYPESCRIPT: &str = "5.9.3";
+/// The bundler that makes one module of a stage, its helpers and its npm
+/// packages (and strips TypeScript's types). componentize-js depends on it
+/// already, through jco; it is named so that its version is the tested one.
+pub const ROLLDOWN: &str = "1.3.3";
 
 /// Builds `source` (the stage's `stage.js` or `stage.ts`) in `dir` into
 /// `dir/.wasmpipe/<dir name>.wasm`; says whether it ran the tool.
@@ -44,12 +49,8 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         "@bytecodealliance/componentize-js",
         "src/componentize.js",
     )?;
+    let rolldown = package(dir, "rolldown", "dist/index.mjs")?;
     let ts = source.extension().is_some_and(|e| e == "ts");
-    let typescript = if ts {
-        Some(package(dir, "typescript", "lib/typescript.js")?)
-    } else {
-        None
-    };
     let work = dir.join(WORK_DIR);
     let mut files = vec![
         ("runtime.js", RUNTIME),
@@ -80,12 +81,10 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         .arg(work.join("wit"))
         .arg(&name)
         .arg(&componentize)
+        .arg(&rolldown)
         // componentize-js lets the snapshot read files below its working
-        // directory only: the stage's own modules and `.wasmpipe/`.
+        // directory only: the bundle and the runtime are in `.wasmpipe/`.
         .current_dir(dir);
-    if let Some(t) = &typescript {
-        cmd.arg(t);
-    }
     run_tool(
         &mut cmd,
         &format!("componentize-js on {}", source.display()),

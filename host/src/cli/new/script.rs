@@ -121,7 +121,8 @@ fn package_json(name: &str, ts: bool) -> String {
   }},
   "devDependencies": {{
     "@bytecodealliance/componentize-js": "{cjs}",
-    "@bytecodealliance/preview2-shim": "{shim}"{typescript}
+    "@bytecodealliance/preview2-shim": "{shim}",
+    "rolldown": "{rolldown}"{typescript}
   }},
   "overrides": {{
     "@bytecodealliance/wizer": "{wizer}"
@@ -130,6 +131,7 @@ fn package_json(name: &str, ts: bool) -> String {
 "#,
         cjs = js::COMPONENTIZE_JS,
         shim = js::PREVIEW2_SHIM,
+        rolldown = js::ROLLDOWN,
         wizer = js::WIZER,
     )
 }
