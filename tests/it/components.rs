@@ -540,6 +540,89 @@ fn a_typescript_stage_bundles_its_helpers_and_npm_packages_and_refuses_imports_i
 }
 
 #[test]
+fn a_python_stage_imports_the_packages_of_its_own_virtual_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stage = tmp.path().join("versions");
+    // What `python -m venv .venv && .venv/bin/pip install ...` leaves, for
+    // a pure-Python package (written by hand: the tests use no network).
+    let site = stage.join(".venv/lib/python3.12/site-packages");
+    let files = [
+        (
+            stage.join("stage.py"),
+            "from wasmpipe import map\nimport semverish\n\n@map\ndef major(event, ctx):\n    return {**event, \"major\": semverish.major(event[\"v\"])}\n",
+        ),
+        (
+            site.join("semverish/__init__.py"),
+            "from .parse import major\n",
+        ),
+        (
+            site.join("semverish/parse.py"),
+            "def major(v):\n    return int(v.split('.')[0])\n",
+        ),
+        (
+            stage.join("pipeline.toml"),
+            "[pipeline]\nname = \"versions\"\n\n[[stage]]\nname = \"versions\"\nkind = \"map\"\nplugin = \".\"\n",
+        ),
+        (
+            stage.join("samples.jsonl"),
+            "{\"v\":\"3.12.1\"}\n{\"v\":\"10.0\"}\n",
+        ),
+    ];
+    for (path, text) in files {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let run = || {
+        in_dir(
+            &stage,
+            &["run", "pipeline.toml", "-i", "samples.jsonl", "-o", "-"],
+        )
+    };
+    let majors = |r: &Run| -> Vec<Value> {
+        r.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["major"].clone())
+            .collect()
+    };
+    let r = run().expect_code(0);
+    assert_eq!(majors(&r), [json!(3), json!(10)], "{}", r.stderr);
+
+    // An upgrade (pip replaces the package's folder) rebuilds the stage,
+    // though none of its sources changed.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::remove_dir_all(site.join("semverish")).unwrap();
+    std::fs::create_dir_all(site.join("semverish")).unwrap();
+    std::fs::write(
+        site.join("semverish/__init__.py"),
+        "def major(v):\n    return 'v' + v.split('.')[0]\n",
+    )
+    .unwrap();
+    let r = run().expect_code(0);
+    assert_eq!(majors(&r), [json!("v3"), json!("v10")], "{}", r.stderr);
+
+    // A package that is not installed: componentize-py's own words, not
+    // buried in a Rust backtrace when the user has asked wasmpipe for one.
+    std::fs::write(
+        stage.join("stage.py"),
+        "from wasmpipe import map\nimport tagged\n\n@map\ndef major(event, ctx):\n    return event\n",
+    )
+    .unwrap();
+    let r: Run = wasmpipe()
+        .args(["run", "pipeline.toml", "-i", "samples.jsonl"])
+        .env("RUST_BACKTRACE", "1")
+        .current_dir(&stage)
+        .output()
+        .unwrap()
+        .into();
+    let r = r.expect_code(1);
+    assert!(
+        r.stderr.contains("No module named 'tagged'") && !r.stderr.contains("Stack backtrace"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn an_edited_javascript_stage_is_rebuilt_and_swapped_by_run_watch() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -229,7 +229,14 @@ pub fn stage_artifact(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Folders inside a stage that hold what its build wrote or fetched.
-const NOT_SOURCE: [&str; 5] = ["target", ".git", "node_modules", WORK_DIR, "__pycache__"];
+const NOT_SOURCE: [&str; 6] = [
+    "target",
+    ".git",
+    "node_modules",
+    ".venv",
+    WORK_DIR,
+    "__pycache__",
+];
 
 /// Whether a change to `path` inside the stage at `dir` can change what the
 /// stage builds to: its Rust, JavaScript, TypeScript or Python sources and

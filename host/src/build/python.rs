@@ -40,7 +40,11 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         ],
     )?;
     let out = work.join(format!("{name}.wasm"));
-    if up_to_date(dir, &out, sdk_changed) {
+    let packages = venv_packages(dir);
+    // A package installed since the last build changes no source but
+    // `site-packages` itself.
+    let installed = packages.iter().any(|p| newer_than(p, &out));
+    if !installed && up_to_date(dir, &out, sdk_changed) {
         return Ok((out, false));
     }
     let mut cmd = Command::new(&tool);
@@ -49,15 +53,47 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         .args(["-w", "plugin", "componentize", "wasmpipe_app", "-p"])
         .arg(dir)
         .arg("-p")
-        .arg(&work)
-        .arg("-o")
+        .arg(&work);
+    for p in &packages {
+        cmd.arg("-p").arg(p);
+    }
+    cmd.arg("-o")
         .arg(&out)
+        // componentize-py is a Rust program: a user's RUST_BACKTRACE (set
+        // to debug wasmpipe) would bury its Python traceback in frames.
+        .env("RUST_BACKTRACE", "0")
         .current_dir(dir);
     run_tool(
         &mut cmd,
         &format!("componentize-py on {}", source.display()),
     )?;
     Ok((out, true))
+}
+
+/// The `site-packages` of the stage's own virtual environment
+/// (`<stage>/.venv`, as `python -m venv .venv` or uv make it): the PyPI
+/// packages the stage imports are installed there, and componentize-py
+/// takes the pure-Python ones into the component.
+fn venv_packages(dir: &Path) -> Vec<PathBuf> {
+    let Ok(versions) = std::fs::read_dir(dir.join(".venv").join("lib")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = versions
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Whether `path` was modified after `out` was (or `out` does not exist).
+fn newer_than(path: &Path, out: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    match (modified(path), modified(out)) {
+        (Ok(p), Ok(o)) => p > o,
+        _ => true,
+    }
 }
 
 /// `componentize-py`: the toolchain's, else the one on `PATH`.
