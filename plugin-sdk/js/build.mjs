@@ -37,12 +37,13 @@ try {
     // resolves it.
     resolve: { extensionAlias: { '.js': ['.ts', '.js'] } },
     transform: { define: { 'process.env.NODE_ENV': '"production"' } },
-    onLog(level, log, handler) {
+    onLog(level, log) {
       if (log.code === 'UNRESOLVED_IMPORT') unresolved.push(log);
       else if (level === 'warn') console.error(log.message);
     },
   });
-  ({ output } = await bundle.write({ file: module, format: 'esm' }));
+  // One file, even if a package imports a module dynamically.
+  ({ output } = await bundle.write({ file: module, format: 'esm', codeSplitting: false }));
   await bundle.close();
 } catch (e) {
   for (const log of e.errors ?? [e]) report(log);

@@ -436,7 +436,7 @@ fn a_typescript_stage_bundles_its_helpers_and_npm_packages_and_refuses_imports_i
     let files = [
         (
             "stage.ts",
-            "import type { Context } from './wasmpipe';\nimport { parity } from './lib/parity.ts';\nimport { LABELS } from './lib/labels.js';\nimport { shout } from 'shout';\nimport pad from 'pad-cjs';\n\nexport function map(event: { n: number }, ctx: Context) {\n  return { ...event, parity: shout(LABELS[parity(event.n)]), id: pad(event.n) };\n}\n",
+            "import type { Context } from './wasmpipe';\nimport { parity } from './lib/parity.ts';\nimport { LABELS } from './lib/labels.js';\nimport { shout, more } from 'shout';\nexport const later = more;\nimport pad from 'pad-cjs';\n\nexport function map(event: { n: number }, ctx: Context) {\n  return { ...event, parity: shout(LABELS[parity(event.n)]), id: pad(event.n) };\n}\n",
         ),
         // `./modulus.js` names `modulus.ts`, as TypeScript resolves it.
         (
@@ -454,8 +454,10 @@ fn a_typescript_stage_bundles_its_helpers_and_npm_packages_and_refuses_imports_i
         ),
         (
             "node_modules/shout/web.js",
-            "export const shout = (s) => s.toUpperCase() + '!';\n",
+            "export const shout = (s) => s.toUpperCase() + '!';\nexport const more = () => import('./more.js');\n",
         ),
+        // A dynamic import stays inside the one module componentize-js takes.
+        ("node_modules/shout/more.js", "export const more = 1;\n"),
         (
             "node_modules/shout/node.js",
             "import fs from 'node:fs';\nexport const shout = (s) => fs.readFileSync(s);\n",
