@@ -1,6 +1,7 @@
 //! The stage runtime: one engine, stages compiled once, sandboxed instances
 //! called once per chunk. Shared by every way of running a pipeline.
 
+mod cache;
 mod component;
 mod deadline;
 mod engine;

@@ -84,6 +84,64 @@ fn check_loads_every_stage_and_reports_compiled_then_cached() {
 }
 
 #[test]
+fn the_cache_stays_under_its_bound_removing_the_least_recently_used_entries_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // A cache folder the user keeps other things in.
+    std::fs::write(cache.join("README.txt"), vec![b'x'; 4 << 20]).unwrap();
+    let manifest = |name: &str| {
+        write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!(
+                "[pipeline]\nname = \"{name}\"\n\n[[stage]]\nname = \"{name}\"\nkind = \"map\"\nplugin = {}\n",
+                toml_path(&plugin(name))
+            ),
+        )
+    };
+    let check = |m: &std::path::Path| {
+        let out = wasmpipe()
+            .arg("check")
+            .arg(m)
+            .env("WASMPIPE_CACHE_DIR", &cache)
+            // Below two compiled modules: each new one evicts the other.
+            .env("WASMPIPE_CACHE_MAX", "1MiB")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let modules = || -> Vec<String> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".cwasm"))
+            .collect()
+    };
+    let (double, stamp) = (manifest("double"), manifest("stamp"));
+    check(&double);
+    let first = modules();
+    assert_eq!(first.len(), 1);
+    let (_, log) = check(&stamp);
+    let second = modules();
+    assert_eq!(second.len(), 1, "the older module went: {log}");
+    assert_ne!(first, second);
+    assert!(log.contains("used least recently"), "{log}");
+    // The user's file is not the cache's to remove.
+    assert_eq!(
+        std::fs::metadata(cache.join("README.txt")).unwrap().len(),
+        4 << 20
+    );
+    // The evicted module is compiled again; the kept one is a hit.
+    assert!(check(&double).0.contains("compiled"));
+    assert!(check(&double).0.contains("cached"));
+}
+
+#[test]
 fn stdin_to_stdout_and_exit_code_zero() {
     let dir = tempfile::tempdir().unwrap();
     let m = double_manifest(dir.path());

@@ -2,7 +2,9 @@
 //! ticker that enforces wall-time limits, and the on-disk cache of compiled
 //! modules that lets a second run skip compilation.
 
+use super::cache;
 use super::component::ComponentState;
+use crate::manifest::ByteSize;
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -70,6 +72,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub struct Runtime {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    /// The bound on the cache's size (`cache::max_bytes`).
+    cache_max: u64,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
     component_linker: OnceLock<wasmtime::component::Linker<ComponentState>>,
@@ -157,6 +161,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             cache_dir: cfg.cache_dir.clone(),
+            cache_max: cache::max_bytes(),
             stop,
             ticker: Some(ticker),
             component_linker: OnceLock::new(),
@@ -244,7 +249,10 @@ impl Runtime {
         ));
         if file.is_file() {
             match deserialize(&self.engine, &file) {
-                Ok(m) => return Ok((m, ModuleOrigin::Cached)),
+                Ok(m) => {
+                    cache::touch(&file);
+                    return Ok((m, ModuleOrigin::Cached));
+                }
                 Err(e) => {
                     tracing::warn!("ignoring unusable cached {noun} {}: {e:#}", file.display())
                 }
@@ -254,8 +262,21 @@ impl Runtime {
         let written = serialize(&compiled)
             .map_err(anyhow::Error::from)
             .and_then(|bytes| write_cache(dir, &file, &bytes));
-        if let Err(e) = written {
-            tracing::warn!("cannot cache compiled {noun} in {}: {e:#}", dir.display());
+        match written {
+            Err(e) => tracing::warn!("cannot cache compiled {noun} in {}: {e:#}", dir.display()),
+            Ok(()) => {
+                // The functions this compile wrote are counted too.
+                let pruned = cache::prune(dir, self.cache_max, &file);
+                if pruned.files > 0 {
+                    tracing::info!(
+                        "cache {}: removed {} entries used least recently ({}) to stay under {} (WASMPIPE_CACHE_MAX)",
+                        dir.display(),
+                        pruned.files,
+                        ByteSize(pruned.bytes),
+                        ByteSize(self.cache_max)
+                    );
+                }
+            }
         }
         Ok((compiled, ModuleOrigin::Compiled))
     }
@@ -293,7 +314,10 @@ impl wasmtime::CacheStore for FunctionCache {
         // Trusted as the compiled modules beside it are: only wasmpipe
         // writes this folder. A file that does not deserialize (truncated,
         // another Cranelift's) is compiled again by Cranelift.
-        std::fs::read(self.file(key)?).ok().map(Cow::Owned)
+        let file = self.file(key)?;
+        let bytes = std::fs::read(&file).ok()?;
+        cache::touch(&file);
+        Some(Cow::Owned(bytes))
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
