@@ -152,26 +152,12 @@ fn a_crate_plugin_is_rebuilt_and_swapped_when_its_source_changes() {
     let crate_dir = dir.join("tripler");
     let m = crate_dir.join("pipeline.toml");
     // The scaffolded manifest points at the crate itself (`plugin = "."`).
-    let mut w = Watched::start_with(author_cmd(dir), &m, dir, &[]);
-    w.feed("{\"n\":1}\n{\"n\":2}\n");
-    let outs = w.wait_outputs(2);
-    assert_eq!(outs[1]["n"], 4);
-    let first = outs[1]["_versions"]["tripler"].clone();
-
-    let lib = crate_dir.join("src/lib.rs");
-    let src = std::fs::read_to_string(&lib).unwrap();
-    std::fs::write(&lib, src.replace("checked_mul(2)", "checked_mul(3)")).unwrap();
-    w.wait_log("now serving generation 1 ", 1);
-    w.feed("{\"n\":5}\n");
-    let outs = w.wait_outputs(3);
-    assert_eq!(outs[2]["n"], 15, "the edited source is live");
-    assert_ne!(outs[2]["_versions"]["tripler"], first);
-
-    // A source that does not compile: the old version keeps serving.
-    std::fs::write(&lib, "this is not rust").unwrap();
-    w.wait_log("change rejected", 1);
-    w.feed("{\"n\":7}\n");
-    assert_eq!(w.wait_outputs(4)[3]["n"], 21);
-    let (code, log) = w.finish();
-    assert_eq!(code, 0, "{log}");
+    Watched::start_with(author_cmd(dir), &m, dir, &[])
+        .edit_goes_live_and_a_broken_edit_is_rejected(
+            "tripler",
+            &crate_dir.join("src/lib.rs"),
+            ("checked_mul(2)", "checked_mul(3)"),
+            // A source that does not compile.
+            "this is not rust",
+        );
 }

@@ -630,28 +630,14 @@ fn an_edited_javascript_stage_is_rebuilt_and_swapped_by_run_watch() {
     let dir = tmp.path();
     in_dir(dir, &["new", "live", "--kind", "map", "--lang", "js"]).expect_code(0);
     let stage = dir.join("live");
-    let mut w = Watched::start(&stage.join("pipeline.toml"), dir, &[]);
-    w.feed("{\"n\":1}\n{\"n\":2}\n");
-    let outs = w.wait_outputs(2);
-    assert_eq!(outs[1]["n"], 4);
-    let first = outs[1]["_versions"]["live"].clone();
-
-    let src = stage.join("stage.js");
-    let text = std::fs::read_to_string(&src).unwrap();
-    std::fs::write(&src, text.replace("n: event.n * 2", "n: event.n * 3")).unwrap();
-    w.wait_log("now serving generation 1 ", 1);
-    w.feed("{\"n\":5}\n");
-    let outs = w.wait_outputs(3);
-    assert_eq!(outs[2]["n"], 15, "the edited source is live");
-    assert_ne!(outs[2]["_versions"]["live"], first);
-
-    // A syntax error: the old version keeps serving.
-    std::fs::write(&src, "export function map(event) { return {").unwrap();
-    w.wait_log("change rejected", 1);
-    w.feed("{\"n\":7}\n");
-    assert_eq!(w.wait_outputs(4)[3]["n"], 21);
-    let (code, log) = w.finish();
-    assert_eq!(code, 0, "{log}");
+    Watched::start(&stage.join("pipeline.toml"), dir, &[])
+        .edit_goes_live_and_a_broken_edit_is_rejected(
+            "live",
+            &stage.join("stage.js"),
+            ("n: event.n * 2", "n: event.n * 3"),
+            // A syntax error.
+            "export function map(event) { return {",
+        );
 }
 
 #[test]

@@ -143,6 +143,40 @@ impl Watched {
             .collect()
     }
 
+    /// The author loop on a stage that doubles `n`, named `stage` in
+    /// lineage, whose source is `src`: `n` 1 and 2 in; the edit
+    /// (`doubled` replaced by `tripled` in the source) goes live with a
+    /// new version; then `broken` is saved, the change is rejected and the
+    /// edited version keeps serving; the run ends with exit code 0.
+    pub fn edit_goes_live_and_a_broken_edit_is_rejected(
+        mut self,
+        stage: &str,
+        src: &Path,
+        (doubled, tripled): (&str, &str),
+        broken: &str,
+    ) {
+        self.feed("{\"n\":1}\n{\"n\":2}\n");
+        let outs = self.wait_outputs(2);
+        assert_eq!(outs[1]["n"], 4);
+        let first = outs[1]["_versions"][stage].clone();
+
+        let text = std::fs::read_to_string(src).unwrap();
+        std::fs::write(src, text.replace(doubled, tripled)).unwrap();
+        self.wait_log("now serving generation 1 ", 1);
+        self.feed("{\"n\":5}\n");
+        let outs = self.wait_outputs(3);
+        assert_eq!(outs[2]["n"], 15, "the edited source is live");
+        assert_ne!(outs[2]["_versions"][stage], first);
+
+        // The old version keeps serving.
+        std::fs::write(src, broken).unwrap();
+        self.wait_log("change rejected", 1);
+        self.feed("{\"n\":7}\n");
+        assert_eq!(self.wait_outputs(4)[3]["n"], 21);
+        let (code, log) = self.finish();
+        assert_eq!(code, 0, "{log}");
+    }
+
     /// Closes stdin (the end of the input), waits for the exit code.
     pub fn finish(mut self) -> (i32, String) {
         drop(self.stdin.take());

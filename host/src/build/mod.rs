@@ -129,6 +129,11 @@ fn up_to_date(dir: &Path, out: &Path, sdk_changed: bool) -> bool {
 fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
     // stdout is the caller's (`wasmpipe build` prints the path there).
     let status = cmd
+        // componentize-py and wizer (under componentize-js) are Rust
+        // programs: a user's RUST_BACKTRACE, set to debug wasmpipe, would
+        // bury the tool's own message (a Python traceback, a JavaScript
+        // exception) in frames.
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
         .stderr(Stdio::inherit())

@@ -57,12 +57,7 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
     for p in &packages {
         cmd.arg("-p").arg(p);
     }
-    cmd.arg("-o")
-        .arg(&out)
-        // componentize-py is a Rust program: a user's RUST_BACKTRACE (set
-        // to debug wasmpipe) would bury its Python traceback in frames.
-        .env("RUST_BACKTRACE", "0")
-        .current_dir(dir);
+    cmd.arg("-o").arg(&out).current_dir(dir);
     run_tool(
         &mut cmd,
         &format!("componentize-py on {}", source.display()),
