@@ -14,8 +14,25 @@
 //! process has loaded is safe: its mapping keeps the file's data.
 
 use crate::manifest::ByteSize;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+/// The folder of compiled functions inside the cache.
+pub const FUNCTIONS: &str = "functions";
+
+/// Where a compiled module is kept: `<module's SHA-256>-<engine hash>.cwasm`
+/// (a rebuilt module or another engine configuration is a new entry).
+pub fn module_file(dir: &Path, module_sha256: &str, engine: u64) -> PathBuf {
+    dir.join(format!("{module_sha256}-{engine:016x}.cwasm"))
+}
+
+/// Where a compiled function is kept in `functions` (the [`FUNCTIONS`]
+/// folder): by the SHA-256 of its key, `<2 hex>/<62 hex>`.
+pub fn function_file(functions: &Path, key: &[u8]) -> PathBuf {
+    let hash = hex::encode(Sha256::digest(key));
+    functions.join(&hash[..2]).join(&hash[2..])
+}
 
 /// The bound when `WASMPIPE_CACHE_MAX` is not set.
 pub const DEFAULT_MAX: u64 = 2 << 30;
@@ -99,7 +116,7 @@ fn entries(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
             add(dir.join(e));
         }
     }
-    let functions = dir.join("functions");
+    let functions = dir.join(FUNCTIONS);
     for prefix in read_dir(&functions).filter(|p| is_hex(p, 2)) {
         let sub = functions.join(&prefix);
         for e in read_dir(&sub).filter(|e| is_hex(e, 62)) {
@@ -117,7 +134,7 @@ fn read_dir(dir: &Path) -> impl Iterator<Item = String> {
         .filter_map(|e| e.file_name().into_string().ok())
 }
 
-/// `<64 hex>-<16 hex>.cwasm`, as `Runtime::cached` names a module.
+/// `<64 hex>-<16 hex>.cwasm`, as [`module_file`] names a module.
 fn is_module_name(name: &str) -> bool {
     name.strip_suffix(".cwasm")
         .and_then(|n| n.split_once('-'))
@@ -141,18 +158,18 @@ mod tests {
             .unwrap();
     }
 
-    fn module(n: u8) -> String {
-        format!("{}-{}.cwasm", format!("{n:02x}").repeat(32), "0".repeat(16))
+    fn module(dir: &Path, n: u8) -> PathBuf {
+        module_file(dir, &format!("{n:02x}").repeat(32), 0)
     }
 
     #[test]
     fn removes_the_least_recently_used_entries_and_nothing_else() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        let oldest = d.join(module(1));
-        let used = d.join(module(2));
-        let newest = d.join(module(3));
-        let function = d.join("functions/ab").join("c".repeat(62));
+        let oldest = module(d, 1);
+        let used = module(d, 2);
+        let newest = module(d, 3);
+        let function = function_file(&d.join(FUNCTIONS), b"a function");
         entry(&oldest, 400, 400);
         entry(&used, 400, 300);
         entry(&function, 400, 200);
@@ -194,7 +211,7 @@ mod tests {
     #[test]
     fn a_cache_under_its_bound_is_left_alone() {
         let tmp = tempfile::tempdir().unwrap();
-        let a = tmp.path().join(module(1));
+        let a = module(tmp.path(), 1);
         entry(&a, 100, 10);
         assert_eq!(prune(tmp.path(), 100, Path::new("")), Pruned::default());
         assert!(a.exists());

@@ -130,7 +130,7 @@ impl Runtime {
         // cache. Two JavaScript (or Python) stages share the interpreter's
         // tens of thousands of functions, so the second compiles in a
         // fraction of the first's time, and so does every rebuild.
-        let disk = cfg.cache_dir.as_ref().map(|d| d.join("functions"));
+        let disk = cfg.cache_dir.as_ref().map(|d| d.join(cache::FUNCTIONS));
         if function_cache || disk.is_some() {
             let cache = FunctionCache {
                 disk,
@@ -242,11 +242,7 @@ impl Runtime {
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut compat);
-        let file = dir.join(format!(
-            "{}-{:016x}.cwasm",
-            content_hash(wasm),
-            compat.finish()
-        ));
+        let file = cache::module_file(dir, &content_hash(wasm), compat.finish());
         if file.is_file() {
             match deserialize(&self.engine, &file) {
                 Ok(m) => {
@@ -298,8 +294,7 @@ struct FunctionCache {
 
 impl FunctionCache {
     fn file(&self, key: &[u8]) -> Option<PathBuf> {
-        let hash = hex::encode(Sha256::digest(key));
-        Some(self.disk.as_ref()?.join(&hash[..2]).join(&hash[2..]))
+        Some(cache::function_file(self.disk.as_ref()?, key))
     }
 }
 
