@@ -172,6 +172,21 @@ fn all_events(s: &Server, query: &str, headers: &[(&str, &str)]) -> Vec<Value> {
     }
 }
 
+/// Every job, newest first, following `next_cursor` (a crash test can
+/// store more jobs than one page holds).
+pub fn all_jobs(s: &Server) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut path = "/v1/jobs?limit=1000".to_string();
+    loop {
+        let v = get(s, &path).json();
+        out.extend(v["jobs"].as_array().unwrap().iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/jobs?limit=1000&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
 fn stage(name: &str, kind: &str, plugin_name: &str, extra: &str) -> String {
     format!(
         "[[stage]]\nname = \"{name}\"\nkind = \"{kind}\"\nplugin = {}\n{extra}\n",
@@ -1233,26 +1248,18 @@ fn crash_scenario(
     // Wait for every job (acknowledged or not) to finish.
     let t = Instant::now();
     loop {
-        let jobs = get(&s, "/v1/jobs?limit=1000").json();
-        if jobs["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|j| j["status"] == "done")
-        {
+        let jobs = all_jobs(&s);
+        if jobs.iter().all(|j| j["status"] == "done") {
             break;
         }
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "jobs not done: {jobs}"
+            "jobs not done: {jobs:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     let attempted = attempted.lock().unwrap().clone();
-    let jobs = get(&s, "/v1/jobs?limit=1000").json()["jobs"]
-        .as_array()
-        .unwrap()
-        .len();
+    let jobs = all_jobs(&s).len();
     let resumed = s.log().matches("resuming").count();
     eprintln!(
         "{}: {} batches sent, {} acknowledged, {jobs} jobs stored, {resumed} restarts resumed queued chunks",
@@ -1280,8 +1287,8 @@ fn sigkill_at_random_points_loses_nothing_and_stores_nothing_twice() {
         scope.spawn(|| {
             crash_scenario(&stored, 1, |s, acked, attempted| {
                 let sizes: BTreeSet<usize> = attempted.iter().map(Vec::len).collect();
-                let jobs = get(s, "/v1/jobs?limit=1000").json();
-                for j in jobs["jobs"].as_array().unwrap() {
+                let jobs = all_jobs(s);
+                for j in &jobs {
                     let id = j["id"].as_i64().unwrap();
                     let events = all_events(s, &format!("job={id}"), &[]);
                     let mut ns: Vec<i64> = events
@@ -1308,11 +1315,7 @@ fn sigkill_at_random_points_loses_nothing_and_stores_nothing_twice() {
                 }
                 for id in acked.keys() {
                     assert!(
-                        jobs["jobs"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .any(|j| j["id"] == *id),
+                        jobs.iter().any(|j| j["id"] == *id),
                         "acknowledged job {id} exists"
                     );
                 }
@@ -1334,8 +1337,7 @@ fn sigkill_at_random_points_loses_nothing_and_stores_nothing_twice() {
                     );
                     assert_eq!(j["events_in"].as_u64(), Some(batch.len() as u64));
                 }
-                let jobs = get(s, "/v1/jobs?limit=1000").json();
-                for j in jobs["jobs"].as_array().unwrap() {
+                for j in all_jobs(s) {
                     assert!(
                         sums.contains(&j["result"].as_i64().unwrap()),
                         "every job's result is one batch's: {j}"

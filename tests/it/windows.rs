@@ -432,7 +432,7 @@ fn sessions_need_a_key_the_host_can_read() {
 
 // --- serve: windows span jobs, survive SIGKILL, and are read over HTTP ---
 
-use crate::serve::{Server, get, post, request, wait_job};
+use crate::serve::{Server, all_jobs, get, post, request, wait_job};
 use std::time::{Duration, Instant};
 
 /// Every closed window of `s`, following cursors `limit` at a time.
@@ -633,12 +633,7 @@ fn serve_killed_at_random_points_stores_every_window_exactly_once() {
     // Once every job is done (a resumed chunk must not come after it), one
     // event far ahead moves the watermark past every batch's window.
     let t = Instant::now();
-    while !get(&s, "/v1/jobs?limit=1000").json()["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|j| j["status"] == "done")
-    {
+    while !all_jobs(&s).iter().all(|j| j["status"] == "done") {
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "jobs not done\n{}",
@@ -655,12 +650,7 @@ fn serve_killed_at_random_points_stores_every_window_exactly_once() {
     assert_eq!(r.status, 202, "{}", r.body);
     let t = Instant::now();
     let got = loop {
-        let jobs = get(&s, "/v1/jobs?limit=1000").json();
-        let done = jobs["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|j| j["status"] == "done");
+        let done = all_jobs(&s).iter().all(|j| j["status"] == "done");
         let got = all_windows(&s, "", 100);
         if done
             && acked
