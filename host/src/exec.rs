@@ -24,3 +24,11 @@ pub use pipeline::{
     Pipeline, RunContext, RunSummary, default_workers, host_name, load_stage, stage_spec,
 };
 pub use source::{ChunkLimits, JsonArray, JsonLines, Source};
+
+/// Milliseconds since the Unix epoch: the time stamps of stored records
+/// and the window clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

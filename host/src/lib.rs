@@ -19,7 +19,6 @@
 //! - [`serve`]: `wasmpipe serve`, the HTTP service (and a cluster's ingest
 //!   node) and its embedded workers.
 //! - [`worker`]: `wasmpipe worker`, a cluster's worker process.
-//! - [`cluster`]: what ingest nodes and workers both connect to.
 //! - [`metrics`]: Prometheus counters of `serve` and `worker`.
 //! - [`build`]: building stage crates for `wasm32-wasip1` with cargo.
 //! - [`cli`]: the `wasmpipe` command line, one module per subcommand.
@@ -27,7 +26,6 @@
 
 pub mod build;
 pub mod cli;
-pub mod cluster;
 pub mod exec;
 pub mod manifest;
 pub mod metrics;

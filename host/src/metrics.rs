@@ -297,3 +297,24 @@ impl Metrics {
         }
     }
 }
+
+/// The loop of stored chunks counts here what it did.
+impl crate::exec::stored::Observer for Metrics {
+    fn ran(&self, report: &crate::exec::ChunkReport) {
+        self.record(report);
+    }
+
+    fn stored(&self, report: &crate::exec::ChunkReport, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.chunk_latency.observe(took);
+        self.chunks_done.fetch_add(1, Relaxed);
+        self.events_stored.fetch_add(report.outputs(), Relaxed);
+        self.dead_letters
+            .fetch_add(report.dead.len() as u64, Relaxed);
+    }
+
+    fn failed(&self) {
+        self.chunk_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -742,7 +742,7 @@ fn arrival_of(ctx: &[u8]) -> Millis {
         .ok()
         .and_then(|c| c.received_at)
         .and_then(|t| field::parse_rfc3339(&t))
-        .unwrap_or_else(crate::store::now_ms)
+        .unwrap_or_else(crate::exec::now_ms)
 }
 
 fn check_origins(origins: &[u32], lines: usize, inputs: usize) -> Result<(), String> {

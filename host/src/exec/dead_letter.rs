@@ -52,10 +52,14 @@ struct Record<'a> {
     versions: Option<&'a RawValue>,
 }
 
+/// A dead letter's event as every record of one shows it (the file of
+/// `run`, the API of `serve`): see [`event_fields`].
 #[derive(Serialize)]
 #[serde(untagged)]
-enum EventField<'a> {
+pub enum EventField<'a> {
+    /// The event itself, as JSON.
     Json(&'a RawValue),
+    /// Its text, decoded lossily.
     Text(String),
 }
 
@@ -170,17 +174,7 @@ impl DeadLetterSink {
                 .with_context(|| format!("cannot create the dead-letter file {path:?}"))?;
             self.out = Some(Box::new(BufWriter::new(f)));
         }
-        // Embedded as JSON only when any JSON tool can read it back: valid
-        // UTF-8, nested no deeper than the limit. Else as text, and bytes
-        // that are not UTF-8 also in hex, so nothing of the event is lost.
-        let readable = super::framing::check(&d.event).is_ok();
-        let event = match serde_json::from_slice::<&RawValue>(&d.event) {
-            Ok(raw) if readable => EventField::Json(raw),
-            _ => EventField::Text(String::from_utf8_lossy(&d.event).into_owned()),
-        };
-        let event_hex = std::str::from_utf8(&d.event)
-            .is_err()
-            .then(|| hex::encode(&d.event));
+        let (event, event_hex) = event_fields(&d.event);
         let rec = Record {
             pipeline,
             stage: d.stage.as_deref(),
@@ -208,4 +202,20 @@ impl DeadLetterSink {
         }
         Ok(())
     }
+}
+
+/// A dead letter's event as it is shown: embedded as JSON only when any
+/// JSON tool can read it back (valid UTF-8, nested no deeper than the
+/// limit); else as text, and bytes that are not UTF-8 also in hex
+/// (`event_hex`), so nothing of the event is lost.
+pub fn event_fields(event: &[u8]) -> (EventField<'_>, Option<String>) {
+    let readable = super::framing::check(event).is_ok();
+    let field = match serde_json::from_slice::<&RawValue>(event) {
+        Ok(raw) if readable => EventField::Json(raw),
+        _ => EventField::Text(String::from_utf8_lossy(event).into_owned()),
+    };
+    let hex = std::str::from_utf8(event)
+        .is_err()
+        .then(|| hex::encode(event));
+    (field, hex)
 }

@@ -29,33 +29,8 @@ use crate::runtime::{Runtime, Stage};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// How often and how patiently to retry events whose stage timed out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retries {
-    /// Retries per event (0: a timeout is a dead letter at once).
-    pub times: u32,
-    /// First pause; doubles with each further one.
-    pub backoff: Duration,
-}
-
-impl Retries {
-    /// Default retries: two, after 100 ms and 200 ms.
-    pub const DEFAULT: Retries = Retries {
-        times: 2,
-        backoff: Duration::from_millis(100),
-    };
-
-    /// The pause before retry number `attempt` (1-based): the backoff,
-    /// doubled for each retry before it, capped at a minute.
-    pub fn pause(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.backoff
-            .saturating_mul(factor)
-            .min(Duration::from_secs(60))
-    }
-}
+pub use crate::manifest::Retries;
 
 /// What every chunk is run with, from the manifest.
 #[derive(Debug, Clone, Copy)]
@@ -166,11 +141,45 @@ impl Executor {
             c.events_in = chunk.len() as u64;
             c.failed = chunk.len() as u64;
         }
+        let dead = self.dead_letters(chunk, &failures, &HashMap::new());
+        self.report_of_dead(chunk, dead, counts)
+    }
+
+    /// A report of `chunk` that sets every event aside as a dead letter
+    /// of `by` (not a stage: the worker that saw it kill its runs),
+    /// saying `error` after `attempts` attempts, running nothing.
+    pub fn set_aside(
+        &mut self,
+        chunk: &Chunk,
+        by: &str,
+        error: &str,
+        attempts: u32,
+    ) -> ChunkReport {
+        self.switch_to(self.live.current());
+        let dead = (0..chunk.len())
+            .map(|i| DeadLetter {
+                stage: Some(by.to_string()),
+                error: error.to_string(),
+                index: chunk.index(i),
+                line: chunk.lines[i],
+                attempts,
+                event: chunk.event(i).to_vec(),
+            })
+            .collect();
+        self.report_of_dead(chunk, dead, Vec::new())
+    }
+
+    fn report_of_dead(
+        &self,
+        chunk: &Chunk,
+        dead: Vec<DeadLetter>,
+        counts: Vec<StageCounts>,
+    ) -> ChunkReport {
         ChunkReport {
             seq: chunk.seq,
             output: Vec::new(),
             origin: Vec::new(),
-            dead: self.dead_letters(chunk, &failures, &HashMap::new()),
+            dead,
             partial: Vec::new(),
             counts,
             events_read: chunk.events_read(),

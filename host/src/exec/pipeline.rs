@@ -171,6 +171,16 @@ impl Pipeline {
         Executor::new(self.runtime.clone(), live.clone(), self.policy)
     }
 
+    /// How a stored job's results are made: a job result of a reduce
+    /// that is not windowed, or windows that span jobs.
+    pub fn results(&self) -> super::stored::Results {
+        let windows = self.window_book();
+        super::stored::Results {
+            reduces: self.reduces() && windows.is_none(),
+            windows,
+        }
+    }
+
     /// Whether the last stage is a reduce.
     pub fn reduces(&self) -> bool {
         self.stages
@@ -288,7 +298,7 @@ impl Pipeline {
                     Ok(r) => r,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                         if let Some(w) = windows.as_mut() {
-                            let closed = w.book.tick(&mut w.open, crate::store::now_ms())?;
+                            let closed = w.book.tick(&mut w.open, crate::exec::now_ms())?;
                             write_windows(&closed, sink, &mut summary)?;
                             if !closed.is_empty() {
                                 sink.flush().context("cannot write the output")?;
@@ -397,7 +407,7 @@ impl Pipeline {
             w.exec.switch_to(report.set.clone());
             let done = w
                 .book
-                .commit(&mut w.open, chunk, crate::store::now_ms(), &mut w.exec)?;
+                .commit(&mut w.open, chunk, crate::exec::now_ms(), &mut w.exec)?;
             if let Some(last) = summary.stages.last_mut() {
                 last.2.failed += done.dead.len() as u64;
             }

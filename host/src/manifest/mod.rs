@@ -6,15 +6,17 @@
 mod cluster;
 mod diagnostic;
 mod serve;
+mod settings;
 mod units;
 mod window;
 
 pub use cluster::{
-    NATS_URL_ENV, POSTGRES_URL_ENV, QueueKind, QueueSection, StoreKind, StoreSection,
+    NATS_URL_ENV, POSTGRES_URL_ENV, QueueKind, QueueSection, StoreKind, StoreSection, redact,
 };
 pub use diagnostic::Diagnostic;
 pub use serve::{ListenAddr, Permission, ServeSection, TokenSection};
-pub use units::{ByteSize, DurationSpec};
+pub use settings::Settings;
+pub use units::{ByteSize, DurationSpec, Retries};
 pub use window::{DEFAULT_IDLE, DEFAULT_MAX_OPEN_WINDOWS, TimeFormat, WindowKind, WindowSection};
 
 use serde::Deserialize;
@@ -562,11 +564,11 @@ impl Manifest {
 
     /// The timeout retry policy of every mode: `[runtime] retries` and
     /// `retry_backoff`, else `[serve]`'s older `retries` and `backoff`.
-    pub fn retries(&self) -> crate::exec::Retries {
+    pub fn retries(&self) -> Retries {
         let rt = &self.doc.runtime;
         let serve = self.doc.serve.as_ref();
-        let default = crate::exec::Retries::DEFAULT;
-        crate::exec::Retries {
+        let default = Retries::DEFAULT;
+        Retries {
             times: rt
                 .retries
                 .or(serve.and_then(|s| s.retries))

@@ -149,3 +149,29 @@ mod tests {
         assert!("0s".parse::<DurationSpec>().is_err());
     }
 }
+
+/// How often and how patiently to retry events whose stage timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Retries per event (0: a timeout is a dead letter at once).
+    pub times: u32,
+    /// First pause; doubles with each further one.
+    pub backoff: Duration,
+}
+
+impl Retries {
+    /// Default retries: two, after 100 ms and 200 ms.
+    pub const DEFAULT: Retries = Retries {
+        times: 2,
+        backoff: Duration::from_millis(100),
+    };
+
+    /// The pause before retry number `attempt` (1-based): the backoff,
+    /// doubled for each retry before it, capped at a minute.
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.backoff
+            .saturating_mul(factor)
+            .min(Duration::from_secs(60))
+    }
+}

@@ -11,7 +11,7 @@
 use crate::exec::ChunkId;
 use crate::exec::chunk::cut_by_bytes;
 use crate::manifest::QueueSection;
-use crate::store::postgres::redact;
+use crate::manifest::redact;
 use anyhow::{Context as _, Result, anyhow};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};

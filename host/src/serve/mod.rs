@@ -2,100 +2,92 @@
 //! are made durable before they are acknowledged, and are processed chunk
 //! by chunk by workers running the same [`Executor`] as `wasmpipe run`.
 //!
-//! Two backends ([`Backend`]), chosen by the manifest's `[queue]` and
-//! `[store]`: embedded (a SQLite journal and store, and worker threads in
-//! this process), or an ingest node on a cluster (chunks published to NATS
-//! JetStream for `wasmpipe worker` processes, see [`crate::worker`]; jobs, events
-//! and results in PostgreSQL).
+//! One interface behind every route, [`Backend`], with two
+//! implementations chosen by the manifest's `[queue]` and `[store]`:
+//! embedded (a SQLite journal and store, and worker threads in this
+//! process running the one loop of stored chunks,
+//! [`crate::exec::stored::Loop`]), or an ingest node on a cluster (chunks
+//! published to NATS JetStream for `wasmpipe worker` processes, see
+//! [`crate::worker`]; jobs, events and results in PostgreSQL). Only
+//! [`run`] asks which one it has, to start what runs here.
 //!
-//! # Layout
+//! # Layout (HTTP only, by area)
 //!
-//! - [`api`]: the HTTP routes (axum): ingest, jobs, events, dead letters,
-//!   windows, metrics, health.
+//! - [`toolkit`]: what every route uses: the error type, authorization,
+//!   reading bodies, parsing query parameters, the JSON shapes of jobs,
+//!   events and dead letters.
+//! - [`ingest`]: batches in (`POST /v1/pipelines/{name}/jobs`).
+//! - [`reads`]: jobs, events, dead letters, windows, metrics, health.
 //! - [`rerun`]: running a stored job again: retry, replay, diff.
 //! - [`stream`]: the live stream of new events and dead letters.
-//! - [`backend`]: the reads every route makes of either backend.
-//! - [`workers`]: the embedded backend's worker threads.
 //! - [`auth`]: bearer tokens with read and write permissions.
 //! - [`console`]: the web console's page, script and style sheet (`GET /`).
 //!
-//! The stores are in [`crate::store`], the queues in [`crate::queue`], the
-//! cluster's worker process in [`crate::worker`].
+//! The backends are in [`crate::store`], the queues in [`crate::queue`],
+//! the cluster's worker process in [`crate::worker`].
 //!
 //! Shutdown (the future given to [`run`] resolves): the listener stops
 //! accepting, requests in flight finish (an accepted batch is committed),
 //! the workers finish the chunk they hold and stop; chunks still queued
 //! stay in the journal and are taken up at the next start.
 
-pub mod api;
 pub mod auth;
-pub mod backend;
 pub mod console;
+pub mod ingest;
+pub mod reads;
 pub mod rerun;
 pub mod stream;
-pub mod workers;
+pub mod toolkit;
 
-pub use backend::Backend;
+pub use crate::manifest::Settings;
 
+use crate::exec::stored::{self, Journal, Loop};
+use crate::exec::{Executor, LiveStages, Pipeline, Policy, now_ms};
+use crate::manifest::Manifest;
 use crate::metrics;
-use crate::queue::memory as queue;
-use crate::store::{now_ms, sqlite as store};
-
-use crate::exec::{Executor, LiveStages, Pipeline, Policy};
-use crate::manifest::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
+use crate::store::cluster::Cluster;
+use crate::store::embedded::Embedded;
+use crate::store::{Backend, Backlog};
 use anyhow::{Context as _, Result};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// Limits and policies from `[serve]`, resolved.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Largest body.
-    pub max_body: usize,
-    /// Most events per batch.
-    pub max_events: usize,
-    /// Largest event.
-    pub max_event_size: usize,
-    /// Most queued events.
-    pub max_backlog: u64,
-    /// Events per chunk.
-    pub chunk_size: usize,
-    /// Longest a request body may take to arrive.
-    pub body_timeout: Duration,
-    /// Timeout retries, and the pause before a chunk is tried again.
-    pub retries: crate::exec::Retries,
-    /// Stored events are kept this long.
-    pub retention: Option<Duration>,
-    /// Header naming the identity.
-    pub identity_header: Option<String>,
-    /// Store the events a final reduce folds in.
-    pub store_reduce_input: bool,
-}
-
-impl Settings {
-    /// From the manifest's `[serve]` (or its defaults).
-    pub fn new(manifest: &Manifest, serve: &ServeSection) -> Settings {
-        Settings {
-            max_body: serve.max_body.0 as usize,
-            max_events: serve.max_events.get(),
-            max_event_size: serve.max_event_size.0 as usize,
-            max_backlog: serve.max_backlog.get(),
-            chunk_size: serve
-                .chunk_size
-                .or(manifest.doc.runtime.chunk_size)
-                .map_or(DEFAULT_CHUNK_SIZE.min(1000), |n| n.get()),
-            body_timeout: serve.body_timeout.0,
-            retries: manifest.retries(),
-            retention: serve.retention.map(|d| d.0),
-            identity_header: serve
-                .identity_header
-                .as_ref()
-                .map(|h| h.get_ref().to_ascii_lowercase()),
-            store_reduce_input: serve.store_reduce_input,
-        }
-    }
+/// The service's routes.
+pub fn router(svc: Arc<Service>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use toolkit::ApiError;
+    axum::Router::new()
+        .route("/v1/pipelines/{name}/jobs", post(ingest::ingest))
+        .route("/v1/jobs", get(reads::list_jobs))
+        .route("/v1/jobs/{id}", get(reads::get_job))
+        .route("/v1/jobs/{id}/replay", post(rerun::replay))
+        .route("/v1/jobs/{id}/dead-letters/retry", post(rerun::retry_dead))
+        .route("/v1/jobs/{id}/diff", post(rerun::diff))
+        .route("/v1/dead-letters", get(reads::list_dead))
+        .route("/v1/events", get(reads::list_events))
+        .route("/v1/windows", get(reads::list_windows))
+        .route("/v1/stream", get(stream::stream))
+        .route("/metrics", get(reads::metrics))
+        .route("/healthz", get(reads::healthz))
+        .route("/readyz", get(reads::readyz))
+        .merge(console::routes())
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route; docs/api.md lists the routes",
+            )
+        })
+        // Every refusal has a JSON body, a wrong method's too.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method; docs/api.md lists each route's",
+            )
+        })
+        .with_state(svc)
 }
 
 /// How long requests in flight may take to finish once shutdown begins.
@@ -109,20 +101,20 @@ pub struct Service {
     pub reduces: bool,
     /// Whether the reduce is keyed.
     pub keyed: bool,
-    /// A windowed reduce's book: its windows span jobs.
-    pub windows: Option<crate::exec::window::WindowBook>,
-    /// Where jobs wait and results go.
-    pub backend: Backend,
+    /// Whether its reduce is windowed (results are windows, not jobs').
+    pub windowed: bool,
+    /// Where jobs wait and results go: embedded or a cluster, the routes
+    /// do not ask which.
+    pub backend: Arc<dyn Backend>,
     /// Limits.
     pub settings: Settings,
     /// Tokens.
     pub auth: auth::Auth,
     /// Metrics.
-    pub metrics: metrics::Metrics,
-    /// Events accepted and not yet processed.
-    pub backlog: AtomicU64,
-    /// Events processed since start.
-    pub processed: AtomicU64,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Events accepted and not yet processed by this process's workers
+    /// (always 0 on an ingest node: the stream bounds a cluster's queue).
+    pub backlog: Arc<Backlog>,
     /// When the service started.
     pub started: Instant,
     /// Set when shutdown begins.
@@ -153,41 +145,42 @@ pub async fn run(
     let serve = manifest.doc.serve.clone().unwrap_or_default();
     let settings = Settings::new(manifest, &serve);
     let auth = auth::Auth::from_manifest(manifest, &serve)?;
-    let clustered = manifest.clustered();
-    let (backend, backlog) = if clustered {
-        let (store, queue) = crate::cluster::connect(manifest).await?;
-        (Backend::Cluster { store, queue }, 0)
+    let results = pipeline.results();
+    let windowed = results.windows.is_some();
+    // The one place that asks which backend it is: what runs here.
+    let (backend, journal): (Arc<dyn Backend>, Option<Arc<Embedded>>) = if manifest.clustered() {
+        (Arc::new(Cluster::connect(manifest, results).await?), None)
     } else {
         let db = manifest.resolve(&serve.database);
-        let store = store::Store::open(&db)?;
-        let pending = store.pending()?;
-        let backlog: u64 = pending.iter().map(|k| k.events).sum();
-        if !pending.is_empty() {
-            tracing::info!(
-                "resuming {} queued chunks ({backlog} events)",
-                pending.len()
-            );
-        }
-        let queue = queue::Queue::default();
-        queue.push(pending);
-        (Backend::Embedded { store, queue }, backlog)
+        let embedded = Arc::new(Embedded::open(
+            &db,
+            &pipeline.name,
+            results,
+            settings.max_backlog,
+            settings.retries.backoff,
+        )?);
+        (embedded.clone(), Some(embedded))
     };
+    let backlog = match &journal {
+        Some(e) => e.backlog(),
+        None => Arc::new(Backlog::new(settings.max_backlog, 0)),
+    };
+    let metrics = Arc::new(metrics::Metrics::new(
+        pipeline
+            .stages
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect(),
+    ));
     let svc = Arc::new(Service {
         pipeline: pipeline.name.clone(),
-        reduces: pipeline.reduces() && pipeline.window_book().is_none(),
+        reduces: pipeline.reduces() && !windowed,
         keyed: pipeline.keyed(),
-        windows: pipeline.window_book(),
+        windowed,
         backend,
         auth,
-        metrics: metrics::Metrics::new(
-            pipeline
-                .stages
-                .iter()
-                .map(|s| s.name().to_string())
-                .collect(),
-        ),
-        backlog: AtomicU64::new(backlog),
-        processed: AtomicU64::new(0),
+        metrics: metrics.clone(),
+        backlog,
         started: Instant::now(),
         stopping: AtomicBool::new(false),
         ingest_permits: tokio::sync::Semaphore::new(serve.max_concurrent_ingest.get()),
@@ -200,31 +193,32 @@ pub async fn run(
         },
         settings,
     });
-    let policy = svc.policy;
     let mut workers = Vec::new();
-    for w in 0..if clustered {
-        0
-    } else {
-        pipeline.workers.max(1)
-    } {
-        let mut exec = Executor::new(pipeline.runtime.clone(), svc.live.clone(), policy);
-        exec.warm_up()?;
-        let svc = svc.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("wasmpipe-serve-{w}"))
-                .spawn(move || workers::run(&svc, exec))
-                .context("cannot start a worker thread")?,
-        );
-    }
-    if svc.windows.is_some() && !clustered {
-        let svc = svc.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name("wasmpipe-windows".into())
-                .spawn(move || workers::tick_windows(&svc))
-                .context("cannot start the window clock")?,
-        );
+    let mut ticker = None;
+    if let Some(journal) = &journal {
+        let run = Arc::new(Loop {
+            live: svc.live.clone(),
+            host: svc.host.clone(),
+            observer: metrics,
+        });
+        for w in 0..pipeline.workers.max(1) {
+            let mut exec = Executor::new(pipeline.runtime.clone(), svc.live.clone(), svc.policy);
+            exec.warm_up()?;
+            workers.push(stored::spawn(
+                format!("wasmpipe-serve-{w}"),
+                tokio::runtime::Handle::current(),
+                run.clone(),
+                journal.clone() as Arc<dyn Journal>,
+                exec,
+            )?);
+        }
+        // On a cluster, the workers tick the window clock.
+        if windowed {
+            let svc = svc.clone();
+            ticker = Some(tokio::spawn(async move {
+                crate::store::backend::tick_windows(&*svc.backend, &svc.stopping).await
+            }));
+        }
     }
     let purger = svc.settings.retention.map(|keep| {
         let svc = svc.clone();
@@ -232,7 +226,7 @@ pub async fn run(
             let every = (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
             loop {
                 let cutoff = now_ms() - keep.as_millis() as i64;
-                let purged = backend::purge(&svc, cutoff).await;
+                let purged = svc.backend.purge(cutoff).await;
                 match purged {
                     Ok(n) if n > 0 => tracing::info!("retention: deleted {n} stored events"),
                     Err(e) => tracing::warn!("retention: {e:#}"),
@@ -243,7 +237,7 @@ pub async fn run(
         })
     });
 
-    let app = api::router(svc.clone());
+    let app = router(svc.clone());
     ready(listener.local_addr()?)?;
     let stop_svc = svc.clone();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -283,9 +277,10 @@ pub async fn run(
     if let Some(p) = purger {
         p.abort();
     }
-    if let Backend::Embedded { queue, .. } = &svc.backend {
-        queue.close();
+    if let Some(t) = ticker {
+        t.abort();
     }
+    svc.backend.close();
     let joined = tokio::task::spawn_blocking(move || {
         for w in workers {
             let _ = w.join();
@@ -294,10 +289,10 @@ pub async fn run(
     .await;
     served.context("the HTTP server failed")?;
     joined.context("a worker thread panicked")?;
-    if let Backend::Embedded { store, .. } = &svc.backend {
+    if let Some(journal) = &journal {
         tracing::info!(
             "stopped; {} chunks left queued for the next start",
-            store.pending()?.len()
+            journal.undone()?
         );
     }
     Ok(())

@@ -4,16 +4,15 @@
 //! backend keeps each job's input (the SQLite journal; PostgreSQL's
 //! `inputs` table on an ingest node), so all three work on both.
 
-use super::api::{
-    ApiError, ApiResult, Svc, authorize, blocking, drain, enqueue, job_not_found, json_response,
-    load_job, read_body, unavailable,
-};
+use super::Service;
 use super::auth::Need;
-use super::{Backend, Service, backend};
-use crate::exec::chunk::Batcher;
+use super::toolkit::{
+    ApiError, ApiResult, Svc, authorize, blocking, drain, job_not_found, json_response, load_job,
+    read_body, unavailable,
+};
 use crate::exec::{diff, stored};
 use crate::runtime::Stage;
-use crate::store::{Chunks, InputPurged, JobRow, now_ms};
+use crate::store::{InputPurged, JobRow};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -76,27 +75,6 @@ fn input_error(e: anyhow::Error) -> ApiError {
     }
 }
 
-/// Counts `n` events into the embedded backlog, or refuses (`429`/`503`).
-fn reserve(svc: &Service, n: u64) -> Result<(), ApiError> {
-    if svc.stopping.load(Relaxed) {
-        return Err(unavailable(svc, "the server is shutting down"));
-    }
-    if svc.backlog.fetch_add(n, Relaxed) + n > svc.settings.max_backlog && n > 0 {
-        svc.backlog.fetch_sub(n, Relaxed);
-        return Err(super::api::backlog_full(svc));
-    }
-    Ok(())
-}
-
-/// Events as NDJSON chunks of `chunk_size`.
-fn to_chunks(events: &[Vec<u8>], chunk_size: usize) -> Chunks {
-    let mut batch = Batcher::new(chunk_size);
-    for e in events {
-        batch.push(e);
-    }
-    batch.finish()
-}
-
 /// `POST /v1/jobs/{id}/dead-letters/retry`: the job's dead letters not yet
 /// retried run again, through the current stages, as a new job.
 pub(super) async fn retry_dead(
@@ -111,28 +89,13 @@ pub(super) async fn retry_dead(
             format!("job {id} has no dead letters left to retry"),
         )
     };
-    let chunk_size = svc.settings.chunk_size;
-    let cut = move |events: Vec<Vec<u8>>| to_chunks(&events, chunk_size);
-    if let Backend::Cluster { store, queue } = &svc.backend {
-        let Some((new, chunks)) = store
-            .retry_dead_letters(job.id, now_ms(), &cut)
-            .await
-            .map_err(ApiError::internal)?
-        else {
-            return Err(nothing());
-        };
-        enqueue(&svc, store, queue, new, &chunks).await?;
-        let events = chunks.iter().map(|c| c.1).sum();
-        return Ok(accepted(new, job.id, events));
-    }
-    let s = svc.clone();
-    let retried = blocking(move || s.embedded().0.retry_dead_letters(job.id, now_ms(), &cut))
-        .await?
+    let submitted = svc
+        .backend
+        .retry_dead_letters(job.id, svc.settings.chunk_size)
+        .await
+        .map_err(|r| ApiError::refused(&svc, r))?
         .ok_or_else(nothing)?;
-    let (new, keys, events) = retried;
-    svc.backlog.fetch_add(events, Relaxed);
-    svc.embedded().1.push(keys);
-    Ok(accepted(new, job.id, events))
+    Ok(accepted(submitted.job, job.id, submitted.events))
 }
 
 /// `POST /v1/jobs/{id}/replay`: the job's stored input, again, as a new
@@ -162,40 +125,16 @@ async fn replay_job(
     let job = rerunnable(&svc, headers, id, "replay").await?;
     let body = read_body(&svc, body, 1 << 16, "64 KiB for a replay request").await?;
     let pinned = pin(&svc, &body)?;
-    if let Backend::Cluster { store, queue } = &svc.backend {
-        if pinned.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "an ingest node replays on the versions its workers run now; a named version can be replayed by a `wasmpipe serve` that has it loaded",
-            ));
-        }
-        let (new, chunks) = store
-            .replay(job.id, now_ms())
-            .await
-            .map_err(input_error)?
-            .ok_or_else(|| job_not_found(id))?;
-        enqueue(&svc, store, queue, new, &chunks).await?;
-        return Ok(accepted(new, job.id, job.events_in));
+    if svc.stopping.load(Relaxed) {
+        return Err(unavailable(&svc, "the server is shutting down"));
     }
-    reserve(&svc, job.events_in)?;
-    let s = svc.clone();
-    let replayed = tokio::task::spawn_blocking(move || {
-        s.embedded().0.replay(job.id, now_ms(), pinned.as_deref())
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.into()))
-    .and_then(|r| r.map_err(input_error))
-    .and_then(|r| r.ok_or_else(|| job_not_found(id)));
-    match replayed {
-        Ok((new, keys, events)) => {
-            svc.embedded().1.push(keys);
-            Ok(accepted(new, job.id, events))
-        }
-        Err(e) => {
-            svc.backlog.fetch_sub(job.events_in, Relaxed);
-            Err(e)
-        }
-    }
+    let submitted = svc
+        .backend
+        .replay(job.id, pinned)
+        .await
+        .map_err(|r| ApiError::refused(&svc, r))?
+        .ok_or_else(|| job_not_found(id))?;
+    Ok(accepted(submitted.job, job.id, submitted.events))
 }
 
 /// A replay request's `{"versions": {...}}` as the pin stored with the
@@ -356,7 +295,9 @@ async fn diff_job(
             }
         })
         .collect();
-    let input = backend::job_input(&svc, job.id)
+    let input = svc
+        .backend
+        .job_input(job.id)
         .await
         .map_err(input_error)?
         .ok_or_else(|| job_not_found(id))?;
@@ -375,13 +316,7 @@ async fn diff_job(
             first += events;
         }
         diff::diff(
-            &s.runtime,
-            s.policy,
-            &before,
-            &after,
-            &chunks,
-            s.windows.is_some(),
-            limit,
+            &s.runtime, s.policy, &before, &after, &chunks, s.windowed, limit,
         )
     })
     .await?;

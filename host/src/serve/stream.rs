@@ -5,9 +5,11 @@
 //! ingest node, and a client that reconnects with `Last-Event-ID` (or the
 //! `cursor` parameters) loses nothing in between.
 
-use super::api::{ApiError, ApiResult, EventOut, Svc, authorize, dead_json, json_path, parse_id};
+use super::Service;
 use super::auth::Need;
-use super::{Service, backend};
+use super::toolkit::{
+    ApiError, ApiResult, EventOut, Svc, authorize, dead_json, json_path, parse_id,
+};
 use crate::store::EventQuery;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -92,7 +94,7 @@ pub async fn stream(
     }
     // From now on, unless told where to start.
     let (last_event, last_dead) = if events_after.is_none() || dead_after.is_none() {
-        backend::last_ids(&svc).await.map_err(ApiError::internal)?
+        svc.backend.last_ids().await.map_err(ApiError::internal)?
     } else {
         (0, 0)
     };
@@ -136,21 +138,23 @@ impl Tail {
                 limit: PAGE,
                 ..self.query.clone()
             };
-            for r in backend::events(&self.svc, q).await? {
+            for r in self.svc.backend.events(q).await? {
                 self.events_after = r.id;
                 let data = serde_json::to_string(&EventOut::of(&r, Some("event"))?)?;
                 self.push("event", data);
             }
         }
         if self.kinds != Kinds::Events {
-            let rows = backend::dead_letters(
-                &self.svc,
-                self.query.pipeline.clone(),
-                self.query.job,
-                self.dead_after,
-                PAGE,
-            )
-            .await?;
+            let rows = self
+                .svc
+                .backend
+                .dead_letters(
+                    self.query.pipeline.clone(),
+                    self.query.job,
+                    self.dead_after,
+                    PAGE,
+                )
+                .await?;
             for d in rows {
                 self.dead_after = d.id;
                 let mut data = dead_json(&d);

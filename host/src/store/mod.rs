@@ -1,21 +1,32 @@
 //! Where jobs, their chunks, stored events, dead letters and results are
-//! kept: [`sqlite`] for a single `wasmpipe serve` (the journal and the
-//! store in one file), [`postgres`] for a cluster of ingest nodes and
-//! workers. Both answer in the types of [`model`] and commit a chunk's
-//! whole [`crate::exec::ChunkReport`] in one transaction.
+//! kept, behind one interface, [`Backend`]:
+//!
+//! - [`embedded`]: a single `wasmpipe serve`; [`sqlite`] is its journal
+//!   and store in one file, and it queues chunk keys in memory;
+//! - [`cluster`]: ingest nodes and `wasmpipe worker`s; [`postgres`] holds
+//!   jobs and results, JetStream the chunks.
+//!
+//! Both answer in the types of [`model`] and commit a chunk's whole
+//! [`crate::exec::ChunkReport`] in one transaction, at most once.
 
+pub mod backend;
+pub mod cluster;
+pub mod embedded;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
+pub use backend::{Backend, Backlog, NewJob, Refused, Results, Submitted};
 pub use model::{
     Chunks, Combine, DeadRow, ErrorKind, EventQuery, EventRow, InputPurged, JobRow, WindowQuery,
     WindowRow,
 };
 
-/// Milliseconds since the Unix epoch: the time stamps of stored records.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// Events as NDJSON chunks of `chunk_size` (a retry's dead letters).
+pub fn cut(events: &[Vec<u8>], chunk_size: usize) -> Chunks {
+    let mut batch = crate::exec::chunk::Batcher::new(chunk_size);
+    for e in events {
+        batch.push(e);
+    }
+    batch.finish()
 }

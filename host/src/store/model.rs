@@ -21,34 +21,6 @@ pub enum ErrorKind {
     Other,
 }
 
-impl ErrorKind {
-    /// Classifies `e` by the first database failure in its chain.
-    pub fn of(e: &anyhow::Error) -> ErrorKind {
-        for cause in e.chain() {
-            if let Some(kind) = super::postgres::kind_of(cause) {
-                return kind;
-            }
-            if let Some(rusqlite::Error::SqliteFailure(f, _)) = cause.downcast_ref() {
-                return match f.code {
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
-                        ErrorKind::Conflict
-                    }
-                    _ => ErrorKind::Other,
-                };
-            }
-            if cause.is::<std::io::Error>() {
-                return ErrorKind::Unavailable;
-            }
-        }
-        ErrorKind::Other
-    }
-
-    /// Whether trying the same call again may succeed.
-    pub fn retryable(self) -> bool {
-        self != ErrorKind::Other
-    }
-}
-
 /// A replay of a job whose input retention has deleted: there is nothing
 /// to run again (the API answers 410 Gone for this, and only this).
 #[derive(Debug, thiserror::Error)]

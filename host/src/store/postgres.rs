@@ -28,9 +28,11 @@
 //!   (the client was answered with an error) are dropped as `abandoned`.
 
 use super::InputPurged;
+use super::backend::NewJob;
 use super::model::{
     Chunks, Combine, DeadRow, ErrorKind, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
 };
+use crate::exec::stored::{Committed, StoredJob};
 use crate::exec::window::{Clock, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
@@ -177,17 +179,6 @@ pub struct JobInfo {
     pub received_at: i64,
 }
 
-/// How a chunk commit ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Committed {
-    /// Stored; `true` if it finished its job.
-    Stored(bool),
-    /// Its events were already stored by another delivery: nothing written.
-    Duplicate,
-    /// Its job is not accepted (yet, or ever): nothing written.
-    NotAccepted,
-}
-
 /// The store.
 #[derive(Clone)]
 pub struct PgStore {
@@ -199,7 +190,7 @@ impl PgStore {
     /// schema if needed.
     pub async fn connect(url: &str, pool: usize) -> Result<PgStore> {
         let config: tokio_postgres::Config = url.parse().with_context(|| {
-            format!("`{}` is not a PostgreSQL connection string; hint: write `postgres://user:password@host:5432/database`", redact(url))
+            format!("`{}` is not a PostgreSQL connection string; hint: write `postgres://user:password@host:5432/database`", crate::manifest::redact(url))
         })?;
         let manager = Manager::from_config(
             config,
@@ -216,7 +207,7 @@ impl PgStore {
         let mut c = store.client().await.with_context(|| {
             format!(
                 "cannot connect to PostgreSQL at {}; hint: is the server running, and does the database exist?",
-                redact(url)
+                crate::manifest::redact(url)
             )
         })?;
         // DDL only when the schema is missing: `CREATE INDEX IF NOT EXISTS`
@@ -276,7 +267,7 @@ impl PgStore {
     }
 
     /// Records a new job as `pending`, with its input; returns its id.
-    pub async fn insert_job(&self, job: &NewPgJob<'_>) -> Result<i64> {
+    pub async fn insert_job(&self, job: &NewJob) -> Result<i64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let events: u64 = job.chunks.iter().map(|c| c.1).sum();
@@ -296,7 +287,7 @@ impl PgStore {
             )
             .await?;
         let id: i64 = row.get(0);
-        insert_input(&tx, id, job.chunks).await?;
+        insert_input(&tx, id, &job.chunks).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -499,13 +490,13 @@ impl PgStore {
     pub async fn complete_chunk(
         &self,
         range: ChunkId,
-        info: &JobInfo,
+        info: &StoredJob,
         out: &ChunkReport,
         worker: &str,
         combine: Option<&mut Combine<'_>>,
         windows: Option<(&WindowBook, &mut (dyn Fold + Send))>,
     ) -> Result<Committed> {
-        let now = super::now_ms();
+        let now = crate::exec::now_ms();
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let job = range.job;
@@ -583,7 +574,8 @@ impl PgStore {
             )
             .await?
         else {
-            return Ok(Committed::NotAccepted);
+            // Not accepted (yet, or ever): nothing written.
+            bail!("job {job} is not accepted");
         };
         let overlapping: i64 = tx
             .query_one(
@@ -643,7 +635,7 @@ impl PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(Committed::Stored(finished))
+        Ok(Committed::Stored { finished })
     }
 
     /// Advances the window clock of a quiet stream (see
@@ -999,22 +991,6 @@ async fn schema_version(c: &impl deadpool_postgres::GenericClient) -> Result<Opt
     Ok(row.and_then(|r| r.get::<_, Option<i32>>(0)))
 }
 
-/// A job to record.
-pub struct NewPgJob<'a> {
-    /// Pipeline.
-    pub pipeline: &'a str,
-    /// `ingest` or `retry`.
-    pub kind: &'a str,
-    /// The job retried.
-    pub origin: Option<i64>,
-    /// When it arrived (ms).
-    pub received_at: i64,
-    /// Request state (JSON).
-    pub context: &'a str,
-    /// Its events, cut into chunks: data and number of events.
-    pub chunks: &'a Chunks,
-}
-
 const JOB_COLUMNS: &str =
     "SELECT id, pipeline, kind, origin, received_at, started_at, finished_at, context,
     events_in, events_out, dead_letters, retries, chunks, chunks_done, result, state FROM wasmpipe.jobs";
@@ -1049,20 +1025,6 @@ fn pg_path(path: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.trim_matches('"').to_string())
         .collect()
-}
-
-/// `url` without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = &url[s + 3..at];
-            match user.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &user[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Stores `chunks` as the input of `job`.
@@ -1227,16 +1189,6 @@ async fn commit_windows(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://app:secret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(redact("host=db user=app"), "host=db user=app");
-    }
 
     #[test]
     fn only_the_database_being_away_or_busy_is_retried() {

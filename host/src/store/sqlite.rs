@@ -10,9 +10,11 @@
 //!   job's result; a crash before the commit leaves the chunk queued with
 //!   nothing stored, so it is simply processed again.
 
+use super::backend::NewJob;
 use super::model::{
     Chunks, Combine, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
 };
+use crate::exec::stored::Committed;
 use crate::exec::window::{Changes, Clock, Closed, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
@@ -116,22 +118,6 @@ pub struct Store {
     reader: Mutex<Connection>,
 }
 
-/// A batch to journal as a new job.
-pub struct NewJob<'a> {
-    /// Pipeline name.
-    pub pipeline: &'a str,
-    /// `ingest`, `replay` or `retry`.
-    pub kind: &'a str,
-    /// The job replayed or retried.
-    pub origin: Option<i64>,
-    /// When the batch arrived (ms since the epoch).
-    pub received_at: i64,
-    /// Request state for the stages (JSON object).
-    pub context: String,
-    /// The chunks: NDJSON data and number of events.
-    pub chunks: Chunks,
-}
-
 /// The distinct stage-version sets of a job's chunks.
 fn versions_of(r: &Connection, job: i64) -> Result<Vec<String>> {
     let mut st = r.prepare_cached(
@@ -224,7 +210,7 @@ impl Store {
 
     /// Journals a batch as a new job with all its chunks, in one
     /// transaction; returns the job id and its chunks.
-    pub fn insert_job(&self, job: &NewJob<'_>) -> Result<(i64, Vec<ChunkId>)> {
+    pub fn insert_job(&self, job: &NewJob) -> Result<(i64, Vec<ChunkId>)> {
         let mut w = self.writer(true)?;
         let tx = w.transaction()?;
         let events: u64 = job.chunks.iter().map(|c| c.1).sum();
@@ -313,7 +299,8 @@ impl Store {
 
     /// Records a processed chunk: outputs, dead letters, partial and done
     /// mark in one transaction, plus the job's result when it was the last
-    /// chunk. Returns `false` (storing nothing) if the chunk was already done.
+    /// chunk. [`Committed::Duplicate`] (storing nothing) if the chunk was
+    /// already done.
     pub fn complete_chunk(
         &self,
         key: ChunkId,
@@ -321,7 +308,7 @@ impl Store {
         now: i64,
         combine: Option<&mut Combine<'_>>,
         windows: Option<(&WindowBook, &mut dyn Fold)>,
-    ) -> Result<bool> {
+    ) -> Result<Committed> {
         let mut w = self.writer(false)?;
         let tx = w.transaction()?;
         let marked = tx.execute(
@@ -329,7 +316,7 @@ impl Store {
             params![key.job, key.seq as i64, (!res.partial.is_empty()).then_some(&res.partial), res.versions()],
         )?;
         if marked == 0 {
-            return Ok(false);
+            return Ok(Committed::Duplicate);
         }
         let (pipeline, at): (String, i64) = tx.query_row(
             "SELECT pipeline, received_at FROM jobs WHERE id = ?1",
@@ -388,7 +375,8 @@ impl Store {
             [key.job],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        if done == total {
+        let finished = done == total;
+        if finished {
             let result = match combine {
                 Some(combine) => {
                     let mut st = tx.prepare_cached(
@@ -409,7 +397,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        Ok(true)
+        Ok(Committed::Stored { finished })
     }
 
     /// Advances the window clock of a quiet stream (see

@@ -1,0 +1,54 @@
+//! `[serve]` resolved: the limits and policies `serve`'s routes and every
+//! worker of a stored chunk (embedded or on a cluster) go by.
+
+use super::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
+use std::time::Duration;
+
+/// Limits and policies from `[serve]`, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest body.
+    pub max_body: usize,
+    /// Most events per batch.
+    pub max_events: usize,
+    /// Largest event.
+    pub max_event_size: usize,
+    /// Most queued events.
+    pub max_backlog: u64,
+    /// Events per chunk.
+    pub chunk_size: usize,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Timeout retries, and the pause before a chunk is tried again.
+    pub retries: super::Retries,
+    /// Stored events are kept this long.
+    pub retention: Option<Duration>,
+    /// Header naming the identity.
+    pub identity_header: Option<String>,
+    /// Store the events a final reduce folds in.
+    pub store_reduce_input: bool,
+}
+
+impl Settings {
+    /// From the manifest's `[serve]` (or its defaults).
+    pub fn new(manifest: &Manifest, serve: &ServeSection) -> Settings {
+        Settings {
+            max_body: serve.max_body.0 as usize,
+            max_events: serve.max_events.get(),
+            max_event_size: serve.max_event_size.0 as usize,
+            max_backlog: serve.max_backlog.get(),
+            chunk_size: serve
+                .chunk_size
+                .or(manifest.doc.runtime.chunk_size)
+                .map_or(DEFAULT_CHUNK_SIZE.min(1000), |n| n.get()),
+            body_timeout: serve.body_timeout.0,
+            retries: manifest.retries(),
+            retention: serve.retention.map(|d| d.0),
+            identity_header: serve
+                .identity_header
+                .as_ref()
+                .map(|h| h.get_ref().to_ascii_lowercase()),
+            store_reduce_input: serve.store_reduce_input,
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The read routes: jobs, stored events, dead letters, closed windows,
+//! Prometheus metrics, health and readiness. Each asks the backend,
+//! whichever it is.
+
+use super::auth::Need;
+use super::toolkit::{
+    ApiError, ApiResult, EventOut, Svc, authorize, dead_json, job_json, job_not_found, json_path,
+    json_response, load_job, next_cursor, parse_id, parse_limit, parse_time, retry_after_secs,
+    rfc3339,
+};
+use crate::store::EventQuery;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// `GET /v1/jobs/{id}`.
+pub(super) async fn get_job(
+    State(svc): Svc,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let n = id.parse::<i64>().map_err(|_| job_not_found(&id))?;
+    match load_job(&svc, n).await? {
+        Some(j) => Ok(json_response(StatusCode::OK, job_json(&svc, &j))),
+        None => Err(job_not_found(&id)),
+    }
+}
+
+/// `GET /v1/jobs?pipeline=&cursor=&limit=`: newest first.
+pub(super) async fn list_jobs(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let (mut pipeline, mut before, mut limit) = (None, i64::MAX, None);
+    for (k, v) in q {
+        match k.as_str() {
+            "pipeline" => pipeline = Some(v),
+            "cursor" => before = parse_id("cursor", &v)?,
+            "limit" => limit = Some(v),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "unknown parameter `{k}`; use `pipeline`, `cursor`, `limit`"
+                )));
+            }
+        }
+    }
+    let limit = parse_limit(limit.as_ref())?;
+    let rows = svc
+        .backend
+        .jobs(pipeline, before, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = next_cursor(rows.len(), limit as usize, rows.last().map(|j| j.id));
+    let jobs: Vec<Value> = rows.iter().map(|j| job_json(&svc, j)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "jobs": jobs, "next_cursor": next }),
+    ))
+}
+
+/// `GET /v1/events`: stored output events, oldest first.
+pub(super) async fn list_events(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let mut query = EventQuery::default();
+    let mut limit = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "pipeline" => query.pipeline = Some(v),
+            "job" => query.job = Some(parse_id("job", &v)?),
+            "since" => query.since = Some(parse_time("since", &v)?),
+            "until" => query.until = Some(parse_time("until", &v)?),
+            "cursor" => query.after = parse_id("cursor", &v)?,
+            "limit" => limit = Some(v),
+            _ => match k.strip_prefix("field.") {
+                Some(path) => query.fields.push((json_path(path)?, v)),
+                None => {
+                    return Err(ApiError::bad(format!(
+                        "unknown parameter `{k}`; use `pipeline`, `job`, `since`, `until`, `field.<name>`, `cursor`, `limit`"
+                    )));
+                }
+            },
+        }
+    }
+    query.limit = parse_limit(limit.as_ref())?;
+    let limit = query.limit as usize;
+    let rows = svc
+        .backend
+        .events(query)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = next_cursor(rows.len(), limit, rows.last().map(|e| e.id));
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(EventOut::of(r, None).map_err(|e| ApiError::internal(e.into()))?);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "events": out, "next_cursor": next }),
+    ))
+}
+
+/// `GET /v1/windows?pipeline=&key=&since=&until=&cursor=&limit=`: closed
+/// windows' results, in the order they closed.
+pub(super) async fn list_windows(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let mut query = crate::store::WindowQuery::default();
+    let mut limit = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "pipeline" => query.pipeline = Some(v),
+            "key" => query.key = Some(v),
+            "since" => query.since = Some(parse_time("since", &v)?),
+            "until" => query.until = Some(parse_time("until", &v)?),
+            "cursor" => query.after = parse_id("cursor", &v)?,
+            "limit" => limit = Some(v),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "unknown parameter `{k}`; use `pipeline`, `key`, `since`, `until`, `cursor`, `limit`"
+                )));
+            }
+        }
+    }
+    if !svc.windowed {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pipeline `{}` has no windowed reduce; its results are the jobs' (`GET /v1/jobs/{{id}}`)",
+                svc.pipeline
+            ),
+        ));
+    }
+    query.limit = parse_limit(limit.as_ref())?;
+    let limit = query.limit as usize;
+    let rows = svc
+        .backend
+        .windows(query)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = next_cursor(rows.len(), limit, rows.last().map(|e| e.id));
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let value: &RawValue =
+            serde_json::from_str(&r.value).map_err(|e| ApiError::internal(e.into()))?;
+        let mut w = json!({
+            "id": r.id,
+            "pipeline": r.pipeline,
+            "window": {
+                "start": rfc3339(r.start),
+                "end": rfc3339(r.end),
+            },
+            "value": value,
+            "closed_at": rfc3339(r.closed_at),
+        });
+        if let Some(k) = &r.key {
+            w["key"] = k.clone().into();
+        }
+        out.push(w);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "windows": out, "next_cursor": next }),
+    ))
+}
+
+/// `GET /v1/dead-letters?pipeline=&job=&cursor=&limit=`.
+pub(super) async fn list_dead(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let (mut pipeline, mut job, mut after, mut limit) = (None, None, 0, None);
+    for (k, v) in q {
+        match k.as_str() {
+            "pipeline" => pipeline = Some(v),
+            "job" => job = Some(parse_id("job", &v)?),
+            "cursor" => after = parse_id("cursor", &v)?,
+            "limit" => limit = Some(v),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "unknown parameter `{k}`; use `pipeline`, `job`, `cursor`, `limit`"
+                )));
+            }
+        }
+    }
+    let limit = parse_limit(limit.as_ref())?;
+    let rows = svc
+        .backend
+        .dead_letters(pipeline, job, after, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = next_cursor(rows.len(), limit as usize, rows.last().map(|e| e.id));
+    let out: Vec<Value> = rows.iter().map(dead_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "dead_letters": out, "next_cursor": next }),
+    ))
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(svc): Svc, headers: HeaderMap) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let (backlog, queued) = svc.backend.depth().await;
+    let text = svc.metrics.render(&svc.pipeline, backlog, queued);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `GET /healthz`: the process is up (no token needed).
+pub(super) async fn healthz() -> Response {
+    json_response(StatusCode::OK, json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: ready to accept batches (no token needed).
+pub(super) async fn readyz(State(svc): Svc) -> Response {
+    if svc.stopping.load(Relaxed) {
+        return ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "shutting down".into(),
+            retry_after: Some(1),
+            id: None,
+        }
+        .into_response();
+    }
+    if svc.backlog.full() {
+        return ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the backlog is full".into(),
+            retry_after: Some(retry_after_secs(&svc)),
+            id: None,
+        }
+        .into_response();
+    }
+    {
+        if let Some(message) = svc.backend.unready().await {
+            return ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message,
+                retry_after: Some(1),
+                id: None,
+            }
+            .into_response();
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        json!({ "status": "ready", "pipeline": svc.pipeline, "stages": svc.live.current().stages.iter().map(|s| json!({"name": s.name(), "version": s.version})).collect::<Vec<_>>() }),
+    )
+}
