@@ -15,7 +15,7 @@ pub mod source;
 pub mod stored;
 pub mod window;
 
-pub use crate::reload::stages::{LiveStages, StageSet};
+pub use crate::runtime::stages::{LiveStages, StageSet};
 pub use chain::{Chain, ChunkOutcome, Failure, StageCounts};
 pub use chunk::{Chunk, ChunkId};
 pub use dead_letter::{DeadLetter, DeadLetterSink};

@@ -9,6 +9,8 @@ mod error;
 mod instance;
 mod sandbox;
 mod stage;
+pub mod stages;
+pub mod window;
 
 pub use component::{ComponentState, is_component};
 pub use engine::{
@@ -18,3 +20,4 @@ pub use error::StageError;
 pub use instance::{CallOutput, StageInstance};
 pub use sandbox::{LOG_LINES_CUT, LOG_LINES_DROPPED, StageState};
 pub use stage::{Encoding, KindMismatch, Metadata, Stage, StageSpec, linker};
+pub use stages::{LiveStages, StageSet};

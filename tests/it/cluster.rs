@@ -1130,3 +1130,130 @@ fn windows_close_once_across_workers_with_one_killed_mid_stream() {
         .unwrap();
     assert!(workers >= 2, "several workers committed windows");
 }
+
+/// The PostgreSQL store on its own, through the library: a chunk range
+/// committed twice (a redelivery after a commit whose acknowledgement was
+/// lost), or a piece of one committed after the whole (a split of a chunk
+/// whose first worker was presumed dead but committed), is applied once;
+/// the job's result is combined once, by the commit that completes it.
+#[test]
+fn postgres_applies_a_chunk_committed_twice_once() {
+    use wasmpipe::exec::stored::{Committed, StoredJob};
+    use wasmpipe::exec::{ChunkId, ChunkReport, DeadLetter};
+    use wasmpipe::store::postgres::PgStore;
+    use wasmpipe::store::{Combine, NewJob};
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = services();
+    let db = "wasmpipe_test_commit_twice";
+    let admin = format!("{}/postgres", svc.postgres);
+    psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    psql(&admin, &format!("CREATE DATABASE {db}"));
+    let report = |first: u64, events: &[&str]| ChunkReport {
+        seq: 0,
+        output: events
+            .iter()
+            .flat_map(|e| format!("{e}\n").into_bytes())
+            .collect(),
+        origin: (first..first + events.len() as u64).collect(),
+        dead: vec![DeadLetter {
+            stage: Some("s".into()),
+            error: "refused".into(),
+            index: first,
+            line: first + 1,
+            attempts: 1,
+            event: b"{}".to_vec(),
+        }],
+        partial: events.len().to_string().into_bytes(),
+        counts: Vec::new(),
+        events_read: events.len() as u64,
+        retries: 0,
+        set: wasmpipe::runtime::StageSet::new(0, Vec::new()),
+        windows: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = PgStore::connect(&format!("{}/{db}", svc.postgres), 2)
+            .await
+            .unwrap();
+        let id = store
+            .insert_job(&NewJob {
+                pipeline: "p".into(),
+                kind: "ingest",
+                origin: None,
+                received_at: 1,
+                context: "{}".into(),
+                chunks: vec![(b"1\n2\n".to_vec(), 2), (b"3\n".to_vec(), 1)],
+            })
+            .await
+            .unwrap();
+        assert!(store.accept_job(id).await.unwrap());
+        let job = StoredJob {
+            pipeline: "p".into(),
+            context: "{}".into(),
+            received_at: 1,
+            pinned: None,
+        };
+        let combined = std::sync::atomic::AtomicU32::new(0);
+        let mut sum = |parts: Vec<Vec<u8>>| -> anyhow::Result<Vec<u8>> {
+            combined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n: u64 = parts
+                .iter()
+                .map(|p| std::str::from_utf8(p).unwrap().parse::<u64>().unwrap())
+                .sum();
+            Ok(n.to_string().into_bytes())
+        };
+        let range = |first_index: u64, events: u64| ChunkId {
+            job: id,
+            seq: first_index,
+            first_index,
+            events,
+        };
+        let (first, second) = (report(0, &["1", "2"]), report(2, &["3"]));
+        let mut commit = async |r: ChunkId, report: &ChunkReport| {
+            let combine = Some(&mut sum as &mut Combine<'_>);
+            store
+                .complete_chunk(r, &job, report, "test", combine, None)
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            commit(range(0, 2), &first).await,
+            Committed::Stored { finished: false }
+        );
+        assert_eq!(commit(range(0, 2), &first).await, Committed::Duplicate);
+        assert_eq!(
+            commit(range(0, 1), &report(0, &["1"])).await,
+            Committed::Duplicate,
+            "a piece of a committed range"
+        );
+        assert_eq!(
+            commit(range(2, 1), &second).await,
+            Committed::Stored { finished: true }
+        );
+        assert_eq!(commit(range(2, 1), &second).await, Committed::Duplicate);
+        let j = store.job(id).await.unwrap().unwrap();
+        assert_eq!((j.events_out, j.dead_letters, j.chunks_done), (3, 2, 2));
+        assert_eq!(j.result.as_deref(), Some("3"));
+        assert_eq!(
+            combined.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the result is combined once, by the last commit"
+        );
+    });
+    assert_eq!(
+        psql(
+            &format!("{}/{db}", svc.postgres),
+            "SELECT (SELECT count(*) FROM wasmpipe.events), (SELECT count(*) FROM wasmpipe.dead_letters)",
+        ),
+        "3|2",
+        "stored events and dead letters"
+    );
+}

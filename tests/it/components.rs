@@ -10,7 +10,7 @@
 //! built once per test process; the compiled-module cache is shared.
 
 use crate::reload::Watched;
-use crate::serve::{Server, get, post, wait_job};
+use crate::util::http::{Server, get, post, wait_job};
 use crate::util::{Run, fixture, read_jsonl, repo, run, run_bounded, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

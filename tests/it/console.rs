@@ -7,7 +7,7 @@
 //! (the README's picture); normal runs leave the file alone.
 
 use crate::browser::Browser;
-use crate::serve::{Resp, Server, request, wait_job};
+use crate::util::http::{Resp, Server, request, wait_job};
 use crate::util::{plugin, repo, toml_path, write};
 use serde_json::{Value, json};
 
@@ -248,7 +248,7 @@ fn console_signs_in_shows_dead_letters_retries_and_tails() {
     // A new version of `enrich` tried on the job from its page: the page
     // shows what the API answers for the same module, change by change.
     let candidate = plugin("stamp");
-    let expected = crate::serve::request(
+    let expected = crate::util::http::request(
         "POST",
         &s.url(&format!("/v1/jobs/{job}/diff?stage=enrich")),
         &[("authorization", &format!("Bearer {WRITE}"))],

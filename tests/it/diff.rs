@@ -4,7 +4,7 @@
 //! behaviour written here from their definitions (`faulty` passes `{"n"}`
 //! through and fails `n % 1000 == 13`; `double` doubles `n`).
 
-use crate::serve::{Server, get, post, request, wait_job};
+use crate::util::http::{Server, get, post, request, wait_job};
 use crate::util::{plugin, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 //! the tail started arrive, filters and kinds hold, and the stream asks
 //! for a token when tokens are configured.
 
-use crate::serve::{Server, post, request};
+use crate::util::http::{Server, post, request};
 use crate::util::{plugin, toml_path, wasmpipe, write};
 use serde_json::Value;
 use std::io::BufRead as _;
@@ -179,7 +179,7 @@ fn a_client_that_stops_reading_the_stream_does_not_hold_shutdown() {
         assert_eq!(r.status, 202, "{}", r.body);
         last = r.json()["job"].as_i64().unwrap();
     }
-    crate::serve::wait_job(&s, last, &[]);
+    crate::util::http::wait_job(&s, last, &[]);
     std::thread::sleep(Duration::from_secs(1));
     let log = s.proc_log_path();
     let started = std::time::Instant::now();

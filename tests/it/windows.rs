@@ -432,7 +432,7 @@ fn sessions_need_a_key_the_host_can_read() {
 
 // --- serve: windows span jobs, survive SIGKILL, and are read over HTTP ---
 
-use crate::serve::{Server, all_jobs, get, post, request, wait_job};
+use crate::util::http::{Server, all_jobs, get, post, request, wait_job};
 use std::time::{Duration, Instant};
 
 /// Every closed window of `s`, following cursors `limit` at a time.

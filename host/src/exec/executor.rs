@@ -24,7 +24,7 @@ use super::chunk::Chunk;
 use super::dead_letter::DeadLetter;
 use super::window::book::Refolded;
 use super::window::{Fold, WindowPart, WindowedChunk};
-use crate::reload::stages::{LiveStages, StageSet};
+use crate::runtime::stages::{LiveStages, StageSet};
 use crate::runtime::{Runtime, Stage};
 use anyhow::Result;
 use std::collections::HashMap;
@@ -417,8 +417,95 @@ impl Fold for Executor {
 
 #[cfg(test)]
 mod tests {
-    use super::Retries;
+    use super::*;
+    use crate::runtime::{RuntimeConfig, StageSpec, linker};
+    use std::path::PathBuf;
     use std::time::Duration;
+
+    /// An executor of the hand-written stage `fixture` (`tests/fixtures`),
+    /// retrying a timed-out event `times` times.
+    fn executor_of(fixture: &str, timeout: Duration, times: u32) -> Executor {
+        let rt = Arc::new(
+            Runtime::new(&RuntimeConfig {
+                max_instances: 8,
+                max_memory: 64 << 20,
+                cache_dir: None,
+            })
+            .unwrap(),
+        );
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(fixture);
+        let spec = StageSpec {
+            timeout,
+            ..StageSpec::standalone("s", path)
+        };
+        let stage = Stage::load(&rt, &linker(&rt).unwrap(), spec).unwrap();
+        let policy = Policy {
+            lineage: false,
+            retries: Retries {
+                times,
+                backoff: Duration::from_millis(1),
+            },
+            keep_reduce_input: false,
+        };
+        Executor::new(rt, Arc::new(LiveStages::new(vec![stage])), policy)
+    }
+
+    #[test]
+    fn a_retried_event_is_merged_back_by_origin_and_dead_letters_count_its_attempts() {
+        let mut exec = executor_of("stall.wat", Duration::from_millis(50), 2);
+        let mut chunk = Chunk {
+            seq: 7,
+            first_index: 100,
+            ..Chunk::default()
+        };
+        for (i, ev) in [r#"{"i":0}"#, r#"{"i":"!"}"#, r#"{"i":2}"#, r#"{"i":3}"#]
+            .iter()
+            .enumerate()
+        {
+            chunk.push(ev.as_bytes(), i as u64 + 1);
+        }
+        let r = exec.run(&chunk, b"{}").unwrap();
+        assert_eq!(r.output, b"{\"i\":0}\n{\"i\":2}\n{\"i\":3}\n");
+        assert_eq!(
+            r.origin,
+            [100, 102, 103],
+            "outputs keep their events' indices"
+        );
+        assert_eq!(
+            r.retries, 2,
+            "only the event that timed out is retried, twice"
+        );
+        assert_eq!(r.dead.len(), 1, "{:?}", r.dead);
+        let d = &r.dead[0];
+        assert_eq!((d.index, d.line, d.attempts), (101, 2, 3));
+        assert_eq!(d.stage.as_deref(), Some("s"));
+        assert_eq!(d.error, "stage `s` timed out after 50ms (after 3 attempts)");
+        assert_eq!(d.event, br#"{"i":"!"}"#);
+        assert_eq!(r.counts[0].failed, 1, "counted once, not once per attempt");
+        assert_eq!(r.counts[0].events_out, 3);
+        assert_eq!(r.seq, 7);
+    }
+
+    #[test]
+    fn without_retries_a_timeout_is_a_dead_letter_at_once() {
+        let mut exec = executor_of("stall.wat", Duration::from_millis(50), 0);
+        let mut chunk = Chunk::default();
+        chunk.push(br#"{"i":"!"}"#, 1);
+        chunk.push(br#"{"i":1}"#, 2);
+        let r = exec.run(&chunk, b"{}").unwrap();
+        assert_eq!(r.origin, [1]);
+        assert_eq!(r.retries, 0);
+        assert_eq!(
+            (
+                r.dead[0].index,
+                r.dead[0].attempts,
+                r.dead[0].error.as_str()
+            ),
+            (0, 1, "stage `s` timed out after 50ms")
+        );
+    }
 
     #[test]
     fn the_pause_doubles_from_the_backoff_and_is_capped() {

@@ -16,7 +16,7 @@ use crate::manifest::{
     DEFAULT_MEMORY, DEFAULT_OUTPUT, DEFAULT_TIMEOUT, EventEncoding, Manifest, StageKind,
     StageSection,
 };
-use crate::reload::stages::{LiveStages, StageSet};
+use crate::runtime::stages::{LiveStages, StageSet};
 use crate::runtime::{KindMismatch, Runtime, Stage, StageError, StageSpec, StageState, linker};
 use anyhow::{Context as _, Result, anyhow, bail};
 use crossbeam_channel::{bounded, unbounded};

@@ -11,8 +11,11 @@ pub mod book;
 pub mod field;
 pub mod memory;
 pub mod plan;
-pub mod spec;
 
-pub use book::{Clock, Closed, Committed, Fold, Needs, WindowBook, WindowPart, WindowedChunk};
-pub use memory::{Changes, MemoryWindows};
+/// What a windowed reduce runs: its spec lives with the stage's (the
+/// runtime's), and is re-exported here for the window code.
+pub use crate::runtime::window as spec;
+
+pub use book::{Fold, Needs, WindowBook, WindowPart, WindowedChunk, WindowsCommitted};
+pub use memory::{Changes, Clock, Closed, MemoryWindows};
 pub use spec::{Kind, Millis, TimeSource, WindowSpec};

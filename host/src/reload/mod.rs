@@ -15,14 +15,14 @@
 //! retried when the next write to it arrives.
 //!
 //! # Layout
-//! - [`stages`]: the versioned stage sets themselves.
+//! - the versioned stage sets themselves are the runtime's
+//!   ([`crate::runtime::stages`]).
 //! - [`follow`]: the never-ending JSON-lines source (growing file, stdin).
 //! - [`trial`]: the check a new stage version must pass.
 //! - this module: [`Reloader`] (manifest + plugins -> next stage set) and
 //!   the watcher thread; [`stop_on_signal`] for a clean stop.
 
 pub mod follow;
-pub mod stages;
 pub mod trial;
 
 use crate::exec::{LiveStages, StageSet, load_stage, stage_spec};

@@ -72,7 +72,7 @@ pub struct StageSpec {
     /// Whether the stage may be given MessagePack events.
     pub events: EventEncoding,
     /// For a reduce: the windows it folds per (the host's concern).
-    pub window: Option<crate::exec::window::WindowSpec>,
+    pub window: Option<super::window::WindowSpec>,
 }
 
 impl StageSpec {

@@ -4,9 +4,8 @@
 
 use super::auth::Need;
 use super::toolkit::{
-    ApiError, ApiResult, EventOut, Svc, authorize, dead_json, job_json, job_not_found, json_path,
-    json_response, load_job, next_cursor, parse_id, parse_limit, parse_time, retry_after_secs,
-    rfc3339,
+    ApiError, ApiResult, EventOut, Params, Svc, authorize, dead_json, job_json, job_not_found,
+    json_response, load_job, next_cursor, retry_after_secs, rfc3339,
 };
 use crate::store::EventQuery;
 use axum::extract::{Path, Query, State};
@@ -37,20 +36,12 @@ pub(super) async fn list_jobs(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let (mut pipeline, mut before, mut limit) = (None, i64::MAX, None);
-    for (k, v) in q {
-        match k.as_str() {
-            "pipeline" => pipeline = Some(v),
-            "cursor" => before = parse_id("cursor", &v)?,
-            "limit" => limit = Some(v),
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "unknown parameter `{k}`; use `pipeline`, `cursor`, `limit`"
-                )));
-            }
-        }
-    }
-    let limit = parse_limit(limit.as_ref())?;
+    let p = Params::new(q, &["pipeline", "cursor", "limit"])?;
+    let (pipeline, before, limit) = (
+        p.text("pipeline"),
+        p.id("cursor")?.unwrap_or(i64::MAX),
+        p.limit()?,
+    );
     let rows = svc
         .backend
         .jobs(pipeline, before, limit)
@@ -71,27 +62,27 @@ pub(super) async fn list_events(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let mut query = EventQuery::default();
-    let mut limit = None;
-    for (k, v) in q {
-        match k.as_str() {
-            "pipeline" => query.pipeline = Some(v),
-            "job" => query.job = Some(parse_id("job", &v)?),
-            "since" => query.since = Some(parse_time("since", &v)?),
-            "until" => query.until = Some(parse_time("until", &v)?),
-            "cursor" => query.after = parse_id("cursor", &v)?,
-            "limit" => limit = Some(v),
-            _ => match k.strip_prefix("field.") {
-                Some(path) => query.fields.push((json_path(path)?, v)),
-                None => {
-                    return Err(ApiError::bad(format!(
-                        "unknown parameter `{k}`; use `pipeline`, `job`, `since`, `until`, `field.<name>`, `cursor`, `limit`"
-                    )));
-                }
-            },
-        }
-    }
-    query.limit = parse_limit(limit.as_ref())?;
+    let p = Params::new(
+        q,
+        &[
+            "pipeline",
+            "job",
+            "since",
+            "until",
+            "field.<name>",
+            "cursor",
+            "limit",
+        ],
+    )?;
+    let query = EventQuery {
+        pipeline: p.text("pipeline"),
+        job: p.id("job")?,
+        since: p.time("since")?,
+        until: p.time("until")?,
+        fields: p.fields()?,
+        after: p.id("cursor")?.unwrap_or(0),
+        limit: p.limit()?,
+    };
     let limit = query.limit as usize;
     let rows = svc
         .backend
@@ -117,23 +108,15 @@ pub(super) async fn list_windows(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let mut query = crate::store::WindowQuery::default();
-    let mut limit = None;
-    for (k, v) in q {
-        match k.as_str() {
-            "pipeline" => query.pipeline = Some(v),
-            "key" => query.key = Some(v),
-            "since" => query.since = Some(parse_time("since", &v)?),
-            "until" => query.until = Some(parse_time("until", &v)?),
-            "cursor" => query.after = parse_id("cursor", &v)?,
-            "limit" => limit = Some(v),
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "unknown parameter `{k}`; use `pipeline`, `key`, `since`, `until`, `cursor`, `limit`"
-                )));
-            }
-        }
-    }
+    let p = Params::new(q, &["pipeline", "key", "since", "until", "cursor", "limit"])?;
+    let query = crate::store::WindowQuery {
+        pipeline: p.text("pipeline"),
+        key: p.text("key"),
+        since: p.time("since")?,
+        until: p.time("until")?,
+        after: p.id("cursor")?.unwrap_or(0),
+        limit: p.limit()?,
+    };
     if !svc.windowed {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -143,7 +126,6 @@ pub(super) async fn list_windows(
             ),
         ));
     }
-    query.limit = parse_limit(limit.as_ref())?;
     let limit = query.limit as usize;
     let rows = svc
         .backend
@@ -183,21 +165,13 @@ pub(super) async fn list_dead(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let (mut pipeline, mut job, mut after, mut limit) = (None, None, 0, None);
-    for (k, v) in q {
-        match k.as_str() {
-            "pipeline" => pipeline = Some(v),
-            "job" => job = Some(parse_id("job", &v)?),
-            "cursor" => after = parse_id("cursor", &v)?,
-            "limit" => limit = Some(v),
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "unknown parameter `{k}`; use `pipeline`, `job`, `cursor`, `limit`"
-                )));
-            }
-        }
-    }
-    let limit = parse_limit(limit.as_ref())?;
+    let p = Params::new(q, &["pipeline", "job", "cursor", "limit"])?;
+    let (pipeline, job, after, limit) = (
+        p.text("pipeline"),
+        p.id("job")?,
+        p.id("cursor")?.unwrap_or(0),
+        p.limit()?,
+    );
     let rows = svc
         .backend
         .dead_letters(pipeline, job, after, limit)

@@ -7,9 +7,7 @@
 
 use super::Service;
 use super::auth::Need;
-use super::toolkit::{
-    ApiError, ApiResult, EventOut, Svc, authorize, dead_json, json_path, parse_id,
-};
+use super::toolkit::{ApiError, ApiResult, EventOut, Params, Svc, authorize, dead_json};
 use crate::store::EventQuery;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -52,36 +50,34 @@ pub async fn stream(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let mut query = EventQuery::default();
-    let (mut kinds, mut events_after, mut dead_after) = (Kinds::Both, None, None);
-    for (k, v) in q {
-        match k.as_str() {
-            "pipeline" => query.pipeline = Some(v),
-            "job" => query.job = Some(parse_id("job", &v)?),
-            "cursor" => events_after = Some(parse_id("cursor", &v)?),
-            "dead_cursor" => dead_after = Some(parse_id("dead_cursor", &v)?),
-            "kinds" => {
-                kinds = match v.as_str() {
-                    "all" => Kinds::Both,
-                    "events" => Kinds::Events,
-                    "dead_letters" => Kinds::DeadLetters,
-                    _ => {
-                        return Err(ApiError::bad(format!(
-                            "`kinds` is `all`, `events` or `dead_letters`, got `{v}`"
-                        )));
-                    }
-                }
-            }
-            _ => match k.strip_prefix("field.") {
-                Some(path) => query.fields.push((json_path(path)?, v)),
-                None => {
-                    return Err(ApiError::bad(format!(
-                        "unknown parameter `{k}`; use `pipeline`, `job`, `field.<name>`, `kinds`, `cursor`, `dead_cursor`"
-                    )));
-                }
-            },
+    let p = Params::new(
+        q,
+        &[
+            "pipeline",
+            "job",
+            "field.<name>",
+            "kinds",
+            "cursor",
+            "dead_cursor",
+        ],
+    )?;
+    let query = EventQuery {
+        pipeline: p.text("pipeline"),
+        job: p.id("job")?,
+        fields: p.fields()?,
+        ..EventQuery::default()
+    };
+    let kinds = match p.text("kinds").as_deref() {
+        None | Some("all") => Kinds::Both,
+        Some("events") => Kinds::Events,
+        Some("dead_letters") => Kinds::DeadLetters,
+        Some(v) => {
+            return Err(ApiError::bad(format!(
+                "`kinds` is `all`, `events` or `dead_letters`, got `{v}`"
+            )));
         }
-    }
+    };
+    let (mut events_after, mut dead_after) = (p.id("cursor")?, p.id("dead_cursor")?);
     // `Last-Event-ID` (sent by a reconnecting browser) is `e<id>` or `d<id>`
     // for the last event or dead letter seen, `<event id>.<dead id>` here.
     if let Some((e, d)) = headers
@@ -180,7 +176,7 @@ impl Tail {
     }
 }
 
-/// Whether the field at `path` (`$."a"."b"`, as [`json_path`] writes it)
+/// Whether the field at `path` (`$."a"."b"`, as [`super::toolkit::json_path`] writes it)
 /// of a dead letter's event reads as `want`, as the stored events'
 /// filter compares: strings as they are, other values as their JSON text.
 fn field_is(event: &Value, path: &str, want: &str) -> bool {

@@ -234,16 +234,82 @@ pub(super) fn rfc3339(ms: i64) -> String {
     crate::exec::window::field::format_rfc3339(ms)
 }
 
-pub(super) fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    humantime::parse_rfc3339_weak(v)
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
-        .map_err(|_| ApiError::bad(format!("`{name}` must be an RFC 3339 time (2024-05-01T12:00:00Z) or milliseconds since the epoch, got `{v}`")))
+/// A route's query parameters, parsed one way for every route: a name
+/// the route does not know is refused with the list of those it does,
+/// and each value is checked when it is read, its error naming it.
+pub(super) struct Params {
+    pairs: Vec<(String, String)>,
 }
 
-/// An id or cursor: ids start at 1, and a cursor is an id.
+impl Params {
+    /// `pairs`, each named in `known` (`field.<name>` stands for every
+    /// `field.` parameter).
+    pub(super) fn new(pairs: Vec<(String, String)>, known: &[&str]) -> Result<Params, ApiError> {
+        for (k, _) in &pairs {
+            let ok = known
+                .iter()
+                .any(|n| n == k || (*n == "field.<name>" && k.starts_with("field.")));
+            if !ok {
+                let names: Vec<String> = known.iter().map(|n| format!("`{n}`")).collect();
+                return Err(ApiError::bad(format!(
+                    "unknown parameter `{k}`; use {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(Params { pairs })
+    }
+
+    /// The last value of `name`.
+    pub(super) fn text(&self, name: &str) -> Option<String> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// An id or cursor: ids start at 1, and a cursor is an id.
+    pub(super) fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.text(name).map(|v| parse_id(name, &v)).transpose()
+    }
+
+    /// A time: RFC 3339, or milliseconds since the epoch.
+    pub(super) fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        let Some(v) = self.text(name) else {
+            return Ok(None);
+        };
+        if let Ok(ms) = v.parse::<i64>() {
+            return Ok(Some(ms));
+        }
+        humantime::parse_rfc3339_weak(&v)
+            .map(|t| Some(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)))
+            .map_err(|_| ApiError::bad(format!("`{name}` must be an RFC 3339 time (2024-05-01T12:00:00Z) or milliseconds since the epoch, got `{v}`")))
+    }
+
+    /// Rows per page: 100 unless `limit` says (1 to 1000).
+    pub(super) fn limit(&self) -> Result<u32, ApiError> {
+        match self.text("limit") {
+            None => Ok(100),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad(format!(
+                    "`limit` must be between 1 and 1000, got `{v}`"
+                ))),
+            },
+        }
+    }
+
+    /// The `field.<name>` filters, in order, as (JSON path, value).
+    pub(super) fn fields(&self) -> Result<Vec<(String, String)>, ApiError> {
+        self.pairs
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("field.")?, v)))
+            .map(|(path, v)| Ok((json_path(path)?, v.clone())))
+            .collect()
+    }
+}
+
 /// The cursor of the page after one of `got` rows out of `limit`: the
 /// last row's id when the page is full, else none (the last page).
 pub(super) fn next_cursor(got: usize, limit: usize, last: Option<i64>) -> Option<String> {
@@ -252,24 +318,13 @@ pub(super) fn next_cursor(got: usize, limit: usize, last: Option<i64>) -> Option
         .flatten()
 }
 
+/// A non-negative integer (an id, a cursor) named `what` in errors.
 pub(super) fn parse_id(what: &str, v: &str) -> Result<i64, ApiError> {
     match v.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n),
         _ => Err(ApiError::bad(format!(
             "`{what}` must be a non-negative integer, got `{v}`"
         ))),
-    }
-}
-
-pub(super) fn parse_limit(v: Option<&String>) -> Result<u32, ApiError> {
-    match v {
-        None => Ok(100),
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=1000).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad(format!(
-                "`limit` must be between 1 and 1000, got `{v}`"
-            ))),
-        },
     }
 }
 

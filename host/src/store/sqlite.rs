@@ -856,3 +856,102 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         pinned: r.get(15)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::stored::Committed;
+
+    /// A report of a chunk whose events came out as they went in, with one
+    /// dead letter, and the number of its events as its partial.
+    fn report(seq: u64, first: u64, events: &[&str]) -> ChunkReport {
+        ChunkReport {
+            seq,
+            output: events
+                .iter()
+                .flat_map(|e| format!("{e}\n").into_bytes())
+                .collect(),
+            origin: (first..first + events.len() as u64).collect(),
+            dead: vec![DeadLetter {
+                stage: Some("s".into()),
+                error: "refused".into(),
+                index: first,
+                line: first + 1,
+                attempts: 1,
+                event: b"{}".to_vec(),
+            }],
+            partial: events.len().to_string().into_bytes(),
+            counts: Vec::new(),
+            events_read: events.len() as u64,
+            retries: 0,
+            set: crate::runtime::StageSet::new(0, Vec::new()),
+            windows: None,
+        }
+    }
+
+    #[test]
+    fn a_chunk_committed_twice_is_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("journal.db")).unwrap();
+        let (job, keys) = store
+            .insert_job(&NewJob {
+                pipeline: "p".into(),
+                kind: "ingest",
+                origin: None,
+                received_at: 1,
+                context: "{}".into(),
+                chunks: vec![(b"1\n2\n".to_vec(), 2), (b"3\n".to_vec(), 1)],
+            })
+            .unwrap();
+        let mut combined = 0;
+        let mut sum = |parts: Vec<Vec<u8>>| -> Result<Vec<u8>> {
+            combined += 1;
+            let n: u64 = parts
+                .iter()
+                .map(|p| std::str::from_utf8(p).unwrap().parse::<u64>().unwrap())
+                .sum();
+            Ok(n.to_string().into_bytes())
+        };
+        let (first, second) = (report(0, 0, &["1", "2"]), report(1, 2, &["3"]));
+        let mut commit = |key: ChunkId, r: &ChunkReport, now: i64| {
+            store
+                .complete_chunk(key, r, now, Some(&mut sum as &mut Combine<'_>), None)
+                .unwrap()
+        };
+        assert_eq!(
+            commit(keys[0], &first, 5),
+            Committed::Stored { finished: false }
+        );
+        assert_eq!(commit(keys[0], &first, 6), Committed::Duplicate);
+        assert_eq!(
+            commit(keys[1], &second, 7),
+            Committed::Stored { finished: true }
+        );
+        assert_eq!(commit(keys[1], &second, 8), Committed::Duplicate);
+        assert_eq!(commit(keys[0], &first, 9), Committed::Duplicate);
+        assert_eq!(
+            combined, 1,
+            "the result is combined once, by the last commit"
+        );
+
+        let j = store.job(job).unwrap().unwrap();
+        assert_eq!((j.events_out, j.dead_letters, j.chunks_done), (3, 2, 2));
+        assert_eq!((j.result.as_deref(), j.finished_at), (Some("3"), Some(7)));
+        let events = store
+            .events(&EventQuery {
+                job: Some(job),
+                limit: 100,
+                ..EventQuery::default()
+            })
+            .unwrap();
+        let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
+        assert_eq!(bodies, ["1", "2", "3"]);
+        let dead = store.dead_letters(None, Some(job), 0, 100).unwrap();
+        assert_eq!(dead.iter().map(|d| d.index).collect::<Vec<_>>(), [0, 2]);
+        assert!(store.pending().unwrap().is_empty());
+        assert!(
+            store.load_chunk(keys[0], 10).unwrap().is_none(),
+            "a done chunk is not loaded again"
+        );
+    }
+}

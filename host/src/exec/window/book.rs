@@ -22,7 +22,7 @@
 //! letters saying so, never an out-of-memory.
 
 use super::field::format_rfc3339;
-use super::memory::{Changes, MemoryWindows};
+use super::memory::{Changes, Clock, Closed, MemoryWindows};
 use super::plan::sessions_of;
 use super::spec::{Millis, WindowSpec};
 use crate::exec::dead_letter::DeadLetter;
@@ -61,56 +61,6 @@ pub struct WindowedChunk {
     pub ctx: Vec<u8>,
 }
 
-/// The event-time clock of a windowed pipeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Clock {
-    /// The largest event time committed (advanced with the wall clock
-    /// while the stream is idle).
-    pub max_time: Option<Millis>,
-    /// Wall time of the last commit with events, or of the last idle
-    /// advance.
-    pub last_seen: Option<Millis>,
-}
-
-/// A window's final result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Closed {
-    /// Start (inclusive), ms.
-    pub start: Millis,
-    /// End (exclusive), ms.
-    pub end: Millis,
-    /// Group key (`None`: an unkeyed reduce).
-    pub key: Option<String>,
-    /// The reduce's result for it (JSON).
-    pub value: Vec<u8>,
-}
-
-impl Closed {
-    /// Its output line (without the newline):
-    /// `{"window":{"start":..,"end":..},"key":..,"value":..}`.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = format!(
-            "{{\"window\":{{\"start\":\"{}\",\"end\":\"{}\"}}",
-            format_rfc3339(self.start),
-            format_rfc3339(self.end)
-        )
-        .into_bytes();
-        if let Some(k) = &self.key {
-            out.extend_from_slice(b",\"key\":");
-            serde_json::to_writer(&mut out, k).expect("a string prints");
-        }
-        out.extend_from_slice(b",\"value\":");
-        // Written as a reduce's result always is: the guest's own JSON.
-        out.extend_from_slice(if self.value.is_empty() {
-            b"null"
-        } else {
-            &self.value
-        });
-        out.push(b'}');
-        out
-    }
-}
-
 /// A re-fold's result: the new parts, and the events that failed this
 /// time (index, why).
 pub type Refolded = (Vec<WindowPart>, Vec<(u64, String)>);
@@ -125,9 +75,10 @@ pub trait Fold {
     fn refold(&mut self, ctx: &[u8], part: &WindowPart, keep: &[bool]) -> Result<Refolded>;
 }
 
-/// What one commit came to.
+/// What one commit of a chunk's window parts came to (the windows' side of
+/// a chunk commit; the chunk's own is [`crate::exec::stored::Committed`]).
 #[derive(Debug, Default)]
-pub struct Committed {
+pub struct WindowsCommitted {
     /// Windows closed by it, in window order (already emitted).
     pub closed: Vec<Closed>,
     /// Events that count in no window (late, or refused by the bound).
@@ -208,7 +159,7 @@ impl WindowBook {
         chunk: &WindowedChunk,
         now: Millis,
         fold: &mut dyn Fold,
-    ) -> Result<Committed> {
+    ) -> Result<WindowsCommitted> {
         let mut clock = store.clock();
         // The watermark before each event, in the order of the input;
         // `chunk.times` is sorted by index, so an event is found by search.
@@ -297,7 +248,7 @@ impl WindowBook {
         }
         dead.sort_by_key(|d| d.index);
         dead.dedup_by_key(|d| d.index);
-        Ok(Committed { closed, dead })
+        Ok(WindowsCommitted { closed, dead })
     }
 
     /// Runs a commit of `chunk` (or, with none, a tick) on windows a

@@ -5,9 +5,59 @@
 //! then written back as [`MemoryWindows::changes`]: one implementation of
 //! the book's store for every mode, and SQL only to load and save.
 
-use super::book::{Clock, Closed};
+use super::field::format_rfc3339;
 use super::spec::Millis;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The event-time clock of a windowed pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    /// The largest event time committed (advanced with the wall clock
+    /// while the stream is idle).
+    pub max_time: Option<Millis>,
+    /// Wall time of the last commit with events, or of the last idle
+    /// advance.
+    pub last_seen: Option<Millis>,
+}
+
+/// A window's final result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// Start (inclusive), ms.
+    pub start: Millis,
+    /// End (exclusive), ms.
+    pub end: Millis,
+    /// Group key (`None`: an unkeyed reduce).
+    pub key: Option<String>,
+    /// The reduce's result for it (JSON).
+    pub value: Vec<u8>,
+}
+
+impl Closed {
+    /// Its output line (without the newline):
+    /// `{"window":{"start":..,"end":..},"key":..,"value":..}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{{\"window\":{{\"start\":\"{}\",\"end\":\"{}\"}}",
+            format_rfc3339(self.start),
+            format_rfc3339(self.end)
+        )
+        .into_bytes();
+        if let Some(k) = &self.key {
+            out.extend_from_slice(b",\"key\":");
+            serde_json::to_writer(&mut out, k).expect("a string prints");
+        }
+        out.extend_from_slice(b",\"value\":");
+        // Written as a reduce's result always is: the guest's own JSON.
+        out.extend_from_slice(if self.value.is_empty() {
+            b"null"
+        } else {
+            &self.value
+        });
+        out.push(b'}');
+        out
+    }
+}
 
 /// A window's identity as stored: (end, start, key).
 pub type WindowKey = (Millis, Millis, String);

@@ -1,6 +1,8 @@
 //! Helpers shared by the test modules: building the plugins once, running
 //! the binary, writing manifests, comparing outputs with readable diffs.
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
