@@ -859,27 +859,10 @@ fn to_json_keeping_originals(
 mod tests {
     //! The isolation algorithm against hand-written guests (`tests/fixtures`).
     use super::*;
-    use crate::runtime::{RuntimeConfig, StageSpec, linker};
-    use std::path::PathBuf;
     use std::time::Duration;
 
     fn chain_of(fixture: &str, timeout: Duration) -> Chain {
-        let rt = Arc::new(
-            Runtime::new(&RuntimeConfig {
-                max_instances: 8,
-                max_memory: 64 << 20,
-                cache_dir: None,
-            })
-            .unwrap(),
-        );
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures")
-            .join(fixture);
-        let spec = StageSpec {
-            timeout,
-            ..StageSpec::standalone("s", path)
-        };
-        let stage = Stage::load(&rt, &linker(&rt).unwrap(), spec).unwrap();
+        let (rt, stage) = crate::runtime::fixture_stage(fixture, timeout);
         Chain::new(rt, vec![stage])
     }
 

@@ -418,29 +418,12 @@ impl Fold for Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{RuntimeConfig, StageSpec, linker};
-    use std::path::PathBuf;
     use std::time::Duration;
 
     /// An executor of the hand-written stage `fixture` (`tests/fixtures`),
     /// retrying a timed-out event `times` times.
     fn executor_of(fixture: &str, timeout: Duration, times: u32) -> Executor {
-        let rt = Arc::new(
-            Runtime::new(&RuntimeConfig {
-                max_instances: 8,
-                max_memory: 64 << 20,
-                cache_dir: None,
-            })
-            .unwrap(),
-        );
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures")
-            .join(fixture);
-        let spec = StageSpec {
-            timeout,
-            ..StageSpec::standalone("s", path)
-        };
-        let stage = Stage::load(&rt, &linker(&rt).unwrap(), spec).unwrap();
+        let (rt, stage) = crate::runtime::fixture_stage(fixture, timeout);
         let policy = Policy {
             lineage: false,
             retries: Retries {
