@@ -10,12 +10,14 @@
 //! needs (attempts, heartbeats, splitting a chunk that kills its workers)
 //! is the cluster's journal's own business, in `worker/`.
 //!
-//! The loop runs on a thread of its own (see [`spawn`]): the executor's
-//! guest calls block, and a journal may block too (SQLite, the in-memory
-//! queue's wait) without holding up the async runtime that serves HTTP and
-//! drives NATS and PostgreSQL. Guest calls, in the loop and in a commit,
-//! are made inside `tokio::task::block_in_place`, outside the runtime's
-//! context: a component stage's WASI starts a runtime of its own.
+//! The loop runs on a thread of its own (see [`spawn`]), outside the async
+//! runtime: the executor's guest calls block (and a component stage's WASI
+//! drives a runtime of its own, which cannot start inside another), and so
+//! may a journal (SQLite, the in-memory queue's wait), without holding up
+//! the runtime that serves HTTP and drives NATS and PostgreSQL. Only the
+//! journal's calls are driven on the runtime, one `block_on` each; a commit
+//! that calls the guest (a job's combine, a window re-fold) does so inside
+//! `tokio::task::block_in_place`.
 
 use crate::exec::chunk::line_starts;
 use crate::exec::{Chunk, ChunkId, ChunkReport, Executor, LiveStages, RunContext};
@@ -134,12 +136,13 @@ pub struct Loop {
 }
 
 impl Loop {
-    /// Until the journal closes: take a chunk, run it, commit, settle.
-    pub async fn drain(&self, journal: &dyn Journal, exec: &mut Executor) {
-        while let Some(mut taken) = journal.take().await {
+    /// Until the journal closes: take a chunk, run it, commit, settle;
+    /// the journal's calls are driven on `rt`.
+    pub fn drain(&self, rt: &tokio::runtime::Handle, journal: &dyn Journal, exec: &mut Executor) {
+        while let Some(mut taken) = rt.block_on(journal.take()) {
             let t = Instant::now();
             let data = std::mem::take(&mut taken.data);
-            let outcome = self.process(journal, exec, &taken, data, t).await;
+            let outcome = self.process(rt, journal, exec, &taken, data, t);
             if let Err(e) = &outcome {
                 self.observer.failed();
                 tracing::error!(
@@ -149,12 +152,13 @@ impl Loop {
                     taken.id.events
                 );
             }
-            journal.settle(taken, &outcome).await;
+            rt.block_on(journal.settle(taken, &outcome));
         }
     }
 
-    async fn process(
+    fn process(
         &self,
+        rt: &tokio::runtime::Handle,
         journal: &dyn Journal,
         exec: &mut Executor,
         taken: &Taken,
@@ -174,43 +178,38 @@ impl Loop {
         }
         let job = &taken.job;
         let ctx = chunk_context(id.job, &self.host, &job.context, &job.pipeline, id.seq)?;
-        // Guest calls leave the runtime's context: a component's WASI
-        // runs a runtime of its own, which cannot start inside another.
-        let report = tokio::task::block_in_place(|| -> Result<ChunkReport> {
-            Ok(match (&taken.work, &job.pinned) {
-                (
-                    Work::SetAside {
-                        stage,
-                        why,
-                        attempts,
-                    },
-                    _,
-                ) => exec.set_aside(&chunk, stage, why, *attempts),
-                (Work::Run, None) => exec.run(&chunk, &ctx)?,
-                // A replay asked for named versions: those or none. After a
-                // restart they may be gone; then its events are dead letters
-                // saying so (a retry runs them on the current versions), rather
-                // than outputs of a version nobody asked for.
-                (Work::Run, Some(pin)) => match self.live.pinned(pin) {
-                    Ok(set) => exec.run_on(set, &chunk, &ctx)?,
-                    Err(stage) => {
-                        let at = exec
-                            .stages()
-                            .iter()
-                            .position(|s| s.name() == stage)
-                            .unwrap_or(0);
-                        let why = format!(
-                            "the replay asked for stage `{stage}` at a version this server no longer has loaded ({pin}); retry the dead letters to run them on the current version"
-                        );
-                        exec.refuse(&chunk, at, &why)
-                    }
+        let report = match (&taken.work, &job.pinned) {
+            (
+                Work::SetAside {
+                    stage,
+                    why,
+                    attempts,
                 },
-            })
-        })?;
+                _,
+            ) => exec.set_aside(&chunk, stage, why, *attempts),
+            (Work::Run, None) => exec.run(&chunk, &ctx)?,
+            // A replay asked for named versions: those or none. After a
+            // restart they may be gone; then its events are dead letters
+            // saying so (a retry runs them on the current versions), rather
+            // than outputs of a version nobody asked for.
+            (Work::Run, Some(pin)) => match self.live.pinned(pin) {
+                Ok(set) => exec.run_on(set, &chunk, &ctx)?,
+                Err(stage) => {
+                    let at = exec
+                        .stages()
+                        .iter()
+                        .position(|s| s.name() == stage)
+                        .unwrap_or(0);
+                    let why = format!(
+                        "the replay asked for stage `{stage}` at a version this server no longer has loaded ({pin}); retry the dead letters to run them on the current version"
+                    );
+                    exec.refuse(&chunk, at, &why)
+                }
+            },
+        };
         self.observer.ran(&report);
-        let committed = journal
-            .commit(taken, &report, exec)
-            .await
+        let committed = rt
+            .block_on(journal.commit(taken, &report, exec))
             .with_context(|| {
                 format!(
                     "cannot store the outputs of job {} events {}+{}",
@@ -235,7 +234,7 @@ pub fn spawn(
 ) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || rt.block_on(run.drain(&*journal, &mut exec)))
+        .spawn(move || run.drain(&rt, &*journal, &mut exec))
         .context("cannot start a worker thread")
 }
 
