@@ -17,6 +17,7 @@ mod examples;
 mod hardening;
 mod isolation;
 mod manifest_errors;
+mod otlp;
 mod reload;
 mod sandbox;
 mod serve;

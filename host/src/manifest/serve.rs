@@ -63,6 +63,10 @@ pub struct ServeSection {
     /// folds in (as it enters the reduce), besides the job's result.
     #[serde(default = "default_true")]
     pub store_reduce_input: bool,
+    /// Web origins (`https://app.example.com`) whose pages may post to the
+    /// ingest routes (CORS); none by default.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
     /// `[[serve.token]]`: bearer tokens. None configured = no authentication.
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenSection>,

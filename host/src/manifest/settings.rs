@@ -27,6 +27,8 @@ pub struct Settings {
     pub identity_header: Option<String>,
     /// Store the events a final reduce folds in.
     pub store_reduce_input: bool,
+    /// Web origins allowed to post to the ingest routes (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
                 .as_ref()
                 .map(|h| h.get_ref().to_ascii_lowercase()),
             store_reduce_input: serve.store_reduce_input,
+            cors_origins: serve.cors_origins.clone(),
         }
     }
 }

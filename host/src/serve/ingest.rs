@@ -1,13 +1,15 @@
 //! `POST /v1/pipelines/{name}/jobs`: a batch of events (a JSON array or
-//! NDJSON) accepted whole or not at all, cut into chunks and handed to
-//! the backend, which records it before the `202`.
+//! NDJSON, gzipped or not) accepted whole or not at all, cut into chunks
+//! and handed to the backend, which records it before the `202`. The steps
+//! every ingest route takes (admission, reading and gunzipping the body,
+//! submitting the job) are here, for [`super::otlp`] too.
 
-use super::Service;
 use super::auth::Need;
 use super::toolkit::{
     ApiError, ApiResult, Svc, authorize, backlog_full, drain, json_response, read_body, rfc3339,
     unavailable,
 };
+use super::{Service, Settings};
 use crate::exec::chunk::Batcher;
 use crate::exec::{framing, now_ms};
 use crate::store::{Chunks, NewJob};
@@ -44,75 +46,119 @@ async fn ingest_batch(
     headers: &HeaderMap,
     body: &mut Body,
 ) -> ApiResult {
-    let t = Instant::now();
-    let token = authorize(svc, headers, Need::Write)?;
+    let admitted = admit(svc, headers, || {
+        let refused = &svc.metrics.batches_refused;
+        if name != svc.pipeline {
+            refused.not_found.fetch_add(1, Relaxed);
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pipeline `{name}`; this server runs `{}`", svc.pipeline),
+            ));
+        }
+        batch_format(svc, headers)
+    })
+    .await?;
+    let format = admitted.what;
+    let batch = read_and_parse(svc, headers, body, move |buf, settings| {
+        parse_batch(&buf, format, settings)
+    })
+    .await?;
+    let n = batch.events;
+    let chunks = batch.chunks.len();
+    let id = submit(svc, remote, headers, &admitted, batch).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        json!({ "job": id, "pipeline": svc.pipeline, "accepted": n, "chunks": chunks, "status": "queued", "url": format!("/v1/jobs/{id}") }),
+    ))
+}
+
+/// A batch's framing, from its `Content-Type`.
+fn batch_format(svc: &Service, headers: &HeaderMap) -> Result<Format, ApiError> {
     let refused = &svc.metrics.batches_refused;
-    if name != svc.pipeline {
-        refused.not_found.fetch_add(1, Relaxed);
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no pipeline `{name}`; this server runs `{}`", svc.pipeline),
-        ));
-    }
-    if svc.stopping.load(Relaxed) {
-        return Err(unavailable(svc, "the server is shutting down"));
-    }
-    let format = match headers
+    match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
     {
-        Some(ct) => match ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "application/json" => Format::Array,
+        Some(ct) => match media_type(ct).as_str() {
+            "application/json" => Ok(Format::Array),
             "application/x-ndjson"
             | "application/ndjson"
             | "application/jsonl"
             | "application/x-jsonlines"
-            | "application/jsonlines" => Format::Lines,
+            | "application/jsonlines" => Ok(Format::Lines),
             other => {
                 refused.media_type.fetch_add(1, Relaxed);
-                return Err(ApiError::new(
+                Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     format!(
                         "content type `{other}` is not accepted; send `application/json` (a JSON array of events) or `application/x-ndjson` (one event per line)"
                     ),
-                ));
+                ))
             }
         },
         None => {
             refused.media_type.fetch_add(1, Relaxed);
-            return Err(ApiError::new(
+            Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "missing `Content-Type`; send `application/json` (a JSON array of events) or `application/x-ndjson` (one event per line)",
-            ));
+            ))
         }
-    };
+    }
+}
+
+/// `type/subtype` of a `Content-Type`, lower case, without parameters.
+pub(super) fn media_type(ct: &str) -> String {
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A request admitted to send its body: who sent it, what the route made
+/// of its headers, and its place among the bodies held in memory.
+pub(super) struct Admitted<'a, T> {
+    /// The name of the token it carried, if tokens are configured.
+    pub(super) token: Option<String>,
+    /// What the route's own check returned (the body's format).
+    pub(super) what: T,
+    /// When it arrived, for the accept latency.
+    pub(super) at: Instant,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+/// What every ingest route checks before it reads a body, in this order:
+/// a token with write permission, the route's own `check` (its pipeline,
+/// its content type), the server not shutting down, a declared length
+/// within `serve.max_body`, room in the backlog, and a free ingest slot
+/// (bodies in memory at once are bounded by the slots).
+pub(super) async fn admit<'a, T>(
+    svc: &'a Service,
+    headers: &HeaderMap,
+    check: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<Admitted<'a, T>, ApiError> {
+    let at = Instant::now();
+    let token = authorize(svc, headers, Need::Write)?;
+    let what = check()?;
+    if svc.stopping.load(Relaxed) {
+        return Err(unavailable(svc, "the server is shutting down"));
+    }
     let max_body = svc.settings.max_body;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than the limit of {max_body} bytes (serve.max_body)"),
-        )
-    };
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > max_body as u64
     {
-        refused.too_large.fetch_add(1, Relaxed);
-        return Err(too_large());
+        svc.metrics.batches_refused.too_large.fetch_add(1, Relaxed);
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than the limit of {max_body} bytes (serve.max_body)"),
+        ));
     }
     if svc.backlog.full() {
         return Err(backlog_full(svc));
     }
-    // Bodies in memory at once are bounded by the permits.
-    let _permit =
+    let permit =
         match tokio::time::timeout(Duration::from_secs(1), svc.ingest_permits.acquire()).await {
             Ok(Ok(p)) => p,
             _ => {
@@ -122,27 +168,107 @@ async fn ingest_batch(
                 ));
             }
         };
+    Ok(Admitted {
+        token,
+        what,
+        at,
+        _permit: permit,
+    })
+}
+
+/// Reads an admitted body and, off the async threads, gunzips it when its
+/// `Content-Encoding` is gzip (within `serve.max_body` once decompressed
+/// too: a zip bomb is a `413`) and `parse`s it. Refusals are counted.
+pub(super) async fn read_and_parse<T: Send + 'static>(
+    svc: &Service,
+    headers: &HeaderMap,
+    body: &mut Body,
+    parse: impl FnOnce(Vec<u8>, &Settings) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let refused = &svc.metrics.batches_refused;
+    let count = |e: &ApiError| {
+        match e.status {
+            StatusCode::PAYLOAD_TOO_LARGE => refused.too_large.fetch_add(1, Relaxed),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => refused.media_type.fetch_add(1, Relaxed),
+            _ => refused.bad_request.fetch_add(1, Relaxed),
+        };
+    };
+    let gzipped = content_encoding(headers).inspect_err(count)?;
+    let max_body = svc.settings.max_body;
     let buf = read_body(svc, body, max_body, "serve.max_body")
         .await
-        .inspect_err(|e| {
-            match e.status {
-                StatusCode::PAYLOAD_TOO_LARGE => refused.too_large.fetch_add(1, Relaxed),
-                _ => refused.bad_request.fetch_add(1, Relaxed),
-            };
-        })?;
+        .inspect_err(count)?;
     let settings = svc.settings.clone();
-    let batch = tokio::task::spawn_blocking(move || parse_batch(&buf, format, &settings))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))?
-        .inspect_err(|e| {
-            match e.status {
-                StatusCode::PAYLOAD_TOO_LARGE => refused.too_large.fetch_add(1, Relaxed),
-                _ => refused.bad_request.fetch_add(1, Relaxed),
-            };
-        })?;
+    tokio::task::spawn_blocking(move || {
+        let buf = if gzipped {
+            gunzip(&buf, settings.max_body)?
+        } else {
+            buf
+        };
+        parse(buf, &settings)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.into()))?
+    .inspect_err(count)
+}
+
+/// Whether the body is gzipped (`Content-Encoding: gzip`); another coding
+/// is refused with `415`.
+fn content_encoding(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    match v
+        .to_str()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "gzip" | "x-gzip" => Ok(true),
+        "" | "identity" => Ok(false),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content encoding `{other}` is not accepted; send the body as it is, or gzipped (`Content-Encoding: gzip`)"
+            ),
+        )),
+    }
+}
+
+/// A gzipped body, decompressed to at most `max` bytes. Its own trailer
+/// (which may lie) is not trusted: bytes are counted as they come out.
+pub fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::bad(format!("the body is not valid gzip: {e}")))?;
+    if out.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than the limit of {max} bytes (serve.max_body) once decompressed"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Records a parsed batch as a job of this server's pipeline; returns the
+/// job. The request's state (who, from where, when) goes with it, for the
+/// stages' `ctx.meta`.
+pub(super) async fn submit<T>(
+    svc: &Service,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    admitted: &Admitted<'_, T>,
+    batch: Batch,
+) -> Result<i64, ApiError> {
     let n = batch.events;
     if n > svc.settings.max_backlog {
-        refused.too_large.fetch_add(1, Relaxed);
+        svc.metrics.batches_refused.too_large.fetch_add(1, Relaxed);
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -158,6 +284,7 @@ async fn ingest_batch(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    let token = &admitted.token;
     let identity = svc
         .settings
         .identity_header
@@ -172,7 +299,6 @@ async fn ingest_batch(
         "token": token,
     })
     .to_string();
-    let chunks = batch.chunks.len();
     let submitted = svc
         .backend
         .submit(NewJob {
@@ -185,14 +311,10 @@ async fn ingest_batch(
         })
         .await
         .map_err(|r| ApiError::refused(svc, r))?;
-    let id = submitted.job;
     svc.metrics.batches_accepted.fetch_add(1, Relaxed);
     svc.metrics.events_received.fetch_add(n, Relaxed);
-    svc.metrics.ingest_latency.observe(t.elapsed());
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        json!({ "job": id, "pipeline": svc.pipeline, "accepted": n, "chunks": chunks, "status": "queued", "url": format!("/v1/jobs/{id}") }),
-    ))
+    svc.metrics.ingest_latency.observe(admitted.at.elapsed());
+    Ok(submitted.job)
 }
 
 /// How a body frames its events.
@@ -214,7 +336,7 @@ pub struct Batch {
 }
 
 struct Chunker<'a> {
-    s: &'a super::Settings,
+    s: &'a Settings,
     batch: Batcher,
     events: u64,
 }
@@ -259,7 +381,7 @@ impl Chunker<'_> {
 }
 
 /// Parses and validates a whole body; any bad event refuses the batch.
-pub fn parse_batch(body: &[u8], format: Format, s: &super::Settings) -> Result<Batch, ApiError> {
+pub fn parse_batch(body: &[u8], format: Format, s: &Settings) -> Result<Batch, ApiError> {
     let body = framing::strip_bom(body);
     let mut c = Chunker {
         s,
@@ -421,6 +543,7 @@ mod tests {
             retention: None,
             identity_header: None,
             store_reduce_input: true,
+            cors_origins: Vec::new(),
         }
     }
 

@@ -16,7 +16,9 @@
 //! - [`toolkit`]: what every route uses: the error type, authorization,
 //!   reading bodies, parsing query parameters, the JSON shapes of jobs,
 //!   events and dead letters.
-//! - [`ingest`]: batches in (`POST /v1/pipelines/{name}/jobs`).
+//! - [`ingest`]: batches in (`POST /v1/pipelines/{name}/jobs`), and the
+//!   steps every ingest route takes.
+//! - [`otlp`]: OpenTelemetry logs in (`POST /v1/logs`, OTLP/HTTP).
 //! - [`reads`]: jobs, events, dead letters, windows, metrics, health.
 //! - [`rerun`]: running a stored job again: retry, replay, diff.
 //! - [`stream`]: the live stream of new events and dead letters.
@@ -34,6 +36,7 @@
 pub mod auth;
 pub mod console;
 pub mod ingest;
+pub mod otlp;
 pub mod reads;
 pub mod rerun;
 pub mod stream;
@@ -59,8 +62,25 @@ pub fn router(svc: Arc<Service>) -> axum::Router {
     use axum::http::StatusCode;
     use axum::routing::{get, post};
     use toolkit::ApiError;
-    axum::Router::new()
+    // The ingest routes answer browsers of the allowed origins (CORS),
+    // preflight included; the origins were checked when the server started.
+    let mut doors = axum::Router::new()
         .route("/v1/pipelines/{name}/jobs", post(ingest::ingest))
+        .route("/v1/logs", post(otlp::logs));
+    if let Ok(Some(cors)) = cors(&svc.settings.cors_origins) {
+        // `OPTIONS` must reach the layer, which answers a preflight; one
+        // that is not a preflight gets an empty `204`.
+        let options = || async { StatusCode::NO_CONTENT };
+        doors = axum::Router::new()
+            .route(
+                "/v1/pipelines/{name}/jobs",
+                post(ingest::ingest).options(options),
+            )
+            .route("/v1/logs", post(otlp::logs).options(options))
+            .layer(cors);
+    }
+    axum::Router::new()
+        .merge(doors)
         .route("/v1/jobs", get(reads::list_jobs))
         .route("/v1/jobs/{id}", get(reads::get_job))
         .route("/v1/jobs/{id}/replay", post(rerun::replay))
@@ -88,6 +108,43 @@ pub fn router(svc: Arc<Service>) -> axum::Router {
             )
         })
         .with_state(svc)
+}
+
+/// The CORS policy of the ingest routes: pages of `origins` may post
+/// events (with a token, gzipped); `None` when no origin is allowed.
+pub fn cors(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{HeaderValue, Method, header};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let mut allowed = Vec::new();
+    for o in origins {
+        let ok = (o.starts_with("http://") || o.starts_with("https://"))
+            && !o
+                .trim_end_matches('/')
+                .contains(|c: char| c.is_whitespace())
+            && o.split("://")
+                .nth(1)
+                .is_some_and(|h| !h.is_empty() && !h.contains('/'));
+        if !ok {
+            anyhow::bail!(
+                "`[serve] cors_origins`: `{o}` is not a web origin; write it as a page's address without a path, e.g. `https://app.example.com` or `http://localhost:3000`"
+            );
+        }
+        allowed.push(HeaderValue::from_str(o)?);
+    }
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::CONTENT_ENCODING,
+            ])
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(Duration::from_secs(3600)),
+    ))
 }
 
 /// How long requests in flight may take to finish once shutdown begins.
@@ -145,6 +202,7 @@ pub async fn run(
     let serve = manifest.doc.serve.clone().unwrap_or_default();
     let settings = Settings::new(manifest, &serve);
     let auth = auth::Auth::from_manifest(manifest, &serve)?;
+    cors(&settings.cors_origins)?;
     let results = pipeline.results();
     let windowed = results.windows.is_some();
     // The one place that asks which backend it is: what runs here.

@@ -70,7 +70,10 @@ impl Server {
 pub(crate) struct Resp {
     pub(crate) status: u16,
     pub(crate) headers: HashMap<String, String>,
+    /// The body as text (lossily, for a binary one).
     pub(crate) body: String,
+    /// The body's bytes.
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -102,15 +105,12 @@ pub(crate) fn request(
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = r
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_string()?;
+    let bytes = r.body_mut().with_config().limit(64 << 20).read_to_vec()?;
     Ok(Resp {
         status: r.status().as_u16(),
         headers,
-        body,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
     })
 }
 
