@@ -1257,3 +1257,64 @@ fn postgres_applies_a_chunk_committed_twice_once() {
         "stored events and dead letters"
     );
 }
+
+/// `POST /v1/logs` on an ingest node: the export's records go through
+/// JetStream to a worker and are stored in PostgreSQL once each, in
+/// order, like any batch's.
+#[test]
+fn an_ingest_node_takes_opentelemetry_logs_for_its_workers() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message as _;
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stages = format!(
+        "[[stage]]\nname = \"stamp\"\nkind = \"map\"\nplugin = {}\n",
+        toml_path(&plugin("stamp"))
+    );
+    let c = Cluster::start_full("otlp", &stages, "chunk_size = 4\n", "", "", 1);
+    let records: Vec<LogRecord> = (0..10)
+        .map(|i| LogRecord {
+            time_unix_nano: 1_796_637_600_000_000_000 + i,
+            severity_text: "INFO".into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!("line {i}"))),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let export = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let r = agent()
+        .post(c.url("/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .send(&export.encode_to_vec()[..])
+        .expect("POST failed");
+    assert_eq!(r.status().as_u16(), 200);
+    let id: i64 = c
+        .sql("SELECT max(id) FROM wasmpipe.jobs")
+        .parse()
+        .expect("a job");
+    let job = c.wait_done(id, 60);
+    assert_eq!(
+        (job["events_in"].as_i64(), job["events_out"].as_i64()),
+        (Some(10), Some(10))
+    );
+    let rows = c.sql(&format!(
+        "SELECT body::jsonb->>'body', body::jsonb->'request'->>'pipeline' FROM wasmpipe.events WHERE job = {id} ORDER BY idx"
+    ));
+    let expected: Vec<String> = (0..10).map(|i| format!("line {i}|otlp")).collect();
+    assert_eq!(
+        rows.lines().collect::<Vec<_>>(),
+        expected,
+        "each record once, in order"
+    );
+}

@@ -479,12 +479,16 @@ fn the_python_sdk_ships_logging_records_through_the_example_stage() {
         wait_job(&s, j["id"].as_i64().unwrap(), &[]);
     }
     let r = request("GET", &s.url("/v1/events?limit=1000"), &[], None).unwrap();
-    let events: Vec<Value> = r.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].clone())
-        .collect();
+    let rows = r.json()["events"].as_array().unwrap().clone();
+    // Logged to journaled (the app flushes as it exits): within a second.
+    let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    for row in &rows {
+        let lag = at(&row["received_at"])
+            .duration_since(at(&row["event"]["time"]))
+            .unwrap_or_default();
+        assert!(lag < std::time::Duration::from_secs(1), "{lag:?}: {row}");
+    }
+    let events: Vec<Value> = rows.iter().map(|e| e["event"].clone()).collect();
     let mut bodies: Vec<&str> = events.iter().map(|e| e["body"].as_str().unwrap()).collect();
     bodies.sort_unstable();
     let mut expected: Vec<String> = (0..n)
@@ -520,4 +524,156 @@ fn the_python_sdk_ships_logging_records_through_the_example_stage() {
     let r = request("GET", &s.url("/v1/events?field.level=error"), &[], None).unwrap();
     assert_eq!(r.json()["events"].as_array().unwrap().len(), n / 5);
     assert_eq!(s.stop(), Some(0));
+}
+
+/// The real OpenTelemetry Node SDK (`tests/otel-clients` installs it) in
+/// the example's Node app (`examples/otel/app.mjs`), exporting protobuf,
+/// then OTLP/JSON: each record stored exactly once, redacted by the stage.
+#[test]
+fn the_node_sdk_ships_records_as_protobuf_and_as_json() {
+    let modules = std::env::var("WASMPIPE_TEST_OTEL_NODE_MODULES").unwrap_or_else(|_| {
+        panic!(
+            "WASMPIPE_TEST_OTEL_NODE_MODULES is not set: run the tests with `bash tests/run`, or first `eval \"$(bash tests/otel-clients install)\"`"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let example = crate::util::repo().join("examples/otel");
+    let text = format!(
+        "[pipeline]\nname = \"otel\"\n\n[[stage]]\nname = \"redact\"\nkind = \"map\"\nplugin = {}\n\n[serve]\ndatabase = \"otel.db\"\n",
+        toml_path(&example.join("redact"))
+    );
+    let s = Server::start(&write(dir.path(), "otel.toml", &text), &[]);
+    // The app beside the SDK's packages, as `npm install` leaves it.
+    let home = Path::new(&modules).parent().unwrap();
+    let app = home.join("app.mjs");
+    std::fs::copy(example.join("app.mjs"), &app).unwrap();
+    let n = 10;
+    for protocol in ["http/protobuf", "http/json"] {
+        let out = std::process::Command::new("node")
+            .arg(&app)
+            .arg(n.to_string())
+            .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", s.url("/v1/logs"))
+            .env("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", protocol)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the app failed ({protocol}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for j in &all_jobs(&s) {
+        wait_job(&s, j["id"].as_i64().unwrap(), &[]);
+    }
+    let r = request("GET", &s.url("/v1/events?limit=1000"), &[], None).unwrap();
+    let events: Vec<Value> = r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    let mut bodies: Vec<&str> = events.iter().map(|e| e["body"].as_str().unwrap()).collect();
+    bodies.sort_unstable();
+    let mut expected: Vec<String> = (0..n)
+        .flat_map(|i| {
+            let b = if i % 5 == 4 {
+                format!("checkout refused for cart {i}")
+            } else {
+                format!("cart {i} updated")
+            };
+            [b.clone(), b]
+        })
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(bodies, expected, "each record once per export");
+    for e in events.iter().filter(|e| e["severity_text"] == "ERROR") {
+        assert_eq!(e["attributes"]["card"], "**** 0004", "{e}");
+        assert_eq!(
+            e["scope"],
+            json!({"name": "cart.api", "version": "2.0.0", "attributes": {}})
+        );
+        assert_eq!(e["service"], "cart");
+        assert_eq!(e["level"], "error");
+    }
+    assert_eq!(s.stop(), Some(0));
+}
+
+/// Serves `html` to every request on a free loopback port (a web app on
+/// an origin of its own); returns that origin.
+fn page_server(html: &'static str) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    origin
+}
+
+/// A web page in headless Chromium posts its logs with `fetch` (a token in
+/// `Authorization`, so the browser sends a preflight first): from an
+/// allowed origin they are stored; from another the browser blocks the
+/// request and nothing is stored.
+#[test]
+fn a_page_of_an_allowed_origin_ships_logs_from_headless_chromium() {
+    let allowed = page_server("<!doctype html><title>app</title><p>app</p>");
+    let other = page_server("<!doctype html><title>other</title><p>other</p>");
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(
+        dir.path(),
+        &format!(
+            "cors_origins = [\"{allowed}\"]\n\n[[serve.token]]\nname = \"web\"\ntoken = \"page-token-1234\"\npermissions = [\"write\"]\n\n[[serve.token]]\nname = \"ops\"\ntoken = \"ops-token-1234\"\npermissions = [\"read\"]"
+        ),
+    );
+    let b = crate::browser::Browser::start();
+    let send = r#"
+        const [url, body] = arguments;
+        window.result = null;
+        fetch(url, {
+            method: 'POST',
+            headers: {'content-type': 'application/json', 'authorization': 'Bearer page-token-1234'},
+            body,
+        }).then(r => r.text().then(t => { window.result = r.status + ' ' + t; }),
+                e => { window.result = 'blocked: ' + e; });
+    "#;
+    let body = serde_json::to_string(&export(&["clicked buy", "page loaded"])).unwrap();
+    let outcome = |origin: &str| -> String {
+        b.goto(origin);
+        b.exec(send, json!([s.url("/v1/logs"), body]));
+        b.wait("the fetch to end", |b| {
+            b.exec("return window.result;", json!([]))
+                .as_str()
+                .map(str::to_string)
+        })
+    };
+    let ok = outcome(&allowed);
+    assert!(ok.starts_with("200 "), "{ok}");
+    let blocked = outcome(&other);
+    assert!(blocked.starts_with("blocked: "), "{blocked}");
+    let read = [("authorization", "Bearer ops-token-1234")];
+    let jobs = request("GET", &s.url("/v1/jobs"), &read, None)
+        .unwrap()
+        .json()["jobs"]
+        .clone();
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "only the allowed page's export: {jobs:?}");
+    let job = wait_job(&s, jobs[0]["id"].as_i64().unwrap(), &read);
+    assert_eq!(job["events_in"], 2);
+    assert!(
+        job["context"]["user_agent"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Chrome"),
+        "{job}"
+    );
+    s.kill();
 }

@@ -3,7 +3,10 @@
 //! batches from several client threads for a while, and reports the
 //! ingest rate (events acknowledged per second), the 202 latency
 //! percentiles and the end-to-end rate (until every accepted event is
-//! processed and stored), for batches of 100 and 1,000 events.
+//! processed and stored), for batches of 100 and 1,000 events; then the
+//! two doors side by side: NDJSON batches against OTLP/HTTP exports
+//! (protobuf, plain and gzipped) of as many log records, with the server's
+//! CPU time per million records.
 //!
 //! Run with: bash bench/run-serve   (builds everything first)
 //! or: target/release/load [--seconds N] [--clients N] [--workers N]
@@ -66,13 +69,48 @@ fn main() -> Result<()> {
             }
             let m = dir.join("load.toml");
             std::fs::write(&m, manifest)?;
-            let r = run_one(&bin_dir.join("wasmpipe"), &m, batch, &opts)?;
+            let r = run_one(&bin_dir.join("wasmpipe"), &m, batch, &opts, Door::Ndjson)?;
             println!(
                 "| {name} | {batch} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
                 opts.clients, r.ingest_rate, r.p50, r.p99, r.max, r.e2e_rate, r.peak_rss_mib
             );
             std::fs::remove_dir_all(&dir)?;
         }
+    }
+    // The doors side by side, in the same run: the `store` workload (every
+    // record stored) fed as NDJSON batches and as OTLP exports of as many
+    // log records.
+    println!();
+    println!(
+        "| door (store workload) | records per request | clients | ingest records/s | p50 ms | p99 ms | end-to-end records/s | server CPU s per million records |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for door in [
+        Door::Ndjson,
+        Door::Otlp { gzip: false },
+        Door::Otlp { gzip: true },
+    ] {
+        let batch = 1000;
+        let dir = tempdir(&repo)?;
+        let manifest = format!(
+            "[pipeline]\nname = \"load\"\n\n[runtime]\nworkers = {}\n\n[serve]\ndatabase = \"load.db\"\nmax_backlog = 2000000\n\n[[stage]]\nname = \"double\"\nkind = \"map\"\nplugin = {:?}\n",
+            opts.workers,
+            plugins.join("stamp.wasm").display().to_string()
+        );
+        let m = dir.join("load.toml");
+        std::fs::write(&m, manifest)?;
+        let r = run_one(&bin_dir.join("wasmpipe"), &m, batch, &opts, door)?;
+        println!(
+            "| {} | {batch} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} |",
+            door.name(),
+            opts.clients,
+            r.ingest_rate,
+            r.p50,
+            r.p99,
+            r.e2e_rate,
+            r.cpu_per_million
+        );
+        std::fs::remove_dir_all(&dir)?;
     }
     Ok(())
 }
@@ -84,6 +122,8 @@ struct Report {
     max: f64,
     e2e_rate: f64,
     peak_rss_mib: f64,
+    /// Server CPU seconds (user + system) per million events accepted.
+    cpu_per_million: f64,
 }
 
 fn tempdir(repo: &Path) -> Result<std::path::PathBuf> {
@@ -93,7 +133,116 @@ fn tempdir(repo: &Path) -> Result<std::path::PathBuf> {
     Ok(d)
 }
 
-fn run_one(wasmpipe: &Path, manifest: &Path, batch: usize, opts: &Opts) -> Result<Report> {
+/// How a load generator sends its events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// NDJSON batches to `/v1/pipelines/load/jobs`.
+    Ndjson,
+    /// OTLP/HTTP protobuf exports to `/v1/logs`, gzipped or not.
+    Otlp { gzip: bool },
+}
+
+impl Door {
+    fn name(self) -> &'static str {
+        match self {
+            Door::Ndjson => "NDJSON batch (`/v1/pipelines/{name}/jobs`)",
+            Door::Otlp { gzip: false } => "OTLP protobuf (`/v1/logs`)",
+            Door::Otlp { gzip: true } => "OTLP protobuf, gzip (`/v1/logs`)",
+        }
+    }
+
+    /// The path, a body of `batch` events (log lines), its headers, and
+    /// the status that says it was accepted.
+    fn request(
+        self,
+        batch: usize,
+    ) -> (
+        &'static str,
+        Vec<u8>,
+        Vec<(&'static str, &'static str)>,
+        u16,
+    ) {
+        let line = |i: usize| format!("request handled in {} ms by svc-{}", i % 100, i % 7);
+        match self {
+            Door::Ndjson => {
+                let body: String = (0..batch)
+                    .map(|i| {
+                        format!(
+                            "{{\"n\":{i},\"service\":\"svc-{}\",\"msg\":\"{}\"}}\n",
+                            i % 7,
+                            line(i)
+                        )
+                    })
+                    .collect();
+                (
+                    "/v1/pipelines/load/jobs",
+                    body.into_bytes(),
+                    vec![("content-type", "application/x-ndjson")],
+                    202,
+                )
+            }
+            Door::Otlp { gzip } => {
+                use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+                use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+                use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+                use prost::Message as _;
+                let text = |s: String| AnyValue {
+                    value: Some(any_value::Value::StringValue(s)),
+                };
+                let records = (0..batch)
+                    .map(|i| LogRecord {
+                        time_unix_nano: 1_796_637_600_000_000_000 + i as u64,
+                        severity_number: 9,
+                        severity_text: "INFO".into(),
+                        body: Some(text(line(i))),
+                        attributes: vec![KeyValue {
+                            key: "n".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::IntValue(i as i64)),
+                            }),
+                        }],
+                        ..Default::default()
+                    })
+                    .collect();
+                let export = ExportLogsServiceRequest {
+                    resource_logs: vec![ResourceLogs {
+                        resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                            attributes: vec![KeyValue {
+                                key: "service.name".into(),
+                                value: Some(text("svc".into())),
+                            }],
+                            ..Default::default()
+                        }),
+                        scope_logs: vec![ScopeLogs {
+                            log_records: records,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                };
+                let mut body = export.encode_to_vec();
+                let mut headers = vec![("content-type", "application/x-protobuf")];
+                if gzip {
+                    use std::io::Write as _;
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(&body).expect("gzip in memory");
+                    body = e.finish().expect("gzip in memory");
+                    headers.push(("content-encoding", "gzip"));
+                }
+                ("/v1/logs", body, headers, 200)
+            }
+        }
+    }
+}
+
+fn run_one(
+    wasmpipe: &Path,
+    manifest: &Path,
+    batch: usize,
+    opts: &Opts,
+    door: Door,
+) -> Result<Report> {
     let log = std::fs::File::create(manifest.with_extension("log"))?;
     let mut child = Command::new(wasmpipe)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -108,16 +257,8 @@ fn run_one(wasmpipe: &Path, manifest: &Path, batch: usize, opts: &Opts) -> Resul
         .strip_prefix("listening on ")
         .context("listening line")?
         .to_string();
-    let url = format!("{base}/v1/pipelines/load/jobs");
-    let body: String = (0..batch)
-        .map(|i| {
-            format!(
-                "{{\"n\":{i},\"service\":\"svc-{}\",\"msg\":\"request handled in {} ms\"}}\n",
-                i % 7,
-                i % 100
-            )
-        })
-        .collect();
+    let (path, body, headers, accepted_status) = door.request(batch);
+    let url = format!("{base}{path}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -130,19 +271,21 @@ fn run_one(wasmpipe: &Path, manifest: &Path, batch: usize, opts: &Opts) -> Resul
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = (0..opts.clients)
             .map(|_| {
-                let (agent, url, body) = (agent.clone(), &url, &body);
+                let (agent, url, body, headers) = (agent.clone(), &url, &body, &headers);
                 s.spawn(move || -> Result<(Vec<f64>, u64)> {
                     let mut lat = Vec::new();
                     let mut n = 0;
                     while Instant::now() < until {
                         let t = Instant::now();
-                        let mut r = agent
-                            .post(url)
-                            .header("content-type", "application/x-ndjson")
-                            .send(body.as_bytes())?;
-                        let text = r.body_mut().read_to_string()?;
+                        let mut req = agent.post(url);
+                        for (k, v) in headers {
+                            req = req.header(*k, *v);
+                        }
+                        let mut r = req.send(&body[..])?;
+                        let text =
+                            String::from_utf8_lossy(&r.body_mut().read_to_vec()?).into_owned();
                         match r.status().as_u16() {
-                            202 => {
+                            s if s == accepted_status => {
                                 lat.push(t.elapsed().as_secs_f64() * 1e3);
                                 n += batch as u64;
                             }
@@ -187,6 +330,17 @@ fn run_one(wasmpipe: &Path, manifest: &Path, batch: usize, opts: &Opts) -> Resul
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
+    // The server's CPU time so far (user + system), from /proc.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
+    });
+    let cpu_secs = ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait()?;
     latencies.sort_by(f64::total_cmp);
@@ -203,5 +357,6 @@ fn run_one(wasmpipe: &Path, manifest: &Path, batch: usize, opts: &Opts) -> Resul
         max: latencies.last().copied().unwrap_or(0.0),
         e2e_rate: accepted as f64 / e2e_secs,
         peak_rss_mib: peak_kib / 1024.0,
+        cpu_per_million: cpu_secs / (accepted.max(1) as f64 / 1e6),
     })
 }
