@@ -175,22 +175,27 @@ pub fn decode(body: &[u8], wire: Wire, s: &Settings) -> Result<Decoded, ApiError
     let (mut events, mut rejected, mut why) = (0u64, 0u64, String::new());
     let mut line = Vec::new();
     for rl in &request.resource_logs {
-        let resource = Value::Object(attributes(
+        // A resource's and a scope's JSON is written once for all their
+        // records.
+        let mut resource = Vec::new();
+        write_attributes(
+            &mut resource,
             rl.resource.as_ref().map_or(&[][..], |r| &r.attributes),
-        ));
+        );
         for sl in &rl.scope_logs {
-            let scope = match &sl.scope {
-                Some(sc) => json!({
-                    "name": non_empty(&sc.name),
-                    "version": non_empty(&sc.version),
-                    "attributes": Value::Object(attributes(&sc.attributes)),
-                }),
-                None => json!({ "name": null, "version": null, "attributes": {} }),
-            };
+            let mut scope = Vec::new();
+            let empty = Default::default();
+            let sc = sl.scope.as_ref().unwrap_or(&empty);
+            scope.extend_from_slice(b"{\"name\":");
+            write_str_or_null(&mut scope, &sc.name);
+            scope.extend_from_slice(b",\"version\":");
+            write_str_or_null(&mut scope, &sc.version);
+            scope.extend_from_slice(b",\"attributes\":");
+            write_attributes(&mut scope, &sc.attributes);
+            scope.push(b'}');
             for r in &sl.log_records {
                 line.clear();
-                serde_json::to_writer(&mut line, &record_json(&resource, &scope, r))
-                    .map_err(|e| ApiError::internal(e.into()))?;
+                write_record(&mut line, &resource, &scope, r);
                 let refusal = if line.len() > s.max_event_size {
                     Some(format!(
                         "a log record is {} bytes as an event, larger than the limit of {} bytes (serve.max_event_size)",
@@ -230,7 +235,164 @@ pub fn decode(body: &[u8], wire: Wire, s: &Settings) -> Result<Decoded, ApiError
     })
 }
 
-/// One log record as the event a stage receives:
+/// Writes one log record as the event a stage receives (`resource` and
+/// `scope`: their JSON), in exactly the shape of [`record_json`], without
+/// building it as a tree first.
+pub fn write_record(out: &mut Vec<u8>, resource: &[u8], scope: &[u8], r: &LogRecord) {
+    out.extend_from_slice(b"{\"time\":");
+    write_time(out, r.time_unix_nano);
+    out.extend_from_slice(b",\"time_unix_nano\":");
+    write_nanos(out, r.time_unix_nano);
+    out.extend_from_slice(b",\"observed_time\":");
+    write_time(out, r.observed_time_unix_nano);
+    out.extend_from_slice(b",\"observed_time_unix_nano\":");
+    write_nanos(out, r.observed_time_unix_nano);
+    out.extend_from_slice(b",\"severity_text\":");
+    write_str_or_null(out, &r.severity_text);
+    out.extend_from_slice(b",\"severity_number\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.severity_number).as_bytes());
+    out.extend_from_slice(b",\"body\":");
+    match &r.body {
+        Some(v) => write_value(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"attributes\":");
+    write_attributes(out, &r.attributes);
+    out.extend_from_slice(b",\"trace_id\":");
+    write_id(out, &r.trace_id);
+    out.extend_from_slice(b",\"span_id\":");
+    write_id(out, &r.span_id);
+    out.extend_from_slice(b",\"flags\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.flags).as_bytes());
+    out.extend_from_slice(b",\"event_name\":");
+    write_str_or_null(out, &r.event_name);
+    out.extend_from_slice(b",\"dropped_attributes_count\":");
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(r.dropped_attributes_count)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b",\"resource\":");
+    out.extend_from_slice(resource);
+    out.extend_from_slice(b",\"scope\":");
+    out.extend_from_slice(scope);
+    out.push(b'}');
+}
+
+/// `v` as [`value_json`] shows it.
+fn write_value(out: &mut Vec<u8>, v: &AnyValue) {
+    const EXACT: i64 = 1 << 53;
+    match &v.value {
+        None => out.extend_from_slice(b"null"),
+        Some(any_value::Value::StringValue(s)) => write_str(out, s),
+        Some(any_value::Value::BoolValue(b)) => {
+            out.extend_from_slice(if *b { b"true" } else { b"false" })
+        }
+        Some(any_value::Value::IntValue(i)) if (-EXACT..=EXACT).contains(i) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes())
+        }
+        Some(any_value::Value::IntValue(i)) => {
+            out.push(b'"');
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+            out.push(b'"');
+        }
+        Some(any_value::Value::DoubleValue(_)) | Some(any_value::Value::BytesValue(_)) => {
+            // Rare in logs: written as the tree would be.
+            serde_json::to_writer(&mut *out, &value_json(v)).expect("a Value prints");
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            out.push(b'[');
+            for (i, v) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, v);
+            }
+            out.push(b']');
+        }
+        Some(any_value::Value::KvlistValue(kv)) => write_attributes(out, &kv.values),
+    }
+}
+
+/// Key-value pairs as a JSON object; a repeated key: the last wins, as
+/// in [`value_json`] (found through a map beyond a few pairs, so that a
+/// hostile record of a million attributes costs linear time).
+fn write_attributes(out: &mut Vec<u8>, kvs: &[KeyValue]) {
+    let last: Option<std::collections::HashMap<&str, usize>> = (kvs.len() > 8).then(|| {
+        kvs.iter()
+            .enumerate()
+            .map(|(i, kv)| (kv.key.as_str(), i))
+            .collect()
+    });
+    out.push(b'{');
+    let mut first = true;
+    for (i, kv) in kvs.iter().enumerate() {
+        let repeated = match &last {
+            Some(m) => m.get(kv.key.as_str()) != Some(&i),
+            None => kvs[i + 1..].iter().any(|later| later.key == kv.key),
+        };
+        if repeated {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, &kv.key);
+        out.push(b':');
+        match &kv.value {
+            Some(v) => write_value(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("a string prints");
+}
+
+fn write_str_or_null(out: &mut Vec<u8>, s: &str) {
+    if s.is_empty() {
+        out.extend_from_slice(b"null");
+    } else {
+        write_str(out, s);
+    }
+}
+
+fn write_time(out: &mut Vec<u8>, ns: u64) {
+    match time(ns) {
+        Value::String(t) => {
+            out.push(b'"');
+            out.extend_from_slice(t.as_bytes());
+            out.push(b'"');
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_nanos(out: &mut Vec<u8>, ns: u64) {
+    if ns == 0 {
+        out.extend_from_slice(b"null");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(itoa::Buffer::new().format(ns).as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn write_id(out: &mut Vec<u8>, id: &[u8]) {
+    if id.iter().all(|&b| b == 0) {
+        out.extend_from_slice(b"null");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(hex::encode(id).as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// One log record as the event a stage receives (the reference for
+/// [`write_record`], which the server uses):
 ///
 /// ```json
 /// {"time": "2026-12-07T10:00:00.123456789Z", "time_unix_nano": "1796637600123456789",
@@ -507,8 +669,22 @@ mod tests {
             flags: 1,
             ..Default::default()
         };
-        let req = export(vec![r]);
+        let req = export(vec![r.clone()]);
         let d = decode(&req.encode_to_vec(), Wire::Protobuf, &settings()).unwrap();
+        // The writer and the tree agree, repeated keys included (the last
+        // wins), below and above the size where the writer uses a map.
+        for extra in [1, 20] {
+            let mut r = r.clone();
+            for i in 0..extra {
+                r.attributes.push(kv(&format!("k{i}"), s("first")));
+                r.attributes.push(kv(&format!("k{i}"), s("last")));
+            }
+            let mut line = Vec::new();
+            write_record(&mut line, b"{}", b"{}", &r);
+            let written: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(written, record_json(&json!({}), &json!({}), &r));
+            assert_eq!(written["attributes"]["k0"], "last");
+        }
         assert_eq!((d.batch.events, d.rejected), (1, 0));
         assert_eq!(
             events(&d)[0],
