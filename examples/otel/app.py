@@ -34,5 +34,7 @@ for i in range(n):
     else:
         log.info("order %d paid", i, extra={"order_id": i})
 
-# Flushes what is batched, as an app does when it exits.
+# Sends what is batched (retrying a server that says to come back later)
+# and waits for it, as an app does before it exits; then shuts down.
+provider.force_flush(timeout_millis=60_000)
 provider.shutdown()

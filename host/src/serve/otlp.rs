@@ -7,8 +7,10 @@
 //! protobuf (`application/x-protobuf`) or OTLP/JSON (`application/json`),
 //! gzipped or not; answered in the same encoding, `200` with an
 //! `ExportLogsServiceResponse` (`partial_success` only when records were
-//! rejected), or an error status with a `google.rpc.Status` body; `429` and
-//! `503` carry `Retry-After`, which exporters honour.
+//! rejected), or an error status with a `google.rpc.Status` body. A full
+//! backlog is a `503` with `Retry-After`, which every OpenTelemetry SDK
+//! retries (the specification allows `429` too, but Python's exporter
+//! drops a batch refused with it).
 //!
 //! Each log record becomes one event of this server's pipeline, in the
 //! shape [`record_json`] documents (and `docs/api.md`), and the export is
@@ -81,8 +83,21 @@ pub(super) async fn logs(
         });
     match export(&svc, wire, remote, &headers, &mut body).await {
         Ok(r) => r,
-        Err(e) => {
+        Err(mut e) => {
             drain(&mut body, svc.settings.max_body).await;
+            if e.status == StatusCode::TOO_MANY_REQUESTS {
+                // A full backlog is a `503` here: the OpenTelemetry SDKs
+                // all retry a `503` after `Retry-After`, and some (Python's
+                // OTLP/HTTP exporter) drop a batch refused with `429`.
+                e.status = StatusCode::SERVICE_UNAVAILABLE;
+                let refused = &svc.metrics.batches_refused;
+                refused
+                    .backlog
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                refused
+                    .unavailable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             refusal(wire.unwrap_or(Wire::Json), e)
         }
     }
