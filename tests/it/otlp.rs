@@ -445,6 +445,48 @@ fn pages_of_allowed_origins_may_post_and_others_may_not() {
     assert!(err.contains("is not a web origin"), "{err}");
 }
 
+/// Where `tests/otel-clients` installed the SDKs (`var` names which).
+fn otel_client(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: run the tests with `bash tests/run`, or first `eval \"$(bash tests/otel-clients install)\"`"
+        )
+    })
+}
+
+/// A server running the example's JavaScript stage (`examples/otel/redact`).
+fn example_server(dir: &Path) -> Server {
+    let text = format!(
+        "[pipeline]\nname = \"otel\"\n\n[[stage]]\nname = \"redact\"\nkind = \"map\"\nplugin = {}\n\n[serve]\ndatabase = \"otel.db\"\n",
+        toml_path(&crate::util::repo().join("examples/otel/redact"))
+    );
+    Server::start(&write(dir, "otel.toml", &text), &[])
+}
+
+/// Every stored row once every job is done: `{"received_at", "event", ...}`.
+fn stored_rows(s: &Server) -> Vec<Value> {
+    for j in &all_jobs(s) {
+        wait_job(s, j["id"].as_i64().unwrap(), &[]);
+    }
+    let r = request("GET", &s.url("/v1/events?limit=1000"), &[], None).unwrap();
+    r.json()["events"].as_array().unwrap().clone()
+}
+
+/// The bodies `examples/otel/app.py` logs for `n` lines, sorted.
+fn python_app_bodies(n: usize) -> Vec<String> {
+    let mut b: Vec<String> = (0..n)
+        .map(|i| {
+            if i % 5 == 4 {
+                format!("payment failed for order {i}")
+            } else {
+                format!("order {i} paid")
+            }
+        })
+        .collect();
+    b.sort_unstable();
+    b
+}
+
 /// The real OpenTelemetry Python SDK (`tests/otel-clients` installs it) in
 /// the example app (`examples/otel/app.py`): records logged with the
 /// standard `logging` module arrive through the OTLP/HTTP exporter, pass
@@ -452,18 +494,10 @@ fn pages_of_allowed_origins_may_post_and_others_may_not() {
 /// exactly once.
 #[test]
 fn the_python_sdk_ships_logging_records_through_the_example_stage() {
-    let python = std::env::var("WASMPIPE_TEST_OTEL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "WASMPIPE_TEST_OTEL_PYTHON is not set: run the tests with `bash tests/run`, or first `eval \"$(bash tests/otel-clients install)\"`"
-        )
-    });
+    let python = otel_client("WASMPIPE_TEST_OTEL_PYTHON");
     let dir = tempfile::tempdir().unwrap();
     let example = crate::util::repo().join("examples/otel");
-    let text = format!(
-        "[pipeline]\nname = \"otel\"\n\n[[stage]]\nname = \"redact\"\nkind = \"map\"\nplugin = {}\n\n[serve]\ndatabase = \"otel.db\"\n",
-        toml_path(&example.join("redact"))
-    );
-    let s = Server::start(&write(dir.path(), "otel.toml", &text), &[]);
+    let s = example_server(dir.path());
     let n = 25;
     let out = std::process::Command::new(&python)
         .arg(example.join("app.py"))
@@ -477,13 +511,7 @@ fn the_python_sdk_ships_logging_records_through_the_example_stage() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Every export is acknowledged before the app exits (it flushes).
-    let jobs = all_jobs(&s);
-    assert!(!jobs.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
-    for j in &jobs {
-        wait_job(&s, j["id"].as_i64().unwrap(), &[]);
-    }
-    let r = request("GET", &s.url("/v1/events?limit=1000"), &[], None).unwrap();
-    let rows = r.json()["events"].as_array().unwrap().clone();
+    let rows = stored_rows(&s);
     // Logged to journaled (the app flushes as it exits): within a second.
     let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
     for row in &rows {
@@ -495,17 +523,11 @@ fn the_python_sdk_ships_logging_records_through_the_example_stage() {
     let events: Vec<Value> = rows.iter().map(|e| e["event"].clone()).collect();
     let mut bodies: Vec<&str> = events.iter().map(|e| e["body"].as_str().unwrap()).collect();
     bodies.sort_unstable();
-    let mut expected: Vec<String> = (0..n)
-        .map(|i| {
-            if i % 5 == 4 {
-                format!("payment failed for order {i}")
-            } else {
-                format!("order {i} paid")
-            }
-        })
-        .collect();
-    expected.sort_unstable();
-    assert_eq!(bodies, expected, "each record stored exactly once");
+    assert_eq!(
+        bodies,
+        python_app_bodies(n),
+        "each record stored exactly once"
+    );
     let failed = events
         .iter()
         .find(|e| e["body"] == "payment failed for order 4")
@@ -535,18 +557,10 @@ fn the_python_sdk_ships_logging_records_through_the_example_stage() {
 /// then OTLP/JSON: each record stored exactly once, redacted by the stage.
 #[test]
 fn the_node_sdk_ships_records_as_protobuf_and_as_json() {
-    let modules = std::env::var("WASMPIPE_TEST_OTEL_NODE_MODULES").unwrap_or_else(|_| {
-        panic!(
-            "WASMPIPE_TEST_OTEL_NODE_MODULES is not set: run the tests with `bash tests/run`, or first `eval \"$(bash tests/otel-clients install)\"`"
-        )
-    });
+    let modules = otel_client("WASMPIPE_TEST_OTEL_NODE_MODULES");
     let dir = tempfile::tempdir().unwrap();
     let example = crate::util::repo().join("examples/otel");
-    let text = format!(
-        "[pipeline]\nname = \"otel\"\n\n[[stage]]\nname = \"redact\"\nkind = \"map\"\nplugin = {}\n\n[serve]\ndatabase = \"otel.db\"\n",
-        toml_path(&example.join("redact"))
-    );
-    let s = Server::start(&write(dir.path(), "otel.toml", &text), &[]);
+    let s = example_server(dir.path());
     // The app beside the SDK's packages, as `npm install` leaves it.
     let home = Path::new(&modules).parent().unwrap();
     let app = home.join("app.mjs");
@@ -566,16 +580,7 @@ fn the_node_sdk_ships_records_as_protobuf_and_as_json() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for j in &all_jobs(&s) {
-        wait_job(&s, j["id"].as_i64().unwrap(), &[]);
-    }
-    let r = request("GET", &s.url("/v1/events?limit=1000"), &[], None).unwrap();
-    let events: Vec<Value> = r.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].clone())
-        .collect();
+    let events: Vec<Value> = stored_rows(&s).iter().map(|e| e["event"].clone()).collect();
     let mut bodies: Vec<&str> = events.iter().map(|e| e["body"].as_str().unwrap()).collect();
     bodies.sort_unstable();
     let mut expected: Vec<String> = (0..n)
@@ -688,11 +693,7 @@ fn a_page_of_an_allowed_origin_ships_logs_from_headless_chromium() {
 /// as the backlog drains.
 #[test]
 fn the_python_sdk_retries_a_full_backlog_and_every_record_arrives_once() {
-    let python = std::env::var("WASMPIPE_TEST_OTEL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "WASMPIPE_TEST_OTEL_PYTHON is not set: run the tests with `bash tests/run`, or first `eval \"$(bash tests/otel-clients install)\"`"
-        )
-    });
+    let python = otel_client("WASMPIPE_TEST_OTEL_PYTHON");
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[pipeline]\nname = \"otel\"\n\n[[stage]]\nname = \"slow\"\nkind = \"map\"\nplugin = {}\n\n[runtime]\nworkers = 1\n\n[serve]\ndatabase = \"otel.db\"\nmax_backlog = 5\n",
@@ -714,9 +715,7 @@ fn the_python_sdk_retries_a_full_backlog_and_every_record_arrives_once() {
         "the app failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for j in &all_jobs(&s) {
-        wait_job(&s, j["id"].as_i64().unwrap(), &[]);
-    }
+    let rows = stored_rows(&s);
     let metrics = request("GET", &s.url("/metrics"), &[], None).unwrap().body;
     let refused: u64 = metrics
         .lines()
@@ -729,13 +728,7 @@ fn the_python_sdk_retries_a_full_backlog_and_every_record_arrives_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = request("GET", &s.url("/v1/events?limit=1000"), &[], None).unwrap();
-    let events: Vec<Value> = r.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].clone())
-        .collect();
+    let events: Vec<Value> = rows.iter().map(|e| e["event"].clone()).collect();
     // The SDK logs its own retries through the same handler: they arrive
     // too, from its own logger.
     assert!(
@@ -751,16 +744,10 @@ fn the_python_sdk_retries_a_full_backlog_and_every_record_arrives_once() {
         .map(|e| e["body"].as_str().unwrap().to_string())
         .collect();
     bodies.sort_unstable();
-    let mut expected: Vec<String> = (0..n)
-        .map(|i| {
-            if i % 5 == 4 {
-                format!("payment failed for order {i}")
-            } else {
-                format!("order {i} paid")
-            }
-        })
-        .collect();
-    expected.sort_unstable();
-    assert_eq!(bodies, expected, "every record, once, after the refusals");
+    assert_eq!(
+        bodies,
+        python_app_bodies(n),
+        "every record, once, after the refusals"
+    );
     assert_eq!(s.stop(), Some(0));
 }
