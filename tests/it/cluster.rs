@@ -1260,7 +1260,7 @@ fn postgres_applies_a_chunk_committed_twice_once() {
 
 /// `POST /v1/logs` on an ingest node: the export's records go through
 /// JetStream to a worker and are stored in PostgreSQL once each, in
-/// order, like any batch's.
+/// order, like any batch's; so are those of the real Python SDK.
 #[test]
 fn an_ingest_node_takes_opentelemetry_logs_for_its_workers() {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -1316,5 +1316,41 @@ fn an_ingest_node_takes_opentelemetry_logs_for_its_workers() {
         rows.lines().collect::<Vec<_>>(),
         expected,
         "each record once, in order"
+    );
+
+    // The real Python SDK (examples/otel/app.py) through the ingest node.
+    let python = std::env::var("WASMPIPE_TEST_OTEL_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "WASMPIPE_TEST_OTEL_PYTHON is not set: run the tests with `bash tests/run`, or first `eval \"$(bash tests/otel-clients install)\"`"
+        )
+    });
+    let out = Command::new(python)
+        .arg(repo().join("examples/otel/app.py"))
+        .arg("10")
+        .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", c.url("/v1/logs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = |what: &str| -> i64 {
+        c.sql(&format!(
+            "SELECT count({what}) FROM wasmpipe.events WHERE body::jsonb->'scope'->>'name' = 'checkout.payments'"
+        ))
+        .parse()
+        .unwrap()
+    };
+    let t = Instant::now();
+    while count("*") < 10 {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (count("*"), count("DISTINCT body::jsonb->>'body'")),
+        (10, 10),
+        "each record once"
     );
 }
