@@ -1319,22 +1319,7 @@ fn an_ingest_node_takes_opentelemetry_logs_for_its_workers() {
     );
 
     // The real Python SDK (examples/otel/app.py) through the ingest node.
-    let python = std::env::var("WASMPIPE_TEST_OTEL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "WASMPIPE_TEST_OTEL_PYTHON is not set: run the tests with `bash tests/run`, or first `eval \"$(bash tests/otel-clients install)\"`"
-        )
-    });
-    let out = Command::new(python)
-        .arg(repo().join("examples/otel/app.py"))
-        .arg("10")
-        .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", c.url("/v1/logs"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::otlp::run_python_app(&c.url("/v1/logs"), 10, &[]);
     let count = |what: &str| -> i64 {
         c.sql(&format!(
             "SELECT count({what}) FROM wasmpipe.events WHERE body::jsonb->'scope'->>'name' = 'checkout.payments'"

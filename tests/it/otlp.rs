@@ -454,6 +454,29 @@ fn otel_client(var: &str) -> String {
     })
 }
 
+/// Runs the example's Python app (`examples/otel/app.py`, the real SDK),
+/// logging `n` lines to `endpoint` with `env` set; fails the test if the
+/// app fails. Returns what it printed.
+pub(crate) fn run_python_app(
+    endpoint: &str,
+    n: usize,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let out = std::process::Command::new(otel_client("WASMPIPE_TEST_OTEL_PYTHON"))
+        .arg(crate::util::repo().join("examples/otel/app.py"))
+        .arg(n.to_string())
+        .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", endpoint)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the app failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A server running the example's JavaScript stage (`examples/otel/redact`).
 fn example_server(dir: &Path) -> Server {
     let text = format!(
@@ -494,22 +517,10 @@ fn python_app_bodies(n: usize) -> Vec<String> {
 /// exactly once.
 #[test]
 fn the_python_sdk_ships_logging_records_through_the_example_stage() {
-    let python = otel_client("WASMPIPE_TEST_OTEL_PYTHON");
     let dir = tempfile::tempdir().unwrap();
-    let example = crate::util::repo().join("examples/otel");
     let s = example_server(dir.path());
     let n = 25;
-    let out = std::process::Command::new(&python)
-        .arg(example.join("app.py"))
-        .arg(n.to_string())
-        .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", s.url("/v1/logs"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the app failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python_app(&s.url("/v1/logs"), n, &[]);
     // Every export is acknowledged before the app exits (it flushes).
     let rows = stored_rows(&s);
     // Logged to journaled (the app flushes as it exits): within a second.
@@ -693,7 +704,6 @@ fn a_page_of_an_allowed_origin_ships_logs_from_headless_chromium() {
 /// as the backlog drains.
 #[test]
 fn the_python_sdk_retries_a_full_backlog_and_every_record_arrives_once() {
-    let python = otel_client("WASMPIPE_TEST_OTEL_PYTHON");
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[pipeline]\nname = \"otel\"\n\n[[stage]]\nname = \"slow\"\nkind = \"map\"\nplugin = {}\n\n[runtime]\nworkers = 1\n\n[serve]\ndatabase = \"otel.db\"\nmax_backlog = 5\n",
@@ -701,19 +711,14 @@ fn the_python_sdk_retries_a_full_backlog_and_every_record_arrives_once() {
     );
     let s = Server::start(&write(dir.path(), "otel.toml", &text), &[]);
     let n = 20;
-    let out = std::process::Command::new(&python)
-        .arg(crate::util::repo().join("examples/otel/app.py"))
-        .arg(n.to_string())
-        .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", s.url("/v1/logs"))
-        .env("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "5")
-        .env("OTEL_BLRP_SCHEDULE_DELAY", "50")
-        .env("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "60")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the app failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_python_app(
+        &s.url("/v1/logs"),
+        n,
+        &[
+            ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "5"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "50"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "60"),
+        ],
     );
     let rows = stored_rows(&s);
     let metrics = request("GET", &s.url("/metrics"), &[], None).unwrap().body;

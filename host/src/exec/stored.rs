@@ -25,8 +25,9 @@ use anyhow::{Context as _, Result, bail};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A chunk taken from its journal, with what running it needs.
-pub struct Taken {
+/// A chunk taken from its journal, with what running it needs; `T` is the
+/// journal's own handle on it (see [`Journal::Ticket`]).
+pub struct Taken<T> {
     /// Which chunk.
     pub id: ChunkId,
     /// Its events, NDJSON (moved out when the chunk is run).
@@ -35,8 +36,8 @@ pub struct Taken {
     pub job: Arc<StoredJob>,
     /// Run it, or set its events aside.
     pub work: Work,
-    /// The journal's own handle on it (a JetStream message), if any.
-    pub ticket: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The journal's own handle on it.
+    pub ticket: T,
 }
 
 /// What a chunk's job says about how to run it.
@@ -95,8 +96,12 @@ pub struct Results {
 /// Where stored chunks wait and where their reports are committed.
 #[async_trait::async_trait]
 pub trait Journal: Send + Sync {
+    /// What the journal keeps of a taken chunk until it is settled (a
+    /// JetStream message and its heartbeat; nothing for the embedded one).
+    type Ticket: Send + Sync;
+
     /// The next chunk to run; `None` once the journal is closed (shutdown).
-    async fn take(&self) -> Option<Taken>;
+    async fn take(&self) -> Option<Taken<Self::Ticket>>;
 
     /// Commits `report` of `taken`: outputs, dead letters, partial or
     /// window state and the done mark together, at most once per chunk.
@@ -105,14 +110,14 @@ pub trait Journal: Send + Sync {
     /// is one that would fail again, or shutdown.
     async fn commit(
         &self,
-        taken: &Taken,
+        taken: &Taken<Self::Ticket>,
         report: &ChunkReport,
         exec: &mut Executor,
     ) -> Result<Committed>;
 
     /// Done with `taken`: `outcome` is its commit, or why it could not be
     /// run or stored as a whole (then it is to be tried again later).
-    async fn settle(&self, taken: Taken, outcome: &Result<Committed>);
+    async fn settle(&self, taken: Taken<Self::Ticket>, outcome: &Result<Committed>);
 }
 
 /// Who hears what the loop did (the Prometheus counters).
@@ -138,7 +143,7 @@ pub struct Loop {
 impl Loop {
     /// Until the journal closes: take a chunk, run it, commit, settle;
     /// the journal's calls are driven on `rt`.
-    pub fn drain(&self, rt: &tokio::runtime::Handle, journal: &dyn Journal, exec: &mut Executor) {
+    pub fn drain<J: Journal>(&self, rt: &tokio::runtime::Handle, journal: &J, exec: &mut Executor) {
         while let Some(mut taken) = rt.block_on(journal.take()) {
             let t = Instant::now();
             let data = std::mem::take(&mut taken.data);
@@ -156,12 +161,12 @@ impl Loop {
         }
     }
 
-    fn process(
+    fn process<J: Journal>(
         &self,
         rt: &tokio::runtime::Handle,
-        journal: &dyn Journal,
+        journal: &J,
         exec: &mut Executor,
-        taken: &Taken,
+        taken: &Taken<J::Ticket>,
         data: Vec<u8>,
         t: Instant,
     ) -> Result<Committed> {
@@ -225,11 +230,11 @@ impl Loop {
 
 /// Runs `journal`'s loop on a thread named `name` with its own executor,
 /// driving the journal's futures on `rt`.
-pub fn spawn(
+pub fn spawn<J: Journal + 'static>(
     name: String,
     rt: tokio::runtime::Handle,
     run: Arc<Loop>,
-    journal: Arc<dyn Journal>,
+    journal: Arc<J>,
     mut exec: Executor,
 ) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()

@@ -44,7 +44,7 @@ pub mod toolkit;
 
 pub use crate::manifest::Settings;
 
-use crate::exec::stored::{self, Journal, Loop};
+use crate::exec::stored::{self, Loop};
 use crate::exec::{Executor, LiveStages, Pipeline, Policy, now_ms};
 use crate::manifest::Manifest;
 use crate::metrics;
@@ -57,27 +57,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// The service's routes.
-pub fn router(svc: Arc<Service>) -> axum::Router {
+/// The service's routes; `cors`, the ingest routes' policy ([`cors`]).
+pub fn router(svc: Arc<Service>, cors: Option<tower_http::cors::CorsLayer>) -> axum::Router {
     use axum::http::StatusCode;
-    use axum::routing::{get, post};
+    use axum::routing::{MethodRouter, get, post};
     use toolkit::ApiError;
     // The ingest routes answer browsers of the allowed origins (CORS),
-    // preflight included; the origins were checked when the server started.
+    // preflight included: `OPTIONS` must then reach the layer, which
+    // answers a preflight (one that is not gets an empty `204`).
+    let door = |m: MethodRouter<Arc<Service>>| match &cors {
+        Some(_) => m.options(|| async { StatusCode::NO_CONTENT }),
+        None => m,
+    };
     let mut doors = axum::Router::new()
-        .route("/v1/pipelines/{name}/jobs", post(ingest::ingest))
-        .route("/v1/logs", post(otlp::logs));
-    if let Ok(Some(cors)) = cors(&svc.settings.cors_origins) {
-        // `OPTIONS` must reach the layer, which answers a preflight; one
-        // that is not a preflight gets an empty `204`.
-        let options = || async { StatusCode::NO_CONTENT };
-        doors = axum::Router::new()
-            .route(
-                "/v1/pipelines/{name}/jobs",
-                post(ingest::ingest).options(options),
-            )
-            .route("/v1/logs", post(otlp::logs).options(options))
-            .layer(cors);
+        .route("/v1/pipelines/{name}/jobs", door(post(ingest::ingest)))
+        .route("/v1/logs", door(post(otlp::logs)));
+    if let Some(cors) = cors {
+        doors = doors.layer(cors);
     }
     axum::Router::new()
         .merge(doors)
@@ -202,7 +198,7 @@ pub async fn run(
     let serve = manifest.doc.serve.clone().unwrap_or_default();
     let settings = Settings::new(manifest, &serve);
     let auth = auth::Auth::from_manifest(manifest, &serve)?;
-    cors(&settings.cors_origins)?;
+    let cors = cors(&settings.cors_origins)?;
     let results = pipeline.results();
     let windowed = results.windows.is_some();
     // The one place that asks which backend it is: what runs here.
@@ -266,7 +262,7 @@ pub async fn run(
                 format!("wasmpipe-serve-{w}"),
                 tokio::runtime::Handle::current(),
                 run.clone(),
-                journal.clone() as Arc<dyn Journal>,
+                journal.clone(),
                 exec,
             )?);
         }
@@ -295,7 +291,7 @@ pub async fn run(
         })
     });
 
-    let app = router(svc.clone());
+    let app = router(svc.clone(), cors);
     ready(listener.local_addr()?)?;
     let stop_svc = svc.clone();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();

@@ -35,7 +35,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message as _;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use std::net::SocketAddr;
 
 /// How an export is encoded (and its answer).
@@ -251,8 +251,22 @@ pub fn decode(body: &[u8], wire: Wire, s: &Settings) -> Result<Decoded, ApiError
 }
 
 /// Writes one log record as the event a stage receives (`resource` and
-/// `scope`: their JSON), in exactly the shape of [`record_json`], without
-/// building it as a tree first.
+/// `scope`: their JSON, written once per resource and scope), directly,
+/// with no JSON tree per record:
+///
+/// ```json
+/// {"time": "2026-12-07T10:00:00.123456789Z", "time_unix_nano": "1796637600123456789",
+///  "observed_time": "...", "observed_time_unix_nano": "...",
+///  "severity_text": "ERROR", "severity_number": 17,
+///  "body": "payment failed", "attributes": {"order.id": 42},
+///  "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174", "flags": 1,
+///  "event_name": null, "dropped_attributes_count": 0,
+///  "resource": {"service.name": "checkout"}, "scope": {"name": "app", "version": "1.0", "attributes": {}}}
+/// ```
+///
+/// Times of 0 (unset) are `null`; nanoseconds are strings, as OTLP/JSON
+/// writes 64-bit integers; empty strings and all-zero ids are `null`.
+/// Values: see [`write_value`].
 pub fn write_record(out: &mut Vec<u8>, resource: &[u8], scope: &[u8], r: &LogRecord) {
     out.extend_from_slice(b"{\"time\":");
     write_time(out, r.time_unix_nano);
@@ -294,7 +308,11 @@ pub fn write_record(out: &mut Vec<u8>, resource: &[u8], scope: &[u8], r: &LogRec
     out.push(b'}');
 }
 
-/// `v` as [`value_json`] shows it.
+/// An OTLP value as JSON: strings, booleans and arrays as they are; key
+/// lists as objects (a repeated key: the last wins); integers as numbers
+/// when JSON holds them exactly (within ±2^53), else as strings; doubles
+/// as numbers, and NaN and the infinities as the strings `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`; bytes as base64; an empty value as `null`.
 fn write_value(out: &mut Vec<u8>, v: &AnyValue) {
     const EXACT: i64 = 1 << 53;
     match &v.value {
@@ -311,9 +329,14 @@ fn write_value(out: &mut Vec<u8>, v: &AnyValue) {
             out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
             out.push(b'"');
         }
-        Some(any_value::Value::DoubleValue(_)) | Some(any_value::Value::BytesValue(_)) => {
-            // Rare in logs: written as the tree would be.
-            serde_json::to_writer(&mut *out, &value_json(v)).expect("a Value prints");
+        Some(any_value::Value::DoubleValue(d)) => match serde_json::Number::from_f64(*d) {
+            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            None if d.is_nan() => out.extend_from_slice(b"\"NaN\""),
+            None if *d > 0.0 => out.extend_from_slice(b"\"Infinity\""),
+            None => out.extend_from_slice(b"\"-Infinity\""),
+        },
+        Some(any_value::Value::BytesValue(b)) => {
+            write_str(out, &base64::engine::general_purpose::STANDARD.encode(b))
         }
         Some(any_value::Value::ArrayValue(a)) => {
             out.push(b'[');
@@ -329,9 +352,9 @@ fn write_value(out: &mut Vec<u8>, v: &AnyValue) {
     }
 }
 
-/// Key-value pairs as a JSON object; a repeated key: the last wins, as
-/// in [`value_json`] (found through a map beyond a few pairs, so that a
-/// hostile record of a million attributes costs linear time).
+/// Key-value pairs as a JSON object; a repeated key: the last wins (found
+/// through a map beyond a few pairs, so that a hostile record of a million
+/// attributes costs linear time).
 fn write_attributes(out: &mut Vec<u8>, kvs: &[KeyValue]) {
     let last: Option<std::collections::HashMap<&str, usize>> = (kvs.len() > 8).then(|| {
         kvs.iter()
@@ -377,12 +400,12 @@ fn write_str_or_null(out: &mut Vec<u8>, s: &str) {
 
 fn write_time(out: &mut Vec<u8>, ns: u64) {
     match time(ns) {
-        Value::String(t) => {
+        Some(t) => {
             out.push(b'"');
             out.extend_from_slice(t.as_bytes());
             out.push(b'"');
         }
-        _ => out.extend_from_slice(b"null"),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -406,115 +429,16 @@ fn write_id(out: &mut Vec<u8>, id: &[u8]) {
     }
 }
 
-/// One log record as the event a stage receives (the reference for
-/// [`write_record`], which the server uses):
-///
-/// ```json
-/// {"time": "2026-12-07T10:00:00.123456789Z", "time_unix_nano": "1796637600123456789",
-///  "observed_time": "...", "observed_time_unix_nano": "...",
-///  "severity_text": "ERROR", "severity_number": 17,
-///  "body": "payment failed", "attributes": {"order.id": 42},
-///  "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174", "flags": 1,
-///  "event_name": null, "dropped_attributes_count": 0,
-///  "resource": {"service.name": "checkout"}, "scope": {"name": "app", "version": "1.0", "attributes": {}}}
-/// ```
-///
-/// Times of 0 (unset) are `null`; nanoseconds are strings, as OTLP/JSON
-/// writes 64-bit integers. Values: see [`value_json`].
-pub fn record_json(resource: &Value, scope: &Value, r: &LogRecord) -> Value {
-    json!({
-        "time": time(r.time_unix_nano),
-        "time_unix_nano": nanos(r.time_unix_nano),
-        "observed_time": time(r.observed_time_unix_nano),
-        "observed_time_unix_nano": nanos(r.observed_time_unix_nano),
-        "severity_text": non_empty(&r.severity_text),
-        "severity_number": r.severity_number,
-        "body": r.body.as_ref().map_or(Value::Null, value_json),
-        "attributes": Value::Object(attributes(&r.attributes)),
-        "trace_id": hex_id(&r.trace_id),
-        "span_id": hex_id(&r.span_id),
-        "flags": r.flags,
-        "event_name": non_empty(&r.event_name),
-        "dropped_attributes_count": r.dropped_attributes_count,
-        "resource": resource,
-        "scope": scope,
-    })
-}
-
-/// An OTLP value as JSON: strings, booleans and arrays as they are; key
-/// lists as objects (a repeated key: the last wins); integers as numbers
-/// when JSON holds them exactly (within ±2^53), else as strings; doubles
-/// as numbers, and NaN and the infinities as the strings `"NaN"`,
-/// `"Infinity"`, `"-Infinity"`; bytes as base64; an empty value as `null`.
-pub fn value_json(v: &AnyValue) -> Value {
-    const EXACT: i64 = 1 << 53;
-    match &v.value {
-        None => Value::Null,
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) if (-EXACT..=EXACT).contains(i) => json!(i),
-        Some(any_value::Value::IntValue(i)) => Value::String(i.to_string()),
-        Some(any_value::Value::DoubleValue(d)) => match serde_json::Number::from_f64(*d) {
-            Some(n) => Value::Number(n),
-            None if d.is_nan() => "NaN".into(),
-            None if *d > 0.0 => "Infinity".into(),
-            None => "-Infinity".into(),
-        },
-        Some(any_value::Value::ArrayValue(a)) => a.values.iter().map(value_json).collect(),
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes(&kv.values)),
-        Some(any_value::Value::BytesValue(b)) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-    }
-}
-
-/// Key-value pairs as a JSON object.
-fn attributes(kvs: &[KeyValue]) -> Map<String, Value> {
-    kvs.iter()
-        .map(|kv| {
-            (
-                kv.key.clone(),
-                kv.value.as_ref().map_or(Value::Null, value_json),
-            )
-        })
-        .collect()
-}
-
-fn non_empty(s: &str) -> Value {
-    if s.is_empty() {
-        Value::Null
-    } else {
-        Value::String(s.to_string())
-    }
-}
-
 /// Nanoseconds since the epoch as RFC 3339 (UTC, to the nanosecond); 0 is
 /// unset.
-fn time(ns: u64) -> Value {
+fn time(ns: u64) -> Option<String> {
     if ns == 0 {
-        return Value::Null;
+        return None;
     }
     let ms = format_rfc3339((ns / 1_000_000) as i64);
     // `...:SS.mmmZ` -> `...:SS.nnnnnnnnnZ`
     let secs = &ms[..ms.len() - 5];
-    Value::String(format!("{secs}.{:09}Z", ns % 1_000_000_000))
-}
-
-fn nanos(ns: u64) -> Value {
-    if ns == 0 {
-        Value::Null
-    } else {
-        Value::String(ns.to_string())
-    }
-}
-
-/// A trace or span id as lower-case hex; empty or all zero is unset.
-fn hex_id(id: &[u8]) -> Value {
-    if id.iter().all(|&b| b == 0) {
-        Value::Null
-    } else {
-        Value::String(hex::encode(id))
-    }
+    Some(format!("{secs}.{:09}Z", ns % 1_000_000_000))
 }
 
 /// An OTLP answer: `body` in `wire`'s encoding.
@@ -569,6 +493,106 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
     use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use serde_json::{Map, Value};
+
+    /// The record as a tree, written from the documented shape on its own:
+    /// the oracle [`write_record`] is held against.
+    ///
+    /// ```json
+    /// {"time": "2026-12-07T10:00:00.123456789Z", "time_unix_nano": "1796637600123456789",
+    ///  "observed_time": "...", "observed_time_unix_nano": "...",
+    ///  "severity_text": "ERROR", "severity_number": 17,
+    ///  "body": "payment failed", "attributes": {"order.id": 42},
+    ///  "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174", "flags": 1,
+    ///  "event_name": null, "dropped_attributes_count": 0,
+    ///  "resource": {"service.name": "checkout"}, "scope": {"name": "app", "version": "1.0", "attributes": {}}}
+    /// ```
+    ///
+    /// Times of 0 (unset) are `null`; nanoseconds are strings, as OTLP/JSON
+    /// writes 64-bit integers. Values: see [`value_json`].
+    fn record_json(resource: &Value, scope: &Value, r: &LogRecord) -> Value {
+        json!({
+            "time": time(r.time_unix_nano),
+            "time_unix_nano": nanos(r.time_unix_nano),
+            "observed_time": time(r.observed_time_unix_nano),
+            "observed_time_unix_nano": nanos(r.observed_time_unix_nano),
+            "severity_text": non_empty(&r.severity_text),
+            "severity_number": r.severity_number,
+            "body": r.body.as_ref().map_or(Value::Null, value_json),
+            "attributes": Value::Object(attributes(&r.attributes)),
+            "trace_id": hex_id(&r.trace_id),
+            "span_id": hex_id(&r.span_id),
+            "flags": r.flags,
+            "event_name": non_empty(&r.event_name),
+            "dropped_attributes_count": r.dropped_attributes_count,
+            "resource": resource,
+            "scope": scope,
+        })
+    }
+
+    /// An OTLP value as JSON: strings, booleans and arrays as they are; key
+    /// lists as objects (a repeated key: the last wins); integers as numbers
+    /// when JSON holds them exactly (within ±2^53), else as strings; doubles
+    /// as numbers, and NaN and the infinities as the strings `"NaN"`,
+    /// `"Infinity"`, `"-Infinity"`; bytes as base64; an empty value as `null`.
+    fn value_json(v: &AnyValue) -> Value {
+        const EXACT: i64 = 1 << 53;
+        match &v.value {
+            None => Value::Null,
+            Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+            Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+            Some(any_value::Value::IntValue(i)) if (-EXACT..=EXACT).contains(i) => json!(i),
+            Some(any_value::Value::IntValue(i)) => Value::String(i.to_string()),
+            Some(any_value::Value::DoubleValue(d)) => match serde_json::Number::from_f64(*d) {
+                Some(n) => Value::Number(n),
+                None if d.is_nan() => "NaN".into(),
+                None if *d > 0.0 => "Infinity".into(),
+                None => "-Infinity".into(),
+            },
+            Some(any_value::Value::ArrayValue(a)) => a.values.iter().map(value_json).collect(),
+            Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes(&kv.values)),
+            Some(any_value::Value::BytesValue(b)) => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+            }
+        }
+    }
+
+    /// Key-value pairs as a JSON object.
+    fn attributes(kvs: &[KeyValue]) -> Map<String, Value> {
+        kvs.iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    kv.value.as_ref().map_or(Value::Null, value_json),
+                )
+            })
+            .collect()
+    }
+
+    fn non_empty(s: &str) -> Value {
+        if s.is_empty() {
+            Value::Null
+        } else {
+            Value::String(s.to_string())
+        }
+    }
+
+    fn nanos(ns: u64) -> Value {
+        if ns == 0 {
+            Value::Null
+        } else {
+            Value::String(ns.to_string())
+        }
+    }
+
+    /// A trace or span id as lower-case hex; empty or all zero is unset.
+    fn hex_id(id: &[u8]) -> Value {
+        if id.iter().all(|&b| b == 0) {
+            Value::Null
+        } else {
+            Value::String(hex::encode(id))
+        }
+    }
 
     fn settings() -> Settings {
         Settings {

@@ -75,13 +75,9 @@ pub(super) async fn list_events(
         ],
     )?;
     let query = EventQuery {
-        pipeline: p.text("pipeline"),
-        job: p.id("job")?,
-        since: p.time("since")?,
-        until: p.time("until")?,
-        fields: p.fields()?,
         after: p.id("cursor")?.unwrap_or(0),
         limit: p.limit()?,
+        ..p.event_filters()?
     };
     let limit = query.limit as usize;
     let rows = svc

@@ -130,7 +130,7 @@ async fn replay_job(
     }
     let submitted = svc
         .backend
-        .replay(job.id, pinned)
+        .replay(&job, pinned)
         .await
         .map_err(|r| ApiError::refused(&svc, r))?
         .ok_or_else(|| job_not_found(id))?;

@@ -61,12 +61,7 @@ pub async fn stream(
             "dead_cursor",
         ],
     )?;
-    let query = EventQuery {
-        pipeline: p.text("pipeline"),
-        job: p.id("job")?,
-        fields: p.fields()?,
-        ..EventQuery::default()
-    };
+    let query = p.event_filters()?;
     let kinds = match p.text("kinds").as_deref() {
         None | Some("all") => Kinds::Both,
         Some("events") => Kinds::Events,

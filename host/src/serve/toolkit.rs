@@ -7,7 +7,7 @@
 use super::Service;
 use super::auth::{Denied, Need};
 use crate::exec::now_ms;
-use crate::store::{DeadRow, EventRow, InputPurged, JobRow, Refused};
+use crate::store::{DeadRow, EventQuery, EventRow, InputPurged, JobRow, Refused};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -298,6 +298,20 @@ impl Params {
                 ))),
             },
         }
+    }
+
+    /// The filters of an event listing: `pipeline`, `job`, `since`,
+    /// `until` and the `field.` filters (those the route knows); the page
+    /// (`after`, `limit`) is the route's.
+    pub(super) fn event_filters(&self) -> Result<EventQuery, ApiError> {
+        Ok(EventQuery {
+            pipeline: self.text("pipeline"),
+            job: self.id("job")?,
+            since: self.time("since")?,
+            until: self.time("until")?,
+            fields: self.fields()?,
+            ..EventQuery::default()
+        })
     }
 
     /// The `field.<name>` filters, in order, as (JSON path, value).

@@ -160,8 +160,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<Option<Submitted>, Refused>;
     /// Runs `job`'s stored input again as a new job, on the versions
     /// `pinned` names (stage name to whole version, JSON) if given;
-    /// `None`: no such job.
-    async fn replay(&self, job: i64, pinned: Option<String>) -> Result<Option<Submitted>, Refused>;
+    /// `None`: the job is gone.
+    async fn replay(
+        &self,
+        job: &JobRow,
+        pinned: Option<String>,
+    ) -> Result<Option<Submitted>, Refused>;
 
     /// One job.
     async fn job(&self, id: i64) -> Result<Option<JobRow>>;

@@ -51,6 +51,11 @@ impl Cluster {
         })
     }
 
+    /// The pipeline (the manifest's) whose chunks this cluster carries.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
     /// How the pipeline's results are made.
     pub fn results(&self) -> &Results {
         &self.results
@@ -106,13 +111,17 @@ impl Backend for Cluster {
         self.enqueue(new, &chunks).await.map(Some)
     }
 
-    async fn replay(&self, job: i64, pinned: Option<String>) -> Result<Option<Submitted>, Refused> {
+    async fn replay(
+        &self,
+        job: &JobRow,
+        pinned: Option<String>,
+    ) -> Result<Option<Submitted>, Refused> {
         if pinned.is_some() {
             return Err(Refused::Conflict(
                 "an ingest node replays on the versions its workers run now; a named version can be replayed by a `wasmpipe serve` that has it loaded".into(),
             ));
         }
-        let Some((new, chunks)) = self.store.replay(job, now_ms()).await? else {
+        let Some((new, chunks)) = self.store.replay(job.id, now_ms()).await? else {
             return Ok(None);
         };
         self.enqueue(new, &chunks).await.map(Some)

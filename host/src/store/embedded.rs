@@ -82,6 +82,13 @@ impl Embedded {
         Ok(self.store.pending()?.len())
     }
 
+    /// Queues `keys` of a job of `events` events, counting them in the
+    /// backlog whatever its bound.
+    fn queue_counted(&self, keys: Vec<crate::exec::ChunkId>, events: u64) {
+        self.backlog.force(events);
+        self.queue.push(keys);
+    }
+
     /// Runs `f` on the store off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -126,13 +133,15 @@ impl Backend for Embedded {
         }))
     }
 
-    async fn replay(&self, job: i64, pinned: Option<String>) -> Result<Option<Submitted>, Refused> {
-        let Some(head) = self.job(job).await? else {
-            return Ok(None);
-        };
-        self.backlog.reserve(head.events_in)?;
+    async fn replay(
+        &self,
+        job: &JobRow,
+        pinned: Option<String>,
+    ) -> Result<Option<Submitted>, Refused> {
+        let (id, events_in) = (job.id, job.events_in);
+        self.backlog.reserve(events_in)?;
         let replayed = self
-            .blocking(move |s| s.replay(job, now_ms(), pinned.as_deref()))
+            .blocking(move |s| s.replay(id, now_ms(), pinned.as_deref()))
             .await;
         match replayed {
             Ok(Some((id, keys, events))) => {
@@ -140,11 +149,11 @@ impl Backend for Embedded {
                 Ok(Some(Submitted { job: id, events }))
             }
             Ok(None) => {
-                self.backlog.release(head.events_in);
+                self.backlog.release(events_in);
                 Ok(None)
             }
             Err(e) => {
-                self.backlog.release(head.events_in);
+                self.backlog.release(events_in);
                 Err(Refused::Failed(e))
             }
         }
@@ -213,19 +222,12 @@ impl Backend for Embedded {
     }
 }
 
-impl Embedded {
-    /// Queues `keys` of a job of `events` events, counting them in the
-    /// backlog whatever its bound.
-    fn queue_counted(&self, keys: Vec<crate::exec::ChunkId>, events: u64) {
-        self.backlog.force(events);
-        self.queue.push(keys);
-    }
-}
-
 /// The loop runs on threads of its own: the store is called directly.
 #[async_trait::async_trait]
 impl Journal for Embedded {
-    async fn take(&self) -> Option<Taken> {
+    type Ticket = ();
+
+    async fn take(&self) -> Option<Taken<()>> {
         loop {
             let id = self.queue.pop()?;
             match self.store.load_chunk(id, now_ms()) {
@@ -240,7 +242,7 @@ impl Journal for Embedded {
                             pinned: input.pinned,
                         }),
                         work: Work::Run,
-                        ticket: None,
+                        ticket: (),
                     });
                 }
                 // Already done (queued twice): nothing to do.
@@ -260,7 +262,7 @@ impl Journal for Embedded {
 
     async fn commit(
         &self,
-        taken: &Taken,
+        taken: &Taken<()>,
         report: &ChunkReport,
         exec: &mut Executor,
     ) -> Result<Committed> {
@@ -292,7 +294,7 @@ impl Journal for Embedded {
         .await
     }
 
-    async fn settle(&self, taken: Taken, outcome: &Result<Committed>) {
+    async fn settle(&self, taken: Taken<()>, outcome: &Result<Committed>) {
         match outcome {
             Ok(Committed::Stored { .. }) => self.backlog.done(taken.id.events),
             Ok(Committed::Duplicate) => {}

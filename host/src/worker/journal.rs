@@ -31,8 +31,6 @@ pub struct WorkerJournal {
     pub consumer: PullConsumer,
     /// `host/pid`, recorded with each chunk it commits.
     pub name: String,
-    /// The pipeline this worker runs.
-    pub pipeline: String,
     /// Events per chunk of a message without a sequence header.
     pub chunk_size: usize,
     /// A chunk started more often than this is split or set aside.
@@ -48,7 +46,7 @@ pub struct WorkerJournal {
 }
 
 /// A taken message: acknowledged when settled; its heartbeat stops then.
-struct Ticket {
+pub struct Ticket {
     msg: Arc<Message>,
     beat: tokio::task::JoinHandle<()>,
 }
@@ -68,8 +66,8 @@ enum Lookup {
 
 /// What became of a message before it could run.
 enum Before {
-    /// Run this.
-    Run(Taken),
+    /// Run this (its work, the chunk's data and its job).
+    Run(ChunkId, Vec<u8>, Arc<StoredJob>, Work),
     /// Handled (dropped, split): acknowledge it.
     Ack,
     /// Its job is still pending: hand it back for a little while.
@@ -124,12 +122,13 @@ impl WorkerJournal {
             Ok(Lookup::Later) => return Before::Later,
             Err(e) => return Before::Failed(e),
         };
-        if job.pipeline != self.pipeline {
+        let pipeline = self.cluster.pipeline();
+        if job.pipeline != pipeline {
             return Before::Failed(anyhow::anyhow!(
                 "job {} belongs to pipeline `{}`, not `{}`: this stream carries another pipeline's chunks; hint: give each pipeline its own `[queue] stream`",
                 id.job,
                 job.pipeline,
-                self.pipeline
+                pipeline
             ));
         }
         let store = &self.cluster.store;
@@ -149,13 +148,7 @@ impl WorkerJournal {
                 Err(e) => return Before::Failed(e),
             }
         }
-        Before::Run(Taken {
-            id,
-            data: msg.payload.to_vec(),
-            job,
-            work,
-            ticket: None,
-        })
+        Before::Run(id, msg.payload.to_vec(), job, work)
     }
 
     /// The job of a chunk. A job unknown to this database is an error: the
@@ -250,7 +243,9 @@ impl WorkerJournal {
 
 #[async_trait::async_trait]
 impl Journal for WorkerJournal {
-    async fn take(&self) -> Option<Taken> {
+    type Ticket = Ticket;
+
+    async fn take(&self) -> Option<Taken<Ticket>> {
         loop {
             let msg = Arc::new(self.next_message().await?);
             // Report progress while the chunk is in hand, so that a slow
@@ -267,9 +262,14 @@ impl Journal for WorkerJournal {
             };
             let before = self.prepare(&msg).await;
             match before {
-                Before::Run(mut taken) => {
-                    taken.ticket = Some(Box::new(Ticket { msg, beat }));
-                    return Some(taken);
+                Before::Run(id, data, job, work) => {
+                    return Some(Taken {
+                        id,
+                        data,
+                        job,
+                        work,
+                        ticket: Ticket { msg, beat },
+                    });
                 }
                 Before::Ack => {
                     beat.abort();
@@ -292,7 +292,7 @@ impl Journal for WorkerJournal {
 
     async fn commit(
         &self,
-        taken: &Taken,
+        taken: &Taken<Ticket>,
         report: &ChunkReport,
         exec: &mut Executor,
     ) -> Result<Committed> {
@@ -337,10 +337,8 @@ impl Journal for WorkerJournal {
         Ok(committed)
     }
 
-    async fn settle(&self, taken: Taken, outcome: &Result<Committed>) {
-        let Some(ticket) = taken.ticket.and_then(|t| t.downcast::<Ticket>().ok()) else {
-            return;
-        };
+    async fn settle(&self, taken: Taken<Ticket>, outcome: &Result<Committed>) {
+        let ticket = taken.ticket;
         ticket.beat.abort();
         let store = &self.cluster.store;
         match outcome {

@@ -25,7 +25,7 @@
 
 pub mod journal;
 
-use crate::exec::stored::{self, Journal, Loop};
+use crate::exec::stored::{self, Loop};
 use crate::exec::{Executor, Pipeline, Policy, now_ms};
 use crate::manifest::{Manifest, Settings};
 use crate::metrics::Metrics;
@@ -82,7 +82,6 @@ pub async fn run(
         cluster: cluster.clone(),
         consumer,
         name: name.clone(),
-        pipeline: pipeline.name.clone(),
         chunk_size: settings.chunk_size,
         max_attempts: i64::from(queue_section.max_attempts.get()),
         heartbeat: (ack_wait / 3).max(Duration::from_millis(10)),
@@ -115,7 +114,7 @@ pub async fn run(
             format!("wasmpipe-slot-{n}"),
             tokio::runtime::Handle::current(),
             run.clone(),
-            journal.clone() as Arc<dyn Journal>,
+            journal.clone(),
             exec,
         )?);
     }
