@@ -1180,7 +1180,7 @@ fn postgres_applies_a_chunk_committed_twice_once() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = PgStore::connect(&format!("{}/{db}", svc.postgres), 2)
+        let store = PgStore::connect(&format!("{}/{db}", svc.postgres), 2, &Default::default())
             .await
             .unwrap();
         let id = store

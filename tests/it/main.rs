@@ -20,6 +20,8 @@ mod manifest_errors;
 mod otlp;
 mod reload;
 mod sandbox;
+mod search;
+mod search_console;
 mod serve;
 mod tail;
 mod windows;

@@ -67,6 +67,19 @@ pub struct ServeSection {
     /// ingest routes (CORS); none by default.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Fields of the stored events worth an index of their own (JSON
+    /// pointers, `["/service", "/level"]`): filters on them use it.
+    #[serde(default)]
+    pub index: Vec<Spanned<String>>,
+    /// Index the stored events' text for search (`GET /v1/events?q=`).
+    #[serde(default = "default_true")]
+    pub full_text: bool,
+    /// Where a stored event's own time is (a JSON pointer, `"/ts"`): RFC
+    /// 3339 text or epoch seconds or milliseconds. Time filters and the
+    /// `time` column use it; without it, a windowed reduce's `time`, else
+    /// the arrival.
+    #[serde(default)]
+    pub time: Option<Spanned<String>>,
     /// `[[serve.token]]`: bearer tokens. None configured = no authentication.
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenSection>,
@@ -194,6 +207,13 @@ impl ServeSection {
                     format!("token `{name}` has no permissions"),
                 )
                 .with_hint("use `[\"read\"]`, `[\"write\"]` or `[\"read\", \"write\"]`"));
+            }
+        }
+        for f in self.index.iter().chain(&self.time) {
+            if let Err(e) = crate::store::FieldPath::pointer(f.get_ref()) {
+                return Err(at(f.span(), e).with_hint(
+                    "name a field by its JSON pointer, e.g. `index = [\"/service\", \"/request/user\"]`",
+                ));
             }
         }
         if let Some(h) = &self.identity_header {

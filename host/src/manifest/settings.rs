@@ -2,6 +2,8 @@
 //! worker of a stored chunk (embedded or on a cluster) go by.
 
 use super::{DEFAULT_CHUNK_SIZE, Manifest, ServeSection};
+use crate::exec::window::spec::{TimeSource, WindowSpec};
+use crate::store::{FieldPath, Indexing};
 use std::time::Duration;
 
 /// Limits and policies from `[serve]`, resolved.
@@ -29,6 +31,8 @@ pub struct Settings {
     pub store_reduce_input: bool,
     /// Web origins allowed to post to the ingest routes (CORS).
     pub cors_origins: Vec<String>,
+    /// What the store indexes for search.
+    pub indexing: Indexing,
 }
 
 impl Settings {
@@ -52,6 +56,38 @@ impl Settings {
                 .map(|h| h.get_ref().to_ascii_lowercase()),
             store_reduce_input: serve.store_reduce_input,
             cors_origins: serve.cors_origins.clone(),
+            indexing: indexing(manifest, serve),
         }
+    }
+}
+
+/// `[serve]`'s `index`, `full_text` and `time` (else a windowed reduce's
+/// event time), resolved.
+fn indexing(manifest: &Manifest, serve: &ServeSection) -> Indexing {
+    let time = match &serve.time {
+        Some(p) => TimeSource::Field {
+            pointer: p.get_ref().clone(),
+            path: crate::runtime::window::pointer_path(p.get_ref()),
+            format: super::TimeFormat::Auto,
+        },
+        None => manifest
+            .doc
+            .stages
+            .iter()
+            .rev()
+            .find_map(|s| s.window.as_ref())
+            .map_or(TimeSource::Arrival, |w| {
+                WindowSpec::from_section(w.get_ref()).time
+            }),
+    };
+    Indexing {
+        full_text: serve.full_text,
+        // Checked by the manifest's validation.
+        fields: serve
+            .index
+            .iter()
+            .filter_map(|p| FieldPath::pointer(p.get_ref()).ok())
+            .collect(),
+        time,
     }
 }

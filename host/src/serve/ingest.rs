@@ -544,6 +544,7 @@ mod tests {
             identity_header: None,
             store_reduce_input: true,
             cors_origins: Vec::new(),
+            indexing: Default::default(),
         }
     }
 

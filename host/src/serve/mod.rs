@@ -37,6 +37,7 @@ pub mod auth;
 pub mod console;
 pub mod ingest;
 pub mod otlp;
+pub mod query;
 pub mod reads;
 pub mod rerun;
 pub mod stream;
@@ -84,6 +85,8 @@ pub fn router(svc: Arc<Service>, cors: Option<tower_http::cors::CorsLayer>) -> a
         .route("/v1/jobs/{id}/diff", post(rerun::diff))
         .route("/v1/dead-letters", get(reads::list_dead))
         .route("/v1/events", get(reads::list_events))
+        .route("/v1/events/histogram", get(reads::events_histogram))
+        .route("/v1/query", post(query::query))
         .route("/v1/windows", get(reads::list_windows))
         .route("/v1/stream", get(stream::stream))
         .route("/metrics", get(reads::metrics))
@@ -212,6 +215,7 @@ pub async fn run(
             results,
             settings.max_backlog,
             settings.retries.backoff,
+            &settings.indexing,
         )?);
         (embedded.clone(), Some(embedded))
     };

@@ -7,7 +7,7 @@ use super::toolkit::{
     ApiError, ApiResult, EventOut, Params, Svc, authorize, dead_json, job_json, job_not_found,
     json_response, load_job, next_cursor, retry_after_secs, rfc3339,
 };
-use crate::store::EventQuery;
+use crate::store::{DeadQuery, EventQuery};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,7 +55,8 @@ pub(super) async fn list_jobs(
     ))
 }
 
-/// `GET /v1/events`: stored output events, oldest first.
+/// `GET /v1/events`: stored output events, oldest first, or newest
+/// first with `order=desc` (the `cursor` then pages to older ones).
 pub(super) async fn list_events(
     State(svc): Svc,
     headers: HeaderMap,
@@ -69,22 +70,32 @@ pub(super) async fn list_events(
             "job",
             "since",
             "until",
+            "q",
             "field.<name>",
+            "order",
             "cursor",
             "limit",
         ],
     )?;
+    let newest_first = match p.text("order").as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "`order` is `asc` (oldest first, the default) or `desc` (newest first), got `{other}`"
+            )));
+        }
+    };
+    let cursor = p.id("cursor")?;
     let query = EventQuery {
-        after: p.id("cursor")?.unwrap_or(0),
+        after: cursor.unwrap_or(0),
+        before: cursor.filter(|_| newest_first),
+        newest_first,
         limit: p.limit()?,
         ..p.event_filters()?
     };
     let limit = query.limit as usize;
-    let rows = svc
-        .backend
-        .events(query)
-        .await
-        .map_err(ApiError::internal)?;
+    let rows = svc.backend.events(query).await.map_err(ApiError::read)?;
     let next = next_cursor(rows.len(), limit, rows.last().map(|e| e.id));
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -93,6 +104,65 @@ pub(super) async fn list_events(
     Ok(json_response(
         StatusCode::OK,
         json!({ "events": out, "next_cursor": next }),
+    ))
+}
+
+/// `GET /v1/events/histogram`: how many stored events match the filters
+/// of `/v1/events`, in all and per time bucket.
+pub(super) async fn events_histogram(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Read)?;
+    let p = Params::new(
+        q,
+        &[
+            "pipeline",
+            "job",
+            "since",
+            "until",
+            "q",
+            "field.<name>",
+            "buckets",
+        ],
+    )?;
+    let buckets = match p.text("buckets") {
+        None => 60,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=500).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "`buckets` must be between 1 and 500, got `{v}`"
+                )));
+            }
+        },
+    };
+    let query = p.event_filters()?;
+    let h = svc
+        .backend
+        .histogram(query, buckets)
+        .await
+        .map_err(ApiError::read)?;
+    let out: Vec<Value> = h
+        .counts
+        .iter()
+        .enumerate()
+        .map(|(i, &count)| {
+            let start = h.since.unwrap_or(0) + i as i64 * h.interval;
+            json!({ "start_ms": start, "start": rfc3339(start), "count": count })
+        })
+        .collect();
+    let buckets = if h.total == 0 { Vec::new() } else { out };
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "total": h.total,
+            "since_ms": h.since,
+            "until_ms": h.until,
+            "interval_ms": h.interval,
+            "buckets": buckets,
+        }),
     ))
 }
 
@@ -154,25 +224,33 @@ pub(super) async fn list_windows(
     ))
 }
 
-/// `GET /v1/dead-letters?pipeline=&job=&cursor=&limit=`.
+/// `GET /v1/dead-letters?pipeline=&job=&q=&cursor=&limit=`.
 pub(super) async fn list_dead(
     State(svc): Svc,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let p = Params::new(q, &["pipeline", "job", "cursor", "limit"])?;
-    let (pipeline, job, after, limit) = (
-        p.text("pipeline"),
-        p.id("job")?,
-        p.id("cursor")?.unwrap_or(0),
-        p.limit()?,
-    );
+    let p = Params::new(q, &["pipeline", "job", "q", "cursor", "limit"])?;
+    let search = p.search()?;
+    if !search.fields.is_empty() {
+        return Err(ApiError::bad(
+            "`q`: dead letters are searched by words, phrases and prefixes; `field:value` terms filter stored events only",
+        ));
+    }
+    let query = DeadQuery {
+        pipeline: p.text("pipeline"),
+        job: p.id("job")?,
+        terms: search.terms,
+        after: p.id("cursor")?.unwrap_or(0),
+        limit: p.limit()?,
+    };
+    let limit = query.limit;
     let rows = svc
         .backend
-        .dead_letters(pipeline, job, after, limit)
+        .dead_letters(query)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::read)?;
     let next = next_cursor(rows.len(), limit as usize, rows.last().map(|e| e.id));
     let out: Vec<Value> = rows.iter().map(dead_json).collect();
     Ok(json_response(

@@ -8,7 +8,7 @@
 use super::Service;
 use super::auth::Need;
 use super::toolkit::{ApiError, ApiResult, EventOut, Params, Svc, authorize, dead_json};
-use crate::store::EventQuery;
+use crate::store::{DeadQuery, EventQuery, FieldPath};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -139,12 +139,13 @@ impl Tail {
             let rows = self
                 .svc
                 .backend
-                .dead_letters(
-                    self.query.pipeline.clone(),
-                    self.query.job,
-                    self.dead_after,
-                    PAGE,
-                )
+                .dead_letters(DeadQuery {
+                    pipeline: self.query.pipeline.clone(),
+                    job: self.query.job,
+                    after: self.dead_after,
+                    limit: PAGE,
+                    ..DeadQuery::default()
+                })
                 .await?;
             for d in rows {
                 self.dead_after = d.id;
@@ -171,24 +172,20 @@ impl Tail {
     }
 }
 
-/// Whether the field at `path` (`$."a"."b"`, as [`super::toolkit::json_path`] writes it)
-/// of a dead letter's event reads as `want`, as the stored events'
-/// filter compares: strings as they are, other values as their JSON text.
-fn field_is(event: &Value, path: &str, want: &str) -> bool {
+/// Whether the field at `path` of a dead letter's event reads as `want`,
+/// as the stored events' filter compares: strings as they are, other
+/// values as their JSON text.
+fn field_is(event: &Value, path: &FieldPath, want: &str) -> bool {
     let mut at = event;
-    for seg in path
-        .trim_start_matches('$')
-        .split('.')
-        .filter(|s| !s.is_empty())
-    {
-        match at.get(seg.trim_matches('"')) {
+    for seg in path.segments() {
+        match at.get(seg) {
             Some(v) => at = v,
             None => return false,
         }
     }
     match at {
         Value::String(s) => s == want,
-        Value::Bool(b) => want == if *b { "1" } else { "0" },
+        Value::Bool(b) => want == if *b { "true" } else { "false" },
         v => serde_json::to_string(v).is_ok_and(|text| text == want),
     }
 }

@@ -7,7 +7,10 @@
 use super::Service;
 use super::auth::{Denied, Need};
 use crate::exec::now_ms;
-use crate::store::{DeadRow, EventQuery, EventRow, InputPurged, JobRow, Refused};
+use crate::store::search::TextIndexOff;
+use crate::store::{
+    DeadRow, EventQuery, EventRow, FieldPath, InputPurged, JobRow, Refused, Search,
+};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -57,6 +60,17 @@ impl ApiError {
         ApiError {
             id: Some(id),
             ..ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+impl ApiError {
+    /// A failed read: a search this server cannot answer is the client's
+    /// to change (400); anything else is internal.
+    pub(super) fn read(e: anyhow::Error) -> ApiError {
+        match e.downcast_ref::<TextIndexOff>() {
+            Some(off) => ApiError::bad(off.to_string()),
+            None => ApiError::internal(e),
         }
     }
 }
@@ -301,25 +315,41 @@ impl Params {
     }
 
     /// The filters of an event listing: `pipeline`, `job`, `since`,
-    /// `until` and the `field.` filters (those the route knows); the page
-    /// (`after`, `limit`) is the route's.
+    /// `until`, `q` and the `field.` filters (those the route knows); the
+    /// page (`after`, `limit`, order) is the route's.
     pub(super) fn event_filters(&self) -> Result<EventQuery, ApiError> {
+        let search = self.search()?;
+        let mut fields = self.fields()?;
+        fields.extend(search.fields);
         Ok(EventQuery {
             pipeline: self.text("pipeline"),
             job: self.id("job")?,
             since: self.time("since")?,
             until: self.time("until")?,
-            fields: self.fields()?,
+            fields,
+            terms: search.terms,
             ..EventQuery::default()
         })
     }
 
-    /// The `field.<name>` filters, in order, as (JSON path, value).
-    pub(super) fn fields(&self) -> Result<Vec<(String, String)>, ApiError> {
+    /// `q`, parsed (empty when absent).
+    pub(super) fn search(&self) -> Result<Search, ApiError> {
+        match self.text("q") {
+            None => Ok(Search::default()),
+            Some(q) => Search::parse(&q).map_err(|e| ApiError::bad(format!("`q`: {e}"))),
+        }
+    }
+
+    /// The `field.<name>` filters, in order.
+    pub(super) fn fields(&self) -> Result<Vec<(FieldPath, String)>, ApiError> {
         self.pairs
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("field.")?, v)))
-            .map(|(path, v)| Ok((json_path(path)?, v.clone())))
+            .map(|(path, v)| {
+                let path = FieldPath::dotted(path)
+                    .map_err(|e| ApiError::bad(format!("field filter `field.{path}`: {e}")))?;
+                Ok((path, v.clone()))
+            })
             .collect()
     }
 }
@@ -418,6 +448,7 @@ pub(super) struct EventOut<'a> {
     pipeline: &'a str,
     index: u64,
     received_at: String,
+    time: String,
     event: &'a RawValue,
 }
 
@@ -434,27 +465,10 @@ impl<'a> EventOut<'a> {
             pipeline: &r.pipeline,
             index: r.index,
             received_at: rfc3339(r.at),
+            time: rfc3339(r.time),
             event: serde_json::from_str(&r.body)?,
         })
     }
-}
-
-/// `field.a.b` → the SQLite JSON path `$."a"."b"`.
-pub(super) fn json_path(path: &str) -> Result<String, ApiError> {
-    let mut out = String::from("$");
-    for seg in path.split('.') {
-        if seg.is_empty()
-            || !seg
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(ApiError::bad(format!(
-                "field filter `field.{path}`: a field name is dot-separated letters, digits, '_' and '-', e.g. `field.service=auth` or `field.request.identity=alice`"
-            )));
-        }
-        out.push_str(&format!(".\"{seg}\""));
-    }
-    Ok(out)
 }
 
 /// A dead letter as the API shows it.

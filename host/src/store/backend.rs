@@ -11,7 +11,8 @@
 //! journal; a cluster's is the worker's (`crate::worker`).
 
 use super::model::{
-    Chunks, DeadRow, ErrorKind, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
+    Chunks, DeadQuery, DeadRow, ErrorKind, EventQuery, EventRow, Histogram, JobRow, QueryError,
+    Table, WindowQuery, WindowRow,
 };
 pub use crate::exec::stored::Results;
 use anyhow::Result;
@@ -171,16 +172,21 @@ pub trait Backend: Send + Sync {
     async fn job(&self, id: i64) -> Result<Option<JobRow>>;
     /// Jobs, newest first, before id `before`.
     async fn jobs(&self, pipeline: Option<String>, before: i64, limit: u32) -> Result<Vec<JobRow>>;
-    /// Stored events matching `query`, oldest first.
+    /// Stored events matching `query`, oldest (or newest) first.
     async fn events(&self, query: EventQuery) -> Result<Vec<EventRow>>;
-    /// Dead letters, oldest first, after id `after`.
-    async fn dead_letters(
+    /// Matches of `query` (its filters; not its page) counted in `buckets`
+    /// over time.
+    async fn histogram(&self, query: EventQuery, buckets: u32) -> Result<Histogram>;
+    /// Dead letters matching `query`, oldest first.
+    async fn dead_letters(&self, query: DeadQuery) -> Result<Vec<DeadRow>>;
+    /// Read-only SQL over the views of [`super::sql`]: at most `limit`
+    /// rows, stopped at `timeout`.
+    async fn query(
         &self,
-        pipeline: Option<String>,
-        job: Option<i64>,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<DeadRow>>;
+        sql: String,
+        limit: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Table, QueryError>;
     /// Closed windows matching `query`, in the order they closed.
     async fn windows(&self, query: WindowQuery) -> Result<Vec<WindowRow>>;
     /// The newest stored event's and dead letter's ids (0: none).

@@ -10,7 +10,10 @@
 //! is full, else `503`).
 
 use super::backend::{Backend, NewJob, Refused, Results, Submitted};
-use super::model::{Chunks, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow};
+use super::model::{
+    Chunks, DeadQuery, DeadRow, EventQuery, EventRow, Histogram, JobRow, QueryError, Table,
+    WindowQuery, WindowRow,
+};
 use super::postgres::PgStore;
 use crate::exec::now_ms;
 use crate::manifest::Manifest;
@@ -36,7 +39,9 @@ impl Cluster {
         let url = st
             .postgres_url()
             .context("`[store]` has no PostgreSQL `url`")?;
-        let store = PgStore::connect(&url, st.pool.get()).await?;
+        let serve = manifest.doc.serve.clone().unwrap_or_default();
+        let indexing = crate::manifest::Settings::new(manifest, &serve).indexing;
+        let store = PgStore::connect(&url, st.pool.get(), &indexing).await?;
         let queue = ChunkQueue::connect(&q, manifest.name()).await?;
         tracing::info!(
             "chunks go through JetStream at {}, results to PostgreSQL at {}",
@@ -139,16 +144,21 @@ impl Backend for Cluster {
         self.store.events(&query).await
     }
 
-    async fn dead_letters(
+    async fn histogram(&self, query: EventQuery, buckets: u32) -> Result<Histogram> {
+        self.store.histogram(&query, buckets).await
+    }
+
+    async fn dead_letters(&self, query: DeadQuery) -> Result<Vec<DeadRow>> {
+        self.store.dead_letters(&query).await
+    }
+
+    async fn query(
         &self,
-        pipeline: Option<String>,
-        job: Option<i64>,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<DeadRow>> {
-        self.store
-            .dead_letters(pipeline.as_deref(), job, after, limit)
-            .await
+        sql: String,
+        limit: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Table, QueryError> {
+        self.store.query(&sql, limit, timeout).await
     }
 
     async fn windows(&self, query: WindowQuery) -> Result<Vec<WindowRow>> {

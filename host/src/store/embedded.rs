@@ -16,7 +16,10 @@
 //!   retry pause.
 
 use super::backend::{Backend, Backlog, NewJob, Refused, Results, Submitted, retryable};
-use super::model::{Chunks, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow};
+use super::model::{
+    Chunks, DeadQuery, DeadRow, EventQuery, EventRow, Histogram, JobRow, QueryError, Table,
+    WindowQuery, WindowRow,
+};
 use super::sqlite::Store;
 use crate::exec::stored::{Committed, Journal, StoredJob, Taken, Work, with_backoff};
 use crate::exec::window::Fold;
@@ -49,8 +52,9 @@ impl Embedded {
         results: Results,
         max_backlog: u64,
         backoff: Duration,
+        indexing: &super::Indexing,
     ) -> Result<Embedded> {
-        let store = Store::open(path)?;
+        let store = Store::open(path, indexing)?;
         let pending = store.pending()?;
         let waiting: u64 = pending.iter().map(|k| k.events).sum();
         if !pending.is_empty() {
@@ -172,15 +176,24 @@ impl Backend for Embedded {
         self.blocking(move |s| s.events(&query)).await
     }
 
-    async fn dead_letters(
+    async fn histogram(&self, query: EventQuery, buckets: u32) -> Result<Histogram> {
+        self.blocking(move |s| s.histogram(&query, buckets)).await
+    }
+
+    async fn dead_letters(&self, query: DeadQuery) -> Result<Vec<DeadRow>> {
+        self.blocking(move |s| s.dead_letters(&query)).await
+    }
+
+    async fn query(
         &self,
-        pipeline: Option<String>,
-        job: Option<i64>,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<DeadRow>> {
-        self.blocking(move |s| s.dead_letters(pipeline.as_deref(), job, after, limit))
+        sql: String,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Table, QueryError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.query(&sql, limit, timeout))
             .await
+            .map_err(|e| QueryError::Store(e.into()))?
     }
 
     async fn windows(&self, query: WindowQuery) -> Result<Vec<WindowRow>> {

@@ -14,13 +14,16 @@ pub mod cluster;
 pub mod embedded;
 pub mod model;
 pub mod postgres;
+pub mod search;
+pub mod sql;
 pub mod sqlite;
 
 pub use backend::{Backend, Backlog, NewJob, Refused, Results, Submitted};
 pub use model::{
-    Chunks, Combine, DeadRow, ErrorKind, EventQuery, EventRow, InputPurged, JobRow, WindowQuery,
-    WindowRow,
+    Chunks, Combine, DeadQuery, DeadRow, ErrorKind, EventQuery, EventRow, Histogram, InputPurged,
+    JobRow, QueryError, Table, WindowQuery, WindowRow,
 };
+pub use search::{FieldPath, Indexing, Search, Term};
 
 /// Events as NDJSON chunks of `chunk_size` (a retry's dead letters).
 pub fn cut(events: &[Vec<u8>], chunk_size: usize) -> Chunks {

@@ -3,6 +3,7 @@
 //! a single `serve` and the PostgreSQL store of a cluster answer in these
 //! same types, so the HTTP routes do not know which one they read.
 
+use super::search::{FieldPath, Term};
 use anyhow::Result;
 
 /// What a failed store call came to, for whoever decides whether to try
@@ -93,6 +94,8 @@ pub struct EventRow {
     pub index: u64,
     /// The job's received_at (ms).
     pub at: i64,
+    /// The event's own time where the manifest names one, else `at` (ms).
+    pub time: i64,
     /// The event (JSON).
     pub body: String,
 }
@@ -129,16 +132,119 @@ pub struct EventQuery {
     pub pipeline: Option<String>,
     /// Job.
     pub job: Option<i64>,
-    /// From this time (ms, inclusive).
+    /// From this time (ms, inclusive): the event's time.
     pub since: Option<i64>,
     /// Before this time (ms, exclusive).
     pub until: Option<i64>,
-    /// `(JSON path, value)`: the field's value, as text, equals the value.
-    pub fields: Vec<(String, String)>,
+    /// The field's value, as text, equals the value.
+    pub fields: Vec<(FieldPath, String)>,
+    /// Words, phrases and prefixes the event's text must all hold.
+    pub terms: Vec<Term>,
+    /// Rows after this id (oldest first).
+    pub after: i64,
+    /// Newest first, from rows before `before`.
+    pub newest_first: bool,
+    /// With `newest_first`: rows before this id.
+    pub before: Option<i64>,
+    /// Most rows.
+    pub limit: u32,
+}
+
+/// Filters of a dead-letter listing, oldest first.
+#[derive(Debug, Default, Clone)]
+pub struct DeadQuery {
+    /// Pipeline.
+    pub pipeline: Option<String>,
+    /// Job.
+    pub job: Option<i64>,
+    /// Words, phrases and prefixes its error or event must all hold.
+    pub terms: Vec<Term>,
     /// Rows after this id.
     pub after: i64,
     /// Most rows.
     pub limit: u32,
+}
+
+/// Matches of an event query counted over time.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    /// Matches in all.
+    pub total: u64,
+    /// The range the buckets cover (ms; the matches' when not asked).
+    pub since: Option<i64>,
+    /// End of the range (exclusive).
+    pub until: Option<i64>,
+    /// Width of a bucket (ms).
+    pub interval: i64,
+    /// Matches per bucket, from `since`, every bucket present.
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    /// Buckets over `since..until` (ms): about `buckets` of them, each a
+    /// round width (1 s, 5 s, 1 min, 1 h, 1 day...), the first starting at
+    /// a multiple of its width. Returns the first start, the width and the
+    /// number of buckets.
+    pub fn frame(since: i64, until: i64, buckets: u32) -> (i64, i64, i64) {
+        const SEC: i64 = 1000;
+        const WIDTHS: [i64; 19] = [
+            1,
+            10,
+            100,
+            SEC,
+            5 * SEC,
+            10 * SEC,
+            30 * SEC,
+            60 * SEC,
+            5 * 60 * SEC,
+            10 * 60 * SEC,
+            30 * 60 * SEC,
+            3600 * SEC,
+            3 * 3600 * SEC,
+            6 * 3600 * SEC,
+            12 * 3600 * SEC,
+            86400 * SEC,
+            7 * 86400 * SEC,
+            30 * 86400 * SEC,
+            365 * 86400 * SEC,
+        ];
+        let until = until.max(since + 1);
+        let ceil = |a: i64, b: i64| (a + b - 1) / b;
+        let want = ceil(until - since, i64::from(buckets.max(1)));
+        let width = WIDTHS
+            .iter()
+            .copied()
+            .find(|&w| w >= want)
+            .unwrap_or_else(|| ceil(want, WIDTHS[18]) * WIDTHS[18]);
+        let first = since.div_euclid(width) * width;
+        (first, width, ceil(until - first, width))
+    }
+}
+
+/// An answer to read-only SQL.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// Rows of JSON values.
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+/// Why read-only SQL was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The statement does not parse or names what does not exist.
+    #[error("{0}")]
+    Invalid(String),
+    /// It would write, attach, change settings or read files.
+    #[error("{0}")]
+    Refused(String),
+    /// Past the row limit or the statement timeout.
+    #[error("{0}")]
+    TooBig(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
 }
 
 /// A closed window's result, as listed.

@@ -30,8 +30,10 @@
 use super::InputPurged;
 use super::backend::NewJob;
 use super::model::{
-    Chunks, Combine, DeadRow, ErrorKind, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
+    Chunks, Combine, DeadQuery, DeadRow, ErrorKind, EventQuery, EventRow, Histogram, JobRow,
+    QueryError, Table, WindowQuery, WindowRow,
 };
+use super::search::{Indexing, Term};
 use crate::exec::stored::{Committed, StoredJob};
 use crate::exec::window::{Clock, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
@@ -152,8 +154,23 @@ CREATE TABLE IF NOT EXISTS wasmpipe.inputs (
 );
 ";
 
-/// Bumped when the schema changes; `migrate` brings older ones up.
-const SCHEMA_VERSION: i32 = 2;
+/// Added in version 3: each event's own time, the searchable text of
+/// dead letters, and the views of read-only SQL. (The events' text index
+/// and the field indexes are made by [`PgStore::index`], as `[serve]`
+/// asks.)
+const SEARCH: &str = "
+ALTER TABLE wasmpipe.events ADD COLUMN IF NOT EXISTS time BIGINT;
+ALTER TABLE wasmpipe.dead_letters ADD COLUMN IF NOT EXISTS words TEXT;
+CREATE INDEX IF NOT EXISTS events_time ON wasmpipe.events USING brin (time);
+CREATE INDEX IF NOT EXISTS dead_text ON wasmpipe.dead_letters
+    USING gin (to_tsvector('simple', coalesce(words, '')));
+";
+
+/// The events' text, as the text index holds it and a search reads it.
+const EVENT_TEXT: &str = "jsonb_to_tsvector('simple', body::jsonb, '[\"string\", \"numeric\"]')";
+
+/// Bumped when the schema changes; `connect` brings older ones up.
+const SCHEMA_VERSION: i32 = 3;
 
 /// A job's state, as workers need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,12 +200,13 @@ pub struct JobInfo {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    indexing: std::sync::Arc<Indexing>,
 }
 
 impl PgStore {
     /// Connects to `url` with up to `pool` connections and creates the
     /// schema if needed.
-    pub async fn connect(url: &str, pool: usize) -> Result<PgStore> {
+    pub async fn connect(url: &str, pool: usize, indexing: &Indexing) -> Result<PgStore> {
         let config: tokio_postgres::Config = url.parse().with_context(|| {
             format!("`{}` is not a PostgreSQL connection string; hint: write `postgres://user:password@host:5432/database`", crate::manifest::redact(url))
         })?;
@@ -203,7 +221,10 @@ impl PgStore {
             .max_size(pool)
             .build()
             .context("cannot create the PostgreSQL connection pool")?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            indexing: std::sync::Arc::new(indexing.clone()),
+        };
         let mut c = store.client().await.with_context(|| {
             format!(
                 "cannot connect to PostgreSQL at {}; hint: is the server running, and does the database exist?",
@@ -214,6 +235,7 @@ impl PgStore {
         // locks its table even when the index exists, and would deadlock
         // with the workers already writing there.
         if schema_version(&c).await? == Some(SCHEMA_VERSION) {
+            store.index(&mut c, indexing).await?;
             return Ok(store);
         }
         let tx = c.transaction().await?;
@@ -223,10 +245,27 @@ impl PgStore {
             .await?;
         match schema_version(&tx).await? {
             Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                tx.batch_execute(INPUTS)
+            Some(v @ (1 | 2)) => {
+                if v == 1 {
+                    tx.batch_execute(INPUTS)
+                        .await
+                        .context("cannot add the `inputs` table to the wasmpipe schema")?;
+                }
+                tracing::info!(
+                    "upgrading the wasmpipe schema to version {SCHEMA_VERSION}: event times and search"
+                );
+                tx.batch_execute(SEARCH)
                     .await
-                    .context("cannot add the `inputs` table to the wasmpipe schema")?;
+                    .context("cannot add event times and search to the wasmpipe schema")?;
+                let n = tx
+                    .execute(
+                        "UPDATE wasmpipe.events SET time = at WHERE time IS NULL",
+                        &[],
+                    )
+                    .await?;
+                tracing::info!(
+                    "{n} events stored before the upgrade get their arrival as their time"
+                );
                 tx.execute(
                     "INSERT INTO wasmpipe.schema_version (version) VALUES ($1)",
                     &[&SCHEMA_VERSION],
@@ -237,7 +276,7 @@ impl PgStore {
                 "the wasmpipe schema in this database is version {v}, and this wasmpipe knows version {SCHEMA_VERSION}; hint: use a wasmpipe of the same version as the other processes, or a new database"
             ),
             None => {
-                tx.batch_execute(&format!("{SCHEMA_V1}{INPUTS}"))
+                tx.batch_execute(&format!("{SCHEMA_V1}{INPUTS}{SEARCH}"))
                     .await
                     .context("cannot create the wasmpipe schema in PostgreSQL")?;
                 // Never a second row, whatever a concurrent start did.
@@ -249,8 +288,76 @@ impl PgStore {
                 .await?;
             }
         }
+        tx.batch_execute(super::sql::PG_VIEWS)
+            .await
+            .context("cannot create the views of read-only SQL (schema `wasmpipe_query`)")?;
         tx.commit().await?;
+        // The role read-only SQL runs as: a user that may not create roles
+        // still stores and serves; `/v1/query` then says what to do.
+        if let Err(e) = c.batch_execute(super::sql::PG_ROLE).await {
+            tracing::warn!(
+                "cannot create the role `wasmpipe_reader` for read-only SQL (`POST /v1/query` will refuse): {e}"
+            );
+        }
+        store.index(&mut c, indexing).await?;
         Ok(store)
+    }
+
+    /// Creates the text index and the field indexes `indexing` asks for
+    /// that are missing, and drops those no longer asked for. Built
+    /// concurrently: workers go on writing while an index is made. One
+    /// process at a time (a session lock), the others find them made.
+    async fn index(&self, c: &mut deadpool_postgres::Client, indexing: &Indexing) -> Result<()> {
+        let mut wanted: Vec<(String, String)> = indexing
+            .fields
+            .iter()
+            .map(|f| (f.index_name(), format!("btree ({})", f.pg_expr())))
+            .collect();
+        if indexing.full_text {
+            wanted.push(("events_text".into(), format!("gin (({EVENT_TEXT}))")));
+        }
+        let existing: Vec<String> = c
+            .query(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'wasmpipe' AND tablename = 'events'
+                   AND (indexname LIKE 'events\\_field\\_%' OR indexname = 'events_text')",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let stale: Vec<&String> = existing
+            .iter()
+            .filter(|n| !wanted.iter().any(|w| &w.0 == *n))
+            .collect();
+        let missing: Vec<&(String, String)> =
+            wanted.iter().filter(|w| !existing.contains(&w.0)).collect();
+        if stale.is_empty() && missing.is_empty() {
+            return Ok(());
+        }
+        c.execute("SELECT pg_advisory_lock(7092210417)", &[])
+            .await?;
+        let made = async {
+            for name in stale {
+                tracing::info!("dropping index {name}: `[serve]` no longer asks for it");
+                c.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS wasmpipe.\"{name}\""))
+                    .await?;
+            }
+            for (name, how) in missing {
+                tracing::info!("building index {name} of the stored events (the workers go on meanwhile)");
+                c.batch_execute(&format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"{name}\" ON wasmpipe.events USING {how}"
+                ))
+                .await
+                .with_context(|| format!("cannot build index {name}"))?;
+                tracing::info!("index {name} built");
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        c.execute("SELECT pg_advisory_unlock(7092210417)", &[])
+            .await?;
+        made
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -539,17 +646,27 @@ impl PgStore {
             // COPY: a chunk's events in one stream, with no SQL to parse
             // per row.
             let sink = tx
-                .copy_in("COPY wasmpipe.events (job, pipeline, idx, at, body) FROM STDIN BINARY")
+                .copy_in(
+                    "COPY wasmpipe.events (job, pipeline, idx, at, body, time) FROM STDIN BINARY",
+                )
                 .await?;
             let writer = BinaryCopyInWriter::new(
                 sink,
-                &[Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::TEXT],
+                &[
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::INT8,
+                ],
             );
             let mut writer = std::pin::pin!(writer);
             for (body, &idx) in bodies.iter().zip(&out.origin) {
+                let time = self.indexing.time_of(body.as_bytes(), at);
                 writer
                     .as_mut()
-                    .write(&[&job, &pipeline, &(idx as i64), &at, body])
+                    .write(&[&job, &pipeline, &(idx as i64), &at, body, &time])
                     .await?;
             }
             writer.finish().await?;
@@ -758,45 +875,25 @@ impl PgStore {
         Ok(jobs)
     }
 
-    /// Stored events matching `q`, oldest first.
+    /// Stored events matching `q`, oldest first (or newest first).
     pub async fn events(&self, q: &EventQuery) -> Result<Vec<EventRow>> {
-        let mut sql = String::from(
-            "SELECT id, job, pipeline, idx, at, body FROM wasmpipe.events WHERE id > $1",
-        );
-        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(q.after)];
-        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql + Sync + Send>| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("${}", args.len())));
-        };
-        if let Some(p) = &q.pipeline {
-            arg(&mut sql, " AND pipeline = ?", Box::new(p.clone()));
+        let mut f = self.event_filter(q)?;
+        if q.newest_first {
+            if let Some(before) = q.before {
+                f.arg(" AND id < ?", Box::new(before));
+            }
+            f.sql.push_str(" ORDER BY id DESC");
+        } else {
+            f.arg(" AND id > ?", Box::new(q.after));
+            f.sql.push_str(" ORDER BY id");
         }
-        if let Some(j) = q.job {
-            arg(&mut sql, " AND job = ?", Box::new(j));
-        }
-        if let Some(t) = q.since {
-            arg(&mut sql, " AND at >= ?", Box::new(t));
-        }
-        if let Some(t) = q.until {
-            arg(&mut sql, " AND at < ?", Box::new(t));
-        }
-        for (path, value) in &q.fields {
-            // Compared as text, as with SQLite, so `field.n=5` matches 5.
-            arg(
-                &mut sql,
-                " AND (body::jsonb #>> ?::TEXT[])",
-                Box::new(pg_path(path)),
-            );
-            arg(&mut sql, " = ?", Box::new(value.clone()));
-        }
-        arg(
-            &mut sql,
-            " ORDER BY id LIMIT ?",
-            Box::new(i64::from(q.limit)),
+        f.arg(" LIMIT ?", Box::new(i64::from(q.limit)));
+        let sql = format!(
+            "SELECT id, job, pipeline, idx, at, time, body FROM wasmpipe.events {}",
+            f.sql
         );
         let c = self.client().await?;
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
-        let rows = c.query(&sql, &params).await?;
+        let rows = c.query(&sql, &f.params()).await?;
         Ok(rows
             .iter()
             .map(|r| EventRow {
@@ -805,28 +902,136 @@ impl PgStore {
                 pipeline: r.get(2),
                 index: r.get::<_, i64>(3) as u64,
                 at: r.get(4),
-                body: r.get(5),
+                time: r.get::<_, Option<i64>>(5).unwrap_or_else(|| r.get(4)),
+                body: r.get(6),
             })
             .collect())
     }
 
-    /// Dead letters by pipeline and job, oldest first.
-    pub async fn dead_letters(
-        &self,
-        pipeline: Option<&str>,
-        job: Option<i64>,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<DeadRow>> {
+    /// Matches of `q` counted in `buckets` over its time range (the
+    /// matches' own range when it has none).
+    pub async fn histogram(&self, q: &EventQuery, buckets: u32) -> Result<Histogram> {
+        let f = self.event_filter(q)?;
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT id, job, pipeline, stage, error, idx, attempts, at, event, retried_by FROM wasmpipe.dead_letters
-                 WHERE id > $1 AND ($2::TEXT IS NULL OR pipeline = $2) AND ($3::BIGINT IS NULL OR job = $3)
-                 ORDER BY id LIMIT $4",
-                &[&after, &pipeline, &job, &i64::from(limit)],
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), min(time), max(time) FROM wasmpipe.events {}",
+                    f.sql
+                ),
+                &f.params(),
             )
             .await?;
+        let total: i64 = row.get(0);
+        let (Some(first), Some(last)) = (
+            q.since.or(row.get(1)),
+            q.until.or(row.get::<_, Option<i64>>(2).map(|t| t + 1)),
+        ) else {
+            return Ok(Histogram::default());
+        };
+        let (since, interval, n) = Histogram::frame(first, last, buckets);
+        let mut counts = vec![0u64; n as usize];
+        if total > 0 {
+            let mut f = f;
+            f.arg(" AND time >= ?", Box::new(since));
+            f.arg(" AND time < ?", Box::new(last.max(since + 1)));
+            f.args.push(Box::new(since));
+            let from = f.args.len();
+            f.args.push(Box::new(interval));
+            let width = f.args.len();
+            let sql = format!(
+                "SELECT (time - ${from}::BIGINT) / ${width}::BIGINT, count(*) FROM wasmpipe.events {} GROUP BY 1",
+                f.sql
+            );
+            for r in c.query(&sql, &f.params()).await? {
+                if let Some(slot) = counts.get_mut(r.get::<_, i64>(0) as usize) {
+                    *slot = r.get::<_, i64>(1) as u64;
+                }
+            }
+        }
+        Ok(Histogram {
+            total: total as u64,
+            since: Some(since),
+            until: Some(last),
+            interval,
+            counts,
+        })
+    }
+
+    /// `WHERE ...` of the events `q` selects, and its arguments.
+    fn event_filter(&self, q: &EventQuery) -> Result<Filter> {
+        let mut f = Filter {
+            sql: String::from("WHERE true"),
+            args: Vec::new(),
+        };
+        let ts = self.tsqueries(&q.terms)?;
+        for t in ts {
+            f.arg(
+                &format!(" AND {EVENT_TEXT} @@ to_tsquery('simple', ?)"),
+                Box::new(t),
+            );
+        }
+        if let Some(p) = &q.pipeline {
+            f.arg(" AND pipeline = ?", Box::new(p.clone()));
+        }
+        if let Some(j) = q.job {
+            f.arg(" AND job = ?", Box::new(j));
+        }
+        if let Some(t) = q.since {
+            f.arg(" AND time >= ?", Box::new(t));
+        }
+        if let Some(t) = q.until {
+            f.arg(" AND time < ?", Box::new(t));
+        }
+        for (path, value) in &q.fields {
+            // Compared as text, as with SQLite, so `field.n=5` matches 5;
+            // spelt as the field's index is.
+            f.arg(
+                &format!(" AND {} = ?", path.pg_expr()),
+                Box::new(value.clone()),
+            );
+        }
+        Ok(f)
+    }
+
+    /// The tsquery texts of `terms`, or an error if the text index is off.
+    fn tsqueries(&self, terms: &[Term]) -> Result<Vec<String>> {
+        if !terms.is_empty() && !self.indexing.full_text {
+            return Err(super::search::TextIndexOff.into());
+        }
+        Ok(super::search::Search {
+            terms: terms.to_vec(),
+            fields: Vec::new(),
+        }
+        .pg_tsqueries())
+    }
+
+    /// Dead letters matching `q`, oldest first.
+    pub async fn dead_letters(&self, q: &DeadQuery) -> Result<Vec<DeadRow>> {
+        let mut f = Filter {
+            sql: String::from("WHERE true"),
+            args: Vec::new(),
+        };
+        for t in self.tsqueries(&q.terms)? {
+            f.arg(
+                " AND to_tsvector('simple', coalesce(words, '')) @@ to_tsquery('simple', ?)",
+                Box::new(t),
+            );
+        }
+        if let Some(p) = &q.pipeline {
+            f.arg(" AND pipeline = ?", Box::new(p.clone()));
+        }
+        if let Some(j) = q.job {
+            f.arg(" AND job = ?", Box::new(j));
+        }
+        f.arg(" AND id > ?", Box::new(q.after));
+        f.arg(" ORDER BY id LIMIT ?", Box::new(i64::from(q.limit)));
+        let sql = format!(
+            "SELECT id, job, pipeline, stage, error, idx, attempts, at, event, retried_by FROM wasmpipe.dead_letters {}",
+            f.sql
+        );
+        let c = self.client().await?;
+        let rows = c.query(&sql, &f.params()).await?;
         Ok(rows
             .iter()
             .map(|r| DeadRow {
@@ -842,6 +1047,17 @@ impl PgStore {
                 retried_by: r.get(9),
             })
             .collect())
+    }
+
+    /// Read-only SQL over the views of [`super::sql`].
+    pub async fn query(
+        &self,
+        sql: &str,
+        limit: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Table, QueryError> {
+        let mut c = self.client().await?;
+        super::sql::run_pg(&mut c, sql, limit, timeout).await
     }
 
     /// Creates a pending `retry` job of the dead letters of `job` not yet
@@ -1018,13 +1234,22 @@ fn job_row(r: &tokio_postgres::Row) -> JobRow {
     }
 }
 
-/// The API's SQLite JSON path (`$."a"."b"`) as a PostgreSQL path (`{a,b}`).
-fn pg_path(path: &str) -> Vec<String> {
-    path.trim_start_matches('$')
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_matches('"').to_string())
-        .collect()
+/// A `WHERE` clause built with its arguments (`?` becomes `$n`).
+struct Filter {
+    sql: String,
+    args: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Filter {
+    fn arg(&mut self, clause: &str, v: Box<dyn ToSql + Sync + Send>) {
+        self.args.push(v);
+        self.sql
+            .push_str(&clause.replace('?', &format!("${}", self.args.len())));
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.args.iter().map(|a| a.as_ref() as _).collect()
+    }
 }
 
 /// Stores `chunks` as the input of `job`.
@@ -1060,8 +1285,8 @@ async fn insert_dead(
     d: &DeadLetter,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO wasmpipe.dead_letters (job, pipeline, stage, error, idx, attempts, at, event)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO wasmpipe.dead_letters (job, pipeline, stage, error, idx, attempts, at, event, words)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &job,
             &pipeline,
@@ -1071,6 +1296,9 @@ async fn insert_dead(
             &(d.attempts as i32),
             &at,
             &d.event,
+            // The text a search reads; NUL is the one character
+            // PostgreSQL text cannot hold.
+            &super::sqlite::dead_words(&d.error, &d.event).replace('\0', " "),
         ],
     )
     .await?;
@@ -1199,10 +1427,5 @@ mod tests {
         let ours = anyhow::anyhow!("job 7 is not in this database");
         assert_eq!(ErrorKind::of(&ours), ErrorKind::Other);
         assert!(!ErrorKind::of(&ours).retryable());
-    }
-
-    #[test]
-    fn sqlite_paths_become_postgres_paths() {
-        assert_eq!(pg_path("$.\"a\".\"b-c\""), vec!["a", "b-c"]);
     }
 }

@@ -12,8 +12,10 @@
 
 use super::backend::NewJob;
 use super::model::{
-    Chunks, Combine, DeadRow, EventQuery, EventRow, JobRow, WindowQuery, WindowRow,
+    Chunks, Combine, DeadQuery, DeadRow, EventQuery, EventRow, Histogram, JobRow, QueryError,
+    Table, WindowQuery, WindowRow,
 };
+use super::search::{FieldPath, Indexing, Term, words_of};
 use crate::exec::stored::Committed;
 use crate::exec::window::{Changes, Clock, Closed, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
@@ -22,9 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-/// Bumped when the schema changes; `open` brings version 1 up (it adds
-/// `jobs.pinned`).
-const SCHEMA_VERSION: i64 = 2;
+/// Bumped when the schema changes; `open` brings versions 1 (without
+/// `jobs.pinned`) and 2 (without `events.time` and the search index) up.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -63,11 +65,13 @@ CREATE TABLE IF NOT EXISTS events (
     pipeline TEXT NOT NULL,
     idx INTEGER NOT NULL,          -- index in the job of the input event it came from
     at INTEGER NOT NULL,           -- the job's received_at
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    time INTEGER                   -- the event's own time, else `at` (ms)
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job, id);
 CREATE INDEX IF NOT EXISTS events_pipeline ON events (pipeline, id);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     job INTEGER NOT NULL,
@@ -82,6 +86,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_job ON dead_letters (job, id);
 CREATE INDEX IF NOT EXISTS dead_pipeline ON dead_letters (pipeline, id);
+-- Full-text search (store/search.rs): the values of each event, and the
+-- error and event of each dead letter, by row id. Contentless: the text
+-- is in `events` already; only the index is kept.
+CREATE VIRTUAL TABLE IF NOT EXISTS events_text USING fts5 (words, content = '', contentless_delete = 1);
+CREATE VIRTUAL TABLE IF NOT EXISTS dead_text USING fts5 (words, content = '', contentless_delete = 1);
+-- Whether the text index holds every stored row (`complete`) or none
+-- (`off`: `[serve] full_text = false`); anything else is rebuilt.
+CREATE TABLE IF NOT EXISTS search_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- Windowed reduce (exec/window): the event-time clock, the partials of
 -- open windows, and closed windows' results, all changed by the commit of
 -- the chunk (or the idle tick) that changes them.
@@ -116,6 +128,10 @@ CREATE INDEX IF NOT EXISTS windows_pipeline ON windows (pipeline, id);
 pub struct Store {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Read-only SQL (`POST /v1/query`): a read-only connection of its own,
+    /// so that a long query never holds up the API's reads.
+    sql: Mutex<super::sql::ReadOnly>,
+    indexing: Indexing,
 }
 
 /// The distinct stage-version sets of a job's chunks.
@@ -155,8 +171,9 @@ pub struct ChunkInput {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// Opens (creating if needed) the database at `path`, with the
+    /// indexes `indexing` asks for (built in place when missing).
+    pub fn open(path: &Path, indexing: &Indexing) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create directory {dir:?} for the database"))?;
@@ -171,25 +188,47 @@ impl Store {
             c.pragma_update(None, "synchronous", "FULL")?;
             Ok(c)
         };
-        let writer = open()?;
+        let mut writer = open()?;
         let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version == 1 {
+        let upgrade = |sql: &str| {
             writer
-                .execute_batch("ALTER TABLE jobs ADD COLUMN pinned TEXT")
-                .with_context(|| format!("cannot upgrade the tables in {path:?}"))?;
-        } else if version != 0 && version != SCHEMA_VERSION {
-            bail!(
+                .execute_batch(sql)
+                .with_context(|| format!("cannot upgrade the tables in {path:?}"))
+        };
+        match version {
+            0 | SCHEMA_VERSION => {}
+            1 => upgrade(
+                "ALTER TABLE jobs ADD COLUMN pinned TEXT; ALTER TABLE events ADD COLUMN time INTEGER",
+            )?,
+            2 => upgrade("ALTER TABLE events ADD COLUMN time INTEGER")?,
+            _ => bail!(
                 "the database {path:?} has schema version {version}, this wasmpipe uses {SCHEMA_VERSION}"
-            );
+            ),
         }
         writer
             .execute_batch(SCHEMA)
             .with_context(|| format!("cannot create the tables in {path:?}"))?;
+        if (1..SCHEMA_VERSION).contains(&version) {
+            // Events stored before event times were kept are placed at
+            // their arrival.
+            tracing::info!(
+                "upgrading {path:?}: events stored before this version get their arrival as their time"
+            );
+            writer.execute("UPDATE events SET time = at WHERE time IS NULL", [])?;
+        }
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        index_fields(&writer, &indexing.fields).with_context(|| {
+            format!("cannot index the fields `[serve] index` names in {path:?}")
+        })?;
+        index_text(&mut writer, indexing.full_text)
+            .with_context(|| format!("cannot build the search index in {path:?}"))?;
         let reader = open()?;
+        let sql = super::sql::ReadOnly::open(path)?;
         Ok(Store {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            sql: Mutex::new(sql),
+            indexing: indexing.clone(),
         })
     }
 
@@ -333,20 +372,32 @@ impl Store {
         };
         let mut outputs = 0i64;
         {
+            let full_text = self.indexing.full_text;
+            let mut words = String::new();
             let mut ins = tx.prepare_cached(
-                "INSERT INTO events (job, pipeline, idx, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (job, pipeline, idx, at, body, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut text =
+                tx.prepare_cached("INSERT INTO events_text (rowid, words) VALUES (?1, ?2)")?;
             let lines = res.output.split(|&b| b == b'\n').filter(|l| !l.is_empty());
             for (line, &idx) in lines.zip(&res.origin) {
                 let body = std::str::from_utf8(line)
                     .context("a stage produced output that is not UTF-8")?;
-                ins.execute(params![key.job, pipeline, idx as i64, at, body])?;
+                let time = self.indexing.time_of(line, at);
+                ins.execute(params![key.job, pipeline, idx as i64, at, body, time])?;
+                if full_text {
+                    words.clear();
+                    words_of(line, &mut words);
+                    text.execute(params![tx.last_insert_rowid(), words])?;
+                }
                 outputs += 1;
             }
             let mut dl = tx.prepare_cached(
                 "INSERT INTO dead_letters (job, pipeline, stage, error, idx, attempts, at, event)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let mut dead_text =
+                tx.prepare_cached("INSERT INTO dead_text (rowid, words) VALUES (?1, ?2)")?;
             for d in res.dead.iter().chain(&late) {
                 dl.execute(params![
                     key.job,
@@ -358,6 +409,12 @@ impl Store {
                     at,
                     d.event
                 ])?;
+                if full_text {
+                    dead_text.execute(params![
+                        tx.last_insert_rowid(),
+                        dead_words(&d.error, &d.event)
+                    ])?;
+                }
             }
         }
         tx.execute(
@@ -486,34 +543,27 @@ impl Store {
         Ok(jobs)
     }
 
-    /// Stored events matching `q`, oldest first.
+    /// Stored events matching `q`, oldest first (or newest first).
     pub fn events(&self, q: &EventQuery) -> Result<Vec<EventRow>> {
-        let mut sql =
-            String::from("SELECT id, job, pipeline, idx, at, body FROM events WHERE id > ?");
-        let mut args: Vec<rusqlite::types::Value> = vec![q.after.into()];
-        if let Some(p) = &q.pipeline {
-            sql.push_str(" AND pipeline = ?");
-            args.push(p.clone().into());
+        let (from, mut args) = self.event_filter(q)?;
+        // With a search, the text index yields ids in order, and the page
+        // is its first `limit` that pass the other filters.
+        let id = if q.terms.is_empty() {
+            "e.id"
+        } else {
+            "t.rowid"
+        };
+        let mut sql = format!("SELECT e.id, e.job, e.pipeline, e.idx, e.at, e.time, e.body {from}");
+        if q.newest_first {
+            if let Some(before) = q.before {
+                sql.push_str(&format!(" AND {id} < ?"));
+                args.push(before.into());
+            }
+            sql.push_str(&format!(" ORDER BY {id} DESC LIMIT ?"));
+        } else {
+            sql.push_str(&format!(" AND {id} > ? ORDER BY {id} LIMIT ?"));
+            args.push(q.after.into());
         }
-        if let Some(j) = q.job {
-            sql.push_str(" AND job = ?");
-            args.push(j.into());
-        }
-        if let Some(t) = q.since {
-            sql.push_str(" AND at >= ?");
-            args.push(t.into());
-        }
-        if let Some(t) = q.until {
-            sql.push_str(" AND at < ?");
-            args.push(t.into());
-        }
-        for (path, value) in &q.fields {
-            // Compared as text, so that `field.n=5` matches the number 5.
-            sql.push_str(" AND CAST(json_extract(body, ?) AS TEXT) = ?");
-            args.push(path.clone().into());
-            args.push(value.clone().into());
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
         args.push(i64::from(q.limit).into());
         let r = self.reader();
         let mut st = r.prepare_cached(&sql)?;
@@ -524,26 +574,131 @@ impl Store {
                 pipeline: r.get(2)?,
                 index: r.get::<_, i64>(3)? as u64,
                 at: r.get(4)?,
-                body: r.get(5)?,
+                time: r.get(5)?,
+                body: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Dead letters by pipeline and job, oldest first.
-    pub fn dead_letters(
-        &self,
-        pipeline: Option<&str>,
-        job: Option<i64>,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<DeadRow>> {
+    /// Matches of `q` counted in `buckets` over its time range (the
+    /// matches' own range when it has none).
+    pub fn histogram(&self, q: &EventQuery, buckets: u32) -> Result<Histogram> {
+        let (from, args) = self.event_filter(q)?;
         let r = self.reader();
-        let mut st = r.prepare_cached(
-            "SELECT id, job, pipeline, stage, error, idx, attempts, at, event, retried_by FROM dead_letters
-             WHERE id > ?1 AND (?2 IS NULL OR pipeline = ?2) AND (?3 IS NULL OR job = ?3) ORDER BY id LIMIT ?4",
-        )?;
-        let rows = st.query_map(params![after, pipeline, job, limit], |r| {
+        let (total, first, last): (i64, Option<i64>, Option<i64>) = r
+            .prepare_cached(&format!("SELECT count(*), min(e.time), max(e.time) {from}"))?
+            .query_row(rusqlite::params_from_iter(args.clone()), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let (Some(first), Some(last)) = (q.since.or(first), q.until.or(last.map(|t| t + 1))) else {
+            return Ok(Histogram::default());
+        };
+        let (since, interval, n) = Histogram::frame(first, last, buckets);
+        let mut counts = vec![0u64; n as usize];
+        if total > 0 {
+            let mut st = r.prepare_cached(&format!(
+                "SELECT (e.time - ?) / ?, count(*) {from} AND e.time >= ? AND e.time < ? GROUP BY 1"
+            ))?;
+            let mut all: Vec<rusqlite::types::Value> = vec![since.into(), interval.into()];
+            all.extend(args);
+            all.push(since.into());
+            all.push(last.max(since + 1).into());
+            let rows = st.query_map(rusqlite::params_from_iter(all), |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (b, c) = row?;
+                if let Some(slot) = counts.get_mut(b as usize) {
+                    *slot = c as u64;
+                }
+            }
+        }
+        Ok(Histogram {
+            total: total as u64,
+            since: Some(since),
+            until: Some(last),
+            interval,
+            counts,
+        })
+    }
+
+    /// `FROM ... WHERE ...` of the events `q` selects (aliases `e` and,
+    /// with a search, `t`), and its arguments.
+    fn event_filter(&self, q: &EventQuery) -> Result<(String, Vec<rusqlite::types::Value>)> {
+        let mut sql = String::from("FROM events e");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(m) = self.text_match(&q.terms)? {
+            sql.push_str(" JOIN events_text t ON t.rowid = e.id WHERE events_text MATCH ?");
+            args.push(m.into());
+        } else {
+            sql.push_str(" WHERE 1");
+        }
+        if let Some(p) = &q.pipeline {
+            sql.push_str(" AND e.pipeline = ?");
+            args.push(p.clone().into());
+        }
+        if let Some(j) = q.job {
+            sql.push_str(" AND e.job = ?");
+            args.push(j.into());
+        }
+        if let Some(t) = q.since {
+            sql.push_str(" AND e.time >= ?");
+            args.push(t.into());
+        }
+        if let Some(t) = q.until {
+            sql.push_str(" AND e.time < ?");
+            args.push(t.into());
+        }
+        for (path, value) in &q.fields {
+            // Compared as text, so that `field.n=5` matches the number 5;
+            // spelt as the field's index is, so an indexed field uses it.
+            sql.push_str(&format!(" AND {} = ?", path.sqlite_expr(Some("e"))));
+            args.push(value.clone().into());
+        }
+        Ok((sql, args))
+    }
+
+    /// The FTS5 query of `terms`, or an error if the text index is off.
+    fn text_match(&self, terms: &[Term]) -> Result<Option<String>> {
+        let m = super::search::Search {
+            terms: terms.to_vec(),
+            fields: Vec::new(),
+        }
+        .fts5();
+        if m.is_some() && !self.indexing.full_text {
+            return Err(super::search::TextIndexOff.into());
+        }
+        Ok(m)
+    }
+
+    /// Dead letters matching `q`, oldest first.
+    pub fn dead_letters(&self, q: &DeadQuery) -> Result<Vec<DeadRow>> {
+        let mut sql = String::from(
+            "SELECT d.id, d.job, d.pipeline, d.stage, d.error, d.idx, d.attempts, d.at, d.event, d.retried_by
+             FROM dead_letters d",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(m) = self.text_match(&q.terms)? {
+            sql.push_str(" JOIN dead_text t ON t.rowid = d.id WHERE dead_text MATCH ?");
+            args.push(m.into());
+        } else {
+            sql.push_str(" WHERE 1");
+        }
+        if let Some(p) = &q.pipeline {
+            sql.push_str(" AND d.pipeline = ?");
+            args.push(p.clone().into());
+        }
+        if let Some(j) = q.job {
+            sql.push_str(" AND d.job = ?");
+            args.push(j.into());
+        }
+        sql.push_str(" AND d.id > ? ORDER BY d.id LIMIT ?");
+        args.push(q.after.into());
+        args.push(i64::from(q.limit).into());
+        let r = self.reader();
+        let mut st = r.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
             Ok(DeadRow {
                 id: r.get(0)?,
                 job: r.get(1)?,
@@ -558,6 +713,19 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Read-only SQL over the documented views (see [`super::sql`]).
+    pub fn query(
+        &self,
+        sql: &str,
+        limit: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Table, QueryError> {
+        self.sql
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .run(sql, limit, timeout)
     }
 
     /// Runs the dead letters of `job` not yet retried as a new job (of kind
@@ -710,6 +878,15 @@ impl Store {
     pub fn purge(&self, before: i64) -> Result<u64> {
         let mut w = self.writer(false)?;
         let tx = w.transaction()?;
+        // The text index first, while the rows say which ids go.
+        tx.execute(
+            "DELETE FROM events_text WHERE rowid IN (SELECT id FROM events WHERE at < ?1)",
+            [before],
+        )?;
+        tx.execute(
+            "DELETE FROM dead_text WHERE rowid IN (SELECT id FROM dead_letters WHERE at < ?1)",
+            [before],
+        )?;
         let n = tx.execute("DELETE FROM events WHERE at < ?1", [before])?;
         tx.execute("DELETE FROM dead_letters WHERE at < ?1", [before])?;
         tx.execute(
@@ -720,6 +897,122 @@ impl Store {
         tx.commit()?;
         Ok(n as u64)
     }
+}
+
+/// The searchable text of a dead letter: its error, and its event's
+/// values (or the event whole, when it is not JSON).
+pub(super) fn dead_words(error: &str, event: &[u8]) -> String {
+    let mut words = format!("{error}\n");
+    words_of(event, &mut words);
+    words
+}
+
+/// Creates the indexes of `[serve] index` that are missing, and drops
+/// those of fields no longer named (each costs every insert).
+fn index_fields(w: &Connection, fields: &[FieldPath]) -> Result<()> {
+    let wanted: Vec<String> = fields.iter().map(FieldPath::index_name).collect();
+    let existing: Vec<String> = w
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'events_field_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in existing.iter().filter(|n| !wanted.contains(n)) {
+        tracing::info!("dropping index {name}: `[serve] index` no longer names its field");
+        w.execute_batch(&format!("DROP INDEX \"{name}\""))?;
+    }
+    for (f, name) in fields.iter().zip(&wanted) {
+        if existing.contains(name) {
+            continue;
+        }
+        tracing::info!(
+            "indexing field `{}` of the stored events ({name})",
+            f.dotted_name()
+        );
+        w.execute_batch(&format!(
+            "CREATE INDEX \"{name}\" ON events ({})",
+            f.sqlite_expr(None)
+        ))?;
+    }
+    Ok(())
+}
+
+/// Brings the text index to what `full_text` asks: complete (built from
+/// the stored rows when it is not, in batches, with progress in the log)
+/// or empty.
+fn index_text(w: &mut Connection, full_text: bool) -> Result<()> {
+    let state: Option<String> = w
+        .query_row(
+            "SELECT value FROM search_state WHERE name = 'text'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let want = if full_text { "complete" } else { "off" };
+    if state.as_deref() == Some(want) {
+        return Ok(());
+    }
+    let set = |w: &Connection, value: &str| -> Result<()> {
+        w.execute(
+            "INSERT INTO search_state (name, value) VALUES ('text', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [value],
+        )?;
+        Ok(())
+    };
+    set(w, "building")?;
+    w.execute_batch(
+        "INSERT INTO events_text (events_text) VALUES ('delete-all');
+         INSERT INTO dead_text (dead_text) VALUES ('delete-all');",
+    )?;
+    if !full_text {
+        tracing::info!(
+            "full-text search is off (`[serve] full_text = false`): its index is emptied"
+        );
+        return set(w, "off");
+    }
+    let total: i64 = w.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+    if total > 0 {
+        tracing::info!("building the search index of {total} stored events");
+    }
+    const BATCH: i64 = 20_000;
+    let (mut after, mut done) = (0i64, 0i64);
+    loop {
+        let tx = w.transaction()?;
+        let rows: Vec<(i64, String)> = tx
+            .prepare_cached("SELECT id, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?
+            .query_map(params![after, BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some(&(last, _)) = rows.last() else { break };
+        {
+            let mut ins =
+                tx.prepare_cached("INSERT INTO events_text (rowid, words) VALUES (?1, ?2)")?;
+            let mut words = String::new();
+            for (id, body) in &rows {
+                words.clear();
+                words_of(body.as_bytes(), &mut words);
+                ins.execute(params![id, words])?;
+            }
+        }
+        tx.commit()?;
+        (after, done) = (last, done + rows.len() as i64);
+        if total > BATCH {
+            tracing::info!("search index: {done} of {total} events");
+        }
+    }
+    let dead: Vec<(i64, String, Vec<u8>)> = w
+        .prepare("SELECT id, error, event FROM dead_letters")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let tx = w.transaction()?;
+    for (id, error, event) in dead {
+        tx.execute(
+            "INSERT INTO dead_text (rowid, words) VALUES (?1, ?2)",
+            params![id, dead_words(&error, &event)],
+        )?;
+    }
+    tx.commit()?;
+    set(w, "complete")
 }
 
 const JOB_COLUMNS: &str =
@@ -892,7 +1185,7 @@ mod tests {
     #[test]
     fn a_chunk_committed_twice_is_applied_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("journal.db")).unwrap();
+        let store = Store::open(&dir.path().join("journal.db"), &Indexing::default()).unwrap();
         let (job, keys) = store
             .insert_job(&NewJob {
                 pipeline: "p".into(),
@@ -946,7 +1239,13 @@ mod tests {
             .unwrap();
         let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
         assert_eq!(bodies, ["1", "2", "3"]);
-        let dead = store.dead_letters(None, Some(job), 0, 100).unwrap();
+        let dead = store
+            .dead_letters(&DeadQuery {
+                job: Some(job),
+                limit: 100,
+                ..DeadQuery::default()
+            })
+            .unwrap();
         assert_eq!(dead.iter().map(|d| d.index).collect::<Vec<_>>(), [0, 2]);
         assert!(store.pending().unwrap().is_empty());
         assert!(

@@ -472,28 +472,31 @@ function niceMax(v) {
 }
 
 /**
- * A line chart of [t, value] points over the last CHART_SPAN_MS, drawn as
- * SVG at the width its container has now (it is redrawn at every sample).
+ * A line chart of [t, value] points, drawn as SVG at the width its
+ * container has now (the overview redraws it at every sample). By default
+ * it spans the last CHART_SPAN_MS; `from`/`to` (ms) and `labels` (the two
+ * ends' captions) set another span, `fmt` the axis numbers.
  */
-function drawChart(container, points, {color = 'var(--accent)'} = {}) {
+function drawChart(container, points, {color = 'var(--accent)', from, to, labels = ['5 min ago', 'now'], fmt = fmtRate} = {}) {
   const width = Math.max(container.clientWidth, 200);
   const height = 120;
   const top = 14;
   const bottom = height - 18;
-  const now = Date.now();
-  const x0 = now - CHART_SPAN_MS;
+  const end = to ?? Date.now();
+  const x0 = from ?? end - CHART_SPAN_MS;
+  const span = Math.max(end - x0, 1);
   const shown = points.filter(([t]) => t >= x0);
   const max = niceMax(Math.max(0, ...shown.map(([, v]) => v ?? 0)));
-  const x = (t) => ((t - x0) / CHART_SPAN_MS) * width;
+  const x = (t) => ((t - x0) / span) * width;
   const y = (v) => bottom - (v / max) * (bottom - top);
   const chart = svg('svg', {width, height, viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img'});
   // Grid: the maximum, half of it, and zero.
   for (const v of [max, max / 2, 0]) {
     chart.append(svg('line', {x1: 0, x2: width, y1: y(v), y2: y(v), class: 'grid'}));
-    chart.append(svg('text', {x: 4, y: y(v) - 3, class: 'axis'}, fmtRate(v)));
+    chart.append(svg('text', {x: 4, y: y(v) - 3, class: 'axis'}, fmt(v)));
   }
-  chart.append(svg('text', {x: 4, y: height - 3, class: 'axis'}, '5 min ago'));
-  chart.append(svg('text', {x: width - 4, y: height - 3, class: 'axis', 'text-anchor': 'end'}, 'now'));
+  chart.append(svg('text', {x: 4, y: height - 3, class: 'axis'}, labels[0]));
+  chart.append(svg('text', {x: width - 4, y: height - 3, class: 'axis', 'text-anchor': 'end'}, labels[1]));
   // One path per run of known values, so that a gap stays a gap.
   let run = [];
   const flush = () => {
@@ -558,6 +561,8 @@ function route() {
     cleanup = jobsView(view);
   } else if (name === 'events') {
     cleanup = eventsView(view, query);
+  } else if (name === 'sql') {
+    cleanup = sqlView(view, query);
   } else if (name === 'tail') {
     cleanup = tailView(view, query);
   } else if (name === 'windows') {
@@ -1058,93 +1063,588 @@ function sideBySide(a, b) {
 }
 
 // ---------------------------------------------------------------------------
-// Events
+// Events: a query view (search, time range, histogram, fields, newest first)
+//
+// The state is the hash, `#/events?q=...&since=...&until=...` (plus `job`,
+// `pipeline` and `field.<path>` filters), so that a reload or a link shows
+// the same thing. The server parses the search; the page only sends `q`.
 
-/** An API time (RFC 3339 or milliseconds) as a datetime-local input value. */
+const EVENTS_PAGE = 50;
+const QUICK_RANGES = [
+  ['15m', 'Last 15 minutes'],
+  ['1h', 'Last hour'],
+  ['1d', 'Last day'],
+  ['all', 'All time'],
+];
+const TIME_UNITS = {s: 1000, m: 60000, h: 3600000, d: 86400000};
+/** The hash filters passed to the API as they are, besides q, since and until. */
+const isPassedFilter = (k) => k === 'job' || k === 'pipeline' || k.startsWith('field.');
+
+/**
+ * A time of the hash (`now`, `now-15m`, ms since the epoch or RFC 3339) in
+ * ms since the epoch, `now` being the given instant; NaN when unreadable.
+ */
+function resolveTime(v, now) {
+  if (v === 'now') return now;
+  const rel = /^now-(\d+)([smhd])$/.exec(v);
+  if (rel) return now - Number(rel[1]) * TIME_UNITS[rel[2]];
+  if (/^\d+$/.test(v)) return Number(v);
+  return Date.parse(v);
+}
+
+/** A time (ms or text the API reads) as a datetime-local input value. */
 function toLocalInput(v) {
-  if (!v) return '';
-  const d = new Date(/^\d+$/.test(v) ? Number(v) : v);
+  if (v === null || v === undefined || v === '') return '';
+  const d = new Date(typeof v === 'number' || /^\d+$/.test(v) ? Number(v) : v);
   if (Number.isNaN(d.getTime())) return '';
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 function fromLocalInput(v) {
-  return v ? new Date(v).toISOString() : '';
+  if (!v) return '';
+  const d = new Date(v);
+  return Number.isNaN(d.getTime()) ? '' : d.toISOString();
+}
+
+/** A bucket width in words: `30 s`, `5 min`, `1.5 h`, `1 d`. */
+function fmtInterval(ms) {
+  for (const [unit, size] of [['d', 86400000], ['h', 3600000], ['min', 60000], ['s', 1000]]) {
+    if (ms >= size) return `${Number((ms / size).toFixed(1))} ${unit}`;
+  }
+  return `${ms} ms`;
+}
+
+/** Goes to the events view with these parameters (again, if it is there). */
+function goEvents(params) {
+  const s = params.toString();
+  const next = `#/events${s ? '?' + s : ''}`;
+  if (location.hash === next) route();
+  else location.hash = next;
+}
+
+// The colour of an event's row: from its `level`, `severity` or
+// `severity_text`, as words (any case) or OpenTelemetry severity numbers.
+const LEVEL_WORDS = {
+  fatal: 'error', panic: 'error', emerg: 'error', emergency: 'error', alert: 'error', crit: 'error',
+  critical: 'error', error: 'error', err: 'error', severe: 'error',
+  warn: 'warn', warning: 'warn',
+  info: 'info', information: 'info', informational: 'info', notice: 'info',
+  debug: 'debug', trace: 'debug', verbose: 'debug', fine: 'debug',
+};
+
+function eventLevel(ev) {
+  if (!ev || typeof ev !== 'object' || Array.isArray(ev)) return null;
+  for (const key of ['level', 'severity', 'severity_text']) {
+    const v = ev[key];
+    if (typeof v === 'string') {
+      // `ERROR2`, `Warning`, ` info `: OpenTelemetry's suffixes and any case.
+      const level = LEVEL_WORDS[v.trim().toLowerCase().replace(/\d+$/, '')];
+      if (level) return level;
+    } else if (typeof v === 'number' && v >= 1 && v <= 24) {
+      return v >= 17 ? 'error' : v >= 13 ? 'warn' : v >= 9 ? 'info' : 'debug';
+    }
+  }
+  return null;
+}
+
+/**
+ * The search term that matches `field` equal to `value`: `service:auth`,
+ * quoted when the value is empty or has spaces; null when no term can say
+ * it (a search cannot quote a `"`).
+ */
+function fieldTerm(field, value) {
+  const v = String(value);
+  if (v.includes('"')) return null;
+  return v && !/\s/.test(v) ? `${field}:${v}` : `${field}:"${v}"`;
+}
+
+/**
+ * Top-level field names a search term (and a `field.` filter) can name:
+ * one with a `.` would be read as a path into an object.
+ */
+const SEARCHABLE_FIELD = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
+
+/** `q` with `term` added (all terms must match), unless it is there already. */
+function addTerm(q, term) {
+  const now = q.trim();
+  if (!now) return term;
+  if (` ${now} `.includes(` ${term} `)) return now;
+  return `${now} ${term}`;
+}
+
+/**
+ * The top-level fields of the loaded events, most common first, each with
+ * its five most common (scalar) values and their counts.
+ */
+function fieldStats(events) {
+  const fields = new Map();
+  for (const e of events) {
+    const ev = e.event;
+    if (!ev || typeof ev !== 'object' || Array.isArray(ev)) continue;
+    for (const [name, v] of Object.entries(ev)) {
+      if (name === '_versions') continue;
+      let f = fields.get(name);
+      if (!f) fields.set(name, f = {name, present: 0, values: new Map()});
+      f.present++;
+      if (v === null || typeof v === 'object') continue;
+      const key = `${typeof v}:${v}`;
+      const slot = f.values.get(key);
+      if (slot) slot.count++;
+      else f.values.set(key, {value: v, count: 1});
+    }
+  }
+  return [...fields.values()]
+    // Among fields as common, those with fewer distinct values (a level, a
+    // service) tell more at a glance than an id or a timestamp.
+    .sort((a, b) => b.present - a.present || a.values.size - b.values.size || a.name.localeCompare(b.name))
+    .map((f) => ({
+      name: f.name,
+      present: f.present,
+      distinct: f.values.size,
+      top: [...f.values.values()].sort((a, b) => b.count - a.count).slice(0, 5),
+    }));
 }
 
 function eventsView(view, query) {
-  const job = h('input', {id: 'events-job', type: 'number', min: 1, placeholder: 'any', value: query.get('job') || ''});
-  const since = h('input', {id: 'events-since', type: 'datetime-local', step: 1, value: toLocalInput(query.get('since'))});
-  const until = h('input', {id: 'events-until', type: 'datetime-local', step: 1, value: toLocalInput(query.get('until'))});
-  const fields = h('div', {class: 'field-rows', id: 'events-fields'});
-  const addField = (path = '', value = '') => {
-    const row = h('div', {class: 'field-row', 'data-test': 'field-filter'},
-      h('input', {class: 'field-path', placeholder: 'field, e.g. service or request.identity', value: path}),
-      h('span', {}, '='),
-      h('input', {class: 'field-value', placeholder: 'value', value}),
-      h('button', {type: 'button', class: 'ghost', title: 'Remove this filter', onclick: () => row.remove()}, '×'));
-    fields.append(row);
+  const ctrl = new AbortController();
+  const signal = ctrl.signal;
+  const now = Date.now();
+  const q = query.get('q') || '';
+  const sinceText = query.get('since') || '';
+  const untilText = query.get('until') || '';
+  const since = sinceText ? resolveTime(sinceText, now) : null;
+  const until = untilText ? resolveTime(untilText, now) : null;
+  // The quick range shown, if one is: `since=now-1h&until=now` is `1h`.
+  const quick = !sinceText && !untilText ? 'all'
+    : QUICK_RANGES.map(([key]) => key).find((key) => sinceText === `now-${key}` && untilText === 'now') || null;
+
+  /** The hash's parameters with some changed (a null value removes one). */
+  const withParams = (changes) => {
+    const next = new URLSearchParams(query);
+    for (const [k, v] of Object.entries(changes)) {
+      if (v === null || v === '') next.delete(k);
+      else next.set(k, v);
+    }
+    return next;
   };
-  for (const [k, v] of query) if (k.startsWith('field.')) addField(k.slice(6), v);
-  const form = h('form', {class: 'card filters', id: 'events-form'},
-    h('label', {}, 'Job', job),
-    h('label', {title: 'The time the job arrived, not a field of the event'}, 'Arrived from', since),
-    h('label', {}, 'Arrived until', until),
-    h('div', {class: 'filters-fields'}, fields,
-      h('button', {type: 'button', class: 'ghost', id: 'events-add-field', onclick: () => addField()}, '+ field filter')),
-    h('div', {class: 'filters-actions'}, h('button', {type: 'submit', class: 'primary', id: 'events-search'}, 'Search')));
+
+  // The search bar: words, the time range, the hash's other filters.
+  const input = h('input', {id: 'events-q', 'data-test': 'events-q', type: 'search', class: 'search-input',
+    placeholder: 'Search: words, "a phrase", prefix*, field:value (all must match)', value: q,
+    autocomplete: 'off', spellcheck: 'false', 'aria-label': 'Search'});
+  const searchBtn = h('button', {type: 'submit', class: 'primary', id: 'events-search'}, 'Search');
+  const ranges = h('div', {class: 'ranges', role: 'group', 'aria-label': 'Time range'},
+    QUICK_RANGES.map(([key, label]) => h('button', {
+      type: 'button', class: key === quick ? 'range active' : 'range', 'data-range': key,
+      'data-test': `range-${key}`, 'aria-pressed': key === quick ? 'true' : 'false',
+      onclick: () => goEvents(withParams(key === 'all' ? {since: null, until: null} : {since: `now-${key}`, until: 'now'})),
+    }, label)));
+  const sinceInput = h('input', {id: 'events-since', type: 'datetime-local', step: 1,
+    value: since !== null && !Number.isNaN(since) ? toLocalInput(since) : ''});
+  const untilInput = h('input', {id: 'events-until', type: 'datetime-local', step: 1,
+    value: until !== null && !Number.isNaN(until) ? toLocalInput(until) : ''});
+  const custom = h('div', {class: quick ? 'custom-range' : 'custom-range active', id: 'events-custom'},
+    h('label', {}, 'From', sinceInput), h('label', {}, 'To', untilInput),
+    h('button', {type: 'button', id: 'events-apply-range', onclick: () =>
+      goEvents(withParams({since: fromLocalInput(sinceInput.value), until: fromLocalInput(untilInput.value)}))}, 'Apply'));
+  const filters = [];
+  for (const [k, v] of query) {
+    if (!isPassedFilter(k)) continue;
+    const label = k.startsWith('field.') ? [h('b', {}, k.slice(6)), ' = ', v] : [h('b', {}, k), ' ', v];
+    filters.push(h('span', {class: 'filter-chip', 'data-test': 'events-filter', 'data-key': k}, label,
+      h('button', {type: 'button', class: 'ghost', title: 'Remove this filter', onclick: () => {
+        const next = new URLSearchParams();
+        for (const [k2, v2] of query) if (!(k2 === k && v2 === v)) next.append(k2, v2);
+        goEvents(next);
+      }}, '×')));
+  }
+  const form = h('form', {class: 'card search-bar', id: 'events-form', role: 'search'},
+    h('div', {class: 'search-row'}, input, searchBtn),
+    h('div', {class: 'range-row'}, ranges, custom),
+    filters.length ? h('div', {class: 'filter-row'}, h('span', {class: 'muted small'}, 'Filters:'), filters) : null);
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const q = new URLSearchParams();
-    if (job.value) q.set('job', job.value);
-    if (since.value) q.set('since', fromLocalInput(since.value));
-    if (until.value) q.set('until', fromLocalInput(until.value));
-    for (const row of fields.children) {
-      const path = $('.field-path', row).value.trim();
-      if (path) q.append(`field.${path}`, $('.field-value', row).value);
-    }
-    const next = `#/events${q.toString() ? '?' + q : ''}`;
-    if (location.hash === next) route();
-    else location.hash = next;
+    goEvents(withParams({q: input.value.trim()}));
   });
 
-  const list = h('div', {class: 'event-list', id: 'events-list'});
+  const errors = h('div', {id: 'events-errors'});
+  const total = h('span', {class: 'total', id: 'events-total', 'data-test': 'events-total'}, '…');
+  const rangeText = h('span', {class: 'muted', id: 'events-range-text'});
+  const histBox = h('div', {class: 'hist-box', id: 'events-histogram', 'data-test': 'events-histogram'});
+  const histCard = h('div', {class: 'card'},
+    h('div', {class: 'card-title'}, total, h('span', {class: 'total-label'}, ' matches'), rangeText,
+      h('span', {class: 'muted small hint-right'}, 'click a bar to zoom in')),
+    histBox);
+  const panel = h('aside', {class: 'card field-panel', id: 'events-fields', 'data-test': 'events-fields'},
+    h('div', {class: 'card-title'}, 'Fields'), h('p', {class: 'muted small'}, 'Loading…'));
   const info = h('p', {class: 'muted small', id: 'events-info'});
-  const more = h('button', {type: 'button', id: 'events-more', hidden: true}, 'Load more');
-  view.append(pageHeader('Events'), form, info, list, h('div', {class: 'pager'}, more));
+  const list = h('div', {class: 'event-list', id: 'events-list'});
+  const more = h('button', {type: 'button', id: 'events-more', 'data-test': 'events-more', hidden: true}, 'Load more');
+  view.append(
+    pageHeader('Events', h('button', {type: 'button', id: 'events-refresh', onclick: () => route()}, 'Refresh')),
+    form, errors, histCard,
+    h('div', {class: 'discover'}, panel, h('div', {class: 'discover-main'}, info, list, h('div', {class: 'pager'}, more))));
 
-  // The API lists stored events oldest first (by id) and pages forwards.
-  const params = new URLSearchParams(query);
-  let cursor = null;
-  let shown = 0;
-  const load = async () => {
-    try {
-      const q = new URLSearchParams(params);
-      q.set('limit', '50');
-      if (cursor) q.set('cursor', cursor);
-      const page = await api(`/v1/events?${q}`);
-      for (const e of page.events) list.append(eventRow(e));
-      shown += page.events.length;
-      cursor = page.next_cursor;
-      more.hidden = !cursor;
-      info.textContent = shown
-        ? `${fmtNum(shown)} events shown, oldest first${cursor ? '; more below' : ''}.`
-        : 'No stored event matches.';
-    } catch (e) {
-      list.append(errorBox(e, 'search the events', 'events-error'));
+  const fail = (e) => {
+    if (e.name === 'AbortError') return;
+    // The histogram and the list are refused for the same reason: say it once.
+    if (!errors.childElementCount) {
+      const box = errorBox(e, 'search the events', 'events-error');
+      if (box) errors.append(box);
     }
   };
-  more.addEventListener('click', load);
-  load();
+
+  if ((since !== null && Number.isNaN(since)) || (until !== null && Number.isNaN(until))) {
+    const bad = since !== null && Number.isNaN(since) ? `since=${sinceText}` : `until=${untilText}`;
+    errors.append(h('div', {class: 'error-box', role: 'alert', id: 'events-error'},
+      `Cannot read the time range \`${bad}\`: use a time like 2026-01-02T03:04:05Z, milliseconds since 1970, or now-15m. `,
+      h('button', {type: 'button', class: 'link', onclick: () => goEvents(withParams({since: null, until: null}))}, 'Show all time')));
+    total.textContent = '—';
+    clear(panel);
+    return () => ctrl.abort();
+  }
+
+  // What the API is asked, the same for the histogram and the list.
+  const params = new URLSearchParams();
+  if (q) params.set('q', q);
+  if (since !== null) params.set('since', String(since));
+  if (until !== null) params.set('until', String(until));
+  for (const [k, v] of query) if (isPassedFilter(k)) params.append(k, v);
+
+  let matches = null; // the histogram's total
+  const loaded = [];
+  let cursor = null;
+  let showAllFields = false;
+
+  const updateInfo = () => {
+    if (!loaded.length) {
+      info.textContent = matches === 0 || (matches === null && cursor === null) ? 'No stored event matches.' : '';
+      return;
+    }
+    const of = matches === null ? '' : ` of ${fmtNum(matches)}`;
+    info.textContent = `Showing ${fmtNum(loaded.length)}${of} matches, newest first${cursor ? '; more below' : ''}.`;
+  };
+
+  const renderFields = () => {
+    const stats = fieldStats(loaded);
+    clear(panel).append(h('div', {class: 'card-title'}, 'Fields',
+      h('span', {class: 'muted'}, ` · top values in the ${fmtNum(loaded.length)} loaded`)));
+    if (!stats.length) {
+      panel.append(h('p', {class: 'muted small'}, loaded.length ? 'The loaded events have no fields.' : 'No events loaded.'));
+      return;
+    }
+    const shown = showAllFields ? stats : stats.slice(0, 12);
+    for (const f of shown) {
+      const clickable = SEARCHABLE_FIELD.test(f.name);
+      panel.append(h('div', {class: 'field', 'data-test': 'field', 'data-field': f.name},
+        h('div', {class: 'field-name'}, h('b', {}, f.name),
+          h('span', {class: 'muted'}, ` ${fmtNum(f.present)}/${fmtNum(loaded.length)}`)),
+        f.top.length ? f.top.map(({value, count}) => {
+          const bar = h('span', {class: 'value-bar'});
+          bar.style.width = `${Math.max(2, Math.round((count / loaded.length) * 100))}%`;
+          const text = typeof value === 'string' ? value : String(value);
+          const term = fieldTerm(f.name, value);
+          return h('button', {type: 'button', class: 'field-value', 'data-test': 'field-value',
+            'data-field': f.name, 'data-value': text, disabled: !clickable,
+            title: !clickable ? text : term ? `Search ${term}` : `Filter ${f.name} = ${text}`,
+            onclick: () => {
+              if (term) {
+                goEvents(withParams({q: addTerm(q, term)}));
+                return;
+              }
+              // A value with a quote in it: the same exact match as a filter.
+              const next = new URLSearchParams(query);
+              if (!next.getAll(`field.${f.name}`).includes(text)) next.append(`field.${f.name}`, text);
+              goEvents(next);
+            }},
+          bar, h('span', {class: 'value-text'}, text === '' ? '(empty)' : text),
+          h('span', {class: 'value-count'}, fmtNum(count)));
+        }) : h('div', {class: 'muted small'}, 'objects or arrays only')));
+    }
+    if (stats.length > shown.length) {
+      panel.append(h('button', {type: 'button', class: 'link', id: 'events-all-fields', onclick: () => {
+        showAllFields = true;
+        renderFields();
+      }}, `Show all ${fmtNum(stats.length)} fields`));
+    }
+  };
+
+  const loadPage = async () => {
+    more.disabled = true;
+    try {
+      const p = new URLSearchParams(params);
+      p.set('order', 'desc');
+      p.set('limit', String(EVENTS_PAGE));
+      if (cursor) p.set('cursor', cursor);
+      const page = await api(`/v1/events?${p}`, {signal});
+      for (const e of page.events) list.append(eventRow(e));
+      loaded.push(...page.events);
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+      updateInfo();
+      renderFields();
+    } catch (e) {
+      fail(e);
+      if (e.name !== 'AbortError') clear(panel);
+    } finally {
+      more.disabled = false;
+    }
+  };
+  more.addEventListener('click', loadPage);
+
+  const loadHistogram = async () => {
+    try {
+      const p = new URLSearchParams(params);
+      const buckets = Math.min(120, Math.max(10, Math.floor(histBox.clientWidth / 12)));
+      p.set('buckets', String(buckets));
+      const hist = await api(`/v1/events/histogram?${p}`, {signal});
+      matches = hist.total;
+      total.textContent = fmtNum(hist.total);
+      total.dataset.total = String(hist.total);
+      const from = hist.since_ms ?? hist.buckets?.[0]?.start_ms;
+      const to = hist.until_ms ?? (hist.buckets?.length ? hist.buckets[hist.buckets.length - 1].start_ms + hist.interval_ms : null);
+      rangeText.textContent = from !== undefined && from !== null && to !== null
+        ? ` · ${fmtTime(new Date(from).toISOString())} to ${fmtTime(new Date(to).toISOString())}` +
+          (hist.interval_ms ? `, ${fmtInterval(hist.interval_ms)} a bar` : '')
+        : '';
+      drawHistogram(histBox, hist, (start, end) =>
+        goEvents(withParams({since: new Date(start).toISOString(), until: new Date(end).toISOString()})));
+      updateInfo();
+    } catch (e) {
+      fail(e);
+      if (e.name !== 'AbortError') {
+        total.textContent = '—';
+        clear(histBox);
+      }
+    }
+  };
+
+  loadHistogram();
+  loadPage();
+  return () => ctrl.abort();
+}
+
+/**
+ * The histogram's buckets as bars; a click on one (anywhere in its column)
+ * calls `onZoom(start_ms, end_ms)`.
+ */
+function drawHistogram(container, hist, onZoom) {
+  const buckets = hist.buckets || [];
+  if (!buckets.length) {
+    container.replaceChildren(h('p', {class: 'muted empty', id: 'events-histogram-empty'}, 'No matches in this time range.'));
+    return;
+  }
+  const width = Math.max(container.clientWidth, 200);
+  const height = 130;
+  const top = 12;
+  const bottom = height - 18;
+  const max = niceMax(Math.max(...buckets.map((b) => b.count)));
+  const step = width / buckets.length;
+  const gap = step > 6 ? 1 : 0;
+  const y = (v) => bottom - (v / max) * (bottom - top);
+  const chart = svg('svg', {width, height, viewBox: `0 0 ${width} ${height}`, class: 'chart hist', role: 'img'});
+  for (const v of [max, max / 2, 0]) {
+    chart.append(svg('line', {x1: 0, x2: width, y1: y(v), y2: y(v), class: 'grid'}));
+  }
+  buckets.forEach((b, i) => {
+    const x = i * step;
+    const end = b.start_ms + hist.interval_ms;
+    const label = `${fmtTime(b.start)}: ${fmtNum(b.count)} ${b.count === 1 ? 'match' : 'matches'}`;
+    const bar = svg('g', {class: 'bucket'},
+      svg('title', {}, label),
+      svg('rect', {class: 'bar', x: (x + gap).toFixed(1), y: y(b.count).toFixed(1),
+        width: Math.max(step - 2 * gap, 0.5).toFixed(1), height: (bottom - y(b.count)).toFixed(1)}),
+      // The column's full height takes the click, so that low bars are easy to hit.
+      svg('rect', {class: 'hit', x: x.toFixed(1), y: top, width: step.toFixed(1), height: bottom - top,
+        'data-test': 'histogram-bar', 'data-start': b.start_ms, 'data-end': end, 'data-count': b.count}));
+    bar.addEventListener('click', () => onZoom(b.start_ms, end));
+    chart.append(bar);
+  });
+  for (const v of [max, max / 2]) {
+    chart.append(svg('text', {x: 4, y: y(v) + 11, class: 'axis'}, fmtNum(v)));
+  }
+  const last = buckets[buckets.length - 1].start_ms + hist.interval_ms;
+  chart.append(svg('text', {x: 2, y: height - 3, class: 'axis'}, fmtTime(buckets[0].start)));
+  chart.append(svg('text', {x: width - 2, y: height - 3, class: 'axis', 'text-anchor': 'end'},
+    fmtTime(new Date(last).toISOString())));
+  container.replaceChildren(chart);
 }
 
 function eventRow(e) {
-  const versions = e.event && typeof e.event === 'object' ? e.event._versions : null;
-  return h('div', {class: 'event', 'data-test': 'event-row', 'data-id': e.id},
-    h('div', {class: 'event-meta'},
-      h('span', {class: 'muted'}, `event ${e.id}`), jobLink(e.job), h('span', {}, `index ${e.index}`),
-      timeNode(e.received_at), versionChips(versions)),
-    jsonNode(e.event));
+  const ev = e.event;
+  const versions = ev && typeof ev === 'object' ? ev._versions : null;
+  const level = eventLevel(ev);
+  const time = timeNode(e.time || e.received_at);
+  time.title = `${e.time ? `event time ${e.time}; ` : ''}arrived ${e.received_at}`;
+  return h('div', {class: level ? `event level-${level}` : 'event', 'data-test': 'event-row', 'data-id': e.id,
+    'data-level': level},
+  h('div', {class: 'event-meta'},
+    time,
+    level ? h('span', {class: 'level-tag'}, level) : null,
+    h('span', {class: 'muted'}, `event ${e.id}`), jobLink(e.job), h('span', {}, `index ${e.index}`),
+    versionChips(versions)),
+  jsonNode(ev));
+}
+
+// ---------------------------------------------------------------------------
+// SQL: POST /v1/query, read-only views over the store
+
+const SQL_LIMIT = 1000;
+const SQL_EXAMPLES = [
+  ['Count events', 'SELECT count(*) AS n FROM events'],
+  ['Events per minute', 'SELECT time / 60000 * 60000 AS minute, count(*) AS events\nFROM events\nGROUP BY 1\nORDER BY 1'],
+  ['Levels', "SELECT data->>'level' AS level, count(*) AS n\nFROM events\nGROUP BY 1\nORDER BY n DESC"],
+  ['Dead letters by stage', 'SELECT stage, error, count(*) AS n\nFROM dead_letters\nGROUP BY 1, 2\nORDER BY n DESC\nLIMIT 20'],
+];
+
+/** Epoch milliseconds between 2000 and 2100, or RFC 3339 text: a time. */
+function asTime(v) {
+  if (typeof v === 'number') return Number.isInteger(v) && v >= 946684800000 && v < 4102444800000 ? v : null;
+  if (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}/.test(v)) {
+    const t = Date.parse(v);
+    return Number.isNaN(t) ? null : t;
+  }
+  return null;
+}
+
+/**
+ * A chart of a result whose first column is a time and another a number:
+ * [[t, value]] sorted by time and that column's index, or null.
+ */
+function sqlSeries(columns, rows) {
+  if (columns.length < 2 || rows.length < 2) return null;
+  if (!rows.every((r) => asTime(r[0]) !== null)) return null;
+  const col = columns.findIndex((_, i) => i > 0 &&
+    rows.every((r) => r[i] === null || (typeof r[i] === 'number' && r[i] >= 0)) &&
+    rows.some((r) => typeof r[i] === 'number'));
+  if (col < 0) return null;
+  const points = rows.map((r) => [asTime(r[0]), r[col]]).sort((a, b) => a[0] - b[0]);
+  return {col, points};
+}
+
+function sqlCell(v) {
+  if (v === null || v === undefined) return h('td', {class: 'null'}, 'NULL');
+  if (typeof v === 'number') {
+    const t = asTime(v);
+    return h('td', {class: 'num', title: t === null ? null : fmtTime(new Date(t).toISOString())}, String(v));
+  }
+  if (typeof v === 'boolean') return h('td', {}, String(v));
+  if (typeof v === 'object') return h('td', {class: 'event-cell'}, jsonNode(v));
+  if (/^[[{]/.test(v)) {
+    try {
+      const j = JSON.parse(v);
+      if (j && typeof j === 'object') return h('td', {class: 'event-cell'}, jsonNode(j));
+    } catch {
+      // Text that only starts like JSON: shown as it is.
+    }
+  }
+  return h('td', {}, v);
+}
+
+/** What a refused query means; the server's own message follows it. */
+function sqlErrorBox(e) {
+  if (e.status === 401) return null;
+  const title = e.status === 400 ? 'The query cannot run'
+    : e.status === 403 ? (/lacks the `read`/.test(e.message) ? 'This token cannot read' : 'Refused: the console runs read-only queries')
+      : e.status === 422 ? 'The query went past a limit'
+        : e.status === 0 ? 'No answer' : 'The query failed';
+  return h('div', {class: 'error-box sql-error', role: 'alert', id: 'sql-error', 'data-test': 'sql-error',
+    'data-status': e.status},
+  h('div', {class: 'sql-error-title'}, e.status ? `${title} (HTTP ${e.status})` : title),
+  h('pre', {class: 'sql-error-message'}, e.message));
+}
+
+function sqlView(view, query) {
+  const ctrl = new AbortController();
+  const text = h('textarea', {id: 'sql-text', 'data-test': 'sql-input', class: 'sql-text', rows: 6,
+    spellcheck: 'false', autocomplete: 'off', 'aria-label': 'SQL',
+    placeholder: 'SELECT data->>\'service\' AS service, count(*) AS n FROM events GROUP BY 1'});
+  text.value = query.get('sql') || '';
+  const runBtn = h('button', {type: 'submit', class: 'primary', id: 'sql-run', 'data-test': 'sql-run'}, 'Run');
+  const examples = h('div', {class: 'examples'}, h('span', {class: 'muted small'}, 'Examples:'),
+    SQL_EXAMPLES.map(([label, sql]) => h('button', {type: 'button', class: 'example', 'data-test': 'sql-example',
+      title: sql, onclick: () => {
+        text.value = sql;
+        run();
+      }}, label)));
+  const form = h('form', {class: 'card sql-form', id: 'sql-form'},
+    text,
+    h('div', {class: 'sql-actions'}, runBtn, h('span', {class: 'muted small'}, 'Ctrl+Enter runs. Views: ',
+      h('code', {}, 'events(id, job, pipeline, idx, received_at, time, data)'), ', ',
+      h('code', {}, 'dead_letters'), ', ', h('code', {}, 'jobs'), ', ', h('code', {}, 'windows'),
+      '; times are ms since 1970, ', h('code', {}, 'data->>\'field\''), ' reads an event field.')),
+    examples);
+  const result = h('div', {id: 'sql-result'});
+  view.append(pageHeader('SQL'), form, result);
+
+  let running = false;
+  const run = async () => {
+    const sql = text.value.trim();
+    if (!sql || running) return;
+    running = true;
+    runBtn.disabled = true;
+    // The query goes into the address (without a new history entry), so
+    // that a reload or a link runs it again.
+    history.replaceState(null, '', `#/sql?${new URLSearchParams({sql})}`);
+    clear(result).append(h('p', {class: 'muted', id: 'sql-running'}, 'Running…'));
+    try {
+      const r = await api('/v1/query', {method: 'POST', signal: ctrl.signal,
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({sql, limit: SQL_LIMIT})});
+      renderSqlResult(clear(result), r);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      clear(result);
+      const box = sqlErrorBox(e);
+      if (box) result.append(box);
+    } finally {
+      running = false;
+      runBtn.disabled = false;
+    }
+  };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    run();
+  });
+  text.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+      ev.preventDefault();
+      run();
+    }
+  });
+  if (text.value) run();
+  else text.focus();
+  return () => ctrl.abort();
+}
+
+function renderSqlResult(out, r) {
+  const columns = r.columns || [];
+  const rows = r.rows || [];
+  out.append(h('p', {class: 'sql-meta', id: 'sql-meta', 'data-test': 'sql-meta'},
+    h('b', {id: 'sql-count', 'data-count': rows.length}, `${fmtNum(rows.length)} ${rows.length === 1 ? 'row' : 'rows'}`),
+    h('span', {class: 'muted'}, ` · ${fmtNum(r.elapsed_ms)} ms`)));
+  const series = sqlSeries(columns, rows);
+  let chartBox = null;
+  if (series) {
+    chartBox = h('div', {class: 'chart-box', id: 'sql-chart', 'data-test': 'sql-chart'});
+    out.append(h('div', {class: 'card'},
+      h('div', {class: 'card-title'}, columns[series.col], h('span', {class: 'muted'}, ` by ${columns[0]}`)),
+      chartBox));
+  }
+  out.append(h('div', {class: 'card flush'}, h('table', {class: 'table sql-table', id: 'sql-table', 'data-test': 'sql-table'},
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', {}, c)))),
+    h('tbody', {}, rows.length
+      ? rows.map((row) => h('tr', {'data-test': 'sql-row'}, row.map(sqlCell)))
+      : h('tr', {}, h('td', {colspan: Math.max(columns.length, 1), class: 'empty'}, 'No rows.'))))));
+  if (chartBox) {
+    // Drawn once in the page, at the width it has there.
+    const {points} = series;
+    const from = points[0][0];
+    const to = points[points.length - 1][0];
+    drawChart(chartBox, points, {
+      from, to, fmt: fmtNum,
+      labels: [fmtTime(new Date(from).toISOString()), fmtTime(new Date(to).toISOString())],
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------
