@@ -1339,3 +1339,93 @@ fn an_ingest_node_takes_opentelemetry_logs_for_its_workers() {
         "each record once"
     );
 }
+
+#[test]
+fn an_ingest_node_searches_and_answers_read_only_sql_on_postgres() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start_full(
+        "logs",
+        &crate::search::stages(),
+        "chunk_size = 40\n",
+        "",
+        crate::search::SERVE,
+        2,
+    );
+    let base = c.url("");
+    let events = crate::search::corpus(400);
+    for id in crate::search::post_events(&base, &events) {
+        c.wait_done(id, 60);
+    }
+    crate::search::check_searches(&base, &events);
+    // The text index and the field indexes were built.
+    let indexes = c.sql(
+        "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes \
+         WHERE schemaname = 'wasmpipe' AND tablename = 'events'",
+    );
+    assert!(
+        indexes.contains("events_text") && indexes.contains("events_field_service"),
+        "{indexes}"
+    );
+
+    // SQL in PostgreSQL's dialect, the same views.
+    let q = |sql: &str| crate::search::query(&base, &json!({ "sql": sql }));
+    let r =
+        q("SELECT data->>'service' AS service, count(*) AS n FROM events GROUP BY 1 ORDER BY 1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let third = events.len() / 3 + 1;
+    assert_eq!(r.json()["columns"], json!(["service", "n"]));
+    assert_eq!(
+        r.json()["rows"][0],
+        json!([
+            "api",
+            events.iter().filter(|e| e["service"] == "api").count()
+        ]),
+        "{}",
+        r.body
+    );
+    assert!(r.json()["rows"][1][1].as_u64().unwrap() <= third as u64);
+    let r = q("SELECT count(*) AS jobs, sum(events_out) AS out FROM jobs");
+    assert_eq!(r.json()["rows"], json!([[2, 400]]), "{}", r.body);
+
+    let checksum = || {
+        ["events", "dead_letters", "jobs", "windows", "inputs", "chunks"]
+            .map(|t| c.sql(&format!("SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM wasmpipe.{t} x")))
+            .join(",")
+    };
+    let before = checksum();
+    let mut refused: Vec<(&str, u16)> = crate::search::REFUSED.to_vec();
+    refused.extend([
+        ("SELECT * FROM wasmpipe.inputs", 403),
+        ("SELECT pg_read_file('/etc/passwd')", 403),
+        ("SELECT set_config('role', 'none', true), query_to_xml('SELECT * FROM wasmpipe.inputs', true, false, '')", 403),
+        ("SELECT * FROM events FOR UPDATE", 403),
+        ("SELECT lo_import('/etc/passwd')", 403),
+        ("COPY (SELECT 1) TO '/tmp/wasmpipe-copy'", 0),
+        ("SELEC 1", 400),
+    ]);
+    for (sql, status) in refused {
+        crate::search::assert_refused(&base, sql, status);
+    }
+    let r = crate::search::query(
+        &base,
+        &json!({ "sql": "SELECT pg_sleep(5)", "timeout_ms": 300 }),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.error().contains("timeout"), "{}", r.body);
+    let r = crate::search::query(
+        &base,
+        &json!({ "sql": "SELECT id FROM events", "limit": 10 }),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        checksum(),
+        before,
+        "the database changed under read-only SQL"
+    );
+    assert!(!Path::new("/tmp/wasmpipe-copy").exists());
+    // The pooled connections are as they were: SQL and the API still work.
+    assert_eq!(
+        q("SELECT count(*) AS n FROM events").json()["rows"],
+        json!([[400]])
+    );
+}

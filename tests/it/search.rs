@@ -280,7 +280,8 @@ pub(crate) fn check_searches(base: &str, events: &[Value]) {
     }
 }
 
-/// Posts `events` in batches of 200 to `base`; returns the job ids.
+/// Posts `events` in batches of 200 to pipeline `logs` of `base`; returns
+/// the job ids.
 pub(crate) fn post_events(base: &str, events: &[Value]) -> Vec<i64> {
     events
         .chunks(200)

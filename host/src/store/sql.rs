@@ -321,7 +321,7 @@ pub(super) async fn run_pg(
     limit: usize,
     timeout: Duration,
 ) -> Result<Table, QueryError> {
-    let tx = c
+    let mut tx = c
         .build_transaction()
         .read_only(true)
         .start()
@@ -339,6 +339,16 @@ pub(super) async fn run_pg(
         )));
     }
     let sql = sql.trim().trim_end_matches(';');
+    // The role is the guard against reading what the views do not show,
+    // and a statement may reset it (`set_config('role', 'none', ..)`)
+    // before a function that runs SQL of its own (`query_to_xml`). So
+    // neither that function nor a spelling that hides its name passes.
+    let lower = sql.to_ascii_lowercase();
+    if lower.contains("set_config") || lower.contains("u&") {
+        return Err(QueryError::Refused(
+            "`set_config` and `U&` identifiers are not allowed in a query".into(),
+        ));
+    }
     // Prepared first, so a second statement is refused and the columns
     // are known; then each row is read as one JSON array, in column order
     // (the columns renamed c1..cN, as two may share a name).
@@ -361,10 +371,36 @@ pub(super) async fn run_pg(
         names.join(", "),
         limit + 1
     );
-    let rows = tx
-        .query(&wrapped, &[])
-        .await
-        .map_err(|e| pg_error(e, timeout))?;
+    // In a savepoint: a statement that fails leaves the transaction
+    // usable for the one below.
+    let attempt = {
+        let sp = tx
+            .savepoint("wrapped")
+            .await
+            .map_err(|e| QueryError::Store(e.into()))?;
+        let rows = sp.query(&wrapped, &[]).await;
+        if rows.is_err() {
+            sp.rollback()
+                .await
+                .map_err(|e| QueryError::Store(e.into()))?;
+        }
+        rows
+    };
+    let rows = match attempt {
+        Ok(rows) => rows,
+        // Not a query (an INSERT does not fit in FROM): run as it is, in
+        // the read-only transaction and the reader's role, it says what
+        // refuses it; whatever runs is rolled back with the transaction.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::SYNTAX_ERROR) => {
+            tx.execute(&st, &[])
+                .await
+                .map_err(|e| pg_error(e, timeout))?;
+            return Err(QueryError::Invalid(
+                "only a query (SELECT, WITH, VALUES or TABLE) is answered here".into(),
+            ));
+        }
+        Err(e) => return Err(pg_error(e, timeout)),
+    };
     if rows.len() > limit {
         return Err(too_many(limit));
     }
