@@ -8,6 +8,7 @@ mod client;
 mod diff;
 mod inspect;
 mod new;
+mod query;
 mod run;
 mod serve;
 mod tail;
@@ -49,6 +50,7 @@ enum Command {
     Serve(serve::ServeArgs),
     Tail(tail::TailArgs),
     Diff(diff::DiffArgs),
+    Query(query::QueryArgs),
     Worker(worker::WorkerArgs),
 }
 
@@ -66,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Query(args) => query::run(args),
         Command::Worker(args) => worker::run(args),
     };
     match result {

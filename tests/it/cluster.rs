@@ -1429,3 +1429,80 @@ fn an_ingest_node_searches_and_answers_read_only_sql_on_postgres() {
         json!([[400]])
     );
 }
+
+#[test]
+fn a_version_2_postgres_schema_is_upgraded_in_place_and_searched() {
+    use wasmpipe::store::postgres::PgStore;
+    use wasmpipe::store::{EventQuery, FieldPath, Indexing, Search};
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let svc = services();
+    let db = "wasmpipe_test_upgrade";
+    let admin = format!("{}/postgres", svc.postgres);
+    psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    psql(&admin, &format!("CREATE DATABASE {db}"));
+    let url = format!("{}/{db}", svc.postgres);
+    let indexing = Indexing {
+        fields: vec![FieldPath::pointer("/service").unwrap()],
+        ..Indexing::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A version 3 schema taken back to version 2 (no event time, no text
+    // of dead letters, no views, no search indexes), with events in it.
+    rt.block_on(PgStore::connect(&url, 2, &indexing)).unwrap();
+    psql(
+        &url,
+        "DROP SCHEMA wasmpipe_query CASCADE; DROP INDEX wasmpipe.events_text, wasmpipe.events_time, wasmpipe.dead_text; \
+         DROP INDEX wasmpipe.events_field_service_9df6b026; \
+         ALTER TABLE wasmpipe.events DROP COLUMN time; ALTER TABLE wasmpipe.dead_letters DROP COLUMN words; \
+         UPDATE wasmpipe.schema_version SET version = 2; \
+         INSERT INTO wasmpipe.events (job, pipeline, idx, at, body) VALUES \
+           (1, 'p', 0, 1000, '{\"service\":\"auth\",\"msg\":\"db timeout\"}'), \
+           (1, 'p', 1, 1000, '{\"service\":\"api\",\"msg\":\"fine\"}')",
+    );
+    let store = rt.block_on(PgStore::connect(&url, 2, &indexing)).unwrap();
+    assert_eq!(
+        psql(&url, "SELECT max(version) FROM wasmpipe.schema_version"),
+        "3"
+    );
+    let indexes = psql(
+        &url,
+        "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'wasmpipe'",
+    );
+    for want in [
+        "events_text",
+        "events_time",
+        "dead_text",
+        "events_field_service_9df6b026",
+    ] {
+        assert!(indexes.contains(want), "{want} missing: {indexes}");
+    }
+    let search = Search::parse("timeout service:auth").unwrap();
+    let found = rt
+        .block_on(store.events(&EventQuery {
+            terms: search.terms,
+            fields: search.fields,
+            limit: 10,
+            ..EventQuery::default()
+        }))
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].index, found[0].time),
+        (0, 1000),
+        "old events get their arrival as their time"
+    );
+    // Connecting again changes nothing.
+    rt.block_on(PgStore::connect(&url, 2, &indexing)).unwrap();
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM wasmpipe.schema_version"),
+        "2"
+    );
+}

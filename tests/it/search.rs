@@ -8,7 +8,7 @@
 //! consecutive words of one value; a prefix matches the start of a word.
 
 use crate::util::http::{Server, ndjson, post, request, wait_job};
-use crate::util::{plugin, toml_path, write};
+use crate::util::{plugin, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -437,6 +437,36 @@ fn read_only_sql_answers_over_the_views_and_changes_nothing() {
         &json!({ "sql": "SELECT count(*), sum(events_out) FROM jobs" }),
     );
     assert_eq!(r.json()["rows"], json!([[2, 300]]), "{}", r.body);
+    // The same from the command line: a table, JSON lines, the refusal.
+    let cli = |args: &[&str]| {
+        let out = wasmpipe()
+            .args(["query", "--server", &base])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let sql = "SELECT data->>'service' AS service, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
+    let (code, table, err) = cli(&[sql]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        table,
+        "service  n\n-------  ---\napi      100\nauth     100\nbilling  100\n"
+    );
+    assert!(err.contains("(3 rows,"), "{err}");
+    let (code, lines, _) = cli(&["--json", sql]);
+    assert_eq!(code, Some(0));
+    assert_eq!(lines.lines().next(), Some(r#"{"service":"api","n":100}"#));
+    let (code, _, err) = cli(&["DELETE FROM events"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("answered 403 Forbidden: the query may only read"),
+        "{err}"
+    );
 
     let db = dir.path().join("logs.db");
     let before = checksum(&db);

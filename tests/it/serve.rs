@@ -757,7 +757,7 @@ fn bad_inputs_get_their_status_and_message() {
         (
             get(&s, "/v1/events?colour=red"),
             400,
-            "unknown parameter `colour`; use `pipeline`, `job`, `since`, `until`, `field.<name>`, `cursor`, `limit`",
+            "unknown parameter `colour`; use `pipeline`, `job`, `since`, `until`, `q`, `field.<name>`, `order`, `cursor`, `limit`",
         ),
     ];
     for (i, (r, status, message)) in cases.iter().enumerate() {
@@ -1372,11 +1372,15 @@ fn a_database_of_the_previous_schema_is_upgraded_in_place() {
     let id = r.json()["job"].as_i64().unwrap();
     assert_eq!(wait_job(&s, id, &[])["result"], 6);
     assert_eq!(s.stop(), Some(0));
-    // Version 1 had no `jobs.pinned`.
+    // Version 1 had no `jobs.pinned`, nor (before version 3) event times
+    // and the search index.
     let path = dir.path().join("adder.db");
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch("ALTER TABLE jobs DROP COLUMN pinned; PRAGMA user_version = 1;")
-        .unwrap();
+    db.execute_batch(
+        "ALTER TABLE jobs DROP COLUMN pinned; DROP INDEX events_time; ALTER TABLE events DROP COLUMN time;
+         DROP TABLE events_text; DROP TABLE dead_text; DROP TABLE search_state; PRAGMA user_version = 1;",
+    )
+    .unwrap();
     drop(db);
     let s = Server::start(&m, &[]);
     let job = get(&s, &format!("/v1/jobs/{id}")).json();
@@ -1394,5 +1398,5 @@ fn a_database_of_the_previous_schema_is_upgraded_in_place() {
     let v: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
 }

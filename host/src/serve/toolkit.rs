@@ -346,8 +346,11 @@ impl Params {
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("field.")?, v)))
             .map(|(path, v)| {
-                let path = FieldPath::dotted(path)
-                    .map_err(|e| ApiError::bad(format!("field filter `field.{path}`: {e}")))?;
+                let path = FieldPath::dotted(path).map_err(|_| {
+                    ApiError::bad(format!(
+                        "field filter `field.{path}`: a field name is dot-separated letters, digits, '_' and '-', e.g. `field.service=auth` or `field.request.identity=alice`"
+                    ))
+                })?;
                 Ok((path, v.clone()))
             })
             .collect()

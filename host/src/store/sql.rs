@@ -309,6 +309,8 @@ DO $$ BEGIN
         CREATE ROLE wasmpipe_reader NOLOGIN;
     END IF;
 END $$;
+-- The creator of a role may not yet be able to take it (PostgreSQL 16).
+GRANT wasmpipe_reader TO CURRENT_USER;
 REVOKE ALL ON SCHEMA wasmpipe FROM wasmpipe_reader;
 GRANT USAGE ON SCHEMA wasmpipe_query TO wasmpipe_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA wasmpipe_query TO wasmpipe_reader;
