@@ -387,6 +387,36 @@ fn a_lying_origin_table_outputs_nothing_twice_and_blames_the_abi() {
 }
 
 #[test]
+fn an_output_length_past_the_guests_memory_is_an_abi_violation_not_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &fixture("huge_output.wat"), "");
+    let inp = write(dir.path(), "in.jsonl", "{\"a\":1}\n{\"a\":2}\n");
+    let out = dir.path().join("out.jsonl");
+    let r = run_pipeline(
+        &m,
+        &[
+            "-q",
+            "-i",
+            inp.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let dead = read_jsonl(&dir.path().join("hard.dead.jsonl"));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        let e = d["error"].as_str().unwrap();
+        assert!(
+            e.starts_with("stage `s` broke the wasmpipe ABI: the output descriptor claims 4294967295 bytes at offset")
+                && e.contains("past the end of the stage's 131072-byte memory"),
+            "{e}"
+        );
+        assert!(!e.contains("limits.output"), "{e}");
+    }
+}
+
+#[test]
 fn a_dead_letter_too_deep_to_embed_is_kept_as_text_any_json_tool_reads() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path(), &plugin("faulty"), "");

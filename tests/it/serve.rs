@@ -1400,3 +1400,125 @@ fn a_database_of_the_previous_schema_is_upgraded_in_place() {
         .unwrap();
     assert_eq!(v, 3);
 }
+
+/// A tmpfs mounted over `dir` for a test, unmounted when dropped. Mounting
+/// needs root, as CI runs.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot mount a {size} tmpfs (this test fills a disk, and needs root, as CI runs): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_batches_with_503_loses_nothing_and_takes_them_again_once_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let fs = Tmpfs::mount(&disk, "24m");
+    // Room to give back later.
+    std::fs::write(disk.join("filler"), vec![7u8; 6 << 20]).unwrap();
+    let stages = stage(
+        "keep",
+        "filter",
+        "errors_only",
+        "params = { min_level = \"debug\" }",
+    );
+    let text = format!(
+        "[pipeline]\nname = \"full\"\n\n{stages}\n[runtime]\nworkers = 2\n\n[serve]\ndatabase = {}\nmax_events = 1000\n",
+        toml_path(&fs.0.join("full.db"))
+    );
+    let m = write(dir.path(), "full.toml", &text);
+    let s = Server::start(&m, &[]);
+    let batch = |from: usize, n: usize| -> String {
+        let events: Vec<Value> = (from..from + n)
+            .map(|i| json!({ "level": "info", "n": i, "msg": format!("event {i} {}", "x".repeat(200)) }))
+            .collect();
+        ndjson(&events)
+    };
+    let mut accepted = Vec::new();
+    let mut sent = 0;
+    let refusal = loop {
+        assert!(accepted.len() < 2000, "24 MiB never filled up");
+        let r = post(
+            &s,
+            "/v1/pipelines/full/jobs",
+            "application/x-ndjson",
+            &batch(sent, 500),
+        );
+        sent += 500;
+        match r.status {
+            202 => accepted.push(r.json()["job"].as_i64().unwrap()),
+            _ => break r,
+        }
+    };
+    assert_eq!(refusal.status, 503, "{}", refusal.body);
+    assert!(
+        refusal
+            .error()
+            .contains("the disk holding the journal is full"),
+        "{}",
+        refusal.body
+    );
+    assert!(
+        refusal.headers.contains_key("retry-after"),
+        "{:?}",
+        refusal.headers
+    );
+    assert!(!accepted.is_empty());
+    assert_eq!(get(&s, "/healthz").status, 200);
+    // Space is freed: batches are taken again, by themselves.
+    std::fs::remove_file(disk.join("filler")).unwrap();
+    let t = Instant::now();
+    loop {
+        let r = post(
+            &s,
+            "/v1/pipelines/full/jobs",
+            "application/x-ndjson",
+            &batch(sent, 10),
+        );
+        if r.status == 202 {
+            accepted.push(r.json()["job"].as_i64().unwrap());
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "ingest never resumed: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Everything accepted is processed and stored, once.
+    let mut want = 0;
+    for id in &accepted {
+        let j = wait_job(&s, *id, &[]);
+        assert_eq!(j["events_out"], j["events_in"], "{j}");
+        want += j["events_in"].as_u64().unwrap();
+    }
+    let total = get(&s, "/v1/events/histogram?buckets=1").json()["total"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(total, want);
+    assert_eq!(s.stop(), Some(0));
+}

@@ -340,6 +340,17 @@ impl ModuleInstance {
     }
 
     fn output(&self, d: Descriptor) -> Result<CallOutput<'_>, StageError> {
+        // A length that runs past the guest's own memory is a lie, not a
+        // large output: said as such, or its author would raise
+        // `limits.output` in vain.
+        let memory = self.memory.data_size(&self.store) as u64;
+        let end = u64::from(d.out_ptr) + u64::from(d.out_len);
+        if end > memory {
+            return Err(self.abi_error(format!(
+                "the output descriptor claims {} bytes at offset {}, past the end of the stage's {memory}-byte memory",
+                d.out_len, d.out_ptr
+            )));
+        }
         // Checked before anything is copied out of the guest: its memory
         // is bounded, and so is what the host takes from it.
         if u64::from(d.out_len) > self.output_limit {

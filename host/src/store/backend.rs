@@ -221,6 +221,11 @@ impl ErrorKind {
                     rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
                         ErrorKind::Conflict
                     }
+                    // The disk is full or failed a write: the same commit
+                    // works once there is room (or the device is back).
+                    rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure => {
+                        ErrorKind::Unavailable
+                    }
                     _ => ErrorKind::Other,
                 };
             }

@@ -115,7 +115,10 @@ impl Backend for Embedded {
             }
             Err(e) => {
                 self.backlog.release(events);
-                Err(Refused::Failed(e.context("cannot store the batch")))
+                Err(match disk_trouble(&e) {
+                    Some(why) => Refused::Unavailable(why),
+                    None => Refused::Failed(e.context("cannot store the batch")),
+                })
             }
         }
     }
@@ -318,4 +321,24 @@ impl Journal for Embedded {
             }
         }
     }
+}
+
+/// What a client is told when the journal cannot take a batch for want of
+/// disk (or a failing one): the batch was not accepted, nothing accepted
+/// before it is lost, and batches are taken again once writes succeed.
+/// `None` for any other failure.
+fn disk_trouble(e: &anyhow::Error) -> Option<String> {
+    let code = e.chain().find_map(|c| match c.downcast_ref() {
+        Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+        _ => None,
+    })?;
+    let what = match code {
+        rusqlite::ErrorCode::DiskFull => "the disk holding the journal is full",
+        rusqlite::ErrorCode::SystemIoFailure => "the journal could not be written (an I/O error)",
+        _ => return None,
+    };
+    tracing::warn!("refusing a batch: {what}: {e:#}");
+    Some(format!(
+        "{what}: this batch was not accepted (nothing accepted before it is lost); send it again later, batches are taken as soon as the journal can be written"
+    ))
 }
