@@ -1522,3 +1522,58 @@ fn a_full_disk_refuses_batches_with_503_loses_nothing_and_takes_them_again_once_
     assert_eq!(total, want);
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn a_damaged_database_is_refused_at_start_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = adder(dir.path(), "");
+    let s = Server::start(&m, &[]);
+    let body: String = (0..3000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let r = post(
+        &s,
+        "/v1/pipelines/adder/jobs",
+        "application/x-ndjson",
+        &body,
+    );
+    wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
+    assert_eq!(s.stop(), Some(0));
+    let db = dir.path().join("adder.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+    }
+    let _ = std::fs::remove_file(dir.path().join("adder.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("adder.db-shm"));
+    let good = std::fs::read(&db).unwrap();
+    assert!(good.len() > 8 * 4096, "{} bytes", good.len());
+    let mut overwritten = good.clone();
+    overwritten[3 * 4096..4 * 4096].fill(0xff);
+    let damaged: [(&str, Vec<u8>); 3] = [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("a page overwritten", overwritten),
+        ("not a database", b"hello, I am not SQLite".repeat(500)),
+    ];
+    for (what, bytes) in damaged {
+        std::fs::write(&db, &bytes).unwrap();
+        let r = crate::util::run_bounded(
+            wasmpipe()
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .arg(&m),
+            Duration::from_secs(20),
+        );
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("is not a sound wasmpipe database; restore it")
+                && r.stderr.contains("move it aside"),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(!r.stdout.contains("listening"), "{what}: served anyway");
+    }
+    // The good copy put back serves its events.
+    std::fs::write(&db, &good).unwrap();
+    let s = Server::start(&m, &[]);
+    assert_eq!(get(&s, "/v1/events/histogram").json()["total"], 3000);
+    assert_eq!(s.stop(), Some(0));
+}

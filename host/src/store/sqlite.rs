@@ -188,7 +188,8 @@ impl Store {
             c.pragma_update(None, "synchronous", "FULL")?;
             Ok(c)
         };
-        let mut writer = open()?;
+        let mut writer = open().map_err(|e| refuse_damaged(path, e))?;
+        check_intact(&writer, path).map_err(|e| refuse_damaged(path, e))?;
         let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let upgrade = |sql: &str| {
             writer
@@ -897,6 +898,55 @@ impl Store {
         tx.commit()?;
         Ok(n as u64)
     }
+}
+
+/// Databases up to this size are read whole (`PRAGMA quick_check`) at
+/// every start; a larger one is checked for truncation only, which costs
+/// nothing, since reading gigabytes would hold the start for minutes.
+const QUICK_CHECK_UP_TO: u64 = 512 << 20;
+
+/// Refuses a damaged database before anything is served from it:
+/// truncated (fewer bytes than its header's page count says), or, when
+/// small enough to read at start, any page SQLite finds inconsistent.
+fn check_intact(c: &Connection, path: &Path) -> Result<()> {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let pages: i64 = c.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let page_size: i64 = c.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let wal = path.with_extension(format!(
+        "{}-wal",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let in_wal = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    if !in_wal && (pages * page_size) as u64 > size {
+        bail!(
+            "the database is truncated: its header counts {pages} pages of {page_size} bytes, the file has {size} bytes"
+        );
+    }
+    if size <= QUICK_CHECK_UP_TO {
+        let verdict: String = c.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            bail!("the database is damaged: {verdict}");
+        }
+    }
+    Ok(())
+}
+
+/// The error for a database that cannot be opened as one: what is wrong
+/// and what to do, as nothing should be served half-read.
+fn refuse_damaged(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let damaged = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    }) || e.to_string().starts_with("the database is");
+    if !damaged {
+        return e;
+    }
+    e.context(format!(
+        "{path:?} is not a sound wasmpipe database; restore it (and its -wal file) from a backup, or move it aside with its -wal and -shm files to start on a new, empty one"
+    ))
 }
 
 /// The searchable text of a dead letter: its error, and its event's
