@@ -1577,3 +1577,68 @@ fn a_damaged_database_is_refused_at_start_saying_what_to_do() {
     assert_eq!(get(&s, "/v1/events/histogram").json()["total"], 3000);
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn slow_headers_lose_their_connection_and_past_the_bound_connections_wait_not_reset() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let m = adder(dir.path(), "header_timeout = \"1s\"\nmax_connections = 4\n");
+    let s = Server::start(&m, &[]);
+    let addr = s.url("").trim_start_matches("http://").to_string();
+    // A slowloris: a header line, then a byte every 200 ms, never done.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let t = Instant::now();
+    let closed = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if slow.write_all(b"X").is_err() {
+            break t.elapsed();
+        }
+        slow.set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut b = [0u8; 256];
+        match slow.read(&mut b) {
+            Ok(0) => break t.elapsed(),
+            Ok(_) => break t.elapsed(),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break t.elapsed(),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a slow client kept its connection for 10 s"
+        );
+    };
+    assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+    // The bound: 4 silent connections hold every slot; a fifth client
+    // waits (it is not reset), and is answered once their headers time out.
+    let idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let r = get(&s, "/healthz");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "answered past the bound at once ({:?})",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(idle);
+    // Ordinary work is unaffected.
+    let r = post(
+        &s,
+        "/v1/pipelines/adder/jobs",
+        "application/json",
+        "[{\"n\":1},{\"n\":2}]",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        wait_job(&s, r.json()["job"].as_i64().unwrap(), &[])["result"],
+        6
+    );
+    assert_eq!(s.stop(), Some(0));
+}

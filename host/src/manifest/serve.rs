@@ -37,6 +37,14 @@ pub struct ServeSection {
     /// request gets 408 and its ingest slot is free again.
     #[serde(default = "default_body_timeout")]
     pub body_timeout: DurationSpec,
+    /// Longest a request's headers may take to arrive; a client slower
+    /// than that (a slowloris) loses its connection.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: DurationSpec,
+    /// Most connections open at once; past it, new ones wait to be
+    /// accepted until one closes (bounding memory under a crowd).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: std::num::NonZeroUsize,
     /// Requests reading or parsing a body at once; past it ingest waits a
     /// little, then answers 503. Bounds ingest memory to about this many
     /// times `max_body`.
@@ -148,6 +156,12 @@ fn default_max_ingest() -> std::num::NonZeroUsize {
 }
 fn default_body_timeout() -> DurationSpec {
     DurationSpec(std::time::Duration::from_secs(30))
+}
+fn default_header_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(10))
+}
+fn default_max_connections() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(4096).expect("nonzero")
 }
 fn default_true() -> bool {
     true

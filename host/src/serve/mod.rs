@@ -36,6 +36,7 @@
 pub mod auth;
 pub mod console;
 pub mod ingest;
+pub mod listen;
 pub mod otlp;
 pub mod query;
 pub mod reads;
@@ -298,39 +299,19 @@ pub async fn run(
     let app = router(svc.clone(), cors);
     ready(listener.local_addr()?)?;
     let stop_svc = svc.clone();
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop_svc.stopping.store(true, Relaxed);
-            tracing::info!(
-                "shutting down: no new connections; finishing requests and chunks in flight"
-            );
-            let _ = stopped_tx.send(());
-        })
-        .into_future(),
-    );
-    // A connection that never lets its response be written (a client that
-    // stopped reading a live stream or a large page) would hold a graceful
-    // shutdown for ever: requests get `DRAIN` to finish, then are dropped.
-    let served = tokio::select! {
-        done = &mut server => done.context("the HTTP server panicked")?,
-        _ = async {
-            if stopped_rx.await.is_ok() {
-                tokio::time::sleep(DRAIN).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!("requests still open {DRAIN:?} after shutdown began are dropped");
-            server.abort();
-            Ok(())
-        }
+    let bounds = listen::Bounds {
+        header_timeout: serve.header_timeout.0,
+        max_connections: serve.max_connections.get(),
+        drain: DRAIN,
     };
+    let served = listen::serve(listener, app, bounds, async move {
+        shutdown.await;
+        stop_svc.stopping.store(true, Relaxed);
+        tracing::info!(
+            "shutting down: no new connections; finishing requests and chunks in flight"
+        );
+    })
+    .await;
     svc.stopping.store(true, Relaxed);
     if let Some(p) = purger {
         p.abort();

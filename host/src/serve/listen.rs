@@ -1,0 +1,95 @@
+//! The HTTP/1 server loop: accepts connections up to a bound and serves
+//! each with hyper, with a deadline for a request's headers.
+//!
+//! Written out (rather than `axum::serve`) for the two bounds a server on
+//! the open network needs: a client that sends its headers a byte at a
+//! time (slowloris) is dropped after `header_timeout`, where it would
+//! otherwise hold its connection for ever; and past `max_connections`
+//! open connections the next ones wait in the kernel's accept queue (as
+//! a TCP connection, never reset) until one closes, so a crowd of clients
+//! costs a bounded amount of memory. Shutdown stops accepting and lets
+//! the open requests finish.
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The bounds of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Longest a request's headers may take to arrive.
+    pub header_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// How long open requests may take to finish once shutdown begins.
+    pub drain: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves and the requests
+/// in flight are done (or `drain` has passed: a client that never reads
+/// its response must not hold the shutdown for ever).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    bounds: Bounds,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(bounds.header_timeout)
+        .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(bounds.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = app
+            .clone()
+            .layer(axum::Extension(ConnectInfo::<SocketAddr>(addr)));
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are the client's (a reset, headers too slow):
+            // its connection ends, the server goes on.
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {addr} ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(bounds.drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still open {:?} after shutdown began are dropped",
+            bounds.drain
+        );
+    }
+    Ok(())
+}
