@@ -417,6 +417,62 @@ fn an_output_length_past_the_guests_memory_is_an_abi_violation_not_a_limit() {
 }
 
 #[test]
+fn a_reduce_that_outgrows_its_memory_keeps_the_last_accumulator_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    // `grow` adds 8 MiB to its accumulator per event; 64 MiB is the limit.
+    let text = format!(
+        "[pipeline]\nname = \"g\"\n[[stage]]\nname = \"grow\"\nkind = \"reduce\"\nplugin = {}\n",
+        toml_path(&plugin("grow"))
+    );
+    let m = write(dir.path(), "g.toml", &text);
+    let inp = write(dir.path(), "in.jsonl", &"{\"mb\":8}\n".repeat(10));
+    let out = dir.path().join("out.json");
+    let run = |workers: &str| {
+        run_bounded(
+            wasmpipe()
+                .args(["run", "-q", "--chunk-size", "1", "-w", workers])
+                .arg(&m)
+                .arg("-i")
+                .arg(&inp)
+                .arg("-o")
+                .arg(&out),
+            Duration::from_secs(120),
+        )
+    };
+    let r = run("1");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let result: String = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(
+        !result.is_empty() && result.len().is_multiple_of(8 << 20),
+        "{} bytes",
+        result.len()
+    );
+    let kept = result.len() / (8 << 20);
+    let dead = read_jsonl(&dir.path().join("g.dead.jsonl"));
+    assert_eq!(kept + dead.len(), 10, "every event folded or a dead letter");
+    for d in &dead {
+        assert_eq!(
+            d["error"], "stage `grow` ran out of memory (limit 67108864 bytes)",
+            "{d}"
+        );
+    }
+    let idx: Vec<u64> = dead.iter().map(|d| d["index"].as_u64().unwrap()).collect();
+    assert_eq!(idx, (kept as u64..10).collect::<Vec<_>>());
+    // With two workers, shares that do not fit together are said so.
+    let r = run("2");
+    if r.code == 1 {
+        assert!(
+            r.stderr.contains("cannot combine the results of 2 workers")
+                && r.stderr.contains("--workers 1"),
+            "{}",
+            r.stderr
+        );
+    } else {
+        assert_eq!(r.code, 3, "{}", r.stderr);
+    }
+}
+
+#[test]
 fn a_dead_letter_too_deep_to_embed_is_kept_as_text_any_json_tool_reads() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path(), &plugin("faulty"), "");

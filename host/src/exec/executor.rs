@@ -194,12 +194,27 @@ impl Executor {
     /// chunk could not be run at all (an instance cannot be created);
     /// trouble with events is in the report's dead letters.
     pub fn run_on(&mut self, set: Arc<StageSet>, chunk: &Chunk, ctx: &[u8]) -> Result<ChunkReport> {
+        self.run_from(set, chunk, ctx, Vec::new())
+    }
+
+    /// [`Executor::run_on`] with a final reduce folding into `acc` (JSON;
+    /// empty: the initial accumulator) rather than from its initial one:
+    /// the report's `partial` is then `acc` with the chunk folded in, and
+    /// an event that does not fit (out of memory) is a dead letter while
+    /// the accumulator stays as it was before it.
+    pub fn run_from(
+        &mut self,
+        set: Arc<StageSet>,
+        chunk: &Chunk,
+        ctx: &[u8],
+        acc: Vec<u8>,
+    ) -> Result<ChunkReport> {
         self.switch_to(set);
         // Bytes that are not UTF-8 reach no stage (and so no sink): those
         // events are the source's refusals.
         let screened = chunk.screened();
         let chunk = screened.as_ref().unwrap_or(chunk);
-        self.chain.set_accumulator(Vec::new());
+        self.chain.set_accumulator(acc);
         let first = self.chain.process(chunk, ctx)?;
         let mut counts = first.counts;
         let mut output = first.output;
@@ -315,6 +330,11 @@ impl Executor {
         }
         w.ctx = ctx.to_vec();
         w
+    }
+
+    /// Combines two accumulators with the final reduce's `combine`.
+    pub fn combine_two(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
+        self.chain.combine(a, b)
     }
 
     /// Combines non-empty partials, in order, with the final reduce's

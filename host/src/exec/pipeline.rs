@@ -264,13 +264,51 @@ impl Pipeline {
                         let mut acc = Vec::new();
                         for (chunk, set) in chunk_rx.iter() {
                             let ctx = run_ctx.chunk_json(pipeline, chunk.seq)?;
-                            let report = exec.run_on(set, &chunk, &ctx).and_then(|mut r| {
-                                let partial = std::mem::take(&mut r.partial);
-                                if !partial.is_empty() {
-                                    acc = exec.combine([std::mem::take(&mut acc), partial])?;
-                                }
-                                Ok(r)
-                            });
+                            let report =
+                                exec.run_on(set.clone(), &chunk, &ctx).and_then(|mut r| {
+                                    let partial = std::mem::take(&mut r.partial);
+                                    if partial.is_empty() {
+                                        return Ok(r);
+                                    }
+                                    if acc.is_empty() {
+                                        acc = partial;
+                                        return Ok(r);
+                                    }
+                                    match exec.combine_two(&acc, &partial) {
+                                        Ok(total) => {
+                                            acc = total;
+                                            Ok(r)
+                                        }
+                                        // The two do not fit together (out of
+                                        // memory, say). Fold this chunk's events
+                                        // into the running accumulator instead:
+                                        // an event that does not fit is its own
+                                        // dead letter, and the last accumulator
+                                        // that fit is kept, not the run lost.
+                                        Err(e)
+                                            if e.downcast_ref::<crate::runtime::StageError>()
+                                                .is_some() =>
+                                        {
+                                            tracing::debug!(
+                                                "folding chunk {} event by event: {e:#}",
+                                                chunk.seq
+                                            );
+                                            let kept = acc.clone();
+                                            let mut again = exec.run_from(
+                                                set,
+                                                &chunk,
+                                                &ctx,
+                                                std::mem::take(&mut acc),
+                                            )?;
+                                            acc = std::mem::take(&mut again.partial);
+                                            if acc.is_empty() {
+                                                acc = kept;
+                                            }
+                                            Ok(again)
+                                        }
+                                        Err(e) => Err(e),
+                                    }
+                                });
                             let fatal = report.is_err();
                             if done_tx.send(report).is_err() || fatal {
                                 break;
@@ -439,7 +477,15 @@ impl Pipeline {
         sink: &mut dyn Write,
     ) -> Result<u64> {
         let mut exec = self.executor(live);
-        let total = exec.combine(accs)?;
+        let workers = accs.iter().filter(|a| !a.is_empty()).count();
+        // Each worker kept its share within the limits (see the fold in
+        // `run`); their shares may still not fit together, and which
+        // events made them is no longer known: said, not half-written.
+        let total = exec.combine(accs).with_context(|| {
+            format!(
+                "cannot combine the results of {workers} workers within the reduce's limits; raise its `limits.memory`, or run with `--workers 1`, which folds every event into one accumulator and makes each event that does not fit a dead letter"
+            )
+        })?;
         if !self.keyed() {
             sink.write_all(&total)?;
             sink.write_all(b"\n")?;
