@@ -55,6 +55,10 @@ pub(super) async fn list_jobs(
     ))
 }
 
+/// The filters of an event listing, as [`Params::event_filters`] reads
+/// them: `/v1/events` and its histogram take the same.
+const EVENT_FILTERS: &[&str] = &["pipeline", "job", "since", "until", "q", "field.<name>"];
+
 /// `GET /v1/events`: stored output events, oldest first, or newest
 /// first with `order=desc` (the `cursor` then pages to older ones).
 pub(super) async fn list_events(
@@ -63,20 +67,7 @@ pub(super) async fn list_events(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let p = Params::new(
-        q,
-        &[
-            "pipeline",
-            "job",
-            "since",
-            "until",
-            "q",
-            "field.<name>",
-            "order",
-            "cursor",
-            "limit",
-        ],
-    )?;
+    let p = Params::new(q, &[EVENT_FILTERS, &["order", "cursor", "limit"]].concat())?;
     let newest_first = match p.text("order").as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
@@ -115,18 +106,7 @@ pub(super) async fn events_histogram(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
-    let p = Params::new(
-        q,
-        &[
-            "pipeline",
-            "job",
-            "since",
-            "until",
-            "q",
-            "field.<name>",
-            "buckets",
-        ],
-    )?;
+    let p = Params::new(q, &[EVENT_FILTERS, &["buckets"]].concat())?;
     let buckets = match p.text("buckets") {
         None => 60,
         Some(v) => match v.parse::<u32>() {

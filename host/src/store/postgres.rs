@@ -999,11 +999,7 @@ impl PgStore {
         if !terms.is_empty() && !self.indexing.full_text {
             return Err(super::search::TextIndexOff.into());
         }
-        Ok(super::search::Search {
-            terms: terms.to_vec(),
-            fields: Vec::new(),
-        }
-        .pg_tsqueries())
+        Ok(super::search::pg_tsqueries(terms))
     }
 
     /// Dead letters matching `q`, oldest first.
@@ -1298,7 +1294,7 @@ async fn insert_dead(
             &d.event,
             // The text a search reads; NUL is the one character
             // PostgreSQL text cannot hold.
-            &super::sqlite::dead_words(&d.error, &d.event).replace('\0', " "),
+            &super::search::dead_words(&d.error, &d.event).replace('\0', " "),
         ],
     )
     .await?;

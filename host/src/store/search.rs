@@ -200,37 +200,43 @@ impl Search {
         self.terms.push(Term::Words(words));
         Ok(())
     }
+}
 
-    /// The FTS5 query of the text terms (`None`: there are none). Every
-    /// term is quoted, so no FTS5 operator a user types is interpreted.
-    pub fn fts5(&self) -> Option<String> {
-        if self.terms.is_empty() {
-            return None;
-        }
-        let parts: Vec<String> = self
-            .terms
-            .iter()
-            .map(|t| match t {
-                Term::Words(w) => format!("\"{w}\""),
-                Term::Prefix(p) => format!("\"{p}\"*"),
-            })
-            .collect();
-        Some(parts.join(" AND "))
+/// The FTS5 query of `terms` (`None`: there are none). Every term is
+/// quoted, so no FTS5 operator a user types is interpreted.
+pub fn fts5(terms: &[Term]) -> Option<String> {
+    if terms.is_empty() {
+        return None;
     }
+    let parts: Vec<String> = terms
+        .iter()
+        .map(|t| match t {
+            Term::Words(w) => format!("\"{w}\""),
+            Term::Prefix(p) => format!("\"{p}\"*"),
+        })
+        .collect();
+    Some(parts.join(" AND "))
+}
 
-    /// The PostgreSQL `tsquery` text of each term, for
-    /// `to_tsquery('simple', $n)`: words joined by `<->` (a phrase), a
-    /// prefix as `stem:*`. Tokens are letters and digits only, so none
-    /// needs quoting.
-    pub fn pg_tsqueries(&self) -> Vec<String> {
-        self.terms
-            .iter()
-            .map(|t| match t {
-                Term::Words(w) => w.split(' ').collect::<Vec<_>>().join(" <-> "),
-                Term::Prefix(p) => format!("{p}:*"),
-            })
-            .collect()
-    }
+/// The PostgreSQL `tsquery` text of each of `terms`, for
+/// `to_tsquery('simple', $n)`: words joined by `<->` (a phrase), a prefix
+/// as `stem:*`. Tokens are letters and digits only, so none needs quoting.
+pub fn pg_tsqueries(terms: &[Term]) -> Vec<String> {
+    terms
+        .iter()
+        .map(|t| match t {
+            Term::Words(w) => w.split(' ').collect::<Vec<_>>().join(" <-> "),
+            Term::Prefix(p) => format!("{p}:*"),
+        })
+        .collect()
+}
+
+/// The searchable text of a dead letter: its error, and its event's
+/// values (or the event whole, when it is not JSON).
+pub fn dead_words(error: &str, event: &[u8]) -> String {
+    let mut words = format!("{error}\n");
+    words_of(event, &mut words);
+    words
 }
 
 /// The words of `text`, lowercased: runs of letters and digits, as
@@ -394,11 +400,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            s.fts5().unwrap(),
+            fts5(&s.terms).unwrap(),
             r#""timeout" AND "connection refused" AND "ord"* AND "10 30" AND "foo bar""#
         );
-        assert_eq!(s.pg_tsqueries()[1], "connection <-> refused");
-        assert_eq!(s.pg_tsqueries()[2], "ord:*");
+        assert_eq!(pg_tsqueries(&s.terms)[1], "connection <-> refused");
+        assert_eq!(pg_tsqueries(&s.terms)[2], "ord:*");
     }
 
     #[test]
@@ -418,7 +424,10 @@ mod tests {
         );
         // FTS5 syntax typed by a user is only ever words.
         let s = Search::parse("NEAR(a b) OR c^").unwrap();
-        assert_eq!(s.fts5().unwrap(), r#""near a" AND "b" AND "or" AND "c""#);
+        assert_eq!(
+            fts5(&s.terms).unwrap(),
+            r#""near a" AND "b" AND "or" AND "c""#
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::model::{
     Chunks, Combine, DeadQuery, DeadRow, EventQuery, EventRow, Histogram, JobRow, QueryError,
     Table, WindowQuery, WindowRow,
 };
-use super::search::{FieldPath, Indexing, Term, words_of};
+use super::search::{FieldPath, Indexing, Term, dead_words, words_of};
 use crate::exec::stored::Committed;
 use crate::exec::window::{Changes, Clock, Closed, Fold, MemoryWindows, WindowBook, WindowedChunk};
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
@@ -662,11 +662,7 @@ impl Store {
 
     /// The FTS5 query of `terms`, or an error if the text index is off.
     fn text_match(&self, terms: &[Term]) -> Result<Option<String>> {
-        let m = super::search::Search {
-            terms: terms.to_vec(),
-            fields: Vec::new(),
-        }
-        .fts5();
+        let m = super::search::fts5(terms);
         if m.is_some() && !self.indexing.full_text {
             return Err(super::search::TextIndexOff.into());
         }
@@ -947,14 +943,6 @@ fn refuse_damaged(path: &Path, e: anyhow::Error) -> anyhow::Error {
     e.context(format!(
         "{path:?} is not a sound wasmpipe database; restore it (and its -wal file) from a backup, or move it aside with its -wal and -shm files to start on a new, empty one"
     ))
-}
-
-/// The searchable text of a dead letter: its error, and its event's
-/// values (or the event whole, when it is not JSON).
-pub(super) fn dead_words(error: &str, event: &[u8]) -> String {
-    let mut words = format!("{error}\n");
-    words_of(event, &mut words);
-    words
 }
 
 /// Creates the indexes of `[serve] index` that are missing, and drops
