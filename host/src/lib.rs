@@ -24,6 +24,8 @@
 //!   node), by area, over whichever backend.
 //! - [`worker`]: `wasmpipe worker`, a cluster's worker process: the
 //!   stored-chunk loop over JetStream, and what only a cluster needs.
+//! - [`tls`]: https for `serve` (rustls, certificates re-read when they
+//!   change, client certificates), TLS to PostgreSQL as libpq spells it.
 //! - [`metrics`]: Prometheus counters of `serve` and `worker`.
 //! - [`build`]: building stage crates for `wasm32-wasip1` with cargo.
 //! - [`cli`]: the `wasmpipe` command line, one module per subcommand.
@@ -39,4 +41,5 @@ pub mod reload;
 pub mod runtime;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod worker;

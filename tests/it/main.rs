@@ -24,4 +24,5 @@ mod search;
 mod search_console;
 mod serve;
 mod tail;
+mod tls;
 mod windows;

@@ -11,9 +11,8 @@ use std::path::PathBuf;
 /// Show what a new version of a stage changes on a stored job.
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
-    /// The server, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
-    server: String,
+    #[command(flatten)]
+    remote: client::Remote,
     /// The stored job to run again.
     #[arg(long)]
     job: i64,
@@ -37,19 +36,15 @@ pub struct DiffArgs {
     /// Print the server's JSON answer.
     #[arg(long)]
     json: bool,
-    /// A write token (or set `WASMPIPE_TOKEN`).
-    #[arg(long)]
-    token: Option<String>,
 }
 
 pub fn run(args: DiffArgs) -> Result<u8> {
-    let mut url = format!(
-        "{}/v1/jobs/{}/diff?stage={}&limit={}",
-        args.server.trim_end_matches('/'),
+    let mut url = args.remote.url(&format!(
+        "/v1/jobs/{}/diff?stage={}&limit={}",
         args.job,
         client::encode(&args.stage),
         args.limit.max(1)
-    );
+    ));
     for (name, v) in [("version", &args.version), ("base", &args.base)] {
         if let Some(v) = v {
             url.push_str(&format!("&{name}={}", client::encode(v)));
@@ -66,16 +61,16 @@ pub fn run(args: DiffArgs) -> Result<u8> {
         }
         None => Vec::new(),
     };
-    let mut req = client::agent()
+    let remote = &args.remote;
+    let req = remote
+        .agent()?
         .post(&url)
         .header("content-type", "application/wasm");
-    if let Some(t) = client::token(&args.token) {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = req
+    let resp = remote
+        .authorize(req)
         .send(&module[..])
-        .with_context(|| format!("cannot reach {}", args.server))?;
-    let text = client::success(resp, &args.server)?
+        .map_err(|e| remote.unreachable(e))?;
+    let text = client::success(resp, &remote.server)?
         .into_body()
         .read_to_string()
         .context("the answer broke off")?;

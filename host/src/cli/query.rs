@@ -11,9 +11,8 @@ use std::io::Write as _;
 /// and windows (views `events`, `dead_letters`, `jobs`, `windows`).
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
-    /// The server, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
-    server: String,
+    #[command(flatten)]
+    remote: client::Remote,
     /// The statement, e.g. "SELECT data->>'service' AS service, count(*) FROM events GROUP BY 1".
     sql: String,
     /// Most rows (1 to 10000; the server's default is 1000).
@@ -23,27 +22,24 @@ pub struct QueryArgs {
     /// order), not a table.
     #[arg(long)]
     json: bool,
-    /// A read token (or set `WASMPIPE_TOKEN`, which keeps it out of `ps`).
-    #[arg(long)]
-    token: Option<String>,
 }
 
 pub fn run(args: QueryArgs) -> Result<u8> {
-    let url = format!("{}/v1/query", args.server.trim_end_matches('/'));
+    let remote = &args.remote;
+    let url = remote.url("/v1/query");
     let mut body = json!({ "sql": args.sql });
     if let Some(n) = args.limit {
         body["limit"] = n.into();
     }
-    let mut req = client::agent()
+    let req = remote
+        .agent()?
         .post(&url)
         .header("content-type", "application/json");
-    if let Some(t) = client::token(&args.token) {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = req
+    let resp = remote
+        .authorize(req)
         .send(body.to_string().as_bytes())
-        .with_context(|| format!("cannot reach {}", args.server))?;
-    let resp = client::success(resp, &args.server)?;
+        .map_err(|e| remote.unreachable(e))?;
+    let resp = client::success(resp, &remote.server)?;
     let answer: Value = serde_json::from_str(
         &resp
             .into_body()

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// an ingest node instead: batches go to NATS JetStream for `wasmpipe
 /// worker`s, and jobs and results are read from PostgreSQL (docs/deploy.md).
 ///
-/// Prints `listening on http://ADDR` on stdout once ready. Stops on
+/// Prints `listening on http://ADDR` (`https://` with TLS) on stdout once ready. Stops on
 /// SIGTERM or ctrl-c: no new connections, requests and chunks in flight
 /// finish, queued chunks wait in the database for the next start; exit 0.
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// Do not read or write the compiled-module cache.
     #[arg(long)]
     no_cache: bool,
+    /// Serve https with this certificate chain (PEM), overriding
+    /// `[serve.tls] cert`; re-read when it changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM), overriding `[serve.tls] key`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> Result<u8> {
@@ -55,6 +62,27 @@ pub fn run(args: ServeArgs) -> Result<u8> {
     if let Some(db) = &args.database {
         serve.database = std::path::absolute(db)?.display().to_string();
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let (cert, key) = (std::path::absolute(cert)?, std::path::absolute(key)?);
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        match &mut serve.tls {
+            Some(t) => (t.cert, t.key) = (cert, key),
+            None => {
+                serve.tls = Some(crate::manifest::TlsSection {
+                    cert,
+                    key,
+                    client_ca: None,
+                    client_permissions: serde_spanned::Spanned::new(
+                        0..0,
+                        vec![
+                            crate::manifest::Permission::Read,
+                            crate::manifest::Permission::Write,
+                        ],
+                    ),
+                })
+            }
+        }
+    }
     let listen = args.listen.unwrap_or(serve.listen.get_ref().0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,9 +96,9 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         let shutdown = super::shutdown_signal();
         // Announced once the store is open and the workers are up, so a
         // client that waits for this line finds the server ready.
-        let ready = |addr| -> Result<()> {
+        let ready = |url: &str| -> Result<()> {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on http://{addr}")?;
+            writeln!(out, "listening on {url}")?;
             out.flush()?;
             Ok(())
         };

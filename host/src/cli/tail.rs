@@ -9,9 +9,8 @@ use std::io::{BufRead as _, Write as _};
 /// Follow a server's new events and dead letters as they are stored.
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
-    /// The server, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
-    server: String,
+    #[command(flatten)]
+    remote: client::Remote,
     /// Only this job's.
     #[arg(long)]
     job: Option<i64>,
@@ -28,9 +27,6 @@ pub struct TailArgs {
     /// Print each as a JSON line (`{"type":"event",...}`), not a readable line.
     #[arg(long)]
     json: bool,
-    /// A read token (or set `WASMPIPE_TOKEN`, which keeps it out of `ps`).
-    #[arg(long)]
-    token: Option<String>,
 }
 
 fn parse_field(s: &str) -> Result<(String, String), String> {
@@ -40,7 +36,8 @@ fn parse_field(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: TailArgs) -> Result<u8> {
-    let mut url = format!("{}/v1/stream?", args.server.trim_end_matches('/'));
+    let remote = &args.remote;
+    let mut url = remote.url("/v1/stream?");
     let kinds = match (args.dead_letters, args.events) {
         (true, _) => "dead_letters",
         (_, true) => "events",
@@ -57,17 +54,16 @@ pub fn run(args: TailArgs) -> Result<u8> {
             client::encode(v)
         ));
     }
-    let mut req = client::agent()
+    let req = remote
+        .agent()?
         .get(&url)
         .header("accept", "text/event-stream");
-    if let Some(t) = client::token(&args.token) {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = req
+    let resp = remote
+        .authorize(req)
         .call()
-        .with_context(|| format!("cannot reach {}", args.server))?;
-    let resp = client::success(resp, &args.server)?;
-    eprintln!("tailing {} ({kinds}); Ctrl-C to stop", args.server);
+        .map_err(|e| remote.unreachable(e))?;
+    let resp = client::success(resp, &remote.server)?;
+    eprintln!("tailing {} ({kinds}); Ctrl-C to stop", remote.server);
     let reader = std::io::BufReader::new(resp.into_body().into_reader());
     let mut out = std::io::stdout().lock();
     let mut data = String::new();

@@ -40,6 +40,18 @@ pub struct QueueSection {
     /// Most bytes queued in the stream; past it ingest answers 429.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
+    /// The CA that signed the NATS server's certificate (PEM, relative to
+    /// the manifest): TLS is then required and the server checked. A
+    /// `tls://` URL requires TLS too, checked against the system's CAs.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
+    /// A client certificate for NATS (PEM), with `tls_key`, for a server
+    /// that verifies its clients (`verify: true` in its `tls` block).
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// The client certificate's key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<String>,
 }
 
 /// `[queue] kind`.
@@ -179,18 +191,48 @@ pub(super) fn validate(
     }
 }
 
-/// `url` without its password, for messages.
+/// A connection string without its secrets, for messages and logs: the
+/// password of a URL's `user:password@`, a NATS URL's bare `token@`, and
+/// any `password` option, in a URL's query or libpq's `key=value` form.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let mut out = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let user = &url[s + 3..at];
             match user.find(':') {
                 Some(c) => format!("{}{}:***{}", &url[..s + 3], &user[..c], &url[at..]),
-                None => url.to_string(),
+                // PostgreSQL's `user@` is a name; anywhere else (NATS) a
+                // lone user part is a token.
+                None if url.starts_with("postgres") => url.to_string(),
+                None => format!("{}***{}", &url[..s + 3], &url[at..]),
             }
         }
         _ => url.to_string(),
+    };
+    for key in ["password=", "sslpassword=", "token="] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(key).map(|i| i + from) {
+            let starts_option = i == 0 || matches!(out.as_bytes()[i - 1], b'?' | b'&' | b' ');
+            let v = i + key.len();
+            if !starts_option || out[v..].starts_with("***") {
+                from = v;
+                continue;
+            }
+            let end = if out[v..].starts_with('\'') {
+                // A quoted value: up to the closing quote not escaped.
+                let b = out.as_bytes();
+                let mut j = v + 1;
+                while j < b.len() && b[j] != b'\'' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                (j + 1).min(b.len())
+            } else {
+                out[v..].find(['&', ' ']).map_or(out.len(), |e| v + e)
+            };
+            out.replace_range(v..end, "***");
+            from = v + 3;
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -205,5 +247,15 @@ mod tests {
         );
         assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact("host=db user=app"), "host=db user=app");
+        assert_eq!(
+            redact(r"host=db password='a b\'c' user=app"),
+            "host=db password=*** user=app"
+        );
+        assert_eq!(
+            redact("postgres://db/x?user=a&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=a&password=***&sslmode=require"
+        );
+        assert_eq!(redact("nats://s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact("tls://u:pw@nats:4222"), "tls://u:***@nats:4222");
     }
 }

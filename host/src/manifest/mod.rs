@@ -14,7 +14,7 @@ pub use cluster::{
     NATS_URL_ENV, POSTGRES_URL_ENV, QueueKind, QueueSection, StoreKind, StoreSection, redact,
 };
 pub use diagnostic::Diagnostic;
-pub use serve::{ListenAddr, Permission, ServeSection, TokenSection};
+pub use serve::{ListenAddr, Permission, ServeSection, TlsSection, TokenSection};
 pub use settings::Settings;
 pub use units::{ByteSize, DurationSpec, Retries};
 pub use window::{DEFAULT_IDLE, DEFAULT_MAX_OPEN_WINDOWS, TimeFormat, WindowKind, WindowSection};

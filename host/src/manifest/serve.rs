@@ -88,9 +88,36 @@ pub struct ServeSection {
     /// the arrival.
     #[serde(default)]
     pub time: Option<Spanned<String>>,
-    /// `[[serve.token]]`: bearer tokens. None configured = no authentication.
+    /// `[[serve.token]]`: bearer tokens. None configured (and no
+    /// `[serve.tls] client_ca`) = no authentication.
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenSection>,
+    /// `[serve.tls]`: serve https instead of http.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[serve.tls]`: the server's certificate and key (PEM files, relative to
+/// the manifest, re-read when they change), and optionally the CA whose
+/// client certificates authenticate a client instead of a token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, leaf first.
+    pub cert: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// A CA: a client presenting a certificate it signed is authenticated
+    /// as the certificate's common name, with `client_permissions`.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// What a client certificate may do (default both).
+    #[serde(default = "default_client_permissions")]
+    pub client_permissions: Spanned<Vec<Permission>>,
+}
+
+fn default_client_permissions() -> Spanned<Vec<Permission>> {
+    Spanned::new(0..0, vec![Permission::Read, Permission::Write])
 }
 
 /// `[[serve.token]]`: one bearer token.
@@ -222,6 +249,15 @@ impl ServeSection {
                 )
                 .with_hint("use `[\"read\"]`, `[\"write\"]` or `[\"read\", \"write\"]`"));
             }
+        }
+        if let Some(tls) = &self.tls
+            && tls.client_permissions.get_ref().is_empty()
+        {
+            return Err(at(
+                tls.client_permissions.span(),
+                "`client_permissions` is empty: client certificates could do nothing".into(),
+            )
+            .with_hint("use `[\"read\"]`, `[\"write\"]` or `[\"read\", \"write\"]`"));
         }
         for f in self.index.iter().chain(&self.time) {
             if let Err(e) = crate::store::FieldPath::pointer(f.get_ref()) {

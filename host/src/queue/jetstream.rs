@@ -12,7 +12,7 @@ use crate::exec::ChunkId;
 use crate::exec::chunk::cut_by_bytes;
 use crate::manifest::QueueSection;
 use crate::manifest::redact;
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -58,9 +58,37 @@ const HEADER_ROOM: usize = 512;
 
 impl ChunkQueue {
     /// Connects to NATS and creates the stream if it does not exist.
-    pub async fn connect(q: &QueueSection, pipeline: &str) -> Result<ChunkQueue> {
+    /// `resolve` makes the manifest's file names (`tls_ca` and so on)
+    /// paths.
+    pub async fn connect(
+        q: &QueueSection,
+        pipeline: &str,
+        resolve: impl Fn(&str) -> std::path::PathBuf,
+    ) -> Result<ChunkQueue> {
         let url = q.nats_url();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(ca) = &q.tls_ca {
+            let ca = resolve(ca);
+            // Read here, so a wrong file is named now rather than being a
+            // connection that is retried for ever.
+            crate::tls::read_roots(&ca).context("`[queue] tls_ca`")?;
+            options = options.add_root_certificates(ca).require_tls(true);
+        } else if url.starts_with("tls://") {
+            options = options.require_tls(true);
+        }
+        match (&q.tls_cert, &q.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (resolve(cert), resolve(key));
+                crate::tls::read_certs(&cert).context("`[queue] tls_cert`")?;
+                crate::tls::read_key(&key).context("`[queue] tls_key`")?;
+                options = options.add_client_certificate(cert, key);
+            }
+            (None, None) => {}
+            _ => bail!(
+                "`[queue]` needs both `tls_cert` and `tls_key` (a client certificate and its key), or neither"
+            ),
+        }
+        let client = options
             .name(format!("wasmpipe {pipeline}"))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))

@@ -1,6 +1,8 @@
-//! Bearer tokens with read and write permissions. With no token
-//! configured the service is open; with any, every route but the health
-//! probes needs one (401 without a valid token, 403 without the permission).
+//! Bearer tokens with read and write permissions, and client certificates
+//! (`[serve.tls] client_ca`) as the other way in. With neither configured
+//! the service is open; with either, every route but the health probes
+//! needs a valid token or a verified client certificate (401 without, 403
+//! without the permission). A token, when sent, is what counts.
 
 use crate::manifest::{Manifest, Permission, ServeSection};
 use anyhow::{Result, anyhow};
@@ -21,6 +23,9 @@ struct Token {
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     tokens: Vec<Token>,
+    /// What a verified client certificate may do (read, write), when
+    /// client certificates are accepted.
+    client_certs: Option<(bool, bool)>,
 }
 
 /// What a request may do.
@@ -74,24 +79,60 @@ impl Auth {
                 write: perms.contains(&Permission::Write),
             });
         }
-        Ok(Auth { tokens })
+        let client_certs = serve
+            .tls
+            .as_ref()
+            .filter(|t| t.client_ca.is_some())
+            .map(|t| {
+                let p = t.client_permissions.get_ref();
+                (
+                    p.contains(&Permission::Read),
+                    p.contains(&Permission::Write),
+                )
+            });
+        Ok(Auth {
+            tokens,
+            client_certs,
+        })
     }
 
-    /// Whether any token is configured.
+    /// Whether requests must authenticate.
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.client_certs.is_some()
     }
 
-    /// Checks the `Authorization` header value; `Ok` carries the token's
-    /// name (`None` when authentication is off).
-    pub fn check(&self, header: Option<&str>, need: Need) -> Result<Option<String>, Denied> {
-        if self.tokens.is_empty() {
+    /// Checks the `Authorization` header value, else the name of the
+    /// client certificate the connection was verified with; `Ok` carries
+    /// the token's or certificate's name (`None` when authentication is
+    /// off).
+    pub fn check(
+        &self,
+        header: Option<&str>,
+        client_cert: Option<&str>,
+        need: Need,
+    ) -> Result<Option<String>, Denied> {
+        if !self.enabled() {
             return Ok(None);
         }
         let Some(header) = header else {
-            return Err(Denied::Unauthenticated(
-                "missing `Authorization: Bearer <token>` header",
-            ));
+            if let (Some(name), Some((read, write))) = (client_cert, self.client_certs) {
+                let ok = match need {
+                    Need::Read => read,
+                    Need::Write => write,
+                };
+                if ok {
+                    return Ok(Some(name.to_string()));
+                }
+                let what = if need == Need::Read { "read" } else { "write" };
+                return Err(Denied::Forbidden(format!(
+                    "client certificate `{name}` lacks the `{what}` permission (`[serve.tls] client_permissions`)"
+                )));
+            }
+            return Err(Denied::Unauthenticated(if self.client_certs.is_some() {
+                "missing `Authorization: Bearer <token>` header or client certificate"
+            } else {
+                "missing `Authorization: Bearer <token>` header"
+            }));
         };
         let Some(given) = header
             .strip_prefix("Bearer ")

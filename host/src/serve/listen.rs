@@ -8,7 +8,8 @@
 //! open connections the next ones wait in the kernel's accept queue (as
 //! a TCP connection, never reset) until one closes, so a crowd of clients
 //! costs a bounded amount of memory. Shutdown stops accepting and lets
-//! the open requests finish.
+//! the open requests finish. With TLS, each connection's handshake runs
+//! in its own task under the same deadline as the headers (tls/server.rs).
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -21,6 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::tls::server::ServerTls;
+
+/// The request header that carries the name of the client certificate a
+/// connection was verified with, from this loop to `authorize`. Any copy
+/// a client sends is removed first: only this loop sets it.
+pub const CLIENT_CERT_HEADER: &str = "wasmpipe-client-certificate";
 
 /// The bounds of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +48,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     bounds: Bounds,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -67,18 +76,34 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = app
-            .clone()
-            .layer(axum::Extension(ConnectInfo::<SocketAddr>(addr)));
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-        let conn = graceful.watch(conn);
+        let app = app.clone();
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // Errors here are the client's (a reset, headers too slow):
-            // its connection ends, the server goes on.
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {addr} ended: {e}");
+            let _permit = permit;
+            match tls {
+                None => {
+                    let svc = with_client(app, addr, None);
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    // Errors here are the client's (a reset, headers too
+                    // slow): its connection ends, the server goes on.
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!("connection from {addr} ended: {e}");
+                    }
+                }
+                Some(tls) => {
+                    let Some((stream, client)) = tls.accept(stream, bounds.header_timeout).await
+                    else {
+                        return;
+                    };
+                    let svc = with_client(app, addr, client);
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!("connection from {addr} ended: {e}");
+                    }
+                }
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -92,4 +117,31 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// The app for one connection: the peer's address, and the name of its
+/// verified client certificate in [`CLIENT_CERT_HEADER`] (or no such
+/// header, whatever the client sent).
+fn with_client(
+    app: Router,
+    addr: SocketAddr,
+    client: Option<String>,
+) -> TowerToHyperService<Router> {
+    let client = client.and_then(|c| axum::http::HeaderValue::from_str(&c).ok());
+    let app = app
+        .layer(axum::middleware::map_request(
+            move |mut req: axum::extract::Request| {
+                let client = client.clone();
+                async move {
+                    let headers = req.headers_mut();
+                    headers.remove(CLIENT_CERT_HEADER);
+                    if let Some(c) = client {
+                        headers.insert(CLIENT_CERT_HEADER, c);
+                    }
+                    req
+                }
+            },
+        ))
+        .layer(axum::Extension(ConnectInfo::<SocketAddr>(addr)));
+    TowerToHyperService::new(app)
 }

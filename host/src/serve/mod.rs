@@ -53,6 +53,7 @@ use crate::metrics;
 use crate::store::cluster::Cluster;
 use crate::store::embedded::Embedded;
 use crate::store::{Backend, Backlog};
+use crate::tls::server::{ServerTls, TlsFiles};
 use anyhow::{Context as _, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -190,18 +191,33 @@ pub struct Service {
 }
 
 /// Serves `pipeline` on `listener` until `shutdown` resolves, then drains.
-/// `ready` is called once the store is open, unfinished chunks are queued
-/// and the workers are up, just before the first connection is accepted.
+/// `ready` is called with the server's URL once the store is open,
+/// unfinished chunks are queued and the workers are up, just before the
+/// first connection is accepted.
 pub async fn run(
     manifest: &Manifest,
     pipeline: Pipeline,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(std::net::SocketAddr) -> Result<()>,
+    ready: impl FnOnce(&str) -> Result<()>,
 ) -> Result<()> {
     let serve = manifest.doc.serve.clone().unwrap_or_default();
     let settings = Settings::new(manifest, &serve);
     let auth = auth::Auth::from_manifest(manifest, &serve)?;
+    // Read before anything else opens, so a wrong file stops the start.
+    let tls = match &serve.tls {
+        Some(t) => {
+            let tls = ServerTls::load(TlsFiles {
+                cert: manifest.resolve(&t.cert),
+                key: manifest.resolve(&t.key),
+                client_ca: t.client_ca.as_deref().map(|c| manifest.resolve(c)),
+            })
+            .context("`[serve.tls]`")?;
+            tls.watch();
+            Some(tls)
+        }
+        None => None,
+    };
     let cors = cors(&settings.cors_origins)?;
     let results = pipeline.results();
     let windowed = results.windows.is_some();
@@ -297,14 +313,15 @@ pub async fn run(
     });
 
     let app = router(svc.clone(), cors);
-    ready(listener.local_addr()?)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    ready(&format!("{scheme}://{}", listener.local_addr()?))?;
     let stop_svc = svc.clone();
     let bounds = listen::Bounds {
         header_timeout: serve.header_timeout.0,
         max_connections: serve.max_connections.get(),
         drain: DRAIN,
     };
-    let served = listen::serve(listener, app, bounds, async move {
+    let served = listen::serve(listener, app, bounds, tls, async move {
         shutdown.await;
         stop_svc.stopping.store(true, Relaxed);
         tracing::info!(

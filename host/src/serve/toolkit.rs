@@ -29,8 +29,8 @@ pub(super) type Svc = State<Arc<Service>>;
 /// A refusal: status, message and, for 429/503, when to come back.
 #[derive(Debug)]
 pub struct ApiError {
-    pub(super) status: StatusCode,
-    pub(super) message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
     pub(super) retry_after: Option<u64>,
     /// For a 500: the id under which the error was logged.
     pub(super) id: Option<String>,
@@ -113,7 +113,12 @@ pub(super) fn authorize(
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    svc.auth.check(h, need).map_err(|d| {
+    // Set by the server loop from the verified certificate only (it drops
+    // any copy a client sends): see serve/listen.rs.
+    let cert = headers
+        .get(super::listen::CLIENT_CERT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    svc.auth.check(h, cert, need).map_err(|d| {
         svc.metrics
             .batches_refused
             .unauthorized
@@ -251,14 +256,15 @@ pub(super) fn rfc3339(ms: i64) -> String {
 /// A route's query parameters, parsed one way for every route: a name
 /// the route does not know is refused with the list of those it does,
 /// and each value is checked when it is read, its error naming it.
-pub(super) struct Params {
+/// (Crate-visible for `crate::fuzzing`.)
+pub(crate) struct Params {
     pairs: Vec<(String, String)>,
 }
 
 impl Params {
     /// `pairs`, each named in `known` (`field.<name>` stands for every
     /// `field.` parameter).
-    pub(super) fn new(pairs: Vec<(String, String)>, known: &[&str]) -> Result<Params, ApiError> {
+    pub(crate) fn new(pairs: Vec<(String, String)>, known: &[&str]) -> Result<Params, ApiError> {
         for (k, _) in &pairs {
             let ok = known
                 .iter()
@@ -275,7 +281,7 @@ impl Params {
     }
 
     /// The last value of `name`.
-    pub(super) fn text(&self, name: &str) -> Option<String> {
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
         self.pairs
             .iter()
             .rev()
@@ -284,12 +290,12 @@ impl Params {
     }
 
     /// An id or cursor: ids start at 1, and a cursor is an id.
-    pub(super) fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.text(name).map(|v| parse_id(name, &v)).transpose()
     }
 
     /// A time: RFC 3339, or milliseconds since the epoch.
-    pub(super) fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
         let Some(v) = self.text(name) else {
             return Ok(None);
         };
@@ -302,7 +308,7 @@ impl Params {
     }
 
     /// Rows per page: 100 unless `limit` says (1 to 1000).
-    pub(super) fn limit(&self) -> Result<u32, ApiError> {
+    pub(crate) fn limit(&self) -> Result<u32, ApiError> {
         match self.text("limit") {
             None => Ok(100),
             Some(v) => match v.parse::<u32>() {
@@ -317,7 +323,7 @@ impl Params {
     /// The filters of an event listing: `pipeline`, `job`, `since`,
     /// `until`, `q` and the `field.` filters (those the route knows); the
     /// page (`after`, `limit`, order) is the route's.
-    pub(super) fn event_filters(&self) -> Result<EventQuery, ApiError> {
+    pub(crate) fn event_filters(&self) -> Result<EventQuery, ApiError> {
         let search = self.search()?;
         let mut fields = self.fields()?;
         fields.extend(search.fields);
@@ -333,7 +339,7 @@ impl Params {
     }
 
     /// `q`, parsed (empty when absent).
-    pub(super) fn search(&self) -> Result<Search, ApiError> {
+    pub(crate) fn search(&self) -> Result<Search, ApiError> {
         match self.text("q") {
             None => Ok(Search::default()),
             Some(q) => Search::parse(&q).map_err(|e| ApiError::bad(format!("`q`: {e}"))),
@@ -341,7 +347,7 @@ impl Params {
     }
 
     /// The `field.<name>` filters, in order.
-    pub(super) fn fields(&self) -> Result<Vec<(FieldPath, String)>, ApiError> {
+    pub(crate) fn fields(&self) -> Result<Vec<(FieldPath, String)>, ApiError> {
         self.pairs
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("field.")?, v)))

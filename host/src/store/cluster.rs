@@ -42,7 +42,7 @@ impl Cluster {
         let serve = manifest.doc.serve.clone().unwrap_or_default();
         let indexing = crate::manifest::Settings::new(manifest, &serve).indexing;
         let store = PgStore::connect(&url, st.pool.get(), &indexing).await?;
-        let queue = ChunkQueue::connect(&q, manifest.name()).await?;
+        let queue = ChunkQueue::connect(&q, manifest.name(), |p| manifest.resolve(p)).await?;
         tracing::info!(
             "chunks go through JetStream at {}, results to PostgreSQL at {}",
             crate::manifest::redact(&q.nats_url()),

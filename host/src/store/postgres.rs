@@ -39,7 +39,6 @@ use crate::exec::window::{Clock, Fold, MemoryWindows, WindowBook, WindowedChunk}
 use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::types::Type;
@@ -207,12 +206,19 @@ impl PgStore {
     /// Connects to `url` with up to `pool` connections and creates the
     /// schema if needed.
     pub async fn connect(url: &str, pool: usize, indexing: &Indexing) -> Result<PgStore> {
-        let config: tokio_postgres::Config = url.parse().with_context(|| {
-            format!("`{}` is not a PostgreSQL connection string; hint: write `postgres://user:password@host:5432/database`", crate::manifest::redact(url))
-        })?;
+        let not_a_string = || {
+            format!(
+                "`{}` is not a PostgreSQL connection string; hint: write `postgres://user:password@host:5432/database`",
+                crate::manifest::redact(url)
+            )
+        };
+        // TLS as libpq spells it (`sslmode=verify-full&sslrootcert=...`):
+        // tokio-postgres is given the rest (tls/postgres.rs).
+        let (rest, tls) = crate::tls::postgres::split(url).with_context(not_a_string)?;
+        let config: tokio_postgres::Config = rest.parse().with_context(not_a_string)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
