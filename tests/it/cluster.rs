@@ -92,6 +92,16 @@ impl Metric for Process {
 }
 
 /// An ingest node, its workers, their database and stream.
+/// Where a cluster finds NATS and PostgreSQL when not at the services'
+/// plain URLs.
+#[derive(Default)]
+struct Endpoints {
+    /// Another NATS URL.
+    nats: Option<String>,
+    /// Appended to the PostgreSQL URL (`?sslmode=...`).
+    store_options: String,
+}
+
 struct Cluster {
     dir: tempfile::TempDir,
     manifest: PathBuf,
@@ -130,7 +140,31 @@ impl Cluster {
         serve: &str,
         workers: usize,
     ) -> Cluster {
-        let svc = services();
+        Cluster::start_at(
+            name,
+            stages,
+            runtime,
+            queue,
+            serve,
+            workers,
+            &Endpoints::default(),
+        )
+    }
+
+    /// [`Cluster::start_full`] with NATS and PostgreSQL reached another way.
+    fn start_at(
+        name: &str,
+        stages: &str,
+        runtime: &str,
+        queue: &str,
+        serve: &str,
+        workers: usize,
+        at: &Endpoints,
+    ) -> Cluster {
+        let mut svc = services();
+        if let Some(nats) = &at.nats {
+            svc.nats = nats.clone();
+        }
         let db = format!("wasmpipe_test_{name}");
         psql(
             &format!("{}/postgres", svc.postgres),
@@ -155,8 +189,8 @@ impl Cluster {
              [runtime]\n{runtime}\
              [serve]\nmax_events = 2000000\nmax_body = \"64MiB\"\nmax_event_size = \"4MiB\"\nmax_backlog = 4000000\n{serve}\n\
              [queue]\nkind = \"nats\"\nstream = \"{stream}\"\n{queue}\n\
-             [store]\nkind = \"postgres\"\nurl = \"{}/{db}\"\n",
-            svc.postgres
+             [store]\nkind = \"postgres\"\nurl = \"{}/{db}{}\"\n",
+            svc.postgres, at.store_options
         );
         let text = if queue.contains("max_bytes") {
             text
@@ -1505,4 +1539,171 @@ fn a_version_2_postgres_schema_is_upgraded_in_place_and_searched() {
         psql(&url, "SELECT count(*) FROM wasmpipe.schema_version"),
         "2"
     );
+}
+
+/// A nats-server of a test's own, with TLS that verifies its clients
+/// (the services' server is plain); killed when dropped.
+struct TlsNats {
+    child: std::process::Child,
+    url: String,
+}
+
+impl TlsNats {
+    fn start(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> TlsNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = write(
+            dir,
+            "nats.conf",
+            &format!(
+                "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {} }}\n\
+                 tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n}}\n",
+                toml_path(&dir.join("js")),
+                toml_path(cert),
+                toml_path(key),
+                toml_path(ca)
+            ),
+        );
+        let log = dir.join("nats.log");
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-l")
+            .arg(&log)
+            .spawn()
+            .expect("cannot start nats-server");
+        let t = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Server is ready")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsNats {
+            child,
+            url: format!("tls://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for TlsNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_cluster_runs_over_verified_tls_to_postgres_and_nats() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::Ca::new("nats CA");
+    let (ca_file, cert, key, _) = ca.files(dir.path(), "nats-server");
+    let (_, client_cert, client_key, _) = ca.files(dir.path(), "wasmpipe");
+    let nats = TlsNats::start(dir.path(), &ca_file, &cert, &key);
+    let pg_ca = std::env::var("WASMPIPE_TEST_CA")
+        .expect("WASMPIPE_TEST_CA is not set: start the services with `bash tests/services start`");
+    let queue = format!(
+        "tls_ca = {}\ntls_cert = {}\ntls_key = {}\n",
+        toml_path(&ca_file),
+        toml_path(&client_cert),
+        toml_path(&client_key)
+    );
+    let at = Endpoints {
+        nats: Some(nats.url.clone()),
+        store_options: format!(
+            "?sslmode=verify-full&sslrootcert={pg_ca}&application_name=wasmpipe_tls"
+        ),
+    };
+    let c = Cluster::start_at(
+        "tls",
+        &adder_stages(),
+        "chunk_size = 100\n",
+        &queue,
+        "",
+        2,
+        &at,
+    );
+    let id = c.post(&numbers(1000));
+    let job = c.wait_done(id, 120);
+    assert_eq!(job["result"], doubled_sum(1000), "{job}");
+    c.assert_stored_once(id, 1000);
+    // Every connection of the ingest node and the workers is encrypted.
+    let seen = psql(
+        &format!("{}/postgres", services().postgres),
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'wasmpipe_tls'",
+    );
+    let (tls, plain) = seen.split_once('|').unwrap();
+    assert!(tls.parse::<u32>().unwrap() >= 3, "{seen}");
+    assert_eq!(plain, "0", "{seen}");
+
+    // PostgreSQL's certificate checked against the wrong CA: the worker
+    // stops at once and says it was the certificate.
+    let text = std::fs::read_to_string(&c.manifest)
+        .unwrap()
+        .replace(&pg_ca, ca_file.to_str().unwrap());
+    let wrong = write(dir.path(), "wrong.toml", &text);
+    let out = crate::util::run_bounded(
+        wasmpipe()
+            .args(["worker", "--workers", "1"])
+            .arg(&wrong)
+            .env("WASMPIPE_NATS_URL", &nats.url),
+        Duration::from_secs(60),
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+}
+
+#[test]
+fn passwords_and_tokens_stay_out_of_errors() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let svc = services();
+    let manifest = |store: &str| {
+        write(
+            dir.path(),
+            "secret.toml",
+            &format!(
+                "[pipeline]\nname = \"secret\"\n{}\n[queue]\nkind = \"nats\"\n\
+                 [store]\nkind = \"postgres\"\nurl = \"{store}\"\n",
+                adder_stages()
+            ),
+        )
+    };
+    // A PostgreSQL password, in a URL and in libpq's key=value form.
+    for store in [
+        "postgres://postgres:pw-s3cret@127.0.0.1:1/x".to_string(),
+        "host=127.0.0.1 port=1 user=postgres password='pw s3cret'".to_string(),
+    ] {
+        let m = manifest(&store);
+        let out = crate::util::run_bounded(
+            wasmpipe().args(["worker", "--workers", "1"]).arg(&m),
+            Duration::from_secs(60),
+        );
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("PostgreSQL"), "{}", out.stderr);
+        assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    }
+    // A NATS token in the URL, with NATS not there.
+    let m = manifest(&format!("{}/postgres", svc.postgres));
+    let out = crate::util::run_bounded(
+        wasmpipe()
+            .args(["worker", "--workers", "1"])
+            .arg(&m)
+            .env("WASMPIPE_NATS_URL", "nats://tok-s3cret@127.0.0.1:1"),
+        Duration::from_secs(60),
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("NATS"), "{}", out.stderr);
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
 }

@@ -114,7 +114,19 @@ impl ChunkQueue {
             ..Default::default()
         })
         .await
-        .map_err(|e| anyhow!("cannot create the JetStream stream `{name}`: {e}; hint: nats-server needs JetStream enabled (`-js`) and room for the stream's `[queue] max_bytes` in its JetStream storage limits"))?;
+        .map_err(|e| {
+            // The client connects in the background (and keeps trying), so
+            // an unreachable server, or one whose certificate is refused,
+            // first shows here, as a request that timed out.
+            if client.connection_state() != async_nats::connection::State::Connected {
+                anyhow!(
+                    "cannot connect to NATS at {}: no connection yet ({e}); hint: is nats-server running there? For TLS, is `[queue] tls_ca` the CA that signed its certificate?",
+                    redact(&url)
+                )
+            } else {
+                anyhow!("cannot create the JetStream stream `{name}`: {e}; hint: nats-server needs JetStream enabled (`-js`) and room for the stream's `[queue] max_bytes` in its JetStream storage limits")
+            }
+        })?;
         Ok(ChunkQueue {
             client,
             js,
