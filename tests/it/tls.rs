@@ -397,3 +397,67 @@ fn serve_takes_its_certificate_from_the_command_line() {
     sock.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
+
+/// The real OpenTelemetry Python SDK exports to `https://…/v1/logs`,
+/// trusting the server through `OTEL_EXPORTER_OTLP_CERTIFICATE` and
+/// authenticated by a client certificate alone (no token), as deploy.md
+/// tells an operator to set it up.
+#[test]
+fn the_opentelemetry_sdk_ships_logs_over_https_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("server CA");
+    let (ca_file, cert, key, _) = ca.files(dir.path(), "server");
+    let clients = Ca::new("clients CA");
+    let clients_file = write(dir.path(), "clients-ca.pem", &clients.pem());
+    let (c, k, _) = clients.leaf("checkout-app");
+    let client_cert = write(dir.path(), "app.pem", &c);
+    let client_key = write(dir.path(), "app.key", &k);
+    let text = format!(
+        "[pipeline]\nname = \"otel\"\n\n[[stage]]\nname = \"stamp\"\nkind = \"map\"\nplugin = {}\n\n\
+         [serve]\ndatabase = \"otel.db\"\n\n\
+         [serve.tls]\ncert = {}\nkey = {}\nclient_ca = {}\n",
+        toml_path(&plugin("stamp")),
+        toml_path(&cert),
+        toml_path(&key),
+        toml_path(&clients_file)
+    );
+    let s = Server::start(&write(dir.path(), "otel.toml", &text), &[]);
+    let n = 12;
+    crate::otlp::run_python_app(
+        &s.url("/v1/logs"),
+        n,
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.to_str().unwrap()),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                client_cert.to_str().unwrap(),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                client_key.to_str().unwrap(),
+            ),
+        ],
+    );
+    // Read back with the client certificate (it has both permissions).
+    let agent = tls_agent(&ca.pem(), Some((&c, &k)));
+    let t = Instant::now();
+    loop {
+        let (status, body) =
+            call(&agent, "GET", &s.url("/v1/events?limit=1000"), &[], None).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let events = body["events"].as_array().unwrap();
+        if events.len() == n {
+            // The stage sees the certificate's name as the identity.
+            assert!(
+                events
+                    .iter()
+                    .all(|e| e["event"]["resource"]["service.name"] == "checkout"
+                        && e["event"]["request"]["identity"] == "checkout-app"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{body}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
