@@ -304,10 +304,13 @@ impl crate::exec::stored::Observer for Metrics {
         self.record(report);
     }
 
-    fn stored(&self, report: &crate::exec::ChunkReport, took: std::time::Duration) {
+    fn stored(&self, report: &crate::exec::ChunkReport, took: std::time::Duration, finished: bool) {
         use std::sync::atomic::Ordering::Relaxed;
         self.chunk_latency.observe(took);
         self.chunks_done.fetch_add(1, Relaxed);
+        if finished {
+            self.jobs_done.fetch_add(1, Relaxed);
+        }
         self.events_stored.fetch_add(report.outputs(), Relaxed);
         self.dead_letters
             .fetch_add(report.dead.len() as u64, Relaxed);

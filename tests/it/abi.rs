@@ -121,6 +121,6 @@ fn a_memory_bomb_is_stopped_at_the_memory_limit() {
     assert_eq!(dead.len(), 1);
     assert_eq!(
         dead[0]["error"],
-        "stage `s` ran out of memory (limit 4194304 bytes)"
+        "stage `s` ran out of memory (limit 4194304 bytes); raise its `limits.memory` if the event needs more"
     );
 }

@@ -161,3 +161,24 @@ fn a_crate_plugin_is_rebuilt_and_swapped_when_its_source_changes() {
             "this is not rust",
         );
 }
+
+#[test]
+fn new_and_build_help_speak_of_every_language() {
+    let tmp = tempfile::tempdir().unwrap();
+    for command in ["new", "build"] {
+        let r = in_dir(tmp.path(), &[command, "--help"]).expect_code(0);
+        for word in [
+            "Rust",
+            "stage.js",
+            "stage.ts",
+            "stage.py",
+            "plugin-sdk/toolchains install",
+        ] {
+            assert!(
+                r.stdout.contains(word),
+                "{command} --help: {word}\n{}",
+                r.stdout
+            );
+        }
+    }
+}

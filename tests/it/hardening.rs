@@ -452,7 +452,8 @@ fn a_reduce_that_outgrows_its_memory_keeps_the_last_accumulator_that_fit() {
     assert_eq!(kept + dead.len(), 10, "every event folded or a dead letter");
     for d in &dead {
         assert_eq!(
-            d["error"], "stage `grow` ran out of memory (limit 67108864 bytes)",
+            d["error"],
+            "stage `grow` ran out of memory (limit 67108864 bytes); raise its `limits.memory` if the event needs more",
             "{d}"
         );
     }

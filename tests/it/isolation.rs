@@ -126,7 +126,7 @@ fn a_memory_bomb_on_one_event_is_stopped_and_isolated() {
     assert_eq!(bomb.len(), 1, "{dead:#?}");
     assert_eq!(
         bomb[0]["error"],
-        "stage `faulty` ran out of memory (limit 33554432 bytes)"
+        "stage `faulty` ran out of memory (limit 33554432 bytes); raise its `limits.memory` if the event needs more"
     );
 }
 

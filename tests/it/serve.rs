@@ -124,6 +124,12 @@ fn adder_job_returns_the_sum() {
     assert_eq!(r.status, 202, "{}", r.body);
     let job = wait_job(&s, r.json()["job"].as_i64().unwrap(), &[]);
     assert_eq!(job["result"], json!(12));
+    // Both jobs count as done once their last chunk is stored.
+    let metrics = get(&s, "/metrics").body;
+    assert!(
+        metrics.contains("wasmpipe_jobs_done_total{pipeline=\"adder\"} 2\n"),
+        "{metrics}"
+    );
     assert_eq!(s.stop(), Some(0));
 }
 

@@ -14,11 +14,15 @@ pub const RUNTIME: &str = include_str!("../../../plugin-sdk/js/runtime.js");
 pub const TYPES: &str = include_str!("../../../plugin-sdk/js/wasmpipe.d.ts");
 /// The loader that runs TypeScript tests natively (`wasmpipe new --lang ts`).
 pub const TS_HOOKS: &str = include_str!("../../../plugin-sdk/js/ts-hooks.mjs");
+/// The type-check `npm test` runs first in a TypeScript stage: `tsc` with
+/// the toolchain's TypeScript and `@types/node` (`wasmpipe new --lang ts`).
+pub const TSC: &str = include_str!("../../../plugin-sdk/js/tsc.mjs");
 /// What of `.wasmpipe/` is not kept in version control: everything, but
-/// for a TypeScript stage the loader its native tests run with.
+/// for a TypeScript stage the loader and the type-check its native tests
+/// run with.
 const WORK_GITIGNORE: &str = "*\n";
 /// See [`WORK_GITIGNORE`].
-pub const TS_WORK_GITIGNORE: &str = "*\n!.gitignore\n!ts-hooks.mjs\n";
+pub const TS_WORK_GITIGNORE: &str = "*\n!.gitignore\n!ts-hooks.mjs\n!tsc.mjs\n";
 const BUILD: &str = include_str!("../../../plugin-sdk/js/build.mjs");
 
 /// The componentize-js version the SDK is tested with (and `wasmpipe new`
@@ -30,8 +34,8 @@ pub const WIZER: &str = "10.0.0";
 /// development: a stage's package.json names it, or npm may not install
 /// it where componentize-js looks.
 pub const PREVIEW2_SHIM: &str = "0.25.0";
-/// The TypeScript compiler `wasmpipe new --lang ts` pins (for `tsc` and
-/// the native tests; the build erases types with the bundler).
+/// The TypeScript compiler the toolchain installs (for `tsc` and the
+/// native tests; the build erases types with the bundler).
 pub const TYPESCRIPT: &str = "5.9.3";
 /// The bundler that makes one module of a stage, its helpers and its npm
 /// packages (and strips TypeScript's types). componentize-js depends on it
@@ -66,7 +70,7 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         ),
     ];
     if ts {
-        files.push(("ts-hooks.mjs", TS_HOOKS));
+        files.extend([("ts-hooks.mjs", TS_HOOKS), ("tsc.mjs", TSC)]);
     }
     let sdk_changed = write_files(&work, &files)?;
     let name = stage_name(dir);
@@ -98,7 +102,7 @@ fn node() -> Result<PathBuf> {
     match Command::new(&node).arg("--version").output() {
         Ok(o) if o.status.success() => Ok(node),
         _ => bail!(
-            "JavaScript and TypeScript stages are built with Node.js 20 or later, and `{}` does not run: install Node.js (Debian: `apt install nodejs npm`), then run `npm install` in the stage's directory",
+            "JavaScript and TypeScript stages are built with Node.js 20 or later, and `{}` does not run: install Node.js (Debian: `apt install nodejs npm`), then run `bash plugin-sdk/toolchains install js` once on this machine",
             node.display()
         ),
     }
@@ -118,7 +122,7 @@ fn package(dir: &Path, name: &str, entry: &str) -> Result<PathBuf> {
     match found {
         Some(p) => Ok(p),
         None => bail!(
-            "the npm package `{name}` is not installed for {dir:?}: run `npm install` there (its package.json pins the versions wasmpipe is tested with), or `bash plugin-sdk/toolchains install js` once for every stage on this machine"
+            "the npm package `{name}` is not installed for {dir:?}: run `bash plugin-sdk/toolchains install js` once for every stage on this machine, or `npm install --save-dev @bytecodealliance/componentize-js@{COMPONENTIZE_JS} @bytecodealliance/preview2-shim@{PREVIEW2_SHIM} rolldown@{ROLLDOWN}` in the stage"
         ),
     }
 }

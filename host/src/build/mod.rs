@@ -16,7 +16,22 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
+
+/// Whether builds keep their progress to themselves (`run -q`): the tools'
+/// success chatter ("Component built successfully") and the "built stage"
+/// line. Their diagnostics, on stderr, are shown either way.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Makes the builds of this process quiet (see [`QUIET`]).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
 
 /// The target stages are compiled for.
 pub const TARGET: &str = "wasm32-wasip1";
@@ -127,7 +142,13 @@ fn up_to_date(dir: &Path, out: &Path, sdk_changed: bool) -> bool {
 
 /// Runs a build tool with its output on stderr; `what` names it in errors.
 fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
-    // stdout is the caller's (`wasmpipe build` prints the path there).
+    // stdout is the caller's (`wasmpipe build` prints the path there). The
+    // tools print progress on their stdout and diagnostics on stderr.
+    let progress = if quiet() {
+        Stdio::null()
+    } else {
+        std::io::stderr().into()
+    };
     let status = cmd
         // componentize-py and wizer (under componentize-js) are Rust
         // programs: a user's RUST_BACKTRACE, set to debug wasmpipe, would
@@ -135,7 +156,7 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
         // exception) in frames.
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
-        .stdout(std::io::stderr())
+        .stdout(progress)
         .stderr(Stdio::inherit())
         .status()
         .with_context(|| format!("cannot run {what}"))?;
@@ -143,6 +164,26 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
         bail!("{what} failed ({status}); its messages are above");
     }
     Ok(())
+}
+
+/// Runs a build tool to its end and returns what it said, for a caller
+/// that reads its messages before showing them; `what` names it in errors.
+fn tool_output(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
+    cmd.env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what}"))
+}
+
+/// Shows on stderr what a tool that succeeded said (see [`QUIET`]): its
+/// stdout is progress, its stderr warnings.
+fn show_progress(output: &std::process::Output) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    if !quiet() {
+        let _ = err.write_all(&output.stdout);
+    }
+    let _ = err.write_all(&output.stderr);
 }
 
 /// Runs `cargo build --release --target wasm32-wasip1` in the crate at
@@ -156,7 +197,12 @@ pub fn build_crate(dir: &Path) -> Result<PathBuf> {
     let dir = &dir.canonicalize()?;
     let manifest = dir.join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
+    let mut cmd = Command::new(&cargo);
+    if quiet() {
+        // Cargo's progress, not its diagnostics.
+        cmd.arg("--quiet");
+    }
+    let out = cmd
         .args(["build", "--release", "--target", TARGET])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--manifest-path")
@@ -217,7 +263,7 @@ pub fn stage_artifact(dir: &Path) -> Result<PathBuf> {
     }
     let started = std::time::Instant::now();
     let (wasm, rebuilt) = build(&key)?;
-    if rebuilt {
+    if rebuilt && !quiet() {
         tracing::info!(
             "built stage {} in {:.1}s: {}",
             key.display(),

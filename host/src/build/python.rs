@@ -2,7 +2,7 @@
 //! snapshotted with the stage's module), with the SDK
 //! (`plugin-sdk/python/wasmpipe.py`) beside the stage module.
 
-use super::{STAGE_WIT, WORK_DIR, run_tool, stage_name, toolchains_dir, up_to_date, write_files};
+use super::{STAGE_WIT, WORK_DIR, stage_name, toolchains_dir, up_to_date, write_files};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,11 +58,45 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         cmd.arg("-p").arg(p);
     }
     cmd.arg("-o").arg(&out).current_dir(dir);
-    run_tool(
-        &mut cmd,
-        &format!("componentize-py on {}", source.display()),
-    )?;
+    let what = format!("componentize-py on {}", source.display());
+    // Its messages are read before they are shown: a C extension's import
+    // failure is said in wasmpipe's words, not as componentize-py's
+    // AssertionError traceback.
+    let output = super::tool_output(&mut cmd, &what)?;
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stderr);
+        if let Some((module, file)) = c_extension(&said, &packages) {
+            bail!(
+                "{} imports `{module}`, a C extension ({}): C extensions cannot be loaded in a component; use a pure-Python package instead (or one whose pure-Python fallback is used when its extension is missing)",
+                source.display(),
+                file.display()
+            );
+        }
+        eprint!("{said}");
+        bail!("{what} failed ({}); its messages are above", output.status);
+    }
+    super::show_progress(&output);
     Ok((out, true))
+}
+
+/// The module componentize-py could not import, when it is a compiled
+/// extension (`.so`, `.pyd`) in one of the stage's `packages`, and its file.
+fn c_extension(said: &str, packages: &[PathBuf]) -> Option<(String, PathBuf)> {
+    let module = said
+        .split("No module named '")
+        .skip(1)
+        .find_map(|rest| rest.split_once('\'').map(|(m, _)| m))?;
+    let mut parts: Vec<&str> = module.split('.').collect();
+    let last = parts.pop()?;
+    packages.iter().find_map(|p| {
+        let folder = parts.iter().fold(p.clone(), |d, part| d.join(part));
+        let prefix = format!("{last}.");
+        std::fs::read_dir(&folder).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let native = name.ends_with(".so") || name.ends_with(".pyd");
+            (name.starts_with(&prefix) && native).then(|| (module.to_string(), e.path()))
+        })
+    })
 }
 
 /// The `site-packages` of the stage's own virtual environment

@@ -1,16 +1,24 @@
-//! `wasmpipe build`: compile a stage crate for `wasm32-wasip1`.
+//! `wasmpipe build`: build a stage's folder into a `.wasm`, in any of the
+//! four languages.
 
 use super::EXIT_OK;
 use crate::runtime::{Runtime, RuntimeConfig, Stage, StageSpec, linker};
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
 
-/// Build a stage crate (`cargo build --release --target wasm32-wasip1`),
-/// check that the result is a wasmpipe stage, and print the path of its
-/// `.wasm` on stdout.
+/// Build a stage, check that the result is a wasmpipe stage, and print the
+/// path of its `.wasm` on stdout.
+///
+/// A folder with a `Cargo.toml` is a Rust crate, built by `cargo build
+/// --release --target wasm32-wasip1`. One with `stage.js` or `stage.ts` is
+/// bundled (with its helpers and npm packages) and built into a component
+/// by componentize-js; one with `stage.py`, with the packages of its
+/// `.venv`, by componentize-py. Both write `.wasmpipe/<folder>.wasm` and
+/// are installed once per machine by `bash plugin-sdk/toolchains install`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// The stage crate's directory.
+    /// The stage's folder: a crate, or one with `stage.js`, `stage.ts` or
+    /// `stage.py`.
     #[arg(default_value = ".")]
     dir: PathBuf,
 }

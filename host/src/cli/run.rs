@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// the defaults (pipeline, job, host, received_at, chunk). Repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_meta)]
     meta: Vec<(String, String)>,
-    /// No progress bar and no summary.
+    /// No progress bar, no summary, and no progress of the stages' builds.
     #[arg(long, short)]
     quiet: bool,
     /// Keep running: follow the input file as it grows (or read stdin until
@@ -57,6 +57,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
+    crate::build::set_quiet(args.quiet);
     let (manifest, mut pipeline) = load_pipeline(
         &args.manifest,
         args.workers.map(|w| w as usize),

@@ -124,8 +124,9 @@ pub trait Journal: Send + Sync {
 pub trait Observer: Send + Sync {
     /// A chunk ran (its stage counts, retries).
     fn ran(&self, report: &ChunkReport);
-    /// A chunk's report was stored, `took` after it was taken.
-    fn stored(&self, report: &ChunkReport, took: Duration);
+    /// A chunk's report was stored, `took` after it was taken; `finished`
+    /// if it was its job's last chunk.
+    fn stored(&self, report: &ChunkReport, took: Duration, finished: bool);
     /// A chunk failed as a whole and will be tried again.
     fn failed(&self);
 }
@@ -221,8 +222,8 @@ impl Loop {
                     id.job, id.first_index, id.events
                 )
             })?;
-        if let Committed::Stored { .. } = committed {
-            self.observer.stored(&report, t.elapsed());
+        if let Committed::Stored { finished } = committed {
+            self.observer.stored(&report, t.elapsed(), finished);
         }
         Ok(committed)
     }

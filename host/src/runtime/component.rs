@@ -401,8 +401,21 @@ impl ComponentInstance {
         self.origins
             .extend(output.origins.iter().flat_map(|o| o.to_le_bytes()));
         self.errors.clear();
+        let refused = self.store.data().limiter.refused;
         for e in &output.errors {
-            encode_error(&mut self.errors, e.index, e.message.as_bytes());
+            if refused && is_interpreter_oom(&e.message) {
+                // The interpreter caught its allocator's failure and threw
+                // it at the stage, which knows nothing of the limit: said
+                // as a core module's is, with the limit to raise.
+                let oom = StageError::OutOfMemory {
+                    stage: self.spec.name.clone(),
+                    event: None,
+                    limit: self.spec.memory,
+                };
+                encode_error(&mut self.errors, e.index, oom.to_string().as_bytes());
+            } else {
+                encode_error(&mut self.errors, e.index, e.message.as_bytes());
+            }
         }
         Ok(CallOutput {
             out: &self.out,
@@ -414,6 +427,16 @@ impl ComponentInstance {
     fn classify(&self, e: wasmtime::Error) -> StageError {
         classify(&self.store, &self.spec, e)
     }
+}
+
+/// Whether an event's error is an interpreter's own out-of-memory error:
+/// SpiderMonkey's `out of memory`, CPython's bare `MemoryError`. Only
+/// those exact words, and only after a call in which the memory limit
+/// refused to grow (see [`ComponentInstance::finish`]), so a stage's own message
+/// that mentions memory is left alone.
+fn is_interpreter_oom(message: &str) -> bool {
+    let m = message.trim();
+    m.eq_ignore_ascii_case("out of memory") || m == "MemoryError"
 }
 
 /// A new instance of the component, configured with `init(config)`.

@@ -30,7 +30,10 @@ pub enum StageError {
         limit: Duration,
     },
     /// The guest needed more memory than its limit allows.
-    #[error("stage `{stage}` ran out of memory (limit {limit} bytes){}", at(*event))]
+    #[error(
+        "stage `{stage}` ran out of memory (limit {limit} bytes){}; raise its `limits.memory` if the event needs more",
+        at(*event)
+    )]
     OutOfMemory {
         /// Stage name.
         stage: String,

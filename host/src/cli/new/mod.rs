@@ -8,13 +8,21 @@ use crate::manifest::{Name, StageKind};
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
 
-/// Create a stage crate: `Cargo.toml` (depending on wasmpipe-sdk), a
-/// `.cargo/config.toml` selecting `wasm32-wasip1`, `src/lib.rs` with the
-/// stage function and a unit test, sample events with their expected
-/// outputs, and a `pipeline.toml` running the crate.
+/// Create a stage in Rust, JavaScript, TypeScript or Python: the stage
+/// function with a native test of it, sample events with their expected
+/// outputs, and a `pipeline.toml` that builds and runs it.
+///
+/// Rust (the default): a crate (`Cargo.toml` depending on wasmpipe-sdk, a
+/// `.cargo/config.toml` selecting `wasm32-wasip1`, `src/lib.rs`; test with
+/// `cargo test`). `--lang js` or `ts`: `stage.js` or `stage.ts` and its
+/// test, run by `npm test`. `--lang python`: `stage.py` and
+/// `test_stage.py`, run by `.venv/bin/python -m unittest`. JavaScript,
+/// TypeScript and Python stages build with the tools `bash
+/// plugin-sdk/toolchains install` sets up once per machine.
 #[derive(Debug, clap::Args)]
 pub struct NewArgs {
-    /// The stage's name, also the crate's (letters, digits, `-`, `_`).
+    /// The stage's name, also its folder's and (in Rust) its crate's
+    /// (letters, digits, `-`, `_`).
     name: String,
     /// What the stage does.
     #[arg(long, value_parser = ["map", "filter", "flat_map", "reduce"])]
@@ -22,11 +30,11 @@ pub struct NewArgs {
     /// The language to write it in.
     #[arg(long, default_value = "rust", value_parser = ["rust", "js", "ts", "python"])]
     lang: String,
-    /// The directory to create the crate in (as `<dir>/<name>`).
+    /// The directory to create the stage in (as `<dir>/<name>`).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// Depend on the SDK at this path instead of finding it (inside a
-    /// wasmpipe checkout) or using the published version.
+    /// Rust: depend on the SDK at this path instead of finding it (inside
+    /// a wasmpipe checkout) or using the published version.
     #[arg(long)]
     sdk_path: Option<PathBuf>,
 }
@@ -51,7 +59,7 @@ pub fn run(args: NewArgs) -> Result<u8> {
     let files = [
         ("Cargo.toml", cargo_toml(name.as_str(), &sdk)),
         (".cargo/config.toml", CARGO_CONFIG.to_string()),
-        (".gitignore", "/target\n".to_string()),
+        (".gitignore", format!("/target\n{LOCAL_STATE}")),
         ("src/lib.rs", t.lib),
         ("samples.jsonl", t.samples.to_string()),
         ("expected.jsonl", t.expected.to_string()),
@@ -118,6 +126,12 @@ fn sdk_dependency(crate_dir: &Path) -> String {
     }
     format!("\"{}\"", env!("CARGO_PKG_VERSION"))
 }
+
+/// What `run` and `serve` leave beside a stage whose manifest is run in its
+/// folder, which a scaffold's `.gitignore` keeps out of version control:
+/// serve's default database (with SQLite's journal files) and `run`'s
+/// dead-letter files (`<pipeline>.dead.jsonl`).
+const LOCAL_STATE: &str = "wasmpipe.db\nwasmpipe.db-wal\nwasmpipe.db-shm\n*.dead.jsonl\n";
 
 const KEYWORDS: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",

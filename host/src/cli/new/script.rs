@@ -1,9 +1,11 @@
 //! `wasmpipe new --lang js|ts|python`: a stage that is a plain function in
 //! `stage.js`, `stage.ts` or `stage.py`, a native test of it (node's test
-//! runner, pytest), sample events with their expected outputs and a
+//! runner, unittest), sample events with their expected outputs and a
 //! `pipeline.toml` whose `plugin = "."` builds it into a component.
 
-use super::{EXIT_OK, NewArgs, pathdiff, pipeline_toml, stage_dir, template, write_all};
+use super::{
+    EXIT_OK, LOCAL_STATE, NewArgs, pathdiff, pipeline_toml, stage_dir, template, write_all,
+};
 use crate::build::{WORK_DIR, js, python};
 use crate::manifest::{Name, StageKind};
 use anyhow::Result;
@@ -22,12 +24,19 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
             files.extend([
                 ("stage.py", python_stage(kind)),
                 ("test_stage.py", python_test(kind)),
-                ("conftest.py", PY_CONFTEST.to_string()),
                 // `.wasmpipe/` keeps its own list: the SDK module in it is
                 // kept, so the tests run on a fresh checkout.
-                (".gitignore", "__pycache__/\n".to_string()),
+                (
+                    ".gitignore",
+                    format!("__pycache__/\n/.venv/\n{LOCAL_STATE}"),
+                ),
             ]);
-            format!("(cd {rel} && python3 -m pytest)   # tests stage.py natively")
+            // The stage's own interpreter: the system's `python3` sees the
+            // system's packages, not those the stage imports. unittest, not
+            // pytest: it is in every Python, and the venv has nothing else.
+            format!(
+                "(cd {rel} && python3 -m venv .venv)   # once: the stage's PyPI packages go there (.venv/bin/pip install NAME)\n  (cd {rel} && .venv/bin/python -m unittest)   # tests stage.py natively, with those packages"
+            )
         }
         lang => {
             let ts = lang == "ts";
@@ -36,7 +45,7 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
                 ("package.json", package_json(name.as_str(), ts)),
                 // `.wasmpipe/` keeps its own list (TypeScript's test loader
                 // in it is kept).
-                (".gitignore", "/node_modules/\n".to_string()),
+                (".gitignore", format!("/node_modules/\n{LOCAL_STATE}")),
             ]);
             let (stage, test) = js_stage(kind, ts);
             if ts {
@@ -66,6 +75,7 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
             &dir.join(WORK_DIR),
             &[
                 ("ts-hooks.mjs", js::TS_HOOKS.to_string()),
+                ("tsc.mjs", js::TSC.to_string()),
                 (".gitignore", js::TS_WORK_GITIGNORE.to_string()),
             ],
         )?,
@@ -96,20 +106,22 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
         if args.lang == "python" {
             ""
         } else {
-            ", or run `npm install` in the stage"
+            " (with TypeScript and @types/node for the tests)"
         }
     );
     Ok(EXIT_OK)
 }
 
+/// The stage's package.json: its test script, and no dependencies. The
+/// build tools, TypeScript and `@types/node` are installed once per machine
+/// (`plugin-sdk/toolchains`), not in each stage, so that `npm install
+/// <package>` in a stage installs that package (a few MB), not the
+/// toolchain's hundreds.
 fn package_json(name: &str, ts: bool) -> String {
-    let (test, typescript) = if ts {
-        (
-            "tsc --noEmit && node --import ./.wasmpipe/ts-hooks.mjs --test stage.test.ts",
-            format!(",\n    \"typescript\": \"{}\"", js::TYPESCRIPT),
-        )
+    let test = if ts {
+        "node .wasmpipe/tsc.mjs && node --import ./.wasmpipe/ts-hooks.mjs --test stage.test.ts"
     } else {
-        ("node --test", String::new())
+        "node --test"
     };
     format!(
         r#"{{
@@ -118,21 +130,9 @@ fn package_json(name: &str, ts: bool) -> String {
   "type": "module",
   "scripts": {{
     "test": "{test}"
-  }},
-  "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{cjs}",
-    "@bytecodealliance/preview2-shim": "{shim}",
-    "rolldown": "{rolldown}"{typescript}
-  }},
-  "overrides": {{
-    "@bytecodealliance/wizer": "{wizer}"
   }}
 }}
-"#,
-        cjs = js::COMPONENTIZE_JS,
-        shim = js::PREVIEW2_SHIM,
-        rolldown = js::ROLLDOWN,
-        wizer = js::WIZER,
+"#
     )
 }
 
@@ -144,7 +144,7 @@ const TSCONFIG: &str = r#"{
     "allowImportingTsExtensions": true,
     "strict": true,
     "noEmit": true,
-    "types": []
+    "types": ["node"]
   },
   "include": ["*.ts"]
 }
@@ -214,23 +214,8 @@ fn js_stage(kind: StageKind, ts: bool) -> (String, String) {
     )
 }
 
-const PY_CONFTEST: &str = "\
-# Lets the tests `import wasmpipe`: the SDK that `wasmpipe build` keeps up
-# to date in .wasmpipe/, else (before a first build) a wasmpipe checkout's.
-import pathlib
-import sys
-
-here = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(here / \".wasmpipe\"))
-if not (here / \".wasmpipe\" / \"wasmpipe.py\").is_file():
-    for up in here.parents:
-        if (up / \"plugin-sdk\" / \"python\" / \"wasmpipe.py\").is_file():
-            sys.path.insert(0, str(up / \"plugin-sdk\" / \"python\"))
-            break
-";
-
 fn python_stage(kind: StageKind) -> String {
-    let head = "\"\"\"Build and run: `wasmpipe run pipeline.toml -i samples.jsonl`. Test: `python3 -m pytest`.\n\nA raised exception makes that one event a dead letter with its message;\nprint goes to wasmpipe's log; ctx.params holds the manifest's params.\n\"\"\"\n\n";
+    let head = "\"\"\"Build and run: `wasmpipe run pipeline.toml -i samples.jsonl`. Test: `.venv/bin/python -m unittest`.\n\nA raised exception makes that one event a dead letter with its message;\nprint goes to wasmpipe's log; ctx.params holds the manifest's params.\n\"\"\"\n\n";
     let body = match kind {
         StageKind::Map => {
             "from wasmpipe import map\n\n\n@map\ndef double(event, ctx):\n    \"\"\"A map stage: one event in, one out. Doubles `n`.\"\"\"\n    n = event[\"n\"] * 2\n    if abs(n) > 2**63 - 1:\n        raise ValueError(f\"{event['n']} is too large to double\")\n    return {**event, \"n\": n}\n"
@@ -249,19 +234,25 @@ fn python_stage(kind: StageKind) -> String {
 }
 
 fn python_test(kind: StageKind) -> String {
-    let body = match kind {
-        StageKind::Map => {
-            "import pytest\n\nfrom stage import double\n\n\ndef test_doubles():\n    assert double({\"n\": 21}, Context()) == {\"n\": 42}\n    with pytest.raises(ValueError, match=\"too large\"):\n        double({\"n\": 2**63 - 1}, Context())\n"
-        }
-        StageKind::Filter => {
-            "from stage import even\n\n\ndef test_keeps_even_numbers():\n    assert even({\"n\": 2}, Context())\n    assert not even({\"n\": 3}, Context())\n"
-        }
-        StageKind::FlatMap => {
-            "from stage import count\n\n\ndef test_counts_up_to_n():\n    assert count({\"n\": 2}, Context()) == [{\"n\": 0}, {\"n\": 1}]\n    assert count({\"n\": -1}, Context()) == []\n"
-        }
-        StageKind::Reduce => {
-            "from stage import add, total\n\n\ndef test_sums():\n    assert total(40, {\"n\": 2}, Context()) == 42\n    assert add(1, 2) == 3\n"
-        }
+    let (imports, body) = match kind {
+        StageKind::Map => (
+            "from stage import double",
+            "    def test_doubles(self):\n        self.assertEqual(double({\"n\": 21}, Context()), {\"n\": 42})\n        with self.assertRaisesRegex(ValueError, \"too large\"):\n            double({\"n\": 2**63 - 1}, Context())\n",
+        ),
+        StageKind::Filter => (
+            "from stage import even",
+            "    def test_keeps_even_numbers(self):\n        self.assertTrue(even({\"n\": 2}, Context()))\n        self.assertFalse(even({\"n\": 3}, Context()))\n",
+        ),
+        StageKind::FlatMap => (
+            "from stage import count",
+            "    def test_counts_up_to_n(self):\n        self.assertEqual(count({\"n\": 2}, Context()), [{\"n\": 0}, {\"n\": 1}])\n        self.assertEqual(count({\"n\": -1}, Context()), [])\n",
+        ),
+        StageKind::Reduce => (
+            "from stage import add, total",
+            "    def test_sums(self):\n        self.assertEqual(total(40, {\"n\": 2}, Context()), 42)\n        self.assertEqual(add(1, 2), 3)\n",
+        ),
     };
-    format!("from wasmpipe import Context\n{body}")
+    format!(
+        "\"\"\"Tests stage.py natively: `.venv/bin/python -m unittest` (pytest runs them too).\"\"\"\n\nimport pathlib\nimport sys\nimport unittest\n\n# The SDK, which `wasmpipe new` and `wasmpipe build` keep in .wasmpipe/.\nsys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / \".wasmpipe\"))\n\nfrom wasmpipe import Context  # noqa: E402\n{imports}  # noqa: E402\n\n\nclass TestStage(unittest.TestCase):\n{body}\n\nif __name__ == \"__main__\":\n    unittest.main()\n"
+    )
 }
