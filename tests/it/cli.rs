@@ -222,3 +222,37 @@ fn a_missing_manifest_is_an_error_with_exit_code_one() {
     let r = run(&["run", "/nonexistent/wasmpipe.toml"]).expect_code(1);
     assert!(r.stderr.contains("cannot read manifest"), "{}", r.stderr);
 }
+
+/// `run -o` onto a disk that fills up: exit 1 with the disk's error and
+/// how far the output got, never a silent short file.
+#[test]
+fn an_output_on_a_full_disk_stops_the_run_saying_how_far_it_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = double_manifest(dir.path());
+    let input: String = (0..200_000).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let input = write(dir.path(), "in.jsonl", &input);
+    let full = dir.path().join("full");
+    let _disk = crate::serve::Tmpfs::mount(&full, "1m");
+    let out = full.join("out.jsonl");
+    let r = run_manifest(
+        &m,
+        &["-i", input.to_str().unwrap(), "-o", out.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    // The numbers it gives are true of the file: no more lines than it
+    // says, and it says fewer than the input's.
+    let said: u64 = r
+        .stderr
+        .split("at most ")
+        .nth(1)
+        .and_then(|t| t.split(" lines").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", r.stderr));
+    let lines = std::fs::read_to_string(&out).unwrap().lines().count() as u64;
+    assert!(
+        lines <= said && said < 200_000,
+        "{lines} lines, said {said}: {}",
+        r.stderr
+    );
+}

@@ -1409,10 +1409,10 @@ fn a_database_of_the_previous_schema_is_upgraded_in_place() {
 
 /// A tmpfs mounted over `dir` for a test, unmounted when dropped. Mounting
 /// needs root, as CI runs.
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub(crate) fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

@@ -404,7 +404,7 @@ impl Pipeline {
                 last.2.events_out = summary.outputs;
             }
         }
-        sink.flush().context("cannot write the output")?;
+        sink.flush().with_context(|| cut_short(&summary))?;
         dead.flush()?;
         summary.elapsed = started.elapsed();
         Ok(summary)
@@ -419,7 +419,7 @@ impl Pipeline {
         windows: Option<&mut Windows>,
     ) -> Result<()> {
         sink.write_all(&report.output)
-            .context("cannot write the output")?;
+            .with_context(|| cut_short(summary))?;
         summary.outputs += report.outputs();
         summary.events_read += report.events_read;
         for (stage, c) in report.set.stages.iter().zip(&report.counts) {
@@ -517,6 +517,15 @@ struct Windows {
     open: MemoryWindows,
     exec: Executor,
     streaming: bool,
+}
+
+/// What a write error of the output says: how far the run got, so that
+/// whoever reads it knows what the output holds (on a full disk, say).
+fn cut_short(summary: &RunSummary) -> String {
+    format!(
+        "cannot write the output: it is cut short after at most {} lines, the outputs of the first {} events read (the last line may be partial); free room or write elsewhere, then run again",
+        summary.outputs, summary.events_read
+    )
 }
 
 /// Writes closed windows, one line each.
