@@ -12,6 +12,7 @@ mod cluster;
 mod components;
 mod console;
 mod diff;
+mod durability;
 mod encoding;
 mod examples;
 mod hardening;

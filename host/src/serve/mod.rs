@@ -314,13 +314,15 @@ pub async fn run(
 
     let app = router(svc.clone(), cors);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    ready(&format!("{scheme}://{}", listener.local_addr()?))?;
-    let stop_svc = svc.clone();
+    // Before the ready line: a client that waits for it finds the
+    // open-file limit raised.
     let bounds = listen::Bounds {
         header_timeout: serve.header_timeout.0,
-        max_connections: serve.max_connections.get(),
+        max_connections: connection_room(serve.max_connections.get()),
         drain: DRAIN,
     };
+    ready(&format!("{scheme}://{}", listener.local_addr()?))?;
+    let stop_svc = svc.clone();
     let served = listen::serve(listener, app, bounds, tls, async move {
         shutdown.await;
         stop_svc.stopping.store(true, Relaxed);
@@ -352,4 +354,58 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Descriptors serve holds besides its connections: the journal's files
+/// (three SQLite connections, each with its database, WAL and shared
+/// memory), the listener, the runtime's epoll and event descriptors, log
+/// files, `--watch`'s watcher, with room to spare.
+const OTHER_FDS: u64 = 256;
+
+/// Makes room in the process's open-file limit for `max_connections`
+/// connections, and returns how many it can hold at once.
+///
+/// The soft limit is often 1024 (systemd's default, many shells') while
+/// the hard limit allows far more. With 1024, accept fails past about a
+/// thousand connections, and every client beyond them, a load balancer's
+/// health probe too, waits in the kernel's queue for as long as the
+/// others stay connected: 11 s probes under 2,000 keep-alive clients in
+/// `bench/run-overload`. So the soft limit is raised to what
+/// `max_connections` needs, within the hard limit, as Go's runtime and
+/// nginx do. When even the hard limit is too low, the bound is lowered to
+/// fit (past it, connections wait to be accepted, instead of accept
+/// failing every time), with a warning that says how to raise it.
+fn connection_room(max_connections: usize) -> usize {
+    let want = max_connections as u64 + OTHER_FDS;
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid pointer to a rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 || l.rlim_cur >= want {
+        return max_connections;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(l.rlim_max),
+        rlim_max: l.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(
+            "open-file limit raised from {} to {} for [serve] max_connections = {max_connections}",
+            l.rlim_cur,
+            raised.rlim_cur
+        );
+        l = raised;
+    }
+    if l.rlim_cur >= want {
+        return max_connections;
+    }
+    let fits = l.rlim_cur.saturating_sub(OTHER_FDS).max(1) as usize;
+    tracing::warn!(
+        "the open-file limit is {} (hard limit {}), fewer than the {want} that [serve] max_connections = {max_connections} needs: at most {fits} connections are served at once, and the next ones wait to be accepted; raise the limit (`ulimit -n`, or LimitNOFILE= in a systemd unit) or lower max_connections",
+        l.rlim_cur,
+        l.rlim_max
+    );
+    fits
 }

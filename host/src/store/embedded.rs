@@ -325,17 +325,27 @@ impl Journal for Embedded {
 
 /// What a client is told when the journal cannot take a batch for want of
 /// disk (or a failing one): the batch was not accepted, nothing accepted
-/// before it is lost, and batches are taken again once writes succeed.
-/// `None` for any other failure.
+/// before it is lost, and batches are taken again once writes succeed
+/// (and, after a failed sync, once the journal is synced again: see
+/// `Store::durable`). `None` for any other failure.
 fn disk_trouble(e: &anyhow::Error) -> Option<String> {
-    let code = e.chain().find_map(|c| match c.downcast_ref() {
-        Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
-        _ => None,
-    })?;
-    let what = match code {
-        rusqlite::ErrorCode::DiskFull => "the disk holding the journal is full",
-        rusqlite::ErrorCode::SystemIoFailure => "the journal could not be written (an I/O error)",
-        _ => return None,
+    let what = if e.chain().any(|c| c.is::<super::sqlite::NotSynced>()) {
+        "the journal could not be synced to disk (fsync failed)"
+    } else {
+        let f = e.chain().find_map(|c| match c.downcast_ref() {
+            Some(rusqlite::Error::SqliteFailure(f, _)) => Some(*f),
+            _ => None,
+        })?;
+        match (f.code, f.extended_code) {
+            (_, rusqlite::ffi::SQLITE_IOERR_FSYNC | rusqlite::ffi::SQLITE_IOERR_DIR_FSYNC) => {
+                "the journal could not be synced to disk (fsync failed)"
+            }
+            (rusqlite::ErrorCode::DiskFull, _) => "the disk holding the journal is full",
+            (rusqlite::ErrorCode::SystemIoFailure, _) => {
+                "the journal could not be written (an I/O error)"
+            }
+            _ => return None,
+        }
     };
     tracing::warn!("refusing a batch: {what}: {e:#}");
     Some(format!(

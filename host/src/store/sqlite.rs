@@ -22,7 +22,8 @@ use crate::exec::{ChunkId, ChunkReport, DeadLetter};
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bumped when the schema changes; `open` brings versions 1 (without
 /// `jobs.pinned`) and 2 (without `events.time` and the search index) up.
@@ -132,7 +133,17 @@ pub struct Store {
     /// so that a long query never holds up the API's reads.
     sql: Mutex<super::sql::ReadOnly>,
     indexing: Indexing,
+    /// Set when a sync of the journal failed (a durable commit, or a
+    /// checkpoint): what was written since the last good sync is not known
+    /// to be on disk, and no batch is accepted until [`resync`] succeeds.
+    unsynced: Arc<AtomicBool>,
 }
+
+/// No batch is taken while the journal is not known to be on disk: a sync
+/// failed, and the checkpoint that would sync it again did not complete.
+#[derive(Debug, thiserror::Error)]
+#[error("the journal could not be synced to disk since an earlier sync failed: {0}")]
+pub struct NotSynced(String);
 
 /// The distinct stage-version sets of a job's chunks.
 fn versions_of(r: &Connection, job: i64) -> Result<Vec<String>> {
@@ -223,6 +234,8 @@ impl Store {
         })?;
         index_text(&mut writer, indexing.full_text)
             .with_context(|| format!("cannot build the search index in {path:?}"))?;
+        let unsynced = Arc::new(AtomicBool::new(false));
+        checkpoint_watched(&mut writer, unsynced.clone())?;
         let reader = open()?;
         let sql = super::sql::ReadOnly::open(path)?;
         Ok(Store {
@@ -230,6 +243,7 @@ impl Store {
             reader: Mutex::new(reader),
             sql: Mutex::new(sql),
             indexing: indexing.clone(),
+            unsynced,
         })
     }
 
@@ -244,6 +258,36 @@ impl Store {
         Ok(w)
     }
 
+    /// Runs `f` in a transaction that is on disk once this returns `Ok`:
+    /// a batch accepted, a retry or a replay recorded, each answered as
+    /// accepted only then.
+    ///
+    /// A sync that fails is not retried, and the transaction is not
+    /// trusted: Linux reports a failed write-back once and may drop the
+    /// pages it could not write, so a second fsync that succeeds proves
+    /// nothing about them. The caller gets the error (a `503`: nothing of
+    /// the batch is accepted), and the journal stays refused until
+    /// [`resync`] has copied every committed transaction into the
+    /// database file, synced it and emptied the WAL.
+    fn durable<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut w = self.writer(true)?;
+        if self.unsynced.load(Relaxed) {
+            resync(&w)?;
+            self.unsynced.store(false, Relaxed);
+            tracing::info!("the journal is synced to disk again; batches are taken again");
+        }
+        let tx = w.transaction()?;
+        let out = f(&tx)?;
+        if let Err(e) = tx.commit() {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) {
+                self.unsynced.store(true, Relaxed);
+                void_refused(&w);
+            }
+            return Err(e.into());
+        }
+        Ok(out)
+    }
+
     fn reader(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -251,8 +295,7 @@ impl Store {
     /// Journals a batch as a new job with all its chunks, in one
     /// transaction; returns the job id and its chunks.
     pub fn insert_job(&self, job: &NewJob) -> Result<(i64, Vec<ChunkId>)> {
-        let mut w = self.writer(true)?;
-        let tx = w.transaction()?;
+        self.durable(|tx| {
         let events: u64 = job.chunks.iter().map(|c| c.1).sum();
         tx.execute(
             "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
@@ -292,8 +335,8 @@ impl Store {
                 [id],
             )?;
         }
-        tx.commit()?;
         Ok((id, keys))
+        })
     }
 
     /// Chunks not yet done, oldest first (for a restart).
@@ -734,8 +777,7 @@ impl Store {
         now: i64,
         chunk: &dyn Fn(Vec<Vec<u8>>) -> Chunks,
     ) -> Result<Option<(i64, Vec<ChunkId>, u64)>> {
-        let mut w = self.writer(true)?;
-        let tx = w.transaction()?;
+        self.durable(|tx| {
         let (pipeline, context): (String, String) = tx.query_row(
             "SELECT pipeline, context FROM jobs WHERE id = ?1",
             [job],
@@ -778,8 +820,8 @@ impl Store {
             "UPDATE dead_letters SET retried_by = ?2 WHERE job = ?1 AND retried_by IS NULL",
             params![job, id],
         )?;
-        tx.commit()?;
         Ok(Some((id, keys, n)))
+        })
     }
 
     /// A job's input, as the chunks it was journaled as, in order; `None`
@@ -817,8 +859,7 @@ impl Store {
         now: i64,
         pinned: Option<&str>,
     ) -> Result<Option<(i64, Vec<ChunkId>, u64)>> {
-        let mut w = self.writer(true)?;
-        let tx = w.transaction()?;
+        self.durable(|tx| {
         let Some((pipeline, context, n, chunks)): Option<(String, String, i64, i64)> = tx
             .query_row(
                 "SELECT pipeline, context, events_in, chunks FROM jobs WHERE id = ?1",
@@ -865,8 +906,8 @@ impl Store {
             st.query_map([id], chunk_id)?
                 .collect::<Result<Vec<_>, _>>()?
         };
-        tx.commit()?;
         Ok(Some((id, keys, n as u64)))
+        })
     }
 
     /// Deletes stored events and dead letters received before `before`
@@ -943,6 +984,69 @@ fn refuse_damaged(path: &Path, e: anyhow::Error) -> anyhow::Error {
     e.context(format!(
         "{path:?} is not a sound wasmpipe database; restore it (and its -wal file) from a backup, or move it aside with its -wal and -shm files to start on a new, empty one"
     ))
+}
+
+/// Frames in the WAL past which a commit checkpoints it (SQLite's own
+/// default).
+const AUTOCHECKPOINT_FRAMES: std::ffi::c_int = 1000;
+
+/// Checkpoints the WAL as SQLite does by itself (passively, once it holds
+/// `AUTOCHECKPOINT_FRAMES`), but watched: SQLite ignores a checkpoint's
+/// failure, and its fsync reports a failed write-back of the WAL once,
+/// so the next commit's fsync would succeed over frames that never
+/// reached the disk. A failed checkpoint marks the journal `unsynced`
+/// instead (see [`Store::durable`]).
+fn checkpoint_watched(w: &mut Connection, unsynced: Arc<AtomicBool>) -> Result<()> {
+    w.wal_hook(Some(
+        move |wal: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+            if frames >= AUTOCHECKPOINT_FRAMES
+                && let Err(e) = wal.checkpoint()
+                && e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure)
+            {
+                unsynced.store(true, Relaxed);
+                tracing::warn!(
+                    "cannot checkpoint the journal ({e}); no batch is taken until it is synced to disk again"
+                );
+            }
+            Ok(())
+        },
+    ))?;
+    Ok(())
+}
+
+/// Makes the journal trusted again after a failed sync: copies every
+/// committed transaction from the WAL into the database file, syncs that,
+/// and truncates the WAL, so that the next commit starts a new WAL whose
+/// sync covers all of it (a commit appended to the old one would follow
+/// frames that may be missing on disk, and a recovery stops at the first
+/// missing frame). It waits (the busy timeout) for reads in progress.
+fn resync(w: &Connection) -> Result<()> {
+    match w.wal_checkpoint_v2(
+        Some(rusqlite::MAIN_DB),
+        rusqlite::wal::CheckpointMode::TRUNCATE,
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(NotSynced(e.to_string()).into()),
+    }
+}
+
+/// After a commit that failed, overwrites the start of its frames in the
+/// WAL with a small committed transaction (the schema version written
+/// again, unsynced), so that the refused transaction cannot come back:
+/// SQLite leaves its frames in the WAL, complete, and a restart before
+/// the next write would replay them, accepting a batch whose client was
+/// told it was not (and that will send it again). The frames after the
+/// overwritten ones no longer chain with their checksums, and recovery
+/// stops there.
+fn void_refused(w: &Connection) {
+    let voided = w
+        .pragma_update(None, "synchronous", "OFF")
+        .and_then(|()| w.pragma_update(None, "user_version", SCHEMA_VERSION));
+    if let Err(e) = voided {
+        tracing::warn!(
+            "cannot overwrite a refused transaction in the journal ({e}); if wasmpipe restarts before its next write, the refused batch may be processed"
+        );
+    }
 }
 
 /// Creates the indexes of `[serve] index` that are missing, and drops
