@@ -34,6 +34,10 @@
 pub mod build;
 pub mod cli;
 pub mod exec;
+// The bodies of the fuzz targets (bench/fuzz), here so that CI runs them
+// over their corpora too; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod metrics;
 pub mod queue;

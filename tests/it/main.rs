@@ -15,6 +15,7 @@ mod diff;
 mod durability;
 mod encoding;
 mod examples;
+mod fuzz_corpus;
 mod hardening;
 mod isolation;
 mod manifest_errors;

@@ -56,8 +56,11 @@ pub struct JsonLines<R> {
     buf: Vec<u8>,
     pos: usize,
     /// Inside a line too long to be an event: its dead letter, held until
-    /// the rest of the line has been skipped.
-    skipping: Option<Reject>,
+    /// the rest of the line has been skipped, and whether the line is
+    /// blank so far. A blank line is skipped whatever its length: whether
+    /// it fits in one read must not decide if it is a dead letter (found
+    /// by fuzzing, bench/fuzz/regressions/jsonl).
+    skipping: Option<(Reject, bool)>,
     eof: bool,
     /// Whether a byte-order mark at the start has been looked for.
     bom_checked: bool,
@@ -147,10 +150,12 @@ impl<R: io::Read + Send> Source for JsonLines<R> {
                 let (start, end) = (self.pos, self.pos + nl);
                 self.pos = end + 1;
                 self.line += 1;
-                if let Some(reject) = self.skipping.take() {
+                if let Some((reject, blank)) = self.skipping.take() {
                     // The end of an oversized line.
-                    chunk.rejects.push(reject);
-                    self.index += 1;
+                    if !(blank && self.buf[start..end].iter().all(u8::is_ascii_whitespace)) {
+                        chunk.rejects.push(reject);
+                        self.index += 1;
+                    }
                     run = self.pos;
                     continue;
                 }
@@ -187,11 +192,14 @@ impl<R: io::Read + Send> Source for JsonLines<R> {
             }
             chunk.data.extend_from_slice(&self.buf[run..self.pos]);
             // `buf[pos..]` is a partial line.
-            if self.skipping.is_some() {
+            let partial = &self.buf[self.pos..];
+            if let Some((_, blank)) = &mut self.skipping {
+                *blank &= partial.iter().all(u8::is_ascii_whitespace);
                 self.pos = self.buf.len();
-            } else if self.buf.len() - self.pos > self.limits.max_event {
-                let reject = self.reject(self.line + 1, &self.buf[self.pos..]);
-                self.skipping = Some(reject);
+            } else if partial.len() > self.limits.max_event {
+                let blank = partial.iter().all(u8::is_ascii_whitespace);
+                let reject = self.reject(self.line + 1, partial);
+                self.skipping = Some((reject, blank));
                 self.pos = self.buf.len();
             }
             if self.eof {
@@ -202,18 +210,22 @@ impl<R: io::Read + Send> Source for JsonLines<R> {
             }
         }
         // End of input: a last line without a newline is an event too.
-        if let Some(reject) = self.skipping.take() {
+        if let Some((reject, blank)) = self.skipping.take() {
             self.line += 1;
-            chunk.rejects.push(reject);
-            self.index += 1;
+            if !blank {
+                chunk.rejects.push(reject);
+                self.index += 1;
+            }
         } else if self.pos < self.buf.len() {
             self.line += 1;
             let line = &self.buf[self.pos..];
-            if line.len() > self.limits.max_event {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                // Blank, as a line that ends in `\n` is: skipped.
+            } else if line.len() > self.limits.max_event {
                 let reject = self.reject(self.line, line);
                 chunk.rejects.push(reject);
                 self.index += 1;
-            } else if !line.iter().all(u8::is_ascii_whitespace) {
+            } else {
                 chunk.starts.push(chunk.data.len() as u32);
                 chunk.lines.push(self.line);
                 chunk.data.extend_from_slice(line);
@@ -240,6 +252,10 @@ pub struct JsonArray<R> {
     line: u64,
     col: u64,
     state: ArrayState,
+    /// Bytes of a leading byte-order mark seen so far; `None` once past
+    /// the start. Matched byte by byte, as the reader's buffers may cut it
+    /// (found by fuzzing, bench/fuzz/regressions/json_array).
+    bom: Option<usize>,
     read: Arc<AtomicU64>,
     name: String,
 }
@@ -273,6 +289,7 @@ impl<R: BufRead + Send> JsonArray<R> {
             line: 1,
             col: 0,
             state: ArrayState::Start,
+            bom: Some(0),
             read,
             name,
         }
@@ -296,13 +313,13 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
         let mut ev_start = 0usize;
         let mut ev_line = 0u64;
         let mut oversized = false;
-        if self.state == ArrayState::Start && self.index == 0 && self.line == 1 && self.col == 0 {
-            let buf = self.reader.fill_buf()?;
-            if buf.starts_with(framing::BOM) {
-                self.reader.consume(framing::BOM.len());
-            }
-        }
-        'outer: while chunk.len() < self.limits.events && chunk.data.len() < self.limits.bytes {
+        let mut broken = false;
+        // A chunk closes between elements only (the loop below stops at the
+        // first `,` or element end past a limit): one that closed inside an
+        // element, where a read happened to end, would cut it in two and
+        // hand the next chunk its tail as an event (found by fuzzing,
+        // bench/fuzz/regressions/json_array).
+        'outer: loop {
             let buf = self.reader.fill_buf()?;
             if buf.is_empty() {
                 return match self.state {
@@ -320,6 +337,19 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
             let mut exit: Option<Result<(), &str>> = None;
             for &b in buf {
                 used += 1;
+                if let Some(seen) = self.bom {
+                    if b == framing::BOM[seen] {
+                        self.bom = (seen + 1 < framing::BOM.len()).then_some(seen + 1);
+                        continue;
+                    }
+                    self.bom = None;
+                    if seen > 0 {
+                        exit = Some(Err(
+                            "expected `[` at the start of a JSON array source, found a cut byte-order mark",
+                        ));
+                        break;
+                    }
+                }
                 if b == b'\n' {
                     self.line += 1;
                     self.col = 0;
@@ -352,6 +382,7 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                         ev_start = chunk.data.len();
                         ev_line = self.line;
                         oversized = false;
+                        broken = false;
                         chunk.data.push(b);
                         self.state = match b {
                             b'{' | b'[' => ArrayState::Value {
@@ -403,7 +434,7 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                                 &mut chunk,
                                 ev_start,
                                 ev_line,
-                                oversized,
+                                refusal(oversized, broken),
                             );
                             self.state = ArrayState::Separator;
                             continue;
@@ -415,7 +446,7 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                                 &mut chunk,
                                 ev_start,
                                 ev_line,
-                                oversized,
+                                refusal(oversized, broken),
                             );
                             self.state = if b == b']' {
                                 ArrayState::End
@@ -430,9 +461,16 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                             }
                             continue;
                         }
+                        // A line break inside a string (which JSON does not
+                        // allow) would cut the event in two lines of the
+                        // chunk: the event is refused instead (found by
+                        // fuzzing, bench/fuzz/regressions/json_array).
+                        if in_string && b == b'\n' {
+                            broken = true;
+                        }
                         // Whitespace outside strings is dropped so that every
                         // event fits on one line.
-                        if (in_string || !b.is_ascii_whitespace()) && !oversized {
+                        if (in_string || !b.is_ascii_whitespace()) && !oversized && !broken {
                             chunk.data.push(b);
                             if chunk.data.len() - ev_start > self.limits.max_event {
                                 oversized = true;
@@ -456,7 +494,7 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
                                 &mut chunk,
                                 ev_start,
                                 ev_line,
-                                oversized,
+                                refusal(oversized, broken),
                             );
                         }
                     }
@@ -501,6 +539,25 @@ impl<R: BufRead + Send> Source for JsonArray<R> {
     }
 }
 
+/// Why the source refuses an array element itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Larger than `max_event`.
+    Oversized,
+    /// A line break inside a string.
+    LineBreak,
+}
+
+fn refusal(oversized: bool, broken: bool) -> Option<Refusal> {
+    if oversized {
+        Some(Refusal::Oversized)
+    } else if broken {
+        Some(Refusal::LineBreak)
+    } else {
+        None
+    }
+}
+
 /// Closes the array element that started at `start` of `chunk.data`.
 fn finish(
     index: &mut u64,
@@ -508,18 +565,25 @@ fn finish(
     chunk: &mut Chunk,
     start: usize,
     line: u64,
-    oversized: bool,
+    refused: Option<Refusal>,
 ) {
     {
-        if oversized {
-            let preview = chunk.data.split_off(start);
+        if let Some(why) = refused {
+            let mut preview = chunk.data.split_off(start);
+            preview.truncate(PREVIEW);
             chunk.rejects.push(Reject {
                 index: *index,
                 line,
-                error: format!(
-                    "event is larger than the limit of {} bytes (runtime.max_event_size)",
-                    limits.max_event
-                ),
+                error: match why {
+                    Refusal::Oversized => format!(
+                        "event is larger than the limit of {} bytes (runtime.max_event_size)",
+                        limits.max_event
+                    ),
+                    Refusal::LineBreak => {
+                        "event is not valid JSON: a string holds a line break (write it `\\n`)"
+                            .to_string()
+                    }
+                },
                 preview,
             });
         } else {
@@ -721,5 +785,67 @@ mod tests {
         );
         let mut src = JsonArray::new(&b"[]"[..], limits(10), Arc::default(), "in.json".into());
         assert!(src.next_chunk().unwrap().is_none());
+    }
+
+    // The three below were found by fuzzing (bench/fuzz/regressions).
+
+    #[test]
+    fn a_blank_line_is_skipped_whatever_its_length_and_the_read_sizes() {
+        let input = format!(
+            "{{\"a\":1}}\n{}\n{{\"b\":2}}\n{}",
+            " ".repeat(100),
+            "\t".repeat(70)
+        );
+        for step in [1, 3, 1 << 20] {
+            let reader = Trickle {
+                data: input.as_bytes(),
+                step,
+            };
+            let mut src = JsonLines::new(reader, limits(10), Arc::default());
+            let c = src.next_chunk().unwrap().unwrap();
+            assert_eq!((c.len(), c.rejects.len()), (2, 0), "read size {step}");
+            assert_eq!(c.lines, [1, 3]);
+        }
+    }
+
+    #[test]
+    fn json_array_chunks_close_between_elements_whatever_the_buffer() {
+        let input = format!(
+            "\u{feff}[{}]",
+            [r#"{"key":"and","value":3}"#; 9].join(",\n")
+        );
+        let small = ChunkLimits {
+            events: 4,
+            bytes: 60,
+            max_event: 64,
+        };
+        for capacity in [1, 2, 7, 1 << 16] {
+            let reader = io::BufReader::with_capacity(capacity, input.as_bytes());
+            let mut src = JsonArray::new(reader, small, Arc::default(), "in.json".into());
+            let mut events = 0;
+            while let Some(c) = src.next_chunk().unwrap() {
+                assert!(c.data.ends_with(b"\n"), "buffer of {capacity}");
+                for i in 0..c.len() {
+                    assert_eq!(c.event(i), br#"{"key":"and","value":3}"#);
+                    events += 1;
+                }
+            }
+            assert_eq!(events, 9, "buffer of {capacity}");
+        }
+    }
+
+    #[test]
+    fn json_array_refuses_an_element_with_a_line_break_in_a_string() {
+        let mut src = JsonArray::new(
+            &b"[{\"a\":\"line\nbreak\"}, 2]"[..],
+            limits(10),
+            Arc::default(),
+            "in.json".into(),
+        );
+        let c = src.next_chunk().unwrap().unwrap();
+        assert_eq!((c.len(), c.event(0)), (1, &b"2"[..]));
+        assert_eq!((c.rejects[0].index, c.rejects[0].line), (0, 1));
+        assert!(c.rejects[0].error.contains("line break"));
+        assert_eq!(c.index(0), 1);
     }
 }

@@ -158,6 +158,29 @@ impl WindowSection {
                         "make `hop` at most `size`; `hop` equal to `size` is a tumbling window",
                     ));
                 }
+                // Each event is in `size / hop` windows, one fold each: more
+                // than a key may have open can never all be folded, and a
+                // hop of 1ms in a day would fold each event 86 million times
+                // (found by fuzzing, bench/fuzz/regressions/manifest). In
+                // milliseconds clamped as `WindowSpec` has them.
+                let ms = |d: &DurationSpec| d.0.as_millis().min(i64::MAX as u128);
+                let per_event = (ms(size.get_ref()) - 1) / ms(hop.get_ref()) + 1;
+                let max_open = self
+                    .max_open_windows
+                    .map_or(DEFAULT_MAX_OPEN_WINDOWS, NonZeroU64::get);
+                if per_event > u128::from(max_open) {
+                    return Err(with_hint(
+                        at(
+                            hop.span(),
+                            format!(
+                                "`hop` ({}) puts each event in {per_event} windows of `size` ({}), more than `max_open_windows` ({max_open})",
+                                hop.get_ref(),
+                                size.get_ref()
+                            ),
+                        ),
+                        "make `hop` longer (at least `size` / `max_open_windows`), or `size` shorter",
+                    ));
+                }
                 if let Some(g) = &self.gap {
                     return Err(stray(g.span(), "gap"));
                 }

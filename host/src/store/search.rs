@@ -131,27 +131,31 @@ impl Search {
     /// Parses a search string; the error says which term and why.
     pub fn parse(q: &str) -> Result<Search, String> {
         let mut s = Search::default();
-        let mut chars = q.char_indices().peekable();
-        while let Some(&(start, c)) = chars.peek() {
+        // Characters, not bytes, so that an error can point at one.
+        let mut chars = q.chars().enumerate().peekable();
+        while let Some(&(_, c)) = chars.peek() {
             if c.is_whitespace() {
                 chars.next();
                 continue;
             }
             // A term runs to the next whitespace outside quotes.
             let mut raw = String::new();
-            let mut quoted = false;
-            for (_, c) in chars.by_ref() {
+            // Where the quote still open was opened: the error names that
+            // character, not the term's first (found by fuzzing,
+            // bench/fuzz/regressions/search).
+            let mut open = None;
+            for (at, c) in chars.by_ref() {
                 if c == '"' {
-                    quoted = !quoted;
-                } else if c.is_whitespace() && !quoted {
+                    open = if open.is_some() { None } else { Some(at) };
+                } else if c.is_whitespace() && open.is_none() {
                     break;
                 }
                 raw.push(c);
             }
-            if quoted {
+            if let Some(at) = open {
                 return Err(format!(
                     "the quote at character {} of the search is never closed",
-                    start + 1
+                    at + 1
                 ));
             }
             s.push(&raw)?;
@@ -413,6 +417,10 @@ mod tests {
             Search::parse(r#"a "b"#)
                 .unwrap_err()
                 .contains("never closed")
+        );
+        assert_eq!(
+            Search::parse("été a\"b").unwrap_err(),
+            "the quote at character 6 of the search is never closed"
         );
         assert!(Search::parse("fo-o*").unwrap_err().contains("prefix"));
         assert!(Search::parse("--").unwrap_err().contains("no letters"));
