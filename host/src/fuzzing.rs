@@ -219,10 +219,11 @@ fn jsonl_model(data: &[u8]) -> Vec<Read> {
     out
 }
 
-/// A reader that hands out at most `step` bytes per `read`.
-struct Trickle<'a> {
-    data: &'a [u8],
-    step: usize,
+/// A reader that hands out at most `step` bytes per `read` (the sources'
+/// unit tests use it too).
+pub(crate) struct Trickle<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) step: usize,
 }
 
 impl io::Read for Trickle<'_> {

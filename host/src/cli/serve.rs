@@ -67,20 +67,7 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
         match &mut serve.tls {
             Some(t) => (t.cert, t.key) = (cert, key),
-            None => {
-                serve.tls = Some(crate::manifest::TlsSection {
-                    cert,
-                    key,
-                    client_ca: None,
-                    client_permissions: serde_spanned::Spanned::new(
-                        0..0,
-                        vec![
-                            crate::manifest::Permission::Read,
-                            crate::manifest::Permission::Write,
-                        ],
-                    ),
-                })
-            }
+            None => serve.tls = Some(crate::manifest::TlsSection::files(cert, key)),
         }
     }
     let listen = args.listen.unwrap_or(serve.listen.get_ref().0);

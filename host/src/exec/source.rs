@@ -652,20 +652,7 @@ mod tests {
         );
     }
 
-    /// A reader that hands out at most `step` bytes per `read`.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl io::Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.data.len().min(self.step).min(buf.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
+    use crate::fuzzing::Trickle;
 
     #[test]
     fn json_lines_are_the_same_whatever_the_read_sizes() {

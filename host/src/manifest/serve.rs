@@ -116,6 +116,18 @@ pub struct TlsSection {
     pub client_permissions: Spanned<Vec<Permission>>,
 }
 
+impl TlsSection {
+    /// A certificate and key alone (`serve --tls-cert --tls-key`).
+    pub fn files(cert: String, key: String) -> TlsSection {
+        TlsSection {
+            cert,
+            key,
+            client_ca: None,
+            client_permissions: default_client_permissions(),
+        }
+    }
+}
+
 fn default_client_permissions() -> Spanned<Vec<Permission>> {
     Spanned::new(0..0, vec![Permission::Read, Permission::Write])
 }

@@ -83,25 +83,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => {
-                    let svc = with_client(app, addr, None);
-                    let conn = http.serve_connection(TokioIo::new(stream), svc);
-                    // Errors here are the client's (a reset, headers too
-                    // slow): its connection ends, the server goes on.
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!("connection from {addr} ended: {e}");
-                    }
-                }
+                None => serve_one(&http, watcher, addr, stream, with_client(app, addr, None)).await,
                 Some(tls) => {
                     let Some((stream, client)) = tls.accept(stream, bounds.header_timeout).await
                     else {
                         return;
                     };
-                    let svc = with_client(app, addr, client);
-                    let conn = http.serve_connection(TokioIo::new(stream), svc);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!("connection from {addr} ended: {e}");
-                    }
+                    serve_one(&http, watcher, addr, stream, with_client(app, addr, client)).await
                 }
             }
         });
@@ -117,6 +105,24 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Serves one connection, plain or TLS, until it ends. Errors here are
+/// the client's (a reset, headers too slow): its connection ends, the
+/// server goes on.
+async fn serve_one<I>(
+    http: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    addr: SocketAddr,
+    io: I,
+    svc: TowerToHyperService<Router>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http.serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection from {addr} ended: {e}");
+    }
 }
 
 /// The app for one connection: the peer's address, and the name of its
