@@ -13,6 +13,7 @@ mod run;
 mod serve;
 mod tail;
 mod test;
+mod toolchains;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,7 @@ enum Command {
     New(new::NewArgs),
     Build(build::BuildArgs),
     Test(test::TestArgs),
+    Toolchains(toolchains::ToolchainsArgs),
     Serve(serve::ServeArgs),
     Tail(tail::TailArgs),
     Diff(diff::DiffArgs),
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::New(args) => new::run(args),
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(args),
+        Command::Toolchains(args) => toolchains::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Diff(args) => diff::run(args),
@@ -117,6 +120,9 @@ fn load_pipeline(
 ) -> anyhow::Result<(crate::manifest::Manifest, crate::exec::Pipeline)> {
     use crate::manifest::{DEFAULT_MEMORY, Manifest};
     use crate::runtime::{Runtime, RuntimeConfig, default_cache_dir};
+    // Under `--watch` an edit should be live at once: JavaScript and
+    // Python stages are development builds (see `crate::build`).
+    crate::build::set_development(watch);
     let manifest = Manifest::load(path)?;
     let doc = &manifest.doc;
     let workers = workers

@@ -8,6 +8,7 @@ mod engine;
 mod error;
 mod instance;
 mod sandbox;
+pub(crate) mod source_section;
 mod stage;
 pub mod stages;
 pub mod window;

@@ -22,7 +22,10 @@ the code below the line is what runs inside it.
 """
 
 import copy
+import importlib.abc
+import importlib.util
 import json
+import sys
 
 __all__ = ["map", "filter", "flat_map", "reduce", "init", "Context"]
 
@@ -135,6 +138,60 @@ def _key(event, pointer, tokens):
         raise ValueError(f"key `{pointer}` is null in event")
     kind = "an array" if isinstance(v, list) else "an object"
     raise ValueError(f"key `{pointer}` is {kind}; keys must be strings, numbers or booleans")
+
+
+class _Sources(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports modules from sources held in memory, by path
+    (``pkg/__init__.py``, ``pkg/mod.py``); ``decode`` turns what is held
+    into the source."""
+
+    def __init__(self, files, decode=lambda text: text):
+        self.files = files
+        self.decode = decode
+
+    def find_spec(self, fullname, path=None, target=None):
+        base = fullname.replace(".", "/")
+        for origin, package in ((base + "/__init__.py", True), (base + ".py", False)):
+            if origin in self.files:
+                return importlib.util.spec_from_loader(fullname, self, origin=origin, is_package=package)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        origin = module.__spec__.origin
+        module.__file__ = origin
+        exec(compile(self.decode(self.files[origin]), origin, "exec"), module.__dict__)
+
+
+def _keep_standard_library():
+    """Keeps the standard library's sources, compressed, in the snapshot.
+
+    componentize-py mounts the standard library only while it snapshots:
+    a module imported then is in the snapshot, and any other would be gone
+    at run time (a stage's ``import textwrap`` inside its function would
+    fail with "No module named 'textwrap'"). The sources take a few MB
+    compressed; a module is imported from them when a stage first asks for
+    it, after the usual finders."""
+    import os
+    import zlib
+
+    unused = {"test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "pydoc_data"}
+    unused |= {"site-packages", "__pycache__", "venv", "distutils"}
+    found = {}
+    for root in sys.path:
+        # Where componentize-py mounts the library; nothing on a machine.
+        if not root.startswith("/python") or not os.path.isdir(root):
+            continue
+        for at, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if d not in unused]
+            for name in names:
+                if name.endswith(".py"):
+                    path = os.path.join(at, name)
+                    with open(path, "rb") as f:
+                        found.setdefault(os.path.relpath(path, root), zlib.compress(f.read(), 9))
+    sys.meta_path.append(_Sources(found, zlib.decompress))
 
 
 def _component_stage(name):

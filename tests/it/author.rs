@@ -7,7 +7,7 @@
 //! compiled once.
 
 use crate::reload::Watched;
-use crate::util::{Run, wasmpipe};
+use crate::util::{Run, plugin, run_bounded, toml_path, wasmpipe, write};
 use std::path::{Path, PathBuf};
 
 /// `wasmpipe <args>` run in `dir`, building crates into the shared target.
@@ -80,6 +80,12 @@ fn new_build_and_test_work_from_an_empty_directory() {
     assert!(r.stdout.contains("ok: 3 outputs match"), "{}", r.stdout);
     let r = run(args("level-up", "level-up/expected.jsonl")).expect_code(0);
     assert!(r.stdout.contains("ok: 3 outputs match"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("testing stage `level-up` as configured in level-up/pipeline.toml"),
+        "{}",
+        r.stderr
+    );
 
     // A wrong expectation: a diff and exit code 4.
     std::fs::write(dir.join("wrong.jsonl"), "{\"n\":2}\n{\"n\":5}\n{\"n\":6}\n").unwrap();
@@ -172,7 +178,7 @@ fn new_and_build_help_speak_of_every_language() {
             "stage.js",
             "stage.ts",
             "stage.py",
-            "plugin-sdk/toolchains install",
+            "wasmpipe toolchains install",
         ] {
             assert!(
                 r.stdout.contains(word),
@@ -180,5 +186,213 @@ fn new_and_build_help_speak_of_every_language() {
                 r.stdout
             );
         }
+    }
+}
+
+#[test]
+fn test_names_the_stage_and_takes_its_params_from_the_manifest_that_runs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let enrich = plugin("enrich");
+    let stage = tmp.path().join("stage");
+    std::fs::create_dir(&stage).unwrap();
+    write(
+        &stage,
+        "pipeline.toml",
+        &format!(
+            "[pipeline]\nname = \"logs\"\n\n[[stage]]\nname = \"geo\"\nkind = \"map\"\nplugin = {}\nparams = {{ region = \"eu-west-1\", env = \"staging\" }}\n",
+            toml_path(&enrich)
+        ),
+    );
+    let input = write(
+        tmp.path(),
+        "in.jsonl",
+        "{\"level\":\"info\"}\n{\"level\":\"fatal\"}\n",
+    );
+    let test = |dir: &Path, extra: &[&str]| -> Run {
+        wasmpipe()
+            .current_dir(dir)
+            .arg("test")
+            .arg(&enrich)
+            .arg("-i")
+            .arg(&input)
+            .args(extra)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let out = |r: &Run| -> serde_json::Value { serde_json::from_str(r.stdout.trim()).unwrap() };
+
+    // In the folder of a manifest that runs it: that stage's name, params
+    // and pipeline.
+    let r = test(&stage, &[]).expect_code(3);
+    assert_eq!(
+        (&out(&r)["region"], &out(&r)["env"]),
+        (&"eu-west-1".into(), &"staging".into()),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("\"pipeline\":\"logs\",\"stage\":\"geo\""),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("testing stage `geo` as configured in pipeline.toml"),
+        "{}",
+        r.stderr
+    );
+    // --params replaces them.
+    let r = test(&stage, &["--params", "{\"region\":\"us-east-1\"}"]).expect_code(3);
+    assert_eq!(
+        (&out(&r)["region"], &out(&r)["env"]),
+        (&"us-east-1".into(), &"prod".into())
+    );
+    // The same manifest named from elsewhere.
+    let manifest = stage.join("pipeline.toml");
+    let r = test(tmp.path(), &["--manifest", manifest.to_str().unwrap()]).expect_code(3);
+    assert_eq!(out(&r)["region"], "eu-west-1", "{}", r.stderr);
+
+    // Two stages run it: --stage says which.
+    write(
+        tmp.path(),
+        "two.toml",
+        &format!(
+            "[pipeline]\nname = \"two\"\n\n[[stage]]\nname = \"eu\"\nkind = \"map\"\nplugin = {p}\nparams = {{ region = \"eu-west-1\" }}\n\n[[stage]]\nname = \"us\"\nkind = \"map\"\nplugin = {p}\nparams = {{ region = \"us-east-1\" }}\n",
+            p = toml_path(&enrich)
+        ),
+    );
+    let r = test(tmp.path(), &["--manifest", "two.toml"]).expect_code(1);
+    assert!(
+        r.stderr.contains("stages `eu`, `us` of two.toml all run")
+            && r.stderr.contains("choose one with --stage"),
+        "{}",
+        r.stderr
+    );
+    let r = test(tmp.path(), &["--manifest", "two.toml", "--stage", "us"]).expect_code(3);
+    assert_eq!(out(&r)["region"], "us-east-1");
+    assert!(
+        r.stderr.contains("\"pipeline\":\"two\",\"stage\":\"us\""),
+        "{}",
+        r.stderr
+    );
+
+    // With no manifest, the stage and its pipeline are named after the
+    // module, not "test".
+    let stamp = plugin("stamp");
+    let r: Run = wasmpipe()
+        .current_dir(tmp.path())
+        .arg("test")
+        .arg(&stamp)
+        .arg("-i")
+        .arg(write(tmp.path(), "one.jsonl", "{\"a\":1}\n[1]\n"))
+        .output()
+        .unwrap()
+        .into();
+    let r = r.expect_code(3);
+    assert_eq!(out(&r)["request"]["pipeline"], "stamp", "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("\"pipeline\":\"stamp\",\"stage\":\"stamp\""),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn samples_a_rewritten_stage_no_longer_passes_say_which_and_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Samples written for another stage: `double` needs `n`.
+    let samples = write(dir, "samples.jsonl", "{\"n\":1}\n{\"count\":2}\n");
+    let m = write(
+        dir,
+        "m.toml",
+        &format!(
+            "[pipeline]\nname = \"s\"\n\n[[stage]]\nname = \"double\"\nkind = \"map\"\nplugin = {}\nsamples = \"samples.jsonl\"\n",
+            toml_path(&plugin("double"))
+        ),
+    );
+    let check: Run = wasmpipe().arg("check").arg(&m).output().unwrap().into();
+    let watch = run_bounded(
+        wasmpipe()
+            .args(["run", "--watch"])
+            .arg(&m)
+            .args(["-i", "-"])
+            .stdin(std::process::Stdio::null()),
+        std::time::Duration::from_secs(120),
+    );
+    for r in [check, watch] {
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        for words in [
+            format!(
+                "stage `double` failed the sample at {}:2: event does not match",
+                samples.display()
+            ),
+            "missing field `n`".to_string(),
+            // Where `samples` is set.
+            format!("--> {}:8:11", m.display()),
+            format!(
+                "edit or remove the sample at {}:2, or remove `samples` from stage `double` in {}",
+                samples.display(),
+                m.display()
+            ),
+        ] {
+            assert!(r.stderr.contains(&words), "{words}\n{}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn toolchains_are_set_up_by_the_binary_without_a_checkout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tools");
+    let r: Run = wasmpipe()
+        .args(["toolchains", "dir"])
+        .current_dir(tmp.path())
+        .env("WASMPIPE_TOOLCHAINS", &dir)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.expect_code(0).stdout, format!("{}\n", dir.display()));
+    // The built-in script runs: on a machine with bash and no Node.js it
+    // says what to install, and installs nothing.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let bash = ["/usr/bin/bash", "/bin/bash"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("bash is installed");
+    std::os::unix::fs::symlink(bash, bin.join("bash")).unwrap();
+    let r: Run = wasmpipe()
+        .args(["toolchains", "install", "js"])
+        .current_dir(tmp.path())
+        .env("WASMPIPE_TOOLCHAINS", &dir)
+        .env("PATH", &bin)
+        .output()
+        .unwrap()
+        .into();
+    let r = r.expect_code(1);
+    assert!(
+        r.stderr
+            .contains("node is not installed: install Node.js 20 or later")
+            && r.stderr.contains("setting up the toolchains failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.exists());
+    let r = in_dir(tmp.path(), &["toolchains", "install", "cobol"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // What `new` says to run is this command.
+    for (lang, hint) in [
+        ("js", "`wasmpipe toolchains install js`"),
+        ("python", "`wasmpipe toolchains install python`"),
+    ] {
+        let r = in_dir(
+            tmp.path(),
+            &["new", &format!("s-{lang}"), "--kind", "map", "--lang", lang],
+        )
+        .expect_code(0);
+        assert!(r.stdout.contains(hint), "{}", r.stdout);
     }
 }

@@ -610,11 +610,22 @@ fn an_ingest_node_retries_dead_letters_replays_diffs_and_refuses_oversized_event
     let ready = agent().get(c.url("/readyz")).call().unwrap();
     assert_eq!(ready.status(), 200);
 
-    // faulty fails n = 13 ("unlucky 13"): one dead letter.
+    // faulty fails n = 13 ("unlucky 13"): one dead letter, naming the
+    // versions of its chunk.
     let id = c.post(&numbers(30));
     let job = c.wait_done(id, 60);
     assert_eq!(job["dead_letters"], 1, "{job}");
     assert_eq!(job["result"], (0..30).sum::<i64>() - 13);
+    let mut r = agent()
+        .get(c.url(&format!("/v1/dead-letters?job={id}")))
+        .call()
+        .unwrap();
+    let dead: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        dead["dead_letters"][0]["versions"],
+        json!({ "faulty": short_version(&plugin("faulty")), "sum": short_version(&plugin("sum")) }),
+        "{dead}"
+    );
 
     let send = |method: &str, path: &str, body: Vec<u8>| {
         let req = ureq::http::Request::builder()

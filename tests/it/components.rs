@@ -13,6 +13,7 @@ use crate::reload::Watched;
 use crate::util::http::{Server, get, post, wait_job};
 use crate::util::{Run, fixture, read_jsonl, repo, run, run_bounded, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -51,22 +52,50 @@ fn built(name: &str) -> (PathBuf, PathBuf) {
 /// A manifest running the hostile fixture `name` as stage `s`.
 fn hostile_manifest(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let (_, wasm) = built(name);
+    hostile_manifest_of(dir, &wasm, extra)
+}
+
+/// A manifest running `plugin` (a component, or a stage's folder) as the
+/// hostile stage `s`.
+fn hostile_manifest_of(dir: &Path, wasm: &Path, extra: &str) -> PathBuf {
     write(
         dir,
         "hostile.toml",
         &format!(
             "[pipeline]\nname = \"hostile\"\n\n[[stage]]\nname = \"s\"\nkind = \"map\"\nplugin = {}\nparams = {{ tag = \"t1\" }}\nlimits = {{ timeout = \"1s\", memory = \"256MiB\" }}\n\n[runtime]\nretries = 0\n{extra}",
-            toml_path(&wasm)
+            toml_path(wasm)
         ),
     )
 }
 
 /// Runs `name` over 24 events, every fourth a plain one, the others
 /// misbehaving as `bad` says, and checks that each bad event alone is a
-/// dead letter with the words `bad` gives, and every good one an output.
+/// dead letter with the words `bad` gives, and every good one an output:
+/// as a component (`run`), then as a development build (`run --watch`,
+/// the stage's folder appended to the development interpreter), which
+/// must contain every failure as well.
 fn each_failure_stays_with_its_event(name: &str, bad: &[(Value, &str)]) {
+    let (dir, wasm) = built(name);
+    each_failure_stays_with_its_event_in(name, &wasm, false, bad);
+    each_failure_stays_with_its_event_in(name, &dir, true, bad);
+}
+
+fn each_failure_stays_with_its_event_in(
+    name: &str,
+    plugin: &Path,
+    development: bool,
+    bad: &[(Value, &str)],
+) {
+    let name = &format!(
+        "{name}{}",
+        if development {
+            " (development build)"
+        } else {
+            ""
+        }
+    );
     let tmp = tempfile::tempdir().unwrap();
-    let m = hostile_manifest(tmp.path(), name, "");
+    let m = hostile_manifest_of(tmp.path(), plugin, "");
     let mut input = String::new();
     let mut expected_dead = BTreeMap::new();
     let mut good = Vec::new();
@@ -87,13 +116,17 @@ fn each_failure_stays_with_its_event(name: &str, bad: &[(Value, &str)]) {
     let data = write(tmp.path(), "in.jsonl", &input);
     let out = tmp.path().join("out.jsonl");
     let dead = tmp.path().join("dead.jsonl");
+    let mut cmd = wasmpipe();
+    cmd.arg("run").arg(&m);
+    if development {
+        // `--watch` reads stdin to its end.
+        cmd.arg("--watch")
+            .stdin(std::fs::File::open(&data).unwrap());
+    } else {
+        cmd.arg("-i").arg(&data);
+    }
     let r = run_bounded(
-        wasmpipe()
-            .arg("run")
-            .arg(&m)
-            .arg("-i")
-            .arg(&data)
-            .arg("-o")
+        cmd.arg("-o")
             .arg(&out)
             .arg("--dead-letters")
             .arg(&dead)
@@ -129,8 +162,18 @@ fn each_failure_stays_with_its_event(name: &str, bad: &[(Value, &str)]) {
             got[i]
         );
     }
+    // The version that ran is the file's: the development build when
+    // watching, which names the code in it.
+    let ran = if development {
+        let stage = plugin.file_name().unwrap().to_string_lossy();
+        plugin.join(format!(".wasmpipe/{stage}.dev.wasm"))
+    } else {
+        plugin.to_path_buf()
+    };
+    let version = hex::encode(sha2::Sha256::digest(std::fs::read(&ran).unwrap()));
     for d in &dead {
         assert_eq!(d["stage"], "s", "{d}");
+        assert_eq!(d["versions"]["s"], version[..12], "{name}: {d}");
     }
 }
 
@@ -592,6 +635,14 @@ fn a_typescript_stage_bundles_its_helpers_and_npm_packages_and_refuses_imports_i
             "{import}: {}",
             r.stderr
         );
+        // The stage's code is what is wrong, not a tool.
+        assert!(
+            r.stderr
+                .contains("stage.ts does not build: fix the errors above and save it again")
+                && !r.stderr.contains("componentize-js"),
+            "{import}: {}",
+            r.stderr
+        );
     }
 }
 
@@ -718,6 +769,196 @@ fn an_edited_javascript_stage_is_rebuilt_and_swapped_by_run_watch() {
             ("n: event.n * 2", "n: event.n * 3"),
             // A syntax error.
             "export function map(event) { return {",
+        );
+}
+
+#[test]
+fn typescript_and_python_edits_go_live_under_run_watch_as_development_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for (lang, source, (doubled, tripled), broken) in [
+        (
+            "ts",
+            "stage.ts",
+            ("n: event.n * 2", "n: event.n * 3"),
+            "export function map(event: In) { return {",
+        ),
+        (
+            "python",
+            "stage.py",
+            ("n = event[\"n\"] * 2", "n = event[\"n\"] * 3"),
+            "from wasmpipe import map\n\n@map\ndef double(event, ctx:\n",
+        ),
+    ] {
+        let name = format!("live-{lang}");
+        in_dir(dir, &["new", &name, "--kind", "map", "--lang", lang]).expect_code(0);
+        let stage = dir.join(&name);
+        Watched::start(&stage.join("pipeline.toml"), &stage, &[])
+            .edit_goes_live_and_a_broken_edit_is_rejected(
+                &name,
+                &stage.join(source),
+                (doubled, tripled),
+                broken,
+            );
+        // What ran was the development build; nothing was snapshotted.
+        let work = stage.join(".wasmpipe");
+        assert!(work.join(format!("{name}.dev.wasm")).is_file(), "{lang}");
+        assert!(!work.join(format!("{name}.wasm")).exists(), "{lang}");
+    }
+}
+
+#[test]
+fn python_stages_import_the_standard_library_and_their_own_modules_at_run_time() {
+    // A development build runs the stage's code when the instance is first
+    // called, after the snapshot: modules nobody imported while it was
+    // taken (textwrap, html) and the stage's own helpers must still load.
+    // A component imports `html` inside the function, at run time, too.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    in_dir(dir, &["new", "helped", "--kind", "map", "--lang", "python"]).expect_code(0);
+    let stage = dir.join("helped");
+    std::fs::create_dir(stage.join("util")).unwrap();
+    write(
+        &stage.join("util"),
+        "__init__.py",
+        "from .words import short\n",
+    );
+    write(
+        &stage.join("util"),
+        "words.py",
+        "import textwrap\n\ndef short(text):\n    return textwrap.shorten(text, 11)\n",
+    );
+    write(
+        &stage,
+        "stage.py",
+        "from wasmpipe import map\nfrom util import short\n\n@map\ndef tidy(event, ctx):\n    import html\n    return {\"n\": event[\"n\"], \"s\": short(event[\"s\"]), \"h\": html.escape(event[\"s\"])}\n",
+    );
+    write(&stage, "samples.jsonl", "{\"n\": 1, \"s\": \"a\"}\n");
+    let mut w = Watched::start(&stage.join("pipeline.toml"), &stage, &[]);
+    w.feed("{\"n\": 1, \"s\": \"hello <b>world</b> again\"}\n");
+    let outs = w.wait_outputs(1);
+    assert_eq!(outs[0]["s"], "hello [...]", "{}", w.log());
+    assert_eq!(outs[0]["h"], "hello &lt;b&gt;world&lt;/b&gt; again");
+    // A helper's edit goes live as the stage's does.
+    let words = stage.join("util/words.py");
+    let text = std::fs::read_to_string(&words).unwrap();
+    std::fs::write(&words, text.replace("11", "5")).unwrap();
+    w.wait_log("now serving generation 1 ", 1);
+    w.feed("{\"n\": 2, \"s\": \"hello <b>world</b> again\"}\n");
+    assert_eq!(w.wait_outputs(2)[1]["s"], "[...]");
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+    let input = write(&stage, "in.jsonl", "{\"n\": 3, \"s\": \"a <i>b</i>\"}\n");
+    let r = run(&[
+        "run",
+        stage.join("pipeline.toml").to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-q",
+    ])
+    .expect_code(0);
+    let out: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(out["h"], "a &lt;i&gt;b&lt;/i&gt;", "{}", r.stderr);
+}
+
+#[test]
+fn an_unchanged_stage_built_again_keeps_its_version_and_its_compiled_code() {
+    // componentize-js and componentize-py do not build byte for byte the
+    // same component twice; the version must not change with a touched
+    // file, nor with an edit undone, and no new code is compiled.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cache = dir.join("cache");
+    // Compiled components: `<sha256>-<engine>.cwasm` at the top.
+    let compiled = || {
+        std::fs::read_dir(&cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
+    };
+    for (lang, source, (from, to)) in [
+        (
+            "js",
+            "stage.js",
+            ("event.n * 2 }", "event.n * 2, edited: true }"),
+        ),
+        (
+            "python",
+            "stage.py",
+            ("\"n\": n}", "\"n\": n, \"edited\": True}"),
+        ),
+    ] {
+        let name = format!("same-{lang}");
+        in_dir(dir, &["new", &name, "--kind", "map", "--lang", lang]).expect_code(0);
+        let stage = dir.join(&name);
+        let build = || {
+            let r: Run = wasmpipe()
+                .arg("build")
+                .arg(&stage)
+                .env("WASMPIPE_CACHE_DIR", &cache)
+                .output()
+                .unwrap()
+                .into();
+            let r = r.expect_code(0);
+            r.stderr
+                .split(", version ")
+                .nth(1)
+                .and_then(|v| v.get(..12))
+                .unwrap_or_else(|| panic!("{lang}: no version in {}", r.stderr))
+                .to_string()
+        };
+        let first = build();
+        let entries = compiled();
+        assert!(entries > 0, "{lang}: the build compiled its component");
+        let file = stage.join(source);
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Saved again as it was: newer, the same.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, &text).unwrap();
+        assert_eq!(build(), first, "{lang}: a touched file");
+        assert_eq!(compiled(), entries, "{lang}: nothing new compiled");
+        // An edit is a new version; undone, the first one again.
+        assert!(text.contains(from), "{lang}: the template changed");
+        std::fs::write(&file, text.replace(from, to)).unwrap();
+        let edited = build();
+        assert_ne!(edited, first, "{lang}");
+        std::fs::write(&file, &text).unwrap();
+        assert_eq!(build(), first, "{lang}: an edit undone");
+        assert_eq!(
+            compiled(),
+            entries + 1,
+            "{lang}: only the edit was compiled"
+        );
+    }
+}
+
+#[test]
+fn run_watch_follows_a_javascript_helper_in_a_folder_and_warns_of_no_missing_src() {
+    // The stage has no `src/` (the old watcher warned that it could not
+    // watch it) and imports a helper from `lib/`, which is what changes.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    in_dir(dir, &["new", "helped", "--kind", "map", "--lang", "js"]).expect_code(0);
+    let stage = dir.join("helped");
+    std::fs::create_dir(stage.join("lib")).unwrap();
+    write(
+        &stage.join("lib"),
+        "scale.js",
+        "export function scale(n) { return n * 2; }\n",
+    );
+    write(
+        &stage,
+        "stage.js",
+        "import { scale } from './lib/scale.js';\nexport function map(event) { return { ...event, n: scale(event.n) }; }\n",
+    );
+    Watched::start(&stage.join("pipeline.toml"), dir, &[])
+        .edit_goes_live_and_a_broken_edit_is_rejected(
+            "helped",
+            &stage.join("lib/scale.js"),
+            ("n * 2", "n * 3"),
+            "export function scale(n) { return",
         );
 }
 

@@ -99,7 +99,7 @@ fn malformed_json_guest_error_and_panic_each_fail_only_their_event() {
 
 #[test]
 fn an_endless_loop_on_one_event_times_out_alone() {
-    let (out, dead, _) = run_faulty(
+    let (out, dead, stderr) = run_faulty(
         "limits = { timeout = \"300ms\" }",
         3000,
         &[(1500, "{\"n\":-2}")],
@@ -107,10 +107,60 @@ fn an_endless_loop_on_one_event_times_out_alone() {
     assert_eq!(out, expected_outputs(3000, &[1500]));
     let looped: Vec<_> = dead.iter().filter(|d| d["line"] == 1501).collect();
     assert_eq!(looped.len(), 1, "{dead:#?}");
-    // Retried twice (the default, as in every mode), then set aside.
+    // It ran four times, and its dead letter says so: in the chunk's call,
+    // alone (isolating it from the others), then in each of the two
+    // retries (the default, as in every mode).
     assert_eq!(
         looped[0]["error"],
-        "stage `faulty` timed out after 300ms (after 3 attempts)"
+        "stage `faulty` timed out after 300ms (after 4 attempts)"
+    );
+    // Each of those waits for the whole time limit (10 s by default), and
+    // the log says what is going on meanwhile.
+    for line in [
+        "WARN stage `faulty` timed out after 300ms on a call of 3000 events; running them again in smaller calls to find the slow one",
+        "WARN stage `faulty` timed out after 300ms on the event on line 1501; running it again in 100ms (retry 1 of 2, `[runtime] retries`)",
+        "WARN stage `faulty` timed out after 300ms on the event on line 1501; running it again in 200ms (retry 2 of 2, `[runtime] retries`)",
+    ] {
+        assert!(stderr.contains(line), "{line}\n{stderr}");
+    }
+}
+
+#[test]
+fn a_timeout_dead_letter_counts_the_calls_that_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = faulty_manifest(dir.path(), "limits = { timeout = \"100ms\" }");
+    let inp = write(dir.path(), "in.jsonl", "{\"n\":-2}\n{\"n\":1}\n");
+    let dead = |args: &[&str]| {
+        let mut all = vec!["-q", "-i", inp.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let r = run_manifest(&m, &all);
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        let d = read_jsonl(&dir.path().join("iso.dead.jsonl"));
+        assert_eq!(d.len(), 1, "{d:?}");
+        d[0]["error"].as_str().unwrap().to_string()
+    };
+    // Alone in its chunk: one call per attempt, the first and two retries.
+    assert_eq!(
+        dead(&["--chunk-size", "1"]),
+        "stage `faulty` timed out after 100ms (after 3 attempts)"
+    );
+    // With a neighbour: the chunk's call, then its own, then the retries.
+    assert_eq!(
+        dead(&[]),
+        "stage `faulty` timed out after 100ms (after 4 attempts)"
+    );
+    // No retries and alone: one call, nothing to count.
+    let m0 = write(
+        dir.path(),
+        "iso.toml",
+        &std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("workers = 2", "workers = 2\nretries = 0"),
+    );
+    assert_eq!(m0, m);
+    assert_eq!(
+        dead(&["--chunk-size", "1"]),
+        "stage `faulty` timed out after 100ms"
     );
 }
 

@@ -175,6 +175,9 @@ impl Watched {
         assert_eq!(self.wait_outputs(4)[3]["n"], 21);
         let (code, log) = self.finish();
         assert_eq!(code, 0, "{log}");
+        // Only folders that exist are watched (a JavaScript or Python stage
+        // has no `src/`), so there is nothing to warn about.
+        assert!(!log.contains("cannot watch"), "{log}");
     }
 
     /// Closes stdin (the end of the input), waits for the exit code.

@@ -537,6 +537,53 @@ fn keyed_reduce_results_per_job() {
 }
 
 #[test]
+fn dead_letters_name_the_versions_of_their_chunk_as_runs_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = stage("faulty", "map", "faulty", "") + &stage("sum", "reduce", "sum", "");
+    let s = Server::start(
+        &manifest(dir.path(), "vers", &stages, "chunk_size = 3"),
+        &[],
+    );
+    // faulty fails n = 13 ("unlucky 13"), here in the job's third chunk.
+    let events: Vec<Value> = (7..17).map(|n| json!({ "n": n })).collect();
+    let r = post(
+        &s,
+        "/v1/pipelines/vers/jobs",
+        "application/x-ndjson",
+        &ndjson(&events),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["job"].as_i64().unwrap();
+    wait_job(&s, id, &[]);
+    let versions = json!({
+        "faulty": short_version(&plugin("faulty")),
+        "sum": short_version(&plugin("sum")),
+    });
+    let dead = get(&s, &format!("/v1/dead-letters?job={id}")).json();
+    let dead = dead["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (&dead[0]["index"], &dead[0]["versions"]),
+        (&json!(6), &versions),
+        "{}",
+        dead[0]
+    );
+    // A retry's dead letter is its own job's, run on the same versions.
+    let r = post(
+        &s,
+        &format!("/v1/jobs/{id}/dead-letters/retry"),
+        "application/json",
+        "",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let retry = r.json()["job"].as_i64().unwrap();
+    wait_job(&s, retry, &[]);
+    let dead = get(&s, &format!("/v1/dead-letters?job={retry}")).json();
+    assert_eq!(dead["dead_letters"][0]["versions"], versions, "{dead}");
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
 fn timeouts_are_retried_with_backoff_then_dead_lettered_and_jobs_replay() {
     let dir = tempfile::tempdir().unwrap();
     let stages = stage("faulty", "map", "faulty", "limits = { timeout = \"50ms\" }");
@@ -574,7 +621,9 @@ fn timeouts_are_retried_with_backoff_then_dead_lettered_and_jobs_replay() {
         .map(|d| (d["index"].as_u64().unwrap(), d))
         .collect();
     let slow = by_index[&1];
-    assert_eq!(slow["attempts"], 3, "{slow}");
+    // Timed out in the chunk's call, alone (isolating it), and in each of
+    // the two retries.
+    assert_eq!(slow["attempts"], 4, "{slow}");
     assert!(
         slow["error"]
             .as_str()
@@ -583,7 +632,7 @@ fn timeouts_are_retried_with_backoff_then_dead_lettered_and_jobs_replay() {
             && slow["error"]
                 .as_str()
                 .unwrap()
-                .ends_with("(after 3 attempts)"),
+                .ends_with("(after 4 attempts)"),
         "{slow}"
     );
     let unlucky = by_index[&2];

@@ -7,8 +7,16 @@
 //! noting when each output first carries a new version. Versions are made
 //! by patching the tag the plugin carries (see plugins/version_tag).
 //!
+//! Then the author's loop, per language: a stage made by `wasmpipe new`
+//! runs under `run --watch`, its source is edited, and the time from the
+//! save to the first output of the new version is taken (JavaScript,
+//! TypeScript and Python run as development builds; see
+//! host/src/runtime/source_section.rs), beside the time `wasmpipe build`
+//! takes to make the production component of the same edit.
+//!
 //! Run with: cargo build --release -p wasmpipe -p wasmpipe-bench &&
-//! (cd plugins && cargo build --release) && target/release/swap [--seconds N] [--rounds N] [--no-crate]
+//! (cd plugins && cargo build --release) && target/release/swap [--seconds N] [--rounds N]
+//! [--edits rust,js,ts,python | --edits none] [--edits-only]
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
@@ -22,22 +30,36 @@ use std::time::{Duration, Instant};
 struct Opts {
     seconds: u64,
     rounds: usize,
-    crate_edit: bool,
+    /// The languages whose edit loop is timed.
+    edits: Vec<String>,
+    /// Only the edit loop, not the swaps of a built plugin.
+    edits_only: bool,
 }
 
 fn main() -> Result<()> {
     let mut opts = Opts {
         seconds: 5,
         rounds: 3,
-        crate_edit: true,
+        edits: ["rust", "js", "ts", "python"].map(String::from).to_vec(),
+        edits_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => opts.seconds = args.next().context("--seconds N")?.parse()?,
             "--rounds" => opts.rounds = args.next().context("--rounds N")?.parse()?,
-            "--no-crate" => opts.crate_edit = false,
-            _ => bail!("unknown argument `{a}`; use --seconds N, --rounds N, --no-crate"),
+            "--edits" => {
+                let list = args.next().context("--edits rust,js,ts,python")?;
+                opts.edits = list
+                    .split(',')
+                    .filter(|l| *l != "none")
+                    .map(String::from)
+                    .collect();
+            }
+            "--edits-only" => opts.edits_only = true,
+            _ => bail!(
+                "unknown argument `{a}`; use --seconds N, --rounds N, --edits LANGS, --edits-only"
+            ),
         }
     }
     let bin_dir = std::env::current_exe()?
@@ -46,19 +68,29 @@ fn main() -> Result<()> {
         .to_path_buf();
     let repo = bin_dir.join("../..").canonicalize()?;
     let wasmpipe = bin_dir.join("wasmpipe");
+    let work = repo.join("target/bench-data/swap");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    println!("machine: {} cores, load average {}", cores(), loadavg());
+    if !opts.edits_only {
+        swaps(&repo, &wasmpipe, &work, &opts)?;
+    }
+    for lang in &opts.edits {
+        stage_edit(&wasmpipe, &work, lang)?;
+    }
+    Ok(())
+}
+
+/// Swap latency and throughput of a built plugin replaced on disk.
+fn swaps(repo: &Path, wasmpipe: &Path, work: &Path, opts: &Opts) -> Result<()> {
     let plugin = repo.join("plugins/target/wasm32-wasip1/release/version_tag.wasm");
     ensure!(
         plugin.is_file(),
         "build the plugins first: (cd plugins && cargo build --release)"
     );
     let base = std::fs::read(&plugin)?;
-    let work = repo.join("target/bench-data/swap");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
     // A private module cache: "new" versions really are compiled.
     let cache = work.join("cache");
-
-    println!("machine: {} cores, load average {}", cores(), loadavg());
     let live = work.join("tag.wasm");
     std::fs::write(&live, patch(&base, "v1"))?;
     let manifest = work.join("swap.toml");
@@ -69,7 +101,7 @@ fn main() -> Result<()> {
             live.display().to_string()
         ),
     )?;
-    let mut p = Piped::start(&wasmpipe, &manifest, &cache)?;
+    let mut p = Piped::start(wasmpipe, &manifest, &cache)?;
     p.wait_rate(Duration::from_secs(2));
 
     // Swap latency: the file is written (to a temporary name, then renamed
@@ -99,7 +131,7 @@ fn main() -> Result<()> {
             &staged_manifest,
             "[pipeline]\nname = \"staged\"\n\n[[stage]]\nname = \"tag\"\nkind = \"map\"\nplugin = \"staged.wasm\"\n",
         )?;
-        let st = Command::new(&wasmpipe)
+        let st = Command::new(wasmpipe)
             .arg("check")
             .arg(&staged_manifest)
             .env("WASMPIPE_CACHE_DIR", &cache)
@@ -166,52 +198,101 @@ fn main() -> Result<()> {
         "wasmpipe exited with {code}:\n{log}"
     );
     ensure!(!log.contains("rejected"), "a swap was rejected:\n{log}");
-
-    if opts.crate_edit {
-        crate_edit(&wasmpipe, &work)?;
-    }
     Ok(())
 }
 
-/// Latency of an edit to a stage crate's source through the rebuild.
-fn crate_edit(wasmpipe: &Path, work: &Path) -> Result<()> {
+/// The author's loop in `lang` (rust, js, ts, python): a stage from
+/// `wasmpipe new` under `run --watch`, its source edited four times; the
+/// time from the save to the first output of the new version. Then the
+/// production build of an edit, `wasmpipe build`, for comparison.
+fn stage_edit(wasmpipe: &Path, work: &Path, lang: &str) -> Result<()> {
+    let name = format!("edited-{lang}");
     let st = Command::new(wasmpipe)
-        .args(["new", "edited", "--kind", "map", "--dir"])
+        .args(["new", &name, "--kind", "map", "--lang", lang, "--dir"])
         .arg(work)
         .stdout(Stdio::null())
         .status()?;
-    ensure!(st.success(), "wasmpipe new failed");
-    let dir = work.join("edited");
-    let manifest = dir.join("pipeline.toml");
-    let mut p = Piped::start_input(wasmpipe, &manifest, &work.join("cache"), "{\"n\":1}\n")?;
+    ensure!(st.success(), "wasmpipe new --lang {lang} failed");
+    let dir = work.join(&name);
+    // What the edit changes in each scaffold: a field added to the output
+    // (the samples' expected outputs are not checked), or in Rust the
+    // factor.
+    let (file, from, to): (&str, &str, fn(usize) -> String) = match lang {
+        "rust" => ("src/lib.rs", "checked_mul(2)", |i| {
+            format!("checked_mul({})", 3 + i % 2)
+        }),
+        "js" | "ts" => (
+            if lang == "js" { "stage.js" } else { "stage.ts" },
+            "n: event.n * 2 }",
+            |i| format!("n: event.n * 2, edit: {i} }}"),
+        ),
+        "python" => ("stage.py", "\"n\": n}", |i| {
+            format!("\"n\": n, \"edit\": {i}}}")
+        }),
+        _ => bail!("--edits takes rust, js, ts and python, not {lang}"),
+    };
+    let source = dir.join(file);
+    let original = std::fs::read_to_string(&source)?;
+    ensure!(
+        original.contains(from),
+        "the {lang} scaffold changed: no `{from}` in {source:?}"
+    );
+    // A cache of its own: the first start builds the development
+    // interpreter, as on a new machine.
+    let cache = work.join(format!("cache-{lang}"));
+    let started = Instant::now();
+    let mut p = Piped::start_input(wasmpipe, &dir.join("pipeline.toml"), &cache, "{\"n\":1}\n")?;
+    p.wait_rate(Duration::ZERO);
+    let first = started.elapsed();
+    drop(p.finish());
+    let started = Instant::now();
+    let mut p = Piped::start_input(wasmpipe, &dir.join("pipeline.toml"), &cache, "{\"n\":1}\n")?;
     p.wait_rate(Duration::from_secs(1));
-    println!("\ncrate source edit (src/lib.rs written -> first output from the rebuilt stage):");
-    let lib = dir.join("src/lib.rs");
-    let src = std::fs::read_to_string(&lib)?;
-    let mut times = Vec::new();
-    for i in 0..4 {
-        let factor = if i % 2 == 0 { 3 } else { 2 };
-        let edited = src.replace("checked_mul(2)", &format!("checked_mul({factor})"));
-        let started = Instant::now();
-        std::fs::write(&lib, edited)?;
-        let before = p.generation();
-        p.wait_generation(before + 1)?;
-        times.push(started.elapsed());
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    report("  rebuild + swap                ", &times);
+    let again = started.elapsed();
     println!(
-        "  of which cargo build: {}",
-        p.log_values("built stage crate ", " in ", "s:")
+        "\n{lang} stage edit (source saved -> first output of the new version, `run --watch`):"
     );
     println!(
-        "  whole reload (cargo, load, compile, check): {}",
+        "  start, first output: {:.1} s on a new machine, {:.1} s after",
+        first.as_secs_f64(),
+        again.as_secs_f64()
+    );
+    let mut times = Vec::new();
+    for i in 0..5 {
+        let started = Instant::now();
+        std::fs::write(&source, original.replace(from, &to(i)))?;
+        times.push(p.wait_new_version(started)?);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    report("  edit live                     ", &times);
+    println!(
+        "  of which the build: {}",
+        p.log_values("built stage ", " in ", "s:")
+    );
+    println!(
+        "  whole reload (build, load, compile, check): {}",
         p.checked_ms(usize::MAX)
     );
     let (code, log) = p.finish()?;
     ensure!(
         code == 0 || code == 3,
         "wasmpipe exited with {code}:\n{log}"
+    );
+    ensure!(!log.contains("rejected"), "an edit was rejected:\n{log}");
+    // The production build of one more edit.
+    std::fs::write(&source, original.replace(from, &to(99)))?;
+    let started = Instant::now();
+    let st = Command::new(wasmpipe)
+        .arg("build")
+        .arg(&dir)
+        .env("WASMPIPE_CACHE_DIR", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    ensure!(st.success(), "wasmpipe build {dir:?} failed");
+    println!(
+        "  `wasmpipe build` of an edit (production component, compiled): {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -372,6 +453,37 @@ impl Piped {
         }
     }
 
+    /// Waits for the first output, after `started`, of a version other
+    /// than the one served then; returns how long after `started` it came.
+    fn wait_new_version(&self, started: Instant) -> Result<Duration> {
+        let before = self
+            .first_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(_, at)| *at < started)
+            .map(|(v, _)| v.clone());
+        let deadline = started + Duration::from_secs(300);
+        loop {
+            if let Some((_, at)) = self
+                .first_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(v, at)| *at >= started && Some(v) != before.as_ref())
+            {
+                return Ok(*at - started);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no new version served:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn swap_no_wait(&mut self, live: &Path, bytes: &[u8]) -> Result<()> {
         let tmp: PathBuf = live.with_extension("tmp");
         std::fs::write(&tmp, bytes)?;
@@ -403,29 +515,6 @@ impl Piped {
             n as f64 / started.elapsed().as_secs_f64(),
             cpu / (n as f64 / 1e6),
         ))
-    }
-
-    /// The newest generation the log says is serving.
-    fn generation(&self) -> u64 {
-        let log = self.log.lock().unwrap();
-        log.lines()
-            .filter_map(|l| l.split("now serving generation ").nth(1))
-            .filter_map(|r| r.split(' ').next()?.parse().ok())
-            .max()
-            .unwrap_or(0)
-    }
-
-    fn wait_generation(&self, g: u64) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while self.generation() < g {
-            ensure!(
-                Instant::now() < deadline,
-                "generation {g} never served:\n{}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
     }
 
     /// The text between `after` and `before` on log lines containing `what`.

@@ -3,7 +3,10 @@
 //! by Node.js, with the SDK's runtime (`plugin-sdk/js/runtime.js`) wrapped
 //! around the stage module.
 
-use super::{STAGE_WIT, WORK_DIR, run_tool, stage_name, toolchains_dir, up_to_date, write_files};
+use super::{
+    STAGE_WIT, WORK_DIR, interpreter, newer_than, run_tool, stage_name, toolchains_dir, up_to_date,
+    write_files,
+};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +27,8 @@ const WORK_GITIGNORE: &str = "*\n";
 /// See [`WORK_GITIGNORE`].
 pub const TS_WORK_GITIGNORE: &str = "*\n!.gitignore\n!ts-hooks.mjs\n!tsc.mjs\n";
 const BUILD: &str = include_str!("../../../plugin-sdk/js/build.mjs");
+/// The development interpreter's entry module (see `super::DEVELOPMENT`).
+const INTERPRETER: &str = include_str!("../../../plugin-sdk/js/interpreter.js");
 
 /// The componentize-js version the SDK is tested with (and `wasmpipe new`
 /// pins), with the wizer it needs.
@@ -43,8 +48,9 @@ pub const TYPESCRIPT: &str = "5.9.3";
 pub const ROLLDOWN: &str = "1.3.3";
 
 /// Builds `source` (the stage's `stage.js` or `stage.ts`) in `dir` into
-/// `dir/.wasmpipe/<dir name>.wasm`; says whether it ran the tool.
-pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
+/// `dir/.wasmpipe/<dir name>.wasm`, or with `development` into the
+/// development build `<dir name>.dev.wasm`; says whether it ran the tool.
+pub fn build(dir: &Path, source: &Path, development: bool) -> Result<(PathBuf, bool)> {
     let node = node()?;
     // Looked up before the freshness check: a build that cannot run again
     // should say so now, not on the first edit.
@@ -74,8 +80,17 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
     }
     let sdk_changed = write_files(&work, &files)?;
     let name = stage_name(dir);
-    let out = work.join(format!("{name}.wasm"));
-    if up_to_date(dir, &out, sdk_changed) {
+    let out = work.join(if development {
+        format!("{name}.dev.wasm")
+    } else {
+        format!("{name}.wasm")
+    });
+    let interpreter = match development {
+        true => Some(js_interpreter(&node, &componentize)?),
+        false => None,
+    };
+    let new_interpreter = interpreter.iter().any(|i| newer_than(i, &out));
+    if !new_interpreter && up_to_date(dir, &out, sdk_changed) {
         return Ok((out, false));
     }
     let mut cmd = Command::new(&node);
@@ -86,14 +101,46 @@ pub fn build(dir: &Path, source: &Path) -> Result<(PathBuf, bool)> {
         .arg(&name)
         .arg(&componentize)
         .arg(&rolldown)
+        .args(&interpreter)
         // componentize-js lets the snapshot read files below its working
         // directory only: the bundle and the runtime are in `.wasmpipe/`.
         .current_dir(dir);
-    run_tool(
+    match run_tool(
         &mut cmd,
         &format!("componentize-js on {}", source.display()),
-    )?;
-    Ok((out, true))
+    ) {
+        Ok(()) => Ok((out, true)),
+        // build.mjs found errors in the stage's code, and said where.
+        Err(e) if e.downcast_ref::<super::ToolFailed>().and_then(|f| f.code) == Some(2) => bail!(
+            "{} does not build: fix the errors above and save it again",
+            source.display()
+        ),
+        Err(e) => Err(e),
+    }
+}
+
+/// The JavaScript development interpreter (see `super::interpreter`).
+fn js_interpreter(node: &Path, componentize: &Path) -> Result<PathBuf> {
+    let inputs = [RUNTIME, INTERPRETER, STAGE_WIT, BUILD, COMPONENTIZE_JS];
+    interpreter("js", &inputs, |work, out| {
+        write_files(
+            work,
+            &[
+                ("runtime.js", RUNTIME),
+                ("interpreter.js", INTERPRETER),
+                ("build.mjs", BUILD),
+                ("wit/stage.wit", STAGE_WIT),
+            ],
+        )?;
+        let mut cmd = Command::new(node);
+        cmd.arg(work.join("build.mjs"))
+            .arg("--interpreter")
+            .arg(out)
+            .arg(work.join("wit"))
+            .arg(componentize)
+            .current_dir(work);
+        run_tool(&mut cmd, "componentize-js on the development interpreter")
+    })
 }
 
 /// `node`, checked to run.
@@ -102,7 +149,7 @@ fn node() -> Result<PathBuf> {
     match Command::new(&node).arg("--version").output() {
         Ok(o) if o.status.success() => Ok(node),
         _ => bail!(
-            "JavaScript and TypeScript stages are built with Node.js 20 or later, and `{}` does not run: install Node.js (Debian: `apt install nodejs npm`), then run `bash plugin-sdk/toolchains install js` once on this machine",
+            "JavaScript and TypeScript stages are built with Node.js 20 or later, and `{}` does not run: install Node.js (Debian: `apt install nodejs npm`), then run `wasmpipe toolchains install js` once on this machine",
             node.display()
         ),
     }
@@ -110,7 +157,7 @@ fn node() -> Result<PathBuf> {
 
 /// The file `entry` of the npm package `name`, from a `node_modules` of
 /// `dir` or a folder above it, else from the JavaScript toolchain that
-/// `plugin-sdk/toolchains install js` sets up.
+/// `wasmpipe toolchains install js` sets up.
 fn package(dir: &Path, name: &str, entry: &str) -> Result<PathBuf> {
     let toolchain = toolchains_dir().map(|t| t.join("js"));
     let found = dir
@@ -122,7 +169,7 @@ fn package(dir: &Path, name: &str, entry: &str) -> Result<PathBuf> {
     match found {
         Some(p) => Ok(p),
         None => bail!(
-            "the npm package `{name}` is not installed for {dir:?}: run `bash plugin-sdk/toolchains install js` once for every stage on this machine, or `npm install --save-dev @bytecodealliance/componentize-js@{COMPONENTIZE_JS} @bytecodealliance/preview2-shim@{PREVIEW2_SHIM} rolldown@{ROLLDOWN}` in the stage"
+            "the npm package `{name}` is not installed for {dir:?}: run `wasmpipe toolchains install js` once for every stage on this machine, or `npm install --save-dev @bytecodealliance/componentize-js@{COMPONENTIZE_JS} @bytecodealliance/preview2-shim@{PREVIEW2_SHIM} rolldown@{ROLLDOWN}` in the stage"
         ),
     }
 }

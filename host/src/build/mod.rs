@@ -33,6 +33,22 @@ fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
+/// Whether JavaScript and Python stages are built as development builds
+/// (`--watch`): the stage's code appended to an interpreter built once per
+/// machine, live in the time it takes to bundle, rather than snapshotted
+/// into a component of its own (see `runtime::source_section`).
+static DEVELOPMENT: AtomicBool = AtomicBool::new(false);
+
+/// Makes the JavaScript and Python builds of this process development
+/// builds (see [`DEVELOPMENT`]).
+pub fn set_development(on: bool) {
+    DEVELOPMENT.store(on, Ordering::Relaxed);
+}
+
+fn development() -> bool {
+    DEVELOPMENT.load(Ordering::Relaxed)
+}
+
 /// The target stages are compiled for.
 pub const TARGET: &str = "wasm32-wasip1";
 
@@ -83,12 +99,12 @@ fn build(dir: &Path) -> Result<(PathBuf, bool)> {
     let dir = &dir.canonicalize()?;
     match Language::of(dir)? {
         Language::Rust => build_crate(dir).map(|wasm| (wasm, true)),
-        Language::JavaScript(source) => js::build(dir, &source),
-        Language::Python(source) => python::build(dir, &source),
+        Language::JavaScript(source) => js::build(dir, &source, development()),
+        Language::Python(source) => python::build(dir, &source, development()),
     }
 }
 
-/// Where the toolchains `plugin-sdk/toolchains install` sets up live:
+/// Where the toolchains `wasmpipe toolchains install` sets up live:
 /// `$WASMPIPE_TOOLCHAINS`, else `$XDG_DATA_HOME/wasmpipe/toolchains`, else
 /// `~/.local/share/wasmpipe/toolchains`.
 pub fn toolchains_dir() -> Option<PathBuf> {
@@ -131,6 +147,60 @@ pub(crate) fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<bool> {
     Ok(changed)
 }
 
+/// The development interpreter of `language` (`js`, `python`) for the
+/// SDK files `inputs`: `<cache>/interpreters/<language>-<digest>.wasm`,
+/// made by `make(folder, out)` the first time (a few seconds, once per
+/// machine and SDK version). `make` gets an empty folder to work in and
+/// writes the component to `out`.
+fn interpreter(
+    language: &str,
+    inputs: &[&str],
+    make: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<PathBuf> {
+    use sha2::{Digest as _, Sha256};
+    let mut digest = Sha256::new();
+    for input in inputs {
+        digest.update(input.as_bytes());
+        digest.update([0]);
+    }
+    let digest = hex::encode(digest.finalize());
+    let dir = crate::runtime::default_cache_dir()
+        .or_else(|| toolchains_dir().map(|t| t.join("cache")))
+        .context("no folder for the development interpreter: set WASMPIPE_CACHE_DIR")?
+        .join("interpreters");
+    let path = dir.join(format!("{language}-{}.wasm", &digest[..16]));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let work = dir.join(format!(
+        "{language}-{}.{}.tmp",
+        &digest[..16],
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {work:?}"))?;
+    if !quiet() {
+        tracing::info!(
+            "building the {language} development interpreter (once per machine and SDK version)"
+        );
+    }
+    let out = work.join("interpreter.wasm");
+    let made = make(&work, &out).and_then(|()| {
+        std::fs::rename(&out, &path).with_context(|| format!("cannot write {path:?}"))
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    made?;
+    // The interpreters of earlier SDK versions are not used again.
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{language}-")) && name.ends_with(".wasm") && e.path() != path
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(path)
+}
+
 /// Whether the component `out` was built from the stage's sources as they
 /// are now (and by this SDK: `sdk_changed` says the SDK files were just
 /// rewritten). Component builds are not reproducible byte for byte, and a
@@ -138,6 +208,15 @@ pub(crate) fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<bool> {
 fn up_to_date(dir: &Path, out: &Path, sdk_changed: bool) -> bool {
     let built = std::fs::metadata(out).and_then(|m| m.modified());
     !sdk_changed && built.is_ok_and(|t| t >= newest_source(dir))
+}
+
+/// Whether `path` was modified after `out` was (or `out` does not exist).
+fn newer_than(path: &Path, out: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    match (modified(path), modified(out)) {
+        (Ok(p), Ok(o)) => p > o,
+        _ => true,
+    }
 }
 
 /// Runs a build tool with its output on stderr; `what` names it in errors.
@@ -161,10 +240,36 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
         .status()
         .with_context(|| format!("cannot run {what}"))?;
     if !status.success() {
-        bail!("{what} failed ({status}); its messages are above");
+        return Err(ToolFailed {
+            what: what.to_string(),
+            status: status.to_string(),
+            code: status.code(),
+        }
+        .into());
     }
     Ok(())
 }
+
+/// A build tool that ran and failed; its own messages went to stderr.
+#[derive(Debug)]
+pub(crate) struct ToolFailed {
+    what: String,
+    status: String,
+    /// Its exit code, which some tools use to say what failed.
+    pub code: Option<i32>,
+}
+
+impl std::fmt::Display for ToolFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed ({}); its messages are above",
+            self.what, self.status
+        )
+    }
+}
+
+impl std::error::Error for ToolFailed {}
 
 /// Runs a build tool to its end and returns what it said, for a caller
 /// that reads its messages before showing them; `what` names it in errors.

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 /// --release --target wasm32-wasip1`. One with `stage.js` or `stage.ts` is
 /// bundled (with its helpers and npm packages) and built into a component
 /// by componentize-js; one with `stage.py`, with the packages of its
-/// `.venv`, by componentize-py. Both write `.wasmpipe/<folder>.wasm` and
-/// are installed once per machine by `bash plugin-sdk/toolchains install`.
+/// `.venv`, by componentize-py. Both write `.wasmpipe/<folder>.wasm`, with
+/// tools installed once per machine by `wasmpipe toolchains install`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// The stage's folder: a crate, or one with `stage.js`, `stage.ts` or

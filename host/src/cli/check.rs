@@ -55,10 +55,26 @@ pub(super) fn check_samples(
     manifest: &crate::manifest::Manifest,
     pipeline: &crate::exec::Pipeline,
 ) -> Result<()> {
+    use crate::reload::trial::{SampleFailed, trial};
     for (st, stage) in manifest.doc.stages.iter().zip(&pipeline.stages) {
         if let Some(samples) = &st.samples {
             let path = manifest.resolve(samples.get_ref());
-            crate::reload::trial::trial(&pipeline.runtime, stage, Some(&path), &pipeline.name)?;
+            trial(&pipeline.runtime, stage, Some(&path), &pipeline.name).map_err(|e| {
+                // A stage rewritten to take other events fails the samples
+                // written for the old one: point at the manifest's
+                // `samples` and say how to get going again.
+                match e.downcast::<SampleFailed>() {
+                    Ok(f) => {
+                        let hint = f.hint(&manifest.path);
+                        anyhow::anyhow!(
+                            manifest
+                                .diagnostic_at(samples.span(), f.to_string())
+                                .with_hint(hint)
+                        )
+                    }
+                    Err(e) => e,
+                }
+            })?;
         }
     }
     Ok(())

@@ -1,21 +1,33 @@
 //! `wasmpipe test`: run one stage over sample events; compare with the
 //! expected outputs and show a diff.
+//!
+//! The stage is configured as a pipeline's manifest configures it when one
+//! does: the scaffold of `wasmpipe new` has a `pipeline.toml` beside the
+//! stage, and a test that ignored its name and params would test another
+//! stage than the one that runs.
 
 use super::{EXIT_DEAD_LETTERS, EXIT_MISMATCH, EXIT_OK};
-use crate::exec::{ChunkLimits, DeadLetterSink, JsonLines, Pipeline, RunContext};
-use crate::manifest::StageKind;
+use crate::exec::{ChunkLimits, DeadLetterSink, JsonLines, Pipeline, Retries, RunContext};
+use crate::manifest::{Manifest, StageKind, StageSection};
 use crate::runtime::{Runtime, RuntimeConfig, Stage, StageSpec, linker};
 use anyhow::{Context as _, Result, bail};
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Run one stage over events from a file and print its outputs (dead
 /// letters go to stderr), or compare them with `--expect`: a mismatch
 /// prints a diff and exits with 4.
+///
+/// When a manifest has a stage that runs the plugin (`--manifest`, else a
+/// `pipeline.toml` in the stage's folder or in the current directory, as
+/// `wasmpipe new` writes), the stage runs as that one: its name, params,
+/// limits, grants, key and window, and the pipeline's name and timeout
+/// retries. Otherwise it is named after its folder or `.wasm` file, with
+/// no params. The flags below override either.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// The stage: a `.wasm` file, or a stage crate's directory (built first).
+    /// The stage: a `.wasm` file, or a stage's folder (built first).
     plugin: PathBuf,
     /// The events (JSON lines).
     #[arg(long, short)]
@@ -27,9 +39,10 @@ pub struct TestArgs {
     /// The kind the stage must be (default: whatever it exports).
     #[arg(long, value_parser = ["map", "filter", "flat_map", "reduce"])]
     kind: Option<String>,
-    /// The stage's params, as a JSON object.
-    #[arg(long, default_value = "{}")]
-    params: String,
+    /// The stage's params, as a JSON object (default: the manifest's, or
+    /// none).
+    #[arg(long)]
+    params: Option<String>,
     /// For a keyed reduce: the JSON pointer of the group key.
     #[arg(long)]
     key: Option<String>,
@@ -40,41 +53,83 @@ pub struct TestArgs {
     /// Events per chunk (one guest call per chunk).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     chunk_size: Option<u32>,
+    /// The pipeline manifest whose stage this is (default: a
+    /// `pipeline.toml` in the stage's folder or the current directory that
+    /// has a stage running the plugin).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Which of the manifest's stages this is, when several run the plugin,
+    /// or to try the plugin as a stage that runs another one.
+    #[arg(long)]
+    stage: Option<String>,
 }
 
 pub fn run(args: TestArgs) -> Result<u8> {
-    let params: serde_json::Value = serde_json::from_str(&args.params)
-        .with_context(|| format!("--params is not JSON: {}", args.params))?;
-    if !params.is_object() {
-        bail!("--params must be a JSON object, like '{{\"factor\": 3}}'");
-    }
+    let params: Option<serde_json::Value> = match &args.params {
+        Some(text) => {
+            let p: serde_json::Value = serde_json::from_str(text)
+                .with_context(|| format!("--params is not JSON: {text}"))?;
+            if !p.is_object() {
+                bail!("--params must be a JSON object, like '{{\"factor\": 3}}'");
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let configured = configured_stage(&args)?;
     let plugin = if args.plugin.is_dir() {
         crate::build::build_stage(&args.plugin)?
     } else {
         args.plugin.clone()
     };
+    let (mut spec, pipeline_name, retries, chunk_size) = match &configured {
+        Some((manifest, st)) => {
+            // The plugin under test in the manifest's stage, already built.
+            let mut st = st.clone();
+            let path = std::path::absolute(&plugin).unwrap_or_else(|_| plugin.clone());
+            st.plugin =
+                serde_spanned::Spanned::new(st.plugin.span(), path.to_string_lossy().into_owned());
+            let spec = crate::exec::stage_spec(manifest, &st)?;
+            eprintln!(
+                "testing stage `{}` as configured in {}",
+                spec.name,
+                manifest.path.display()
+            );
+            let chunk = manifest.doc.runtime.chunk_size.map(|n| n.get());
+            (spec, manifest.name().to_string(), manifest.retries(), chunk)
+        }
+        None => {
+            let name = default_name(&args.plugin);
+            let spec = StageSpec::standalone(&name, plugin);
+            (spec, name, Retries::DEFAULT, None)
+        }
+    };
+    if let Some(kind) = args.kind.as_deref() {
+        spec.kind = StageKind::parse(kind);
+    }
+    if let Some(params) = params {
+        spec.params = params;
+    }
+    if let Some(key) = &args.key {
+        spec.key = Some(key.clone());
+    }
+    if let Some(window) = args.window.as_deref() {
+        spec.window = Some(parse_window(window)?);
+    }
     let runtime = Arc::new(Runtime::new(&RuntimeConfig {
         max_instances: 16,
         ..RuntimeConfig::default()
     })?);
-    let window = args.window.as_deref().map(parse_window).transpose()?;
-    let spec = StageSpec {
-        kind: args.kind.as_deref().and_then(StageKind::parse),
-        params,
-        key: args.key.clone(),
-        window,
-        ..StageSpec::standalone("test", plugin)
-    };
     let stage = Stage::load(&runtime, &linker(&runtime)?, spec)?;
     let pipeline = Pipeline {
-        name: "test".into(),
+        name: pipeline_name,
         stages: vec![stage],
         runtime,
         workers: 1,
         ordered: true,
         policy: crate::exec::Policy {
             lineage: false,
-            retries: crate::exec::Retries::DEFAULT,
+            retries,
             keep_reduce_input: false,
         },
         live: None,
@@ -85,7 +140,9 @@ pub fn run(args: TestArgs) -> Result<u8> {
     let limits = ChunkLimits {
         events: args
             .chunk_size
-            .map_or(crate::manifest::DEFAULT_CHUNK_SIZE, |n| n as usize),
+            .map(|n| n as usize)
+            .or(chunk_size)
+            .unwrap_or(crate::manifest::DEFAULT_CHUNK_SIZE),
         ..ChunkLimits::default()
     };
     let source = Box::new(JsonLines::new(BufReader::new(file), limits, Arc::default()));
@@ -136,6 +193,117 @@ pub fn run(args: TestArgs) -> Result<u8> {
     );
     print!("{}", diff(&e, &a, same));
     Ok(EXIT_MISMATCH)
+}
+
+/// The stage's name outside any manifest: its folder's, or its module's
+/// file name without `.wasm`.
+fn default_name(plugin: &Path) -> String {
+    let path = if plugin.is_dir() {
+        plugin
+            .canonicalize()
+            .unwrap_or_else(|_| plugin.to_path_buf())
+    } else {
+        plugin.with_extension("")
+    };
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stage".into())
+}
+
+/// The manifest's stage that the plugin under test is (see [`TestArgs`]):
+/// from `--manifest`, else from a `pipeline.toml` in the stage's folder or
+/// in the current directory that has a stage running the plugin.
+fn configured_stage(args: &TestArgs) -> Result<Option<(Manifest, StageSection)>> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(path) = &args.manifest {
+        let manifest = Manifest::load(path)?;
+        let st = pick_stage(&manifest, args, &same)?;
+        return match st {
+            Some(st) => Ok(Some((manifest, st))),
+            None => bail!(
+                "no stage of {} runs {}; hint: name the stage to try it as with --stage",
+                path.display(),
+                args.plugin.display()
+            ),
+        };
+    }
+    let mut candidates = Vec::new();
+    if args.plugin.is_dir() {
+        candidates.push(args.plugin.join("pipeline.toml"));
+    }
+    candidates.push(PathBuf::from("pipeline.toml"));
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for path in candidates {
+        if !path.is_file() || seen.iter().any(|s| same(s, &path)) {
+            continue;
+        }
+        seen.push(path.clone());
+        let manifest = match Manifest::load(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                // Maybe not this stage's manifest at all: say so, and go on.
+                tracing::warn!(
+                    "not reading the stage's settings from {}, which is not a valid manifest: {e}",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        if let Some(st) = pick_stage(&manifest, args, &same)? {
+            return Ok(Some((manifest, st)));
+        }
+    }
+    if let Some(name) = &args.stage {
+        bail!(
+            "--stage {name}: no manifest was found to take the stage from; hint: name it with --manifest"
+        );
+    }
+    Ok(None)
+}
+
+/// The stage of `manifest` named `--stage`, else the one stage that runs
+/// the plugin under test (`None`: none does).
+fn pick_stage(
+    manifest: &Manifest,
+    args: &TestArgs,
+    same: &dyn Fn(&Path, &Path) -> bool,
+) -> Result<Option<StageSection>> {
+    let stages = &manifest.doc.stages;
+    if let Some(name) = &args.stage {
+        return match stages.iter().find(|st| st.name.get_ref().as_str() == name) {
+            Some(st) => Ok(Some(st.clone())),
+            None => bail!(
+                "{} has no stage `{name}`; its stages are {}",
+                manifest.path.display(),
+                list(stages.iter().map(|st| st.name.get_ref().as_str()))
+            ),
+        };
+    }
+    let running: Vec<&StageSection> = stages
+        .iter()
+        .filter(|st| same(&manifest.resolve(st.plugin.get_ref()), &args.plugin))
+        .collect();
+    match running.as_slice() {
+        [] => Ok(None),
+        [st] => Ok(Some((*st).clone())),
+        many => bail!(
+            "stages {} of {} all run {}; hint: choose one with --stage",
+            list(many.iter().map(|st| st.name.get_ref().as_str())),
+            manifest.path.display(),
+            args.plugin.display()
+        ),
+    }
+}
+
+/// "`a`, `b`, `c`".
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A line diff of `old` -> `new`: common lines indented, removed ones

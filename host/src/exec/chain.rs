@@ -48,6 +48,10 @@ pub struct Failure {
     /// Whether a second try could succeed (a timeout: the machine may just
     /// have been busy), for services that retry before dead-lettering.
     pub transient: bool,
+    /// How many of this stage's calls that held the event timed out,
+    /// isolation's included: a timed-out event may be run several times
+    /// before it is found alone, and its dead letter says how many.
+    pub timeouts: u32,
 }
 
 /// What a chunk produced.
@@ -85,6 +89,8 @@ struct StageSink {
     origin: Vec<u32>,
     /// (event, why, transient)
     failures: Vec<(u32, String, bool)>,
+    /// For each event, how many calls holding it timed out.
+    timeouts: std::collections::HashMap<u32, u32>,
 }
 
 impl Chain {
@@ -232,6 +238,7 @@ impl Chain {
                 out: Vec::new(),
                 origin: Vec::new(),
                 failures: Vec::new(),
+                timeouts: Default::default(),
             };
             let started = std::time::Instant::now();
             let stage = self.stages[s].clone();
@@ -254,6 +261,7 @@ impl Chain {
                             stage: s,
                             error,
                             transient,
+                            timeouts: sink.timeouts.get(&event).copied().unwrap_or(0),
                         }),
                 );
             if self.stages[s].kind == crate::manifest::StageKind::Reduce {
@@ -472,6 +480,7 @@ impl Chain {
             out: Vec::new(),
             origin: Vec::new(),
             failures: Vec::new(),
+            timeouts: Default::default(),
         };
         let parts = self.fold_groups(s, ctx, &events, &origin, times, keys, groups, &mut sink)?;
         let failed = sink.failures.into_iter().map(|(o, why, _)| (o as u64, why));
@@ -495,6 +504,11 @@ impl Chain {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
+            if err.is_transient() {
+                for &o in origin.iter() {
+                    *sink.timeouts.entry(o).or_default() += 1;
+                }
+            }
             if !err.poisons_instance() {
                 // The guest refused the call as a whole: every event fails.
                 let msg = err.to_string();
@@ -503,7 +517,17 @@ impl Chain {
                 return Ok(());
             }
             self.instances[s] = None;
-            tracing::debug!("isolating failure in {} events: {err}", origin.len());
+            if err.is_transient() && origin.len() > 1 {
+                // Each of these calls may take the whole time limit (10 s
+                // by default): say what is going on rather than go quiet.
+                tracing::warn!(
+                    "{} on a call of {} events; running them again in smaller calls to find the slow one",
+                    err.without_event(),
+                    origin.len()
+                );
+            } else {
+                tracing::debug!("isolating failure in {} events: {err}", origin.len());
+            }
             if origin.len() == 1 {
                 sink.failures.push((
                     origin[0],
@@ -792,6 +816,7 @@ fn reencode(
                 stage: blame,
                 error: conversion_error(to, name, error),
                 transient: false,
+                timeouts: 0,
             }),
             None => kept.push(o),
         }
@@ -849,6 +874,7 @@ fn to_json_keeping_originals(
                 stage: blame,
                 error: conversion_error(Encoding::Json, name, error),
                 transient: false,
+                timeouts: 0,
             }),
         }
     }

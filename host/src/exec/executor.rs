@@ -7,11 +7,12 @@
 //! - **The stage set.** A hot reload publishes a new [`StageSet`]; the
 //!   executor switches to it between chunks, never inside one, so every
 //!   chunk runs on one version of each stage and its report says which.
-//! - **Retries.** An event whose stage timed out is run again, alone, up
-//!   to [`Retries::times`] more times with a doubling pause (the machine
-//!   may just have been busy); only then is it a dead letter, saying how
-//!   many attempts it had. Other failures are the event's own doing and
-//!   are not retried.
+//! - **Retries.** An event whose stage timed out is run again, with the
+//!   chunk's other timed-out events, up to [`Retries::times`] more times
+//!   with a doubling pause (the machine may just have been busy), each
+//!   announced by a warning; only then is it a dead letter, saying how many
+//!   calls holding it timed out (isolating it takes some too). Other
+//!   failures are the event's own doing and are not retried.
 //! - **Lineage.** With `[runtime] lineage = true`, each output object gets
 //!   `"_versions"`: the same 12-hex versions the dead letters and stores
 //!   record.
@@ -134,6 +135,7 @@ impl Executor {
                 stage,
                 error: error.to_string(),
                 transient: false,
+                timeouts: 0,
             })
             .collect();
         let mut counts = vec![StageCounts::default(); self.set.stages.len()];
@@ -141,7 +143,7 @@ impl Executor {
             c.events_in = chunk.len() as u64;
             c.failed = chunk.len() as u64;
         }
-        let dead = self.dead_letters(chunk, &failures, &HashMap::new());
+        let dead = self.dead_letters(chunk, &failures, &HashMap::new(), &HashMap::new());
         self.report_of_dead(chunk, dead, counts)
     }
 
@@ -222,8 +224,11 @@ impl Executor {
         let mut failures = first.failures;
         let mut windows = first.windows;
         let mut attempts: HashMap<u32, u32> = HashMap::new();
+        // Calls that timed out holding each event, over every round.
+        let mut timeouts: HashMap<u32, u32> = HashMap::new();
         let mut retried = 0u64;
-        for attempt in 1..=self.policy.retries.times {
+        let retries = self.policy.retries;
+        for attempt in 1..=retries.times {
             let mut again: Vec<u32> = failures
                 .iter()
                 .filter(|f| f.transient)
@@ -234,8 +239,13 @@ impl Executor {
             }
             again.sort_unstable();
             again.dedup();
+            let pause = retries.pause(attempt);
+            self.warn_retry(chunk, &failures, pause, attempt);
+            for f in failures.iter().filter(|f| f.transient) {
+                *timeouts.entry(f.event).or_default() += f.timeouts;
+            }
             failures.retain(|f| !f.transient);
-            std::thread::sleep(self.policy.retries.pause(attempt));
+            std::thread::sleep(pause);
             let mut sub = Chunk {
                 seq: chunk.seq,
                 first_index: chunk.first_index,
@@ -287,7 +297,7 @@ impl Executor {
             self.set.splice_lineage(&mut output);
         }
         let partial = self.chain.take_accumulator();
-        let dead = self.dead_letters(chunk, &failures, &attempts);
+        let dead = self.dead_letters(chunk, &failures, &attempts, &timeouts);
         let windows = windows.map(|w| self.windowed(chunk, ctx, w));
         Ok(ChunkReport {
             seq: chunk.seq,
@@ -361,13 +371,62 @@ impl Executor {
         }
     }
 
+    /// Says, for each stage whose calls timed out on some of `chunk`'s
+    /// events, that they run again after `pause`: a retry can take the
+    /// stage's whole time limit again, and a default limit of 10 s over
+    /// a few retries is too long to spend without a word.
+    fn warn_retry(
+        &self,
+        chunk: &Chunk,
+        failures: &[Failure],
+        pause: std::time::Duration,
+        attempt: u32,
+    ) {
+        let mut by_stage: std::collections::BTreeMap<usize, Vec<&Failure>> = Default::default();
+        for f in failures.iter().filter(|f| f.transient) {
+            by_stage.entry(f.stage).or_default().push(f);
+        }
+        for fs in by_stage.values() {
+            let mut lines: Vec<u64> = fs.iter().map(|f| chunk.lines[f.event as usize]).collect();
+            lines.sort_unstable();
+            lines.dedup();
+            let (events, them) = match lines.len() {
+                1 => (format!("the event on line {}", lines[0]), "it"),
+                n if n <= 3 => (
+                    format!(
+                        "the events on lines {}",
+                        lines
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "them",
+                ),
+                n => (
+                    format!("{n} events (lines {}, {} ...)", lines[0], lines[1]),
+                    "them",
+                ),
+            };
+            tracing::warn!(
+                "{} on {events}; running {them} again in {} (retry {attempt} of {}, `[runtime] retries`)",
+                fs[0].error,
+                crate::manifest::DurationSpec(pause),
+                self.policy.retries.times
+            );
+        }
+    }
+
     /// The chunk's dead letters, the source's refusals among them, in
-    /// index order whichever stage failed them.
+    /// index order whichever stage failed them. `attempts` is the round
+    /// (1-based) an event last ran in, when it was retried; `timeouts`, the
+    /// calls holding it that timed out in the rounds before its last.
     fn dead_letters(
         &self,
         chunk: &Chunk,
         failures: &[Failure],
         attempts: &HashMap<u32, u32>,
+        timeouts: &HashMap<u32, u32>,
     ) -> Vec<DeadLetter> {
         let stages = &self.set.stages;
         let mut dead: Vec<DeadLetter> = chunk
@@ -384,16 +443,24 @@ impl Executor {
             .collect();
         dead.extend(failures.iter().map(|f| {
             let i = f.event as usize;
-            let tries = attempts.get(&f.event).copied();
+            // A timed-out event ran in every call that timed out holding
+            // it: the chunk's, isolation's and the retries'. Anything else
+            // failed on its own in the last round it ran in.
+            let tries = if f.transient {
+                (timeouts.get(&f.event).copied().unwrap_or(0) + f.timeouts).max(1)
+            } else {
+                attempts.get(&f.event).copied().unwrap_or(1)
+            };
             DeadLetter {
                 stage: Some(stages[f.stage].name().to_string()),
-                error: match tries {
-                    Some(n) if f.transient => format!("{} (after {n} attempts)", f.error),
-                    _ => f.error.clone(),
+                error: if f.transient && tries > 1 {
+                    format!("{} (after {tries} attempts)", f.error)
+                } else {
+                    f.error.clone()
                 },
                 index: chunk.index(i),
                 line: chunk.lines[i],
-                attempts: tries.unwrap_or(1),
+                attempts: tries,
                 event: chunk.event(i).to_vec(),
             }
         }));
@@ -482,9 +549,12 @@ mod tests {
         );
         assert_eq!(r.dead.len(), 1, "{:?}", r.dead);
         let d = &r.dead[0];
-        assert_eq!((d.index, d.line, d.attempts), (101, 2, 3));
+        // With no cursor, isolation halves the chunk: the stalling event
+        // times out in the calls of all four, of two, and of itself, then
+        // in each of the two retries.
+        assert_eq!((d.index, d.line, d.attempts), (101, 2, 5));
         assert_eq!(d.stage.as_deref(), Some("s"));
-        assert_eq!(d.error, "stage `s` timed out after 50ms (after 3 attempts)");
+        assert_eq!(d.error, "stage `s` timed out after 50ms (after 5 attempts)");
         assert_eq!(d.event, br#"{"i":"!"}"#);
         assert_eq!(r.counts[0].failed, 1, "counted once, not once per attempt");
         assert_eq!(r.counts[0].events_out, 3);
@@ -494,6 +564,13 @@ mod tests {
     #[test]
     fn without_retries_a_timeout_is_a_dead_letter_at_once() {
         let mut exec = executor_of("stall.wat", Duration::from_millis(50), 0);
+        let mut alone = Chunk::default();
+        alone.push(br#"{"i":"!"}"#, 1);
+        let r = exec.run(&alone, b"{}").unwrap();
+        assert_eq!(
+            (r.dead[0].attempts, r.dead[0].error.as_str()),
+            (1, "stage `s` timed out after 50ms")
+        );
         let mut chunk = Chunk::default();
         chunk.push(br#"{"i":"!"}"#, 1);
         chunk.push(br#"{"i":1}"#, 2);
@@ -506,7 +583,8 @@ mod tests {
                 r.dead[0].attempts,
                 r.dead[0].error.as_str()
             ),
-            (0, 1, "stage `s` timed out after 50ms")
+            (0, 2, "stage `s` timed out after 50ms (after 2 attempts)"),
+            "isolation ran it twice: with its neighbour, then alone"
         );
     }
 

@@ -61,12 +61,18 @@ pub struct Reloader {
 #[derive(Debug, Default)]
 struct WatchSet {
     /// Directories watched (not recursively) for the files in `files`
-    /// and for crates' `Cargo.toml`.
+    /// and for stage folders' top-level sources (`Cargo.toml`, `stage.js`,
+    /// `stage.py`...).
     dirs: HashSet<PathBuf>,
-    /// Crates' `src/` directories, watched recursively (a crate's `target/`
-    /// is never watched: a build writes thousands of files there).
+    /// The folders inside stage folders that hold sources (a crate's
+    /// `src/`, a JavaScript stage's `lib/`), watched recursively. Only
+    /// those that exist: a JavaScript or Python stage has no `src/`, and a
+    /// folder made later is watched from the next reload on (a source
+    /// that imports it is edited first). What builds and package managers
+    /// write (`target/`, `node_modules/`, `.venv/`...) is never watched:
+    /// thousands of files change there.
     sources: HashSet<PathBuf>,
-    /// Crate directories.
+    /// Stage folders (crates, JavaScript and Python stages).
     crates: HashSet<PathBuf>,
     /// The manifest (canonical).
     manifest: PathBuf,
@@ -189,8 +195,12 @@ impl Reloader {
             let samples = st.samples.as_ref().map(|p| manifest.resolve(p.get_ref()));
             trial::trial(&self.runtime, &stage, samples.as_deref(), manifest.name()).map_err(
                 |e| {
+                    let hint = e
+                        .downcast_ref::<trial::SampleFailed>()
+                        .map(|f| format!("; hint: {}", f.hint(&manifest.path)))
+                        .unwrap_or_default();
                     anyhow::anyhow!(
-                        "new version {} of stage `{}` failed its check: {e:#}",
+                        "new version {} of stage `{}` failed its check: {e:#}{hint}",
                         stage.short_version(),
                         stage.name()
                     )
@@ -260,7 +270,7 @@ impl Reloader {
             if p.is_dir() {
                 let c = p.canonicalize().unwrap_or(p);
                 set.dirs.insert(c.clone());
-                set.sources.insert(c.join("src"));
+                set.sources.extend(source_folders(&c));
                 set.crates.insert(c);
             } else {
                 let f = canonical_file(&p);
@@ -272,6 +282,22 @@ impl Reloader {
         }
         set
     }
+}
+
+/// The folders directly inside the stage folder `dir` that may hold its
+/// sources: those in which a source file would count as one (so not
+/// `target/`, `node_modules/`, `.venv/` or the like, which
+/// [`crate::build::is_stage_source`] knows).
+fn source_folders(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| crate::build::is_stage_source(dir, &p.join("probe.rs")))
+        .collect()
 }
 
 /// `path` with its directory made canonical (the file itself may be

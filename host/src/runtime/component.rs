@@ -26,6 +26,7 @@ use super::stage::{Metadata, Stage};
 use crate::manifest::Allow;
 use anyhow::{Context as _, Result};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmpipe_abi::{NO_EVENT, encode_error};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -70,10 +71,18 @@ pub struct ComponentState {
     deadline: Instant,
     /// The event the guest named last through `host.cursor`.
     cursor: u32,
+    /// A development build's code, handed over by `host.source`
+    /// (see [`super::source_section`]).
+    source: Option<Arc<str>>,
 }
 
 impl ComponentState {
-    fn new(wasi: WasiCtx, memory: u64, timeout: Duration) -> ComponentState {
+    fn new(
+        wasi: WasiCtx,
+        memory: u64,
+        timeout: Duration,
+        source: Option<Arc<str>>,
+    ) -> ComponentState {
         ComponentState {
             wasi,
             table: ResourceTable::new(),
@@ -84,6 +93,7 @@ impl ComponentState {
             },
             deadline: Instant::now() + timeout,
             cursor: NO_EVENT,
+            source,
         }
     }
 
@@ -106,6 +116,12 @@ impl WasiView for ComponentState {
 impl bindings::wasmpipe::stage::host::Host for ComponentState {
     fn cursor(&mut self, index: u32) {
         self.cursor = index;
+    }
+
+    fn source(&mut self) -> String {
+        // Empty for a component that carries no code of its own: the
+        // interpreter then says it was run without a stage.
+        self.source.as_deref().unwrap_or_default().to_string()
     }
 }
 
@@ -186,8 +202,11 @@ impl wasmtime_wasi::p2::bindings::sync::io::poll::HostPollable for BoundedTable<
 }
 
 /// A compiled component, linked and ready to instantiate.
+#[derive(Clone)]
 pub struct LoadedComponent {
     pre: bindings::PluginPre<ComponentState>,
+    /// A development build's code (see [`super::source_section`]).
+    source: Option<Arc<str>>,
 }
 
 /// Compiles (or loads from the cache) and links a component, and reads its
@@ -198,7 +217,10 @@ pub(crate) fn load(
     path: &Path,
     timeout: Duration,
 ) -> Result<(LoadedComponent, Metadata, ModuleOrigin)> {
-    let (component, origin) = rt.load_component(bytes, path)?;
+    // A development build is compiled without its code, so every edit
+    // finds the interpreter in the cache.
+    let (code, source) = super::source_section::split(bytes);
+    let (component, origin) = rt.load_component(code, path)?;
     let linker = rt.component_linker()?;
     let pre = linker
         .instantiate_pre(&component)
@@ -211,9 +233,13 @@ pub(crate) fn load(
         .with_context(|| {
             format!("component {path:?} is not a wasmpipe stage: it does not export `wasmpipe:stage/stage@0.1.0` (build it with `wasmpipe build`, or see docs/abi.md)")
         })?;
-    let loaded = LoadedComponent { pre };
+    let loaded = LoadedComponent {
+        pre,
+        source: source.map(Arc::from),
+    };
     let wasi = wasi_builder("metadata", &Allow::default(), Path::new("."))?.build();
-    let mut store = Store::new(rt.engine(), ComponentState::new(wasi, 1 << 30, timeout));
+    let state = ComponentState::new(wasi, 1 << 30, timeout, loaded.source.clone());
+    let mut store = Store::new(rt.engine(), state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(Runtime::deadline_ticks(timeout));
     let plugin = loaded.pre.instantiate(&mut store).map_err(|e| {
@@ -248,7 +274,7 @@ pub struct ComponentInstance {
     plugin: Plugin,
     /// What a fresh instance is made from.
     engine: wasmtime::Engine,
-    pre: bindings::PluginPre<ComponentState>,
+    loaded: LoadedComponent,
     spec: super::stage::StageSpec,
     config: String,
     /// The last call's results, in the core ABI's layout.
@@ -265,12 +291,12 @@ impl ComponentInstance {
     ) -> Result<ComponentInstance> {
         let spec = stage.spec.clone();
         let config = String::from_utf8(stage.config_json.clone()).context("config is not UTF-8")?;
-        let (store, plugin) = fresh(rt.engine(), &loaded.pre, &spec, &config)?;
+        let (store, plugin) = fresh(rt.engine(), loaded, &spec, &config)?;
         Ok(ComponentInstance {
             store,
             plugin,
             engine: rt.engine().clone(),
-            pre: loaded.pre.clone(),
+            loaded: loaded.clone(),
             spec,
             config,
             out: Vec::new(),
@@ -286,15 +312,15 @@ impl ComponentInstance {
             return Ok(());
         }
         let (store, plugin) =
-            fresh(&self.engine, &self.pre, &self.spec, &self.config).map_err(|e| match e
-                .downcast::<StageError>()
-            {
-                Ok(e) => e,
-                Err(e) => StageError::Trap {
-                    stage: self.spec.name.clone(),
-                    event: None,
-                    message: format!("{e:#}"),
-                },
+            fresh(&self.engine, &self.loaded, &self.spec, &self.config).map_err(|e| {
+                match e.downcast::<StageError>() {
+                    Ok(e) => e,
+                    Err(e) => StageError::Trap {
+                        stage: self.spec.name.clone(),
+                        event: None,
+                        message: format!("{e:#}"),
+                    },
+                }
             })?;
         tracing::debug!(
             "stage `{}`: a fresh instance replaces one whose memory passed half its limit",
@@ -442,15 +468,16 @@ fn is_interpreter_oom(message: &str) -> bool {
 /// A new instance of the component, configured with `init(config)`.
 fn fresh(
     engine: &wasmtime::Engine,
-    pre: &bindings::PluginPre<ComponentState>,
+    loaded: &LoadedComponent,
     spec: &super::stage::StageSpec,
     config: &str,
 ) -> Result<(Store<ComponentState>, Plugin)> {
     let wasi = wasi_builder(&spec.name, &spec.allow, &spec.base_dir)?.build();
-    let mut store = Store::new(engine, ComponentState::new(wasi, spec.memory, spec.timeout));
+    let state = ComponentState::new(wasi, spec.memory, spec.timeout, loaded.source.clone());
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(Runtime::deadline_ticks(spec.timeout));
-    let plugin = pre.instantiate(&mut store).map_err(|e| {
+    let plugin = loaded.pre.instantiate(&mut store).map_err(|e| {
         load_call_error(
             e,
             format!("cannot instantiate stage `{}` (is its memory limit below what the component needs at start?)", spec.name),

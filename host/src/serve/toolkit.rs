@@ -491,5 +491,14 @@ pub(super) fn dead_json(d: &DeadRow) -> Value {
     if let Some(hex) = event_hex {
         v["event_hex"] = hex.into();
     }
+    // Which version of each stage ran the event's chunk, as `run`'s
+    // dead-letter records say.
+    if let Some(versions) = d
+        .versions
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+    {
+        v["versions"] = versions;
+    }
     v
 }

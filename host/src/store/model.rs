@@ -123,6 +123,10 @@ pub struct DeadRow {
     pub event: Vec<u8>,
     /// The job that retried it.
     pub retried_by: Option<i64>,
+    /// The versions of the stages of the chunk it was in (JSON: stage name
+    /// to 12 hex digits), as `run`'s dead-letter records end with; `None`
+    /// only if that chunk's record is gone.
+    pub versions: Option<String>,
 }
 
 /// Filters of an event listing.

@@ -1029,7 +1029,13 @@ impl PgStore {
         f.arg(" AND id > ?", Box::new(q.after));
         f.arg(" ORDER BY id LIMIT ?", Box::new(i64::from(q.limit)));
         let sql = format!(
-            "SELECT id, job, pipeline, stage, error, idx, attempts, at, event, retried_by FROM wasmpipe.dead_letters {}",
+            // The versions are those of the chunk the event was in (chunks
+            // committed for one job never overlap).
+            "SELECT id, job, pipeline, stage, error, idx, attempts, at, event, retried_by,
+                    (SELECT c.versions FROM wasmpipe.chunks c
+                     WHERE c.job = d.job AND c.first_index <= d.idx AND d.idx < c.first_index + c.events
+                     ORDER BY c.first_index DESC LIMIT 1)
+             FROM wasmpipe.dead_letters d {}",
             f.sql
         );
         let c = self.client().await?;
@@ -1047,6 +1053,7 @@ impl PgStore {
                 at: r.get(7),
                 event: r.get(8),
                 retried_by: r.get(9),
+                versions: r.get(10),
             })
             .collect())
     }

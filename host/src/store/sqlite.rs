@@ -715,7 +715,12 @@ impl Store {
     /// Dead letters matching `q`, oldest first.
     pub fn dead_letters(&self, q: &DeadQuery) -> Result<Vec<DeadRow>> {
         let mut sql = String::from(
-            "SELECT d.id, d.job, d.pipeline, d.stage, d.error, d.idx, d.attempts, d.at, d.event, d.retried_by
+            // The versions are those of the chunk the event was in: the
+            // last chunk of its job starting at or before it.
+            "SELECT d.id, d.job, d.pipeline, d.stage, d.error, d.idx, d.attempts, d.at, d.event, d.retried_by,
+                    (SELECT c.versions FROM chunks c
+                     WHERE c.job = d.job AND c.first_index <= d.idx AND d.idx < c.first_index + c.events
+                     ORDER BY c.seq DESC LIMIT 1)
              FROM dead_letters d",
         );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
@@ -750,6 +755,7 @@ impl Store {
                 at: r.get(7)?,
                 event: r.get(8)?,
                 retried_by: r.get(9)?,
+                versions: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

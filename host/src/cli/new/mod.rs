@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 /// `cargo test`). `--lang js` or `ts`: `stage.js` or `stage.ts` and its
 /// test, run by `npm test`. `--lang python`: `stage.py` and
 /// `test_stage.py`, run by `.venv/bin/python -m unittest`. JavaScript,
-/// TypeScript and Python stages build with the tools `bash
-/// plugin-sdk/toolchains install` sets up once per machine.
+/// TypeScript and Python stages build with the tools `wasmpipe toolchains
+/// install` sets up once per machine.
 #[derive(Debug, clap::Args)]
 pub struct NewArgs {
     /// The stage's name, also its folder's and (in Rust) its crate's

@@ -97,11 +97,16 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
     println!("  {test_hint}");
     println!();
     println!(
-        "Building needs {}; `bash plugin-sdk/toolchains install` sets it up once per machine{}.",
+        "Building needs {}; `wasmpipe toolchains install {}` sets it up once per machine{}.",
         if args.lang == "python" {
             format!("componentize-py {}", python::COMPONENTIZE_PY)
         } else {
             format!("Node.js 20+ and componentize-js {}", js::COMPONENTIZE_JS)
+        },
+        if args.lang == "python" {
+            "python"
+        } else {
+            "js"
         },
         if args.lang == "python" {
             ""
@@ -114,7 +119,7 @@ pub(super) fn run(args: &NewArgs, name: &Name, kind: StageKind) -> Result<u8> {
 
 /// The stage's package.json: its test script, and no dependencies. The
 /// build tools, TypeScript and `@types/node` are installed once per machine
-/// (`plugin-sdk/toolchains`), not in each stage, so that `npm install
+/// (`wasmpipe toolchains install`), not in each stage, so that `npm install
 /// <package>` in a stage installs that package (a few MB), not the
 /// toolchain's hundreds.
 fn package_json(name: &str, ts: bool) -> String {
