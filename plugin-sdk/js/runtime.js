@@ -3,10 +3,10 @@
 // the `wasmpipe:stage` component interface (plugin-sdk/wit/stage.wit).
 //
 // One call per chunk: the host hands over every event of the chunk as
-// JSON lines; the loop below parses each, calls the stage function, and
-// collects outputs, their origins and one error per failed event. An
-// exception thrown on one event makes that event a dead letter with the
-// exception's message; the rest of the chunk carries on.
+// JSON lines; the loop below parses them, calls the stage function on
+// each, and collects outputs, their origins and one error per failed
+// event. An exception thrown on one event makes that event a dead letter
+// with the exception's message; the rest of the chunk carries on.
 //
 // `wasmpipe build` writes this file next to the stage, with an entry
 // module that imports both; stage authors never import it.
@@ -40,15 +40,19 @@ function toJson(value, what) {
   return text;
 }
 
-/// Splits a chunk into its lines (each ends in "\n").
-function* lines(events) {
-  let start = 0;
-  while (start < events.length) {
-    let end = events.indexOf('\n', start);
-    if (end < 0) end = events.length;
-    yield events.slice(start, end);
-    start = end + 1;
-  }
+/// How many lines the chunk has (each ends in "\n").
+function lineCount(events) {
+  let n = 0;
+  for (let at = events.indexOf('\n'); at >= 0; at = events.indexOf('\n', at + 1)) n++;
+  return n;
+}
+
+/// A function giving line `i` of the chunk (without its "\n"); the lines
+/// are found once, when it is made.
+function lineAt(events) {
+  const starts = [0];
+  for (let at = events.indexOf('\n'); at >= 0; at = events.indexOf('\n', at + 1)) starts.push(at + 1);
+  return (i) => events.slice(starts[i], starts[i + 1] - 1);
 }
 
 /// The grouping key at a JSON pointer: strings as they are, numbers and
@@ -103,46 +107,85 @@ export function makeStage(user, name) {
 
   const context = (ctxText) => ({ stage: config.stage, params: config.params, meta: JSON.parse(ctxText), index: 0 });
 
-  /// Calls `body(event, line, i)` for each event of the chunk, with the
-  /// cursor on it; a bad line or a throw is that event's error alone.
+  /// Calls `body(event, i)` for each event of the chunk; a bad line or a
+  /// throw is that event's error alone.
+  ///
+  /// The chunk is parsed with one `JSON.parse`, as an array, when it can
+  /// be: per line, the parser's start-up and the loop around it would cost
+  /// more than the stage's function. A chunk with a bad line is parsed
+  /// line by line, so only that line fails.
+  ///
+  /// The host is told which event is running (`cursor`) only when it asks,
+  /// by `"cursor": "each"` in the config: a host call per event costs
+  /// several microseconds here. When a call traps, runs out of time or out
+  /// of memory with no event named, the host runs the chunk again on such
+  /// an instance, which names the culprit.
   function eachEvent(ctx, events, errors, body) {
-    let i = 0;
-    for (const line of lines(events)) {
-      cursor(i);
+    const count = lineCount(events);
+    let parsed = null;
+    if (count > 0) {
+      try {
+        parsed = JSON.parse('[' + events.slice(0, -1).replaceAll('\n', ',') + ']');
+        // A line holding `1,2` would be two elements.
+        if (parsed.length !== count) parsed = null;
+      } catch {
+        parsed = null;
+      }
+    }
+    const named = config.cursor === 'each';
+    const line = parsed === null ? lineAt(events) : null;
+    for (let i = 0; i < count; i++) {
+      if (named) cursor(i);
       ctx.index = i;
       try {
         let event;
-        try {
-          event = JSON.parse(line);
-        } catch (e) {
-          throw new Error(`invalid event JSON: ${e.message}`);
+        if (parsed !== null) {
+          event = parsed[i];
+        } else {
+          try {
+            event = JSON.parse(line(i));
+          } catch (e) {
+            throw new Error(`invalid event JSON: ${e.message}`);
+          }
         }
-        body(event, line, i);
+        body(event, i);
       } catch (e) {
         errors.push({ index: i, message: messageOf(e) });
       }
-      i++;
     }
-    cursor(NO_EVENT);
+    if (named) cursor(NO_EVENT);
   }
 
   function process(ctxText, events) {
     const ctx = context(ctxText);
     const out = [];
-    const origins = [];
+    // A typed array is handed to the host in one copy; a plain array of
+    // numbers costs microseconds per element.
+    let origins = new Uint32Array(16);
+    let n = 0;
+    const origin = (i) => {
+      if (n === origins.length) {
+        const more = new Uint32Array(origins.length * 2);
+        more.set(origins);
+        origins = more;
+      }
+      origins[n++] = i;
+    };
     const errors = [];
-    eachEvent(ctx, events, errors, (event, line, i) => {
+    const line = kind === 'filter' ? lineAt(events) : null;
+    eachEvent(ctx, events, errors, (event, i) => {
       const r = fn(event, ctx);
       if (kind === 'map') {
         out.push(toJson(r, jsKind));
-        origins.push(i);
+        origin(i);
       } else if (kind === 'filter') {
         if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
           throw new Error('filter returned a Promise; stage functions must be synchronous');
         }
         if (r) {
-          out.push(line);
-          origins.push(i);
+          // The event as it came, not as JSON.stringify would write it.
+          out.push(line(i));
+          origin(i);
         }
       } else {
         if (r === null || r === undefined || typeof r[Symbol.iterator] !== 'function') {
@@ -152,14 +195,28 @@ export function makeStage(user, name) {
         for (const x of r) produced.push(toJson(x, 'flatMap'));
         for (const p of produced) {
           out.push(p);
-          origins.push(i);
+          origin(i);
         }
       }
     });
-    return { out: utf8.encode(out.length ? out.join('\n') + '\n' : ''), origins, errors };
+    return { out: utf8.encode(out.length ? out.join('\n') + '\n' : ''), origins: origins.slice(0, n), errors };
   }
 
+  /// Folds the chunk. An object accumulator is checked to be JSON once, at
+  /// the end: after every event, `JSON.stringify` of a growing accumulator
+  /// would cost more than the fold. If it is not JSON then, the chunk is
+  /// folded again from the same start, checking after each event, so the
+  /// event that broke it is the one that fails.
   function reduce(ctxText, accText, events) {
+    return fold(ctxText, accText, events, false) ?? fold(ctxText, accText, events, true);
+  }
+
+  function fold(ctxText, accText, events, eachChecked) {
+    // A value that is not an object costs nothing to check, and must be
+    // checked now: `undefined + 1` is NaN, which JSON writes as null.
+    const check = (next) => {
+      if (eachChecked || next === null || typeof next !== 'object') toJson(next, 'reduce');
+    };
     const ctx = context(ctxText);
     let acc = accText == null ? (keyTokens ? Object.create(null) : initial()) : JSON.parse(accText);
     const errors = [];
@@ -167,15 +224,22 @@ export function makeStage(user, name) {
       if (keyTokens) {
         const k = keyAt(event, config.key, keyTokens);
         const next = fn(Object.hasOwn(acc, k) ? acc[k] : initial(), event, ctx);
-        toJson(next, 'reduce');
+        check(next);
         setGroup(acc, k, next);
       } else {
         const next = fn(acc, event, ctx);
-        toJson(next, 'reduce');
+        check(next);
         acc = next;
       }
     });
-    return { out: utf8.encode(toJson(acc, 'reduce')), origins: [], errors };
+    let text;
+    try {
+      text = toJson(acc, 'reduce');
+    } catch (e) {
+      if (!eachChecked) return null;
+      throw e;
+    }
+    return { out: utf8.encode(text), origins: new Uint32Array(0), errors };
   }
 
   function combine(aText, bText) {

@@ -216,20 +216,40 @@ def _component_stage(name):
         return Context(c["stage"], c["params"], json.loads(ctx_text))
 
     def each_event(ctx, events, errors, body):
-        # Calls body(event, line, i) per event, with the cursor on it; a
-        # bad line or an exception is that event's error alone.
-        for i, line in enumerate(_lines(events)):
-            cursor(i)
+        # Calls body(event, line, i) per event; a bad line or an exception
+        # is that event's error alone. The chunk is parsed with one
+        # json.loads, as an array, when it can be (a chunk with a bad line,
+        # line by line). The host is told which event is running (cursor)
+        # only when its config asks, "cursor": "each": it runs a chunk
+        # again on such an instance when a call fails with no event named.
+        lines = _lines(events)
+        named = state["config"].get("cursor") == "each"
+        parsed = None
+        if lines:
+            try:
+                parsed = json.loads("[" + ",".join(lines) + "]")
+                # A line holding `1,2` would be two elements.
+                if len(parsed) != len(lines):
+                    parsed = None
+            except ValueError:
+                parsed = None
+        for i, line in enumerate(lines):
+            if named:
+                cursor(i)
             ctx.index = i
             try:
-                try:
-                    event = json.loads(line)
-                except ValueError as e:
-                    raise ValueError(f"invalid event JSON: {e}") from None
+                if parsed is not None:
+                    event = parsed[i]
+                else:
+                    try:
+                        event = json.loads(line)
+                    except ValueError as e:
+                        raise ValueError(f"invalid event JSON: {e}") from None
                 body(event, line, i)
             except Exception as e:
                 errors.append(wit.EventError(index=i, message=_message(e)))
-        cursor(NO_EVENT)
+        if named:
+            cursor(NO_EVENT)
 
     def process(ctx_text, events):
         ctx = context(ctx_text)
@@ -254,7 +274,12 @@ def _component_stage(name):
         each_event(ctx, events, errors, one)
         return wit.Output(out="".join(o + "\n" for o in out).encode(), origins=origins, errors=errors)
 
-    def fold(ctx_text, acc_text, events):
+    def fold(ctx_text, acc_text, events, each_checked=False):
+        # The accumulator is checked to be JSON once, at the end: after
+        # every event, json.dumps of a growing accumulator would cost more
+        # than the fold. If it is not JSON then, the chunk is folded again
+        # from the same start, checking after each event, so the event
+        # that broke it is the one that fails.
         ctx = context(ctx_text)
         tokens = state["tokens"]
         if acc_text is None:
@@ -268,15 +293,23 @@ def _component_stage(name):
             if tokens is not None:
                 k = _key(event, state["config"]["key"], tokens)
                 nxt = fn(acc[k] if k in acc else initial(), event, ctx)
-                _json(nxt, "reduce")
+                if each_checked:
+                    _json(nxt, "reduce")
                 acc[k] = nxt
             else:
                 nxt = fn(acc, event, ctx)
-                _json(nxt, "reduce")
+                if each_checked:
+                    _json(nxt, "reduce")
                 acc = nxt
 
         each_event(ctx, events, errors, one)
-        return wit.Output(out=_json(acc, "reduce").encode(), origins=[], errors=errors)
+        try:
+            text = _json(acc, "reduce")
+        except ValueError:
+            if each_checked:
+                raise
+            return fold(ctx_text, acc_text, events, True)
+        return wit.Output(out=text.encode(), origins=[], errors=errors)
 
     def combine(a_text, b_text):
         a, b = json.loads(a_text), json.loads(b_text)

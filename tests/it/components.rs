@@ -935,6 +935,64 @@ fn an_unchanged_stage_built_again_keeps_its_version_and_its_compiled_code() {
 }
 
 #[test]
+fn a_reduce_whose_accumulator_stops_being_json_fails_on_the_event_that_broke_it() {
+    // The runtimes check the accumulator once per chunk; when it is not
+    // JSON then, the chunk is folded again checking each event, so the
+    // dead letter is still the one event, and the others count.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let js = dir.join("total-js");
+    std::fs::create_dir(&js).unwrap();
+    write(
+        &js,
+        "stage.js",
+        "export const initial = 0;\nexport function reduce(acc, event) { return event.bad ? undefined : acc + event.n; }\nexport function combine(a, b) { return a + b; }\n",
+    );
+    let py = dir.join("total-py");
+    std::fs::create_dir(&py).unwrap();
+    write(
+        &py,
+        "stage.py",
+        "from wasmpipe import reduce\n\n\n@reduce(initial=0, combine=lambda a, b: a + b)\ndef total(acc, event, ctx):\n    return {1, 2} if event.get(\"bad\") else acc + event[\"n\"]\n",
+    );
+    let input = write(
+        dir,
+        "in.jsonl",
+        "{\"n\":1}\n{\"n\":2}\n{\"n\":4,\"bad\":true}\n{\"n\":8}\n{\"n\":16}\n",
+    );
+    for (stage, said) in [(&js, "returned undefined"), (&py, "not JSON")] {
+        let m = write(
+            dir,
+            "total.toml",
+            &format!(
+                "[pipeline]\nname = \"total\"\n\n[[stage]]\nname = \"total\"\nkind = \"reduce\"\nplugin = {}\n",
+                toml_path(stage)
+            ),
+        );
+        let dead = dir.join("dead.jsonl");
+        let r = run(&[
+            "run",
+            m.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "--dead-letters",
+            dead.to_str().unwrap(),
+            "-q",
+        ]);
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert_eq!(r.stdout.trim(), "27", "{stage:?}: {}", r.stderr);
+        let dead = read_jsonl(&dead);
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0]["index"], 2, "{:?}", dead[0]);
+        assert!(
+            dead[0]["error"].as_str().unwrap().contains(said),
+            "{stage:?}: {}",
+            dead[0]
+        );
+    }
+}
+
+#[test]
 fn run_watch_follows_a_javascript_helper_in_a_folder_and_warns_of_no_missing_src() {
     // The stage has no `src/` (the old watcher warned that it could not
     // watch it) and imports a helper from `lib/`, which is what changes.

@@ -269,9 +269,21 @@ pub(crate) fn load(
 /// is replaced by a fresh one, from the snapshot, before its next call:
 /// a few milliseconds once in a while, and the limit stays what it
 /// means, the most one chunk may need.
+///
+/// The SDKs' runtimes name the running event (`host.cursor`) only on an
+/// instance whose config asks for it (`"cursor": "each"`): a host call
+/// per event would cost an interpreter more than most stage functions.
+/// So when a call traps, runs out of time or out of memory with no event
+/// named, the chunk is run again on a fresh instance that names each
+/// event, and that call's outcome is the chunk's: the failure pinned to
+/// its event, or, if it does not happen again (a timeout on a busy
+/// machine), the outputs. The price falls on failures alone: the chunk's
+/// events up to the culprit run twice, a timeout takes twice its limit.
 pub struct ComponentInstance {
     store: Store<ComponentState>,
     plugin: Plugin,
+    /// Whether this instance names each event (see above).
+    naming: bool,
     /// What a fresh instance is made from.
     engine: wasmtime::Engine,
     loaded: LoadedComponent,
@@ -295,6 +307,7 @@ impl ComponentInstance {
         Ok(ComponentInstance {
             store,
             plugin,
+            naming: false,
             engine: rt.engine().clone(),
             loaded: loaded.clone(),
             spec,
@@ -306,40 +319,79 @@ impl ComponentInstance {
     }
 
     /// Replaces the instance by a fresh one when its memory has passed
-    /// half its limit (see [`ComponentInstance`]).
+    /// half its limit (see [`ComponentInstance`]), or when it names each
+    /// event and the next call need not.
     fn renew_if_worn(&mut self) -> Result<(), StageError> {
+        if self.naming {
+            return self.renew(false);
+        }
         if self.store.data().limiter.largest <= self.spec.memory / 2 {
             return Ok(());
         }
-        let (store, plugin) =
-            fresh(&self.engine, &self.loaded, &self.spec, &self.config).map_err(|e| {
-                match e.downcast::<StageError>() {
-                    Ok(e) => e,
-                    Err(e) => StageError::Trap {
-                        stage: self.spec.name.clone(),
-                        event: None,
-                        message: format!("{e:#}"),
-                    },
-                }
-            })?;
         tracing::debug!(
             "stage `{}`: a fresh instance replaces one whose memory passed half its limit",
             self.spec.name
         );
+        self.renew(false)
+    }
+
+    /// Replaces the instance by a fresh one, naming each event or not.
+    fn renew(&mut self, naming: bool) -> Result<(), StageError> {
+        let config = if naming {
+            let mut c: serde_json::Value =
+                serde_json::from_str(&self.config).expect("the host wrote the config");
+            c["cursor"] = "each".into();
+            c.to_string()
+        } else {
+            self.config.clone()
+        };
+        let (store, plugin) =
+            fresh(&self.engine, &self.loaded, &self.spec, &config).map_err(|e| match e
+                .downcast::<StageError>()
+            {
+                Ok(e) => e,
+                Err(e) => StageError::Trap {
+                    stage: self.spec.name.clone(),
+                    event: None,
+                    message: format!("{e:#}"),
+                },
+            })?;
         self.store = store;
         self.plugin = plugin;
+        self.naming = naming;
         Ok(())
+    }
+
+    /// Makes one call of `f` over a chunk; if it fails with no event
+    /// named, runs it again on an instance that names each event (see
+    /// [`ComponentInstance`]).
+    fn call_over_chunk<T>(
+        &mut self,
+        f: impl Fn(&Plugin, &mut Store<ComponentState>) -> wasmtime::Result<T>,
+    ) -> Result<wasmtime::Result<T>, StageError> {
+        self.start_call()?;
+        let r = f(&self.plugin, &mut self.store);
+        if r.is_ok() || self.naming || self.store.data().cursor != NO_EVENT {
+            return Ok(r);
+        }
+        tracing::debug!(
+            "stage `{}`: a call failed with no event named; running the chunk again, naming each event",
+            self.spec.name
+        );
+        self.renew(true)?;
+        self.arm();
+        Ok(f(&self.plugin, &mut self.store))
     }
 
     /// Runs a map, filter or flat_map stage over one chunk of JSON lines.
     pub fn process(&mut self, ctx: &[u8], input: &[u8]) -> Result<CallOutput<'_>, StageError> {
         let ctx = self.text(ctx, "context")?;
         let input = self.text(input, "chunk")?;
-        self.start_call()?;
-        let r = self
-            .plugin
-            .wasmpipe_stage_stage()
-            .call_process(&mut self.store, ctx, input);
+        let r = self.call_over_chunk(|plugin, store| {
+            plugin
+                .wasmpipe_stage_stage()
+                .call_process(store, ctx, input)
+        })?;
         self.finish(r)
     }
 
@@ -357,11 +409,11 @@ impl ComponentInstance {
             Some(self.text(acc, "accumulator")?)
         };
         let input = self.text(input, "chunk")?;
-        self.start_call()?;
-        let r = self
-            .plugin
-            .wasmpipe_stage_stage()
-            .call_reduce(&mut self.store, ctx, acc, input);
+        let r = self.call_over_chunk(|plugin, store| {
+            plugin
+                .wasmpipe_stage_stage()
+                .call_reduce(store, ctx, acc, input)
+        })?;
         self.finish(r)
     }
 
@@ -396,10 +448,15 @@ impl ComponentInstance {
 
     fn start_call(&mut self) -> Result<(), StageError> {
         self.renew_if_worn()?;
+        self.arm();
+        Ok(())
+    }
+
+    /// Starts the clock of a call.
+    fn arm(&mut self) {
         self.store.data_mut().start_call(self.spec.timeout);
         self.store
             .set_epoch_deadline(Runtime::deadline_ticks(self.spec.timeout));
-        Ok(())
     }
 
     fn finish(
