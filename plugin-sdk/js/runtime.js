@@ -108,7 +108,8 @@ export function makeStage(user, name) {
   const context = (ctxText) => ({ stage: config.stage, params: config.params, meta: JSON.parse(ctxText), index: 0 });
 
   /// Calls `body(event, i)` for each event of the chunk; a bad line or a
-  /// throw is that event's error alone.
+  /// throw is that event's error alone. `line`, when the caller has one,
+  /// is the chunk's `lineAt`.
   ///
   /// The chunk is parsed with one `JSON.parse`, as an array, when it can
   /// be: per line, the parser's start-up and the loop around it would cost
@@ -120,7 +121,7 @@ export function makeStage(user, name) {
   /// several microseconds here. When a call traps, runs out of time or out
   /// of memory with no event named, the host runs the chunk again on such
   /// an instance, which names the culprit.
-  function eachEvent(ctx, events, errors, body) {
+  function eachEvent(ctx, events, errors, body, line = null) {
     const count = lineCount(events);
     let parsed = null;
     if (count > 0) {
@@ -133,7 +134,7 @@ export function makeStage(user, name) {
       }
     }
     const named = config.cursor === 'each';
-    const line = parsed === null ? lineAt(events) : null;
+    if (parsed === null) line ??= lineAt(events);
     for (let i = 0; i < count; i++) {
       if (named) cursor(i);
       ctx.index = i;
@@ -198,7 +199,7 @@ export function makeStage(user, name) {
           origin(i);
         }
       }
-    });
+    }, line);
     return { out: utf8.encode(out.length ? out.join('\n') + '\n' : ''), origins: origins.slice(0, n), errors };
   }
 

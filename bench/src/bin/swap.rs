@@ -432,25 +432,7 @@ impl Piped {
         let want = short_hash(bytes);
         let started = Instant::now();
         self.swap_no_wait(live, bytes)?;
-        let deadline = started + Duration::from_secs(60);
-        loop {
-            if let Some((_, at)) = self
-                .first_seen
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|(v, at)| *v == want && *at >= started)
-            {
-                return Ok(*at - started);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "version {want} never served:\n{}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_version(started, |v| *v == want)
     }
 
     /// Waits for the first output, after `started`, of a version other
@@ -464,6 +446,12 @@ impl Piped {
             .rev()
             .find(|(_, at)| *at < started)
             .map(|(v, _)| v.clone());
+        self.wait_version(started, |v| Some(v) != before.as_ref())
+    }
+
+    /// Waits for the first output, after `started`, of a version `wanted`
+    /// accepts; returns how long after `started` it came.
+    fn wait_version(&self, started: Instant, wanted: impl Fn(&String) -> bool) -> Result<Duration> {
         let deadline = started + Duration::from_secs(300);
         loop {
             if let Some((_, at)) = self
@@ -471,13 +459,13 @@ impl Piped {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|(v, at)| *at >= started && Some(v) != before.as_ref())
+                .find(|(v, at)| *at >= started && wanted(v))
             {
                 return Ok(*at - started);
             }
             ensure!(
                 Instant::now() < deadline,
-                "no new version served:\n{}",
+                "the version waited for was never served:\n{}",
                 self.log.lock().unwrap()
             );
             std::thread::sleep(Duration::from_millis(1));
