@@ -5,6 +5,7 @@
 mod build;
 mod check;
 mod client;
+mod deploy;
 mod diff;
 mod inspect;
 mod new;
@@ -52,6 +53,7 @@ enum Command {
     Serve(serve::ServeArgs),
     Tail(tail::TailArgs),
     Diff(diff::DiffArgs),
+    Deploy(deploy::DeployArgs),
     Query(query::QueryArgs),
     Worker(worker::WorkerArgs),
 }
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::Query(args) => query::run(args),
         Command::Worker(args) => worker::run(args),
     };

@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod chunk;
 pub mod dead_letter;
+pub mod deploy;
 pub mod diff;
 pub mod encoding;
 pub mod executor;

@@ -8,6 +8,7 @@
 
 use crate::util::{Process, agent, plugin, repo, short_version, toml_path, wasmpipe, write};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -1499,7 +1500,7 @@ fn a_version_2_postgres_schema_is_upgraded_in_place_and_searched() {
         .enable_all()
         .build()
         .unwrap();
-    // A version 3 schema taken back to version 2 (no event time, no text
+    // A version 4 schema taken back to version 2 (no event time, no text
     // of dead letters, no views, no search indexes), with events in it.
     rt.block_on(PgStore::connect(&url, 2, &indexing)).unwrap();
     psql(
@@ -1507,6 +1508,7 @@ fn a_version_2_postgres_schema_is_upgraded_in_place_and_searched() {
         "DROP SCHEMA wasmpipe_query CASCADE; DROP INDEX wasmpipe.events_text, wasmpipe.events_time, wasmpipe.dead_text; \
          DROP INDEX wasmpipe.events_field_service_9df6b026; \
          ALTER TABLE wasmpipe.events DROP COLUMN time; ALTER TABLE wasmpipe.dead_letters DROP COLUMN words; \
+         DROP TABLE wasmpipe.deployments, wasmpipe.deployment_stats; \
          UPDATE wasmpipe.schema_version SET version = 2; \
          INSERT INTO wasmpipe.events (job, pipeline, idx, at, body) VALUES \
            (1, 'p', 0, 1000, '{\"service\":\"auth\",\"msg\":\"db timeout\"}'), \
@@ -1515,8 +1517,10 @@ fn a_version_2_postgres_schema_is_upgraded_in_place_and_searched() {
     let store = rt.block_on(PgStore::connect(&url, 2, &indexing)).unwrap();
     assert_eq!(
         psql(&url, "SELECT max(version) FROM wasmpipe.schema_version"),
-        "3"
+        "4"
     );
+    // Version 4's deployments came with the upgrade.
+    assert_eq!(psql(&url, "SELECT count(*) FROM wasmpipe.deployments"), "0");
     let indexes = psql(
         &url,
         "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'wasmpipe'",
@@ -1717,4 +1721,136 @@ fn passwords_and_tokens_stay_out_of_errors() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("NATS"), "{}", out.stderr);
     assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+}
+
+/// A POST to the ingest node's API with `body`; (status, JSON answer).
+fn api_post(c: &Cluster, path: &str, body: &[u8]) -> (u16, Value) {
+    let r = crate::util::http::request(
+        "POST",
+        &c.url(path),
+        &[("content-type", "application/wasm")],
+        Some(body),
+    )
+    .unwrap();
+    (r.status, r.json())
+}
+
+#[test]
+fn a_canary_through_an_ingest_node_runs_on_every_worker_across_a_kill_and_a_promote() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stages = format!(
+        "[[stage]]\nname = \"s\"\nkind = \"map\"\nplugin = {}\n",
+        toml_path(&plugin("faulty"))
+    );
+    let mut c = Cluster::start_full(
+        "deploys",
+        &stages,
+        "chunk_size = 8\nlineage = true\n",
+        "ack_wait = \"1s\"",
+        "",
+        2,
+    );
+    let (fv, dv) = (
+        short_version(&plugin("faulty")),
+        short_version(&plugin("double")),
+    );
+    let (status, d) = api_post(
+        &c,
+        "/v1/deployments?stage=s&mode=canary&percent=50",
+        &std::fs::read(plugin("double")).unwrap(),
+    );
+    assert_eq!(status, 201, "{d}");
+    let id = d["id"].as_i64().unwrap();
+    // Every worker loads the candidate from PostgreSQL within a second or so.
+    let t = Instant::now();
+    while !c
+        .workers
+        .iter()
+        .all(|w| w.log().contains(&format!("deployment {id}: version {dv}")))
+    {
+        assert!(t.elapsed() < Duration::from_secs(15), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Even numbers: none of them is one `faulty` fails.
+    let batch = |j: i64, n: i64| -> (String, Vec<i64>) {
+        let ns: Vec<i64> = (0..n).map(|i| j * 100_000 + i * 10 + 20).collect();
+        (ns.iter().map(|n| format!("{{\"n\":{n}}}\n")).collect(), ns)
+    };
+    let mut posted = Vec::new();
+    for j in 0..4 {
+        let (body, ns) = batch(j, 400);
+        posted.push((c.post(&body), ns));
+    }
+    c.wait(posted[0].0, 60, |j| j["chunks_done"].as_u64() >= Some(10));
+    c.workers[0].kill();
+    c.add_worker();
+    for (job, _) in &posted {
+        c.wait_done(*job, 120);
+    }
+    // Each event stored once, by one version per chunk, both versions seen.
+    let mut by_chunk: BTreeMap<(i64, u64), BTreeSet<String>> = BTreeMap::new();
+    for (job, ns) in &posted {
+        let rows = c.sql(&format!(
+            "SELECT idx, body FROM wasmpipe.events WHERE job = {job} ORDER BY idx"
+        ));
+        let rows: Vec<&str> = rows.lines().collect();
+        assert_eq!(rows.len(), ns.len(), "job {job}");
+        for (i, row) in rows.iter().enumerate() {
+            let (idx, body) = row.split_once('|').unwrap();
+            assert_eq!(
+                idx.parse::<usize>().unwrap(),
+                i,
+                "job {job}: stored twice or lost"
+            );
+            let ev: Value = serde_json::from_str(body).unwrap();
+            let version = ev["_versions"]["s"].as_str().unwrap().to_string();
+            let want = if version == dv { 2 * ns[i] } else { ns[i] };
+            assert!(version == dv || version == fv, "{ev}");
+            assert_eq!(ev["n"], want, "{ev}");
+            by_chunk
+                .entry((*job, i as u64 / 8))
+                .or_default()
+                .insert(version);
+        }
+    }
+    assert!(by_chunk.values().all(|v| v.len() == 1), "{by_chunk:?}");
+    let on_candidate = by_chunk.values().filter(|v| v.contains(&dv)).count();
+    assert!(
+        on_candidate > 20 && on_candidate < 180,
+        "{on_candidate} of {} chunks on the candidate",
+        by_chunk.len()
+    );
+    // Promoted through the ingest node: every worker, and one started
+    // after it, runs the candidate.
+    let (status, d) = api_post(&c, &format!("/v1/deployments/{id}/promote"), b"");
+    assert_eq!(status, 200, "{d}");
+    let t = Instant::now();
+    while !c.workers[1..].iter().all(|w| {
+        w.log().contains(&format!(
+            "deployment {id}: version {dv} of stage `s` promoted"
+        ))
+    }) {
+        assert!(t.elapsed() < Duration::from_secs(15), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.add_worker();
+    let (body, ns) = batch(9, 160);
+    let job = c.post(&body);
+    c.wait_done(job, 60);
+    let sum: i64 = c
+        .sql(&format!(
+            "SELECT sum((body::jsonb->>'n')::bigint) FROM wasmpipe.events WHERE job = {job} AND body::jsonb->'_versions'->>'s' = '{dv}'"
+        ))
+        .parse()
+        .unwrap();
+    assert_eq!(sum, 2 * ns.iter().sum::<i64>(), "{}", c.logs());
+    // The workers' figures reach the API through PostgreSQL.
+    let r = crate::util::http::request("GET", &c.url(&format!("/v1/deployments/{id}")), &[], None)
+        .unwrap();
+    let d = r.json();
+    assert_eq!(d["state"], "promoted", "{d}");
+    assert!(
+        d["tally"]["candidate"]["chunks"].as_u64().unwrap() > 0,
+        "{d}"
+    );
 }

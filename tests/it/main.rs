@@ -11,6 +11,8 @@ mod cli;
 mod cluster;
 mod components;
 mod console;
+mod deploy;
+mod deploy_console;
 mod diff;
 mod durability;
 mod encoding;

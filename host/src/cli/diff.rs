@@ -14,8 +14,15 @@ pub struct DiffArgs {
     #[command(flatten)]
     remote: client::Remote,
     /// The stored job to run again.
-    #[arg(long)]
-    job: i64,
+    #[arg(long, required_unless_present = "from", conflicts_with_all = ["from", "to"])]
+    job: Option<i64>,
+    /// Instead of one job: every job ingested from this time (RFC 3339,
+    /// or milliseconds since the epoch) ...
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// ... until this one (not included).
+    #[arg(long, requires = "from")]
+    to: Option<String>,
     /// The stage to replace.
     #[arg(long)]
     stage: String,
@@ -39,9 +46,17 @@ pub struct DiffArgs {
 }
 
 pub fn run(args: DiffArgs) -> Result<u8> {
+    let route = match (args.job, &args.from, &args.to) {
+        (Some(job), _, _) => format!("/v1/jobs/{job}/diff?"),
+        (None, Some(from), Some(to)) => format!(
+            "/v1/diff?from={}&to={}&",
+            client::encode(from),
+            client::encode(to)
+        ),
+        _ => bail!("name a job with --job, or a time range with --from and --to"),
+    };
     let mut url = args.remote.url(&format!(
-        "/v1/jobs/{}/diff?stage={}&limit={}",
-        args.job,
+        "{route}stage={}&limit={}",
         client::encode(&args.stage),
         args.limit.max(1)
     ));
@@ -111,9 +126,13 @@ fn write_readable(out: &mut impl std::io::Write, v: &Value) -> Result<()> {
         )
     };
     for c in v["changes"].as_array().into_iter().flatten() {
+        let job = c["job"]
+            .as_i64()
+            .map(|j| format!("job {j} "))
+            .unwrap_or_default();
         writeln!(
             out,
-            "#{} {}",
+            "{job}#{} {}",
             c["index"],
             c["change"].as_str().unwrap_or("")
         )?;

@@ -77,11 +77,19 @@ pub struct Chain {
     rt: Arc<Runtime>,
     stages: Vec<Arc<Stage>>,
     instances: Vec<Option<StageInstance>>,
+    /// Instances of stage versions the chain ran before its last switch,
+    /// newest first, at most [`SPARE_INSTANCES`]: a canary alternates
+    /// between two versions chunk by chunk, and each switch back finds its
+    /// instance here rather than creating one.
+    spare: Vec<(Arc<Stage>, StageInstance)>,
     /// The running accumulator of a final reduce stage (JSON; empty = initial).
     acc: Vec<u8>,
     /// Whether the events a final reduce consumed are also the output.
     keep_reduce_input: bool,
 }
+
+/// Instances a chain keeps of versions it switched away from.
+const SPARE_INSTANCES: usize = 2;
 
 /// Where a stage's results accumulate while its input is isolated.
 struct StageSink {
@@ -101,6 +109,7 @@ impl Chain {
             rt,
             stages,
             instances,
+            spare: Vec::new(),
             acc: Vec::new(),
             keep_reduce_input: false,
         }
@@ -127,26 +136,33 @@ impl Chain {
         &self.stages
     }
 
-    /// Runs the next chunks on `stages` (a hot reload, between chunks).
-    /// Instances of stages that did not change are kept; the others are
-    /// dropped now and created on first use. The reduce accumulator carries
-    /// over.
+    /// Runs the next chunks on `stages` (a hot reload, or a canary's
+    /// version, between chunks). Instances of stages that did not change
+    /// are kept, and so are, spare, a few of those replaced (see
+    /// [`Chain::spare`]); others are created on first use. The reduce
+    /// accumulator carries over.
     pub fn replace_stages(&mut self, stages: Vec<Arc<Stage>>) {
-        let mut old: Vec<_> = self
+        let mut old: Vec<(Arc<Stage>, StageInstance)> = self
             .stages
             .drain(..)
             .zip(self.instances.drain(..))
+            .filter_map(|(s, i)| Some((s, i?)))
             .collect();
         self.instances = stages
             .iter()
             .map(|s| {
-                let i = old
-                    .iter()
-                    .position(|(o, inst)| Arc::ptr_eq(o, s) && inst.is_some())?;
-                old.swap_remove(i).1
+                if let Some(i) = old.iter().position(|(o, _)| Arc::ptr_eq(o, s)) {
+                    return Some(old.swap_remove(i).1);
+                }
+                let i = self.spare.iter().position(|(o, _)| Arc::ptr_eq(o, s))?;
+                Some(self.spare.remove(i).1)
             })
             .collect();
         self.stages = stages;
+        for o in old {
+            self.spare.insert(0, o);
+        }
+        self.spare.truncate(SPARE_INSTANCES);
     }
 
     /// Takes the reduce accumulator (JSON), leaving the initial one.

@@ -8,7 +8,7 @@
 //! version that only reorders an object's fields changes nothing. Lineage
 //! is off in both runs: `_versions` differs by construction.
 
-use crate::exec::{Chunk, Executor, LiveStages, Policy};
+use crate::exec::{Chunk, ChunkReport, Executor, LiveStages, Policy};
 use crate::runtime::{Runtime, Stage};
 use anyhow::Result;
 use serde::Serialize;
@@ -91,10 +91,34 @@ pub struct Diff {
 
 /// What one run made of each event.
 #[derive(Default)]
-struct Fates {
+pub struct Fates {
     outputs: BTreeMap<u64, Vec<Value>>,
     dead: BTreeMap<u64, Failed>,
     result: Option<Value>,
+}
+
+impl Fates {
+    /// Adds what `report` made of its chunk's events; with `lineage`, the
+    /// `_versions` lineage put into each output object is left out.
+    pub fn add(&mut self, report: &ChunkReport, lineage: bool) {
+        for (line, &origin) in report.output.split(|&b| b == b'\n').zip(&report.origin) {
+            let mut value = serde_json::from_slice(line)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(line).into_owned()));
+            if lineage && let Value::Object(m) = &mut value {
+                m.remove("_versions");
+            }
+            self.outputs.entry(origin).or_default().push(value);
+        }
+        for d in &report.dead {
+            self.dead.insert(
+                d.index,
+                Failed {
+                    stage: d.stage.clone(),
+                    error: d.error.clone(),
+                },
+            );
+        }
+    }
 }
 
 /// Runs `chunks` (with their contexts) through `before` and `after` and
@@ -116,6 +140,12 @@ pub fn diff(
     let a = fates(runtime, policy, before, chunks, windowed)?;
     let b = fates(runtime, policy, after, chunks, windowed)?;
     let events = chunks.iter().map(|(c, _)| c.len() as u64).sum();
+    Ok(compare(events, a, b, limit))
+}
+
+/// `a` and `b`, two runs' fates of the same `events`, compared event by
+/// event; at most `limit` changed events are listed.
+pub fn compare(events: u64, a: Fates, b: Fates, limit: usize) -> Diff {
     let mut indices: Vec<u64> = a
         .outputs
         .keys()
@@ -179,7 +209,7 @@ pub fn diff(
             after_error: dead_b.cloned(),
         });
     }
-    Ok(d)
+    d
 }
 
 /// One run of `chunks` through `set`, kept per input event.
@@ -200,20 +230,7 @@ fn fates(
     let mut partials = Vec::new();
     for (chunk, ctx) in chunks {
         let report = exec.run(chunk, ctx)?;
-        for (line, &origin) in report.output.split(|&b| b == b'\n').zip(&report.origin) {
-            let value = serde_json::from_slice(line)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(line).into_owned()));
-            f.outputs.entry(origin).or_default().push(value);
-        }
-        for d in report.dead {
-            f.dead.insert(
-                d.index,
-                Failed {
-                    stage: d.stage,
-                    error: d.error,
-                },
-            );
-        }
+        f.add(&report, false);
         partials.push(report.partial);
     }
     if reduces {

@@ -584,6 +584,7 @@ pub fn stage_spec(manifest: &Manifest, st: &StageSection) -> Result<StageSpec> {
             .window
             .as_ref()
             .map(|w| crate::exec::window::WindowSpec::from_section(w.get_ref())),
+        budget: st.budget.as_ref().map(|b| b.budget()),
     })
 }
 

@@ -20,6 +20,7 @@
 //! `tokio::task::block_in_place`.
 
 use crate::exec::chunk::line_starts;
+use crate::exec::deploy::Deploys;
 use crate::exec::{Chunk, ChunkId, ChunkReport, Executor, LiveStages, RunContext};
 use anyhow::{Context as _, Result, bail};
 use std::sync::Arc;
@@ -135,6 +136,9 @@ pub trait Observer: Send + Sync {
 pub struct Loop {
     /// The stages, and the versions a replay may pin.
     pub live: Arc<LiveStages>,
+    /// A candidate version running beside the live one, if any: which
+    /// chunks a canary takes, what a shadow runs again.
+    pub deploys: Option<Arc<Deploys>>,
     /// This machine's name, for the stages' context.
     pub host: String,
     /// Counters.
@@ -193,7 +197,14 @@ impl Loop {
                 },
                 _,
             ) => exec.set_aside(&chunk, stage, why, *attempts),
-            (Work::Run, None) => exec.run(&chunk, &ctx)?,
+            (Work::Run, None) => match self
+                .deploys
+                .as_ref()
+                .and_then(|d| d.canary_for(id.job, id.seq))
+            {
+                Some(candidate) => exec.run_on(candidate, &chunk, &ctx)?,
+                None => exec.run(&chunk, &ctx)?,
+            },
             // A replay asked for named versions: those or none. After a
             // restart they may be gone; then its events are dead letters
             // saying so (a retry runs them on the current versions), rather
@@ -224,6 +235,11 @@ impl Loop {
             })?;
         if let Committed::Stored { finished } = committed {
             self.observer.stored(&report, t.elapsed(), finished);
+            // Counted (and shadowed) once stored: a chunk run again after a
+            // failed commit is not counted twice.
+            if let (Some(d), Work::Run) = (&self.deploys, &taken.work) {
+                d.committed(id.job, &chunk, &ctx, &report);
+            }
         }
         Ok(committed)
     }

@@ -3,6 +3,7 @@
 //! unique names, plugin files on disk). Every error is a [`Diagnostic`]
 //! pointing at the offending text. `docs/manifest.md` documents each field.
 
+pub mod budget;
 mod cluster;
 mod diagnostic;
 mod serve;
@@ -10,6 +11,7 @@ mod settings;
 mod units;
 mod window;
 
+pub use budget::{Budget, BudgetSection};
 pub use cluster::{
     NATS_URL_ENV, POSTGRES_URL_ENV, QueueKind, QueueSection, StoreKind, StoreSection, redact,
 };
@@ -147,6 +149,10 @@ pub struct StageSection {
     /// the whole input.
     #[serde(default)]
     pub window: Option<Spanned<WindowSection>>,
+    /// The dead letters a version of this stage may make before it is
+    /// judged bad (see [`budget`]).
+    #[serde(default)]
+    pub budget: Option<BudgetSection>,
 }
 
 /// `events` of `[runtime]` or a stage: whether the host may hand a stage
@@ -492,6 +498,9 @@ impl Manifest {
                     .with_hint("remove `window`, or make this stage a `reduce`"));
                 }
                 window.get_ref().validate(&at)?;
+            }
+            if let Some(budget) = &stage.budget {
+                budget.validate(&stage.name.get_ref().to_string(), &at)?;
             }
             let plugin = self.resolve(stage.plugin.get_ref());
             if plugin.is_dir() && crate::build::Language::of(&plugin).is_err() {

@@ -73,6 +73,8 @@ pub struct StageSpec {
     pub events: EventEncoding,
     /// For a reduce: the windows it folds per (the host's concern).
     pub window: Option<super::window::WindowSpec>,
+    /// The dead letters a version may make before it is judged bad.
+    pub budget: Option<crate::manifest::Budget>,
 }
 
 impl StageSpec {
@@ -92,6 +94,7 @@ impl StageSpec {
             base_dir: PathBuf::from("."),
             events: EventEncoding::Auto,
             window: None,
+            budget: None,
         }
     }
 }

@@ -137,6 +137,29 @@ impl LiveStages {
         Ok(set)
     }
 
+    /// A set of `stages` that is not published (a candidate's: the
+    /// current stages with one replaced), numbered apart from every
+    /// published or pinned set.
+    pub fn derived(&self, stages: Vec<Arc<Stage>>) -> Arc<StageSet> {
+        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let built = &mut pinned.1;
+        let set = StageSet::new(u64::MAX - *built, stages);
+        *built += 1;
+        set
+    }
+
+    /// Keeps `stage` (a candidate) loadable by its version, as a version
+    /// that ran here: a replay or a diff may name it.
+    pub fn remember(&self, stage: &Arc<Stage>) {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if !history
+            .iter()
+            .any(|h| h.name() == stage.name() && h.version == stage.version)
+        {
+            history.push(stage.clone());
+        }
+    }
+
     /// The short versions of stage `name` still loadable, newest first.
     pub fn versions_of(&self, name: &str) -> Vec<String> {
         let history = self.history.lock().unwrap_or_else(|e| e.into_inner());

@@ -129,7 +129,8 @@ pub(super) struct Admitted<'a, T> {
 
 /// What every ingest route checks before it reads a body, in this order:
 /// a token with write permission, the route's own `check` (its pipeline,
-/// its content type), the server not shutting down, a declared length
+/// its content type), the server not shutting down, no live stage over
+/// a budget that pauses intake, a declared length
 /// within `serve.max_body`, room in the backlog, and a free ingest slot
 /// (bodies in memory at once are bounded by the slots).
 pub(super) async fn admit<'a, T>(
@@ -142,6 +143,9 @@ pub(super) async fn admit<'a, T>(
     let what = check()?;
     if svc.stopping.load(Relaxed) {
         return Err(unavailable(svc, "the server is shutting down"));
+    }
+    if let Some(why) = svc.deploys.paused() {
+        return Err(unavailable(svc, &why));
     }
     let max_body = svc.settings.max_body;
     if let Some(len) = headers

@@ -21,6 +21,7 @@
 //! - [`otlp`]: OpenTelemetry logs in (`POST /v1/logs`, OTLP/HTTP).
 //! - [`reads`]: jobs, events, dead letters, windows, metrics, health.
 //! - [`rerun`]: running a stored job again: retry, replay, diff.
+//! - [`deploy`]: candidate versions (shadow, canary), promote, abort.
 //! - [`stream`]: the live stream of new events and dead letters.
 //! - [`auth`]: bearer tokens with read and write permissions.
 //! - [`console`]: the web console's page, script and style sheet (`GET /`).
@@ -35,6 +36,7 @@
 
 pub mod auth;
 pub mod console;
+pub mod deploy;
 pub mod ingest;
 pub mod listen;
 pub mod otlp;
@@ -46,6 +48,7 @@ pub mod toolkit;
 
 pub use crate::manifest::Settings;
 
+use crate::exec::deploy::Deploys;
 use crate::exec::stored::{self, Loop};
 use crate::exec::{Executor, LiveStages, Pipeline, Policy, now_ms};
 use crate::manifest::Manifest;
@@ -85,6 +88,12 @@ pub fn router(svc: Arc<Service>, cors: Option<tower_http::cors::CorsLayer>) -> a
         .route("/v1/jobs/{id}/replay", post(rerun::replay))
         .route("/v1/jobs/{id}/dead-letters/retry", post(rerun::retry_dead))
         .route("/v1/jobs/{id}/diff", post(rerun::diff))
+        .route("/v1/replay", post(rerun::replay_range))
+        .route("/v1/diff", post(rerun::diff_range))
+        .route("/v1/deployments", get(deploy::list).post(deploy::create))
+        .route("/v1/deployments/{id}", get(deploy::show))
+        .route("/v1/deployments/{id}/promote", post(deploy::promote))
+        .route("/v1/deployments/{id}/abort", post(deploy::abort))
         .route("/v1/dead-letters", get(reads::list_dead))
         .route("/v1/events", get(reads::list_events))
         .route("/v1/events/histogram", get(reads::events_histogram))
@@ -188,6 +197,8 @@ pub struct Service {
     pub runtime: Arc<crate::runtime::Runtime>,
     /// What every chunk is run with.
     pub policy: Policy,
+    /// Candidate versions beside the live ones, and the stages' budgets.
+    pub deploys: Arc<Deploys>,
 }
 
 /// Serves `pipeline` on `listener` until `shutdown` resolves, then drains.
@@ -247,6 +258,18 @@ pub async fn run(
             .map(|s| s.name().to_string())
             .collect(),
     ));
+    let live = pipeline.live();
+    let policy = Policy {
+        keep_reduce_input: settings.store_reduce_input,
+        ..pipeline.policy
+    };
+    let deploys = Deploys::of(&pipeline, live.clone(), policy);
+    // Promotions and a candidate recorded before a restart apply before
+    // the first chunk runs.
+    deploys
+        .sync(&*backend)
+        .await
+        .context("cannot read the recorded deployments")?;
     let svc = Arc::new(Service {
         pipeline: pipeline.name.clone(),
         reduces: pipeline.reduces() && !windowed,
@@ -260,12 +283,10 @@ pub async fn run(
         stopping: AtomicBool::new(false),
         ingest_permits: tokio::sync::Semaphore::new(serve.max_concurrent_ingest.get()),
         host: crate::exec::host_name(),
-        live: pipeline.live(),
+        live,
         runtime: pipeline.runtime.clone(),
-        policy: Policy {
-            keep_reduce_input: settings.store_reduce_input,
-            ..pipeline.policy
-        },
+        policy,
+        deploys,
         settings,
     });
     let mut workers = Vec::new();
@@ -273,6 +294,7 @@ pub async fn run(
     if let Some(journal) = &journal {
         let run = Arc::new(Loop {
             live: svc.live.clone(),
+            deploys: Some(svc.deploys.clone()),
             host: svc.host.clone(),
             observer: metrics,
         });
@@ -295,6 +317,10 @@ pub async fn run(
             }));
         }
     }
+    let deploying = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.deploys.follow(&*svc.backend, &svc.stopping).await })
+    };
     let purger = svc.settings.retention.map(|keep| {
         let svc = svc.clone();
         tokio::spawn(async move {
@@ -332,6 +358,7 @@ pub async fn run(
     })
     .await;
     svc.stopping.store(true, Relaxed);
+    deploying.abort();
     if let Some(p) = purger {
         p.abort();
     }

@@ -243,7 +243,8 @@ pub(super) async fn list_dead(
 pub(super) async fn metrics(State(svc): Svc, headers: HeaderMap) -> ApiResult {
     authorize(&svc, &headers, Need::Read)?;
     let (backlog, queued) = svc.backend.depth().await;
-    let text = svc.metrics.render(&svc.pipeline, backlog, queued);
+    let mut text = svc.metrics.render(&svc.pipeline, backlog, queued);
+    text += &svc.deploys.metrics(&svc.pipeline);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -201,7 +201,25 @@ pub(super) async fn diff(
     body: Body,
 ) -> ApiResult {
     let mut body = body;
-    let res = diff_job(svc, &id, &headers, q, &mut body).await;
+    let res = diff_job(svc, Some(&id), &headers, q, &mut body).await;
+    if res.is_err() {
+        drain(&mut body, MAX_MODULE).await;
+    }
+    res
+}
+
+/// `POST /v1/diff?from=T&to=T&stage=NAME[&version=V][&base=V][&limit=N]`:
+/// a job diff over every ingested job of the pipeline received from `from`
+/// until `to` (each job with its own context), nothing stored; the counts
+/// are their sums, the changed events carry their `job`.
+pub(super) async fn diff_range(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+    body: Body,
+) -> ApiResult {
+    let mut body = body;
+    let res = diff_job(svc, None, &headers, q, &mut body).await;
     if res.is_err() {
         drain(&mut body, MAX_MODULE).await;
     }
@@ -210,15 +228,17 @@ pub(super) async fn diff(
 
 async fn diff_job(
     svc: Arc<Service>,
-    id: &str,
+    id: Option<&str>,
     headers: &HeaderMap,
     q: Vec<(String, String)>,
     body: &mut Body,
 ) -> ApiResult {
     authorize(&svc, headers, Need::Write)?;
     let (mut stage, mut version, mut base, mut limit) = (None, None, None, DIFF_LIMIT.0);
+    let mut range = Vec::new();
     for (k, v) in q {
         match k.as_str() {
+            "from" | "to" if id.is_none() => range.push((k, v)),
             "stage" => stage = Some(v),
             "version" => version = Some(v),
             "base" => base = Some(v),
@@ -255,7 +275,10 @@ async fn diff_job(
             names.join(", ")
         )));
     };
-    let job = own_job(&svc, id, "diff").await?;
+    let jobs = match id {
+        Some(id) => vec![own_job(&svc, id, "diff").await?],
+        None => in_range(&svc, range).await?,
+    };
     let module = read_body(&svc, body, MAX_MODULE, "128 MiB for a module").await?;
     let named = |v: &str| {
         svc.live
@@ -295,39 +318,82 @@ async fn diff_job(
             }
         })
         .collect();
-    let input = svc
-        .backend
-        .job_input(job.id)
-        .await
-        .map_err(input_error)?
-        .ok_or_else(|| job_not_found(id))?;
-    let s = svc.clone();
     let (old, new) = (
         short(&before, &stage).to_string(),
         candidate.short_version().to_string(),
     );
-    let report = blocking(move || {
-        let mut chunks = Vec::with_capacity(input.len());
-        let mut first = 0;
-        for (seq, (data, events)) in input.into_iter().enumerate() {
-            let ctx =
-                stored::chunk_context(job.id, &s.host, &job.context, &job.pipeline, seq as u64)?;
-            chunks.push((stored::to_chunk(data, seq as u64, first), ctx));
-            first += events;
+    // Job by job, each with its own context: the sums, and the changed
+    // events up to `limit` in job order.
+    let mut total: Option<serde_json::Value> = None;
+    for job in &jobs {
+        let input = svc
+            .backend
+            .job_input(job.id)
+            .await
+            .map_err(input_error)?
+            .ok_or_else(|| job_not_found(&job.id.to_string()))?;
+        let (s, job_c, before, after) = (svc.clone(), job.clone(), before.clone(), after.clone());
+        let report = blocking(move || {
+            let mut chunks = Vec::with_capacity(input.len());
+            let mut first = 0;
+            for (seq, (data, events)) in input.into_iter().enumerate() {
+                let ctx = stored::chunk_context(
+                    job_c.id,
+                    &s.host,
+                    &job_c.context,
+                    &job_c.pipeline,
+                    seq as u64,
+                )?;
+                chunks.push((stored::to_chunk(data, seq as u64, first), ctx));
+                first += events;
+            }
+            diff::diff(
+                &s.runtime, s.policy, &before, &after, &chunks, s.windowed, limit,
+            )
+        })
+        .await?;
+        let mut v = serde_json::to_value(&report).map_err(|e| ApiError::internal(e.into()))?;
+        for c in v["changes"].as_array_mut().into_iter().flatten() {
+            c["job"] = job.id.into();
         }
-        diff::diff(
-            &s.runtime, s.policy, &before, &after, &chunks, s.windowed, limit,
-        )
-    })
-    .await?;
+        total = Some(match total {
+            None => v,
+            Some(mut t) => {
+                for k in [
+                    "events",
+                    "changed",
+                    "new_dead_letters",
+                    "fixed_dead_letters",
+                ] {
+                    t[k] = (t[k].as_u64().unwrap_or(0) + v[k].as_u64().unwrap_or(0)).into();
+                }
+                let room = limit.saturating_sub(t["changes"].as_array().map_or(0, Vec::len));
+                let more = v["changes"].as_array().cloned().unwrap_or_default();
+                if more.len() > room || v["truncated"] == true {
+                    t["truncated"] = true.into();
+                }
+                if let Some(list) = t["changes"].as_array_mut() {
+                    list.extend(more.into_iter().take(room));
+                }
+                // A result per job: a range has no one result to compare.
+                t["result"] = serde_json::Value::Null;
+                t
+            }
+        });
+    }
+    let mut out = total.unwrap_or_else(|| {
+        json!({"events": 0, "changed": 0, "new_dead_letters": 0, "fixed_dead_letters": 0,
+               "result": null, "changes": [], "truncated": false})
+    });
+    let count = |k: &str| out[k].as_u64().unwrap_or(0);
     let mut summary = format!(
         "v{new} of `{stage}` changes {} of {} events",
-        thousands(report.changed),
-        thousands(report.events)
+        thousands(count("changed")),
+        thousands(count("events"))
     );
     for (n, how) in [
-        (report.new_dead_letters, "new"),
-        (report.fixed_dead_letters, "fewer"),
+        (count("new_dead_letters"), "new"),
+        (count("fixed_dead_letters"), "fewer"),
     ] {
         let noun = if n == 1 {
             "dead letter"
@@ -338,16 +404,123 @@ async fn diff_job(
             summary += &format!("; {} {how} {noun}", thousands(n));
         }
     }
-    if report.result.as_ref().is_some_and(|r| r.changed) {
+    if out["result"]["changed"] == true {
         summary += "; the result changes";
     }
-    let mut out = serde_json::to_value(&report).map_err(|e| ApiError::internal(e.into()))?;
-    out["job"] = job.id.into();
+    match id {
+        Some(_) => out["job"] = jobs[0].id.into(),
+        None => {
+            summary += &format!(" in {} jobs", jobs.len());
+            out["jobs"] = jobs.iter().map(|j| j.id).collect::<Vec<_>>().into();
+        }
+    }
     out["stage"] = stage.as_str().into();
     out["before"] = json!({ &stage: old });
     out["after"] = json!({ &stage: new });
     out["summary"] = summary.into();
     Ok(json_response(StatusCode::OK, out))
+}
+
+/// The ingested jobs (not replays or retries, whose events those hold
+/// already) of this server's pipeline received from `from` (inclusive)
+/// until `to` (exclusive), oldest first.
+async fn in_range(svc: &Service, range: Vec<(String, String)>) -> Result<Vec<JobRow>, ApiError> {
+    let p = super::toolkit::Params::new(range, &["from", "to"])?;
+    let (Some(from), Some(to)) = (p.time("from")?, p.time("to")?) else {
+        return Err(ApiError::bad(
+            "name the time range with `from` and `to` (RFC 3339, or milliseconds since the epoch)",
+        ));
+    };
+    if from >= to {
+        return Err(ApiError::bad("`from` must be before `to`"));
+    }
+    let mut found = Vec::new();
+    let mut before = i64::MAX;
+    'pages: loop {
+        let page = svc
+            .backend
+            .jobs(Some(svc.pipeline.clone()), before, 1000)
+            .await
+            .map_err(ApiError::internal)?;
+        let Some(last) = page.last() else { break };
+        before = last.id;
+        for j in page {
+            // Ids grow with arrival: past `from`, older pages are older still.
+            if j.received_at < from {
+                break 'pages;
+            }
+            if j.kind == "ingest" && j.received_at < to && !j.abandoned {
+                found.push(j);
+            }
+        }
+    }
+    found.reverse();
+    Ok(found)
+}
+
+/// A time range's replay holds at most this much input in memory while
+/// it is journaled as one job.
+const MAX_RANGE_INPUT: usize = 256 << 20;
+
+/// `POST /v1/replay?from=T&to=T`: every ingested job of this server's
+/// pipeline received from `from` until `to`, again, as one new job (kind
+/// `replay`) on the current versions, its chunks those of the jobs in
+/// order: its progress and result are the new job's.
+pub(super) async fn replay_range(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    authorize(&svc, &headers, Need::Write)?;
+    if svc.stopping.load(Relaxed) {
+        return Err(unavailable(&svc, "the server is shutting down"));
+    }
+    let jobs = in_range(&svc, q).await?;
+    if jobs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no job of this pipeline was received in that range",
+        ));
+    }
+    let mut chunks = Vec::new();
+    let mut size = 0;
+    for job in &jobs {
+        let input = svc
+            .backend
+            .job_input(job.id)
+            .await
+            .map_err(input_error)?
+            .ok_or_else(|| job_not_found(&job.id.to_string()))?;
+        size += input.iter().map(|(d, _)| d.len()).sum::<usize>();
+        if size > MAX_RANGE_INPUT {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the jobs of that range hold more than {} MiB of input; replay a shorter range (or its jobs one by one)",
+                    MAX_RANGE_INPUT >> 20
+                ),
+            ));
+        }
+        chunks.extend(input);
+    }
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let submitted = svc
+        .backend
+        .submit(crate::store::NewJob {
+            pipeline: svc.pipeline.clone(),
+            kind: "replay",
+            origin: None,
+            received_at: crate::exec::now_ms(),
+            context: json!({ "replayed": ids }).to_string(),
+            chunks,
+        })
+        .await
+        .map_err(|r| ApiError::refused(&svc, r))?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        json!({ "job": submitted.job, "jobs": ids, "accepted": submitted.events,
+                "url": format!("/v1/jobs/{}", submitted.job) }),
+    ))
 }
 
 /// The version of stage `name` in `stages`.
@@ -358,26 +531,20 @@ fn short<'a>(stages: &'a [Arc<Stage>], name: &str) -> &'a str {
         .map_or("", |s| s.short_version())
 }
 
-/// Loads an uploaded module as a version of the stage `spec` describes
-/// (same params, limits and grants), and configures one instance, so a
-/// module that cannot serve is refused before any event runs.
-fn candidate(
+/// An uploaded module as a version of the stage `spec` describes, or a
+/// `422` saying why it cannot serve.
+pub(super) fn candidate(
     rt: &Arc<crate::runtime::Runtime>,
-    mut spec: crate::runtime::StageSpec,
+    spec: crate::runtime::StageSpec,
     module: &[u8],
 ) -> Result<Arc<Stage>, ApiError> {
-    spec.plugin = format!("the uploaded module for `{}`", spec.name).into();
-    let refused = |e: anyhow::Error| {
+    let name = spec.name.clone();
+    crate::exec::deploy::candidate(rt, spec, module).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the module cannot serve as stage `{}`: {e:#}", spec.name),
+            format!("the module cannot serve as stage `{name}`: {e:#}"),
         )
-    };
-    let linker = crate::runtime::linker(rt).map_err(ApiError::internal)?;
-    // Checks the ABI and that the module is of the stage's kind.
-    let stage = Stage::from_bytes(rt, &linker, spec.clone(), module).map_err(refused)?;
-    stage.instantiate(rt).map_err(refused)?;
-    Ok(stage)
+    })
 }
 
 /// `12345678` as `12,345,678`.

@@ -11,8 +11,8 @@
 //! journal; a cluster's is the worker's (`crate::worker`).
 
 use super::model::{
-    Chunks, DeadQuery, DeadRow, ErrorKind, EventQuery, EventRow, Histogram, JobRow, QueryError,
-    Table, WindowQuery, WindowRow,
+    Chunks, DeadQuery, DeadRow, DeploymentRow, ErrorKind, EventQuery, EventRow, Histogram, JobRow,
+    NewDeployment, QueryError, Table, WindowQuery, WindowRow,
 };
 pub use crate::exec::stored::Results;
 use anyhow::Result;
@@ -201,6 +201,28 @@ pub trait Backend: Send + Sync {
     /// returns how many closed.
     async fn tick_windows(&self, now: i64) -> Result<usize>;
 
+    /// Records `d` as its pipeline's active deployment; a
+    /// [`Refused::Conflict`] when another one is active.
+    async fn deploy(&self, d: NewDeployment) -> Result<DeploymentRow, Refused>;
+    /// `pipeline`'s deployments, newest first.
+    async fn deployments(&self, pipeline: &str, limit: u32) -> Result<Vec<DeploymentRow>>;
+    /// A deployment's module.
+    async fn deployment_module(&self, id: i64) -> Result<Option<Vec<u8>>>;
+    /// Ends deployment `id` as `state` (`promoted`, `aborted`,
+    /// `rolled_back`, `dropped`) if it is still active; `None` if it was
+    /// not (another process ended it first).
+    async fn end_deployment(
+        &self,
+        id: i64,
+        state: &str,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<Option<DeploymentRow>>;
+    /// Replaces what `process` counted of deployment `id` (JSON).
+    async fn put_deployment_stats(&self, id: i64, process: &str, stats: String) -> Result<()>;
+    /// What every process counted of deployment `id` (JSON each).
+    async fn deployment_stats(&self, id: i64) -> Result<Vec<String>>;
+
     /// Events accepted and not yet processed, and chunks queued.
     async fn depth(&self) -> (u64, u64);
     /// Why batches cannot be taken now (a service away), if so.
@@ -245,6 +267,13 @@ impl ErrorKind {
 /// Whether a store call that failed with `e` may succeed if made again.
 pub fn retryable(e: &anyhow::Error) -> bool {
     ErrorKind::of(e).retryable()
+}
+
+/// Why a second candidate is refused.
+pub fn deploying(pipeline: &str) -> String {
+    format!(
+        "pipeline `{pipeline}` already has a candidate version deployed; promote or abort it first (`GET /v1/deployments` shows it)"
+    )
 }
 
 /// Closes the windows of a quiet stream: once a second, a tick advances

@@ -11,8 +11,8 @@
 
 use super::backend::{Backend, NewJob, Refused, Results, Submitted};
 use super::model::{
-    Chunks, DeadQuery, DeadRow, EventQuery, EventRow, Histogram, JobRow, QueryError, Table,
-    WindowQuery, WindowRow,
+    Chunks, DeadQuery, DeadRow, DeploymentRow, EventQuery, EventRow, Histogram, JobRow,
+    NewDeployment, QueryError, Table, WindowQuery, WindowRow,
 };
 use super::postgres::PgStore;
 use crate::exec::now_ms;
@@ -182,6 +182,41 @@ impl Backend for Cluster {
             Some(book) => self.store.tick_windows(&self.pipeline, book, now).await,
             None => Ok(0),
         }
+    }
+
+    async fn deploy(&self, d: NewDeployment) -> Result<DeploymentRow, Refused> {
+        match self.store.deploy(&d).await? {
+            Some(row) => Ok(row),
+            None => Err(Refused::Conflict(super::backend::deploying(&d.pipeline))),
+        }
+    }
+
+    async fn deployments(&self, pipeline: &str, limit: u32) -> Result<Vec<DeploymentRow>> {
+        self.store.deployments(pipeline, limit).await
+    }
+
+    async fn deployment_module(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        self.store.deployment_module(id).await
+    }
+
+    async fn end_deployment(
+        &self,
+        id: i64,
+        state: &str,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<Option<DeploymentRow>> {
+        self.store
+            .end_deployment(id, state, by, reason.as_deref(), now_ms())
+            .await
+    }
+
+    async fn put_deployment_stats(&self, id: i64, process: &str, stats: String) -> Result<()> {
+        self.store.put_deployment_stats(id, process, &stats).await
+    }
+
+    async fn deployment_stats(&self, id: i64) -> Result<Vec<String>> {
+        self.store.deployment_stats(id).await
     }
 
     async fn depth(&self) -> (u64, u64) {

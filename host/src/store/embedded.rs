@@ -17,8 +17,8 @@
 
 use super::backend::{Backend, Backlog, NewJob, Refused, Results, Submitted, retryable};
 use super::model::{
-    Chunks, DeadQuery, DeadRow, EventQuery, EventRow, Histogram, JobRow, QueryError, Table,
-    WindowQuery, WindowRow,
+    Chunks, DeadQuery, DeadRow, DeploymentRow, EventQuery, EventRow, Histogram, JobRow,
+    NewDeployment, QueryError, Table, WindowQuery, WindowRow,
 };
 use super::sqlite::Store;
 use crate::exec::stored::{Committed, Journal, StoredJob, Taken, Work, with_backoff};
@@ -222,6 +222,46 @@ impl Backend for Embedded {
         let pipeline = self.pipeline.clone();
         self.blocking(move |s| s.tick_windows(&pipeline, &book, now))
             .await
+    }
+
+    async fn deploy(&self, d: NewDeployment) -> Result<DeploymentRow, Refused> {
+        let pipeline = d.pipeline.clone();
+        match self.blocking(move |s| s.deploy(&d)).await? {
+            Some(row) => Ok(row),
+            None => Err(Refused::Conflict(super::backend::deploying(&pipeline))),
+        }
+    }
+
+    async fn deployments(&self, pipeline: &str, limit: u32) -> Result<Vec<DeploymentRow>> {
+        let pipeline = pipeline.to_string();
+        self.blocking(move |s| s.deployments(&pipeline, limit))
+            .await
+    }
+
+    async fn deployment_module(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        self.blocking(move |s| s.deployment_module(id)).await
+    }
+
+    async fn end_deployment(
+        &self,
+        id: i64,
+        state: &str,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<Option<DeploymentRow>> {
+        let (state, by) = (state.to_string(), by.to_string());
+        self.blocking(move |s| s.end_deployment(id, &state, &by, reason.as_deref(), now_ms()))
+            .await
+    }
+
+    async fn put_deployment_stats(&self, id: i64, process: &str, stats: String) -> Result<()> {
+        let process = process.to_string();
+        self.blocking(move |s| s.put_deployment_stats(id, &process, &stats))
+            .await
+    }
+
+    async fn deployment_stats(&self, id: i64) -> Result<Vec<String>> {
+        self.blocking(move |s| s.deployment_stats(id)).await
     }
 
     async fn depth(&self) -> (u64, u64) {

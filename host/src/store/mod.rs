@@ -14,14 +14,16 @@ pub mod cluster;
 pub mod embedded;
 pub mod model;
 pub mod postgres;
+mod postgres_deploys;
 pub mod search;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_deploys;
 
 pub use backend::{Backend, Backlog, NewJob, Refused, Results, Submitted};
 pub use model::{
-    Chunks, Combine, DeadQuery, DeadRow, ErrorKind, EventQuery, EventRow, Histogram, InputPurged,
-    JobRow, QueryError, Table, WindowQuery, WindowRow,
+    Chunks, Combine, DeadQuery, DeadRow, DeploymentRow, ErrorKind, EventQuery, EventRow, Histogram,
+    InputPurged, JobRow, NewDeployment, QueryError, Table, WindowQuery, WindowRow,
 };
 pub use search::{FieldPath, Indexing, Search, Term};
 

@@ -286,3 +286,61 @@ pub struct WindowQuery {
     /// Most rows.
     pub limit: u32,
 }
+
+/// A candidate version of a stage deployed beside the live one, as
+/// recorded (see [`crate::exec::deploy`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeploymentRow {
+    /// Its id.
+    pub id: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// The stage it is a version of.
+    pub stage: String,
+    /// The candidate's whole version.
+    pub version: String,
+    /// The live version's when it was deployed: a promote replaces that
+    /// one, and after a restart it applies only if that one is still live.
+    pub base: String,
+    /// `shadow` or `canary`.
+    pub mode: String,
+    /// A canary's share of chunks, in percent (100 for a shadow: it sees
+    /// every chunk).
+    pub percent: u8,
+    /// `active`, `promoted`, `aborted`, `rolled_back` or `dropped`.
+    pub state: String,
+    /// When (ms) and by whom (a token's or certificate's name).
+    pub created_at: i64,
+    /// See `created_at`.
+    pub created_by: String,
+    /// When it stopped being active.
+    pub ended_at: Option<i64>,
+    /// Who ended it (`error budget` for an automatic rollback).
+    pub ended_by: Option<String>,
+    /// Why it ended, where there is more to say.
+    pub reason: Option<String>,
+}
+
+/// A deployment to record.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    /// As in [`DeploymentRow`].
+    pub pipeline: String,
+    /// As in [`DeploymentRow`].
+    pub stage: String,
+    /// As in [`DeploymentRow`].
+    pub version: String,
+    /// As in [`DeploymentRow`].
+    pub base: String,
+    /// As in [`DeploymentRow`].
+    pub mode: String,
+    /// As in [`DeploymentRow`].
+    pub percent: u8,
+    /// As in [`DeploymentRow`].
+    pub created_at: i64,
+    /// As in [`DeploymentRow`].
+    pub created_by: String,
+    /// The candidate module: every process running the pipeline loads it
+    /// from here, after a restart too.
+    pub module: Vec<u8>,
+}

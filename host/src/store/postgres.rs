@@ -169,7 +169,7 @@ CREATE INDEX IF NOT EXISTS dead_text ON wasmpipe.dead_letters
 const EVENT_TEXT: &str = "jsonb_to_tsvector('simple', body::jsonb, '[\"string\", \"numeric\"]')";
 
 /// Bumped when the schema changes; `connect` brings older ones up.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// A job's state, as workers need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +251,23 @@ impl PgStore {
             .await?;
         match schema_version(&tx).await? {
             Some(SCHEMA_VERSION) => {}
+            Some(3) => {
+                tracing::info!(
+                    "upgrading the wasmpipe schema to version {SCHEMA_VERSION}: deployments"
+                );
+                tx.batch_execute(super::postgres_deploys::SCHEMA)
+                    .await
+                    .context("cannot add deployments to the wasmpipe schema")?;
+                tx.execute(
+                    "INSERT INTO wasmpipe.schema_version (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .await?;
+            }
             Some(v @ (1 | 2)) => {
+                tx.batch_execute(super::postgres_deploys::SCHEMA)
+                    .await
+                    .context("cannot add deployments to the wasmpipe schema")?;
                 if v == 1 {
                     tx.batch_execute(INPUTS)
                         .await
@@ -282,9 +298,12 @@ impl PgStore {
                 "the wasmpipe schema in this database is version {v}, and this wasmpipe knows version {SCHEMA_VERSION}; hint: use a wasmpipe of the same version as the other processes, or a new database"
             ),
             None => {
-                tx.batch_execute(&format!("{SCHEMA_V1}{INPUTS}{SEARCH}"))
-                    .await
-                    .context("cannot create the wasmpipe schema in PostgreSQL")?;
+                tx.batch_execute(&format!(
+                    "{SCHEMA_V1}{INPUTS}{SEARCH}{}",
+                    super::postgres_deploys::SCHEMA
+                ))
+                .await
+                .context("cannot create the wasmpipe schema in PostgreSQL")?;
                 // Never a second row, whatever a concurrent start did.
                 tx.execute(
                     "INSERT INTO wasmpipe.schema_version (version) SELECT $1
@@ -366,7 +385,7 @@ impl PgStore {
         made
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool
             .get()
             .await

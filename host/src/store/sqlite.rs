@@ -219,6 +219,7 @@ impl Store {
         }
         writer
             .execute_batch(SCHEMA)
+            .and_then(|()| writer.execute_batch(super::sqlite_deploys::SCHEMA))
             .with_context(|| format!("cannot create the tables in {path:?}"))?;
         if (1..SCHEMA_VERSION).contains(&version) {
             // Events stored before event times were kept are placed at
@@ -252,7 +253,7 @@ impl Store {
     /// be: lost in a power cut, it is lost whole (outputs, partial and done
     /// mark alike, as WAL frames are replayed in order or not at all) and
     /// processed again from its journaled input. This saves an fsync per chunk.
-    fn writer(&self, durable: bool) -> Result<MutexGuard<'_, Connection>> {
+    pub(super) fn writer(&self, durable: bool) -> Result<MutexGuard<'_, Connection>> {
         let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         w.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
         Ok(w)
@@ -288,7 +289,7 @@ impl Store {
         Ok(out)
     }
 
-    fn reader(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn reader(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -25,6 +25,7 @@
 
 pub mod journal;
 
+use crate::exec::deploy::Deploys;
 use crate::exec::stored::{self, Loop};
 use crate::exec::{Executor, Pipeline, Policy, now_ms};
 use crate::manifest::{Manifest, Settings};
@@ -97,15 +98,23 @@ pub async fn run(
             .collect(),
     ));
     let live = pipeline.live();
-    let run = Arc::new(Loop {
-        live: live.clone(),
-        host,
-        observer: metrics.clone(),
-    });
     let policy = Policy {
         keep_reduce_input: settings.store_reduce_input,
         ..pipeline.policy
     };
+    let deploys = Deploys::of(&pipeline, live.clone(), policy);
+    // Promotions and a candidate recorded before this worker started apply
+    // before its first chunk.
+    deploys
+        .sync(&*cluster)
+        .await
+        .context("cannot read the recorded deployments")?;
+    let run = Arc::new(Loop {
+        live: live.clone(),
+        deploys: Some(deploys.clone()),
+        host,
+        observer: metrics.clone(),
+    });
     let mut slots = Vec::new();
     for n in 0..pipeline.workers.max(1) {
         let mut exec = Executor::new(pipeline.runtime.clone(), live.clone(), policy);
@@ -128,14 +137,25 @@ pub async fn run(
         pipeline.name.clone(),
         stopping.clone(),
     ));
+    let deploying = {
+        let (cluster, stopping, deploys) = (cluster.clone(), stopping.clone(), deploys.clone());
+        tokio::spawn(async move { deploys.follow(&*cluster, &stopping).await })
+    };
     let ticker = {
         let (cluster, stopping) = (cluster.clone(), stopping.clone());
         tokio::spawn(async move { crate::store::backend::tick_windows(&*cluster, &stopping).await })
     };
     let metrics_addr = match metrics_listen {
-        Some(addr) => {
-            Some(serve_metrics(cluster.clone(), metrics, pipeline.name.clone(), addr).await?)
-        }
+        Some(addr) => Some(
+            serve_metrics(
+                cluster.clone(),
+                metrics,
+                deploys.clone(),
+                pipeline.name.clone(),
+                addr,
+            )
+            .await?,
+        ),
         None => None,
     };
     ready(metrics_addr)?;
@@ -151,6 +171,7 @@ pub async fn run(
     .await??;
     sweeper.abort();
     ticker.abort();
+    deploying.abort();
     Ok(())
 }
 
@@ -158,6 +179,7 @@ pub async fn run(
 async fn serve_metrics(
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
+    deploys: Arc<Deploys>,
     pipeline: String,
     addr: std::net::SocketAddr,
 ) -> Result<std::net::SocketAddr> {
@@ -170,8 +192,12 @@ async fn serve_metrics(
         .route(
             "/metrics",
             get(move || {
-                let (cluster, metrics, pipeline) =
-                    (cluster.clone(), metrics.clone(), pipeline.clone());
+                let (cluster, metrics, deploys, pipeline) = (
+                    cluster.clone(),
+                    metrics.clone(),
+                    deploys.clone(),
+                    pipeline.clone(),
+                );
                 async move {
                     let (backlog, queued) = cluster.depth().await;
                     (
@@ -179,7 +205,7 @@ async fn serve_metrics(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4",
                         )],
-                        metrics.render(&pipeline, backlog, queued),
+                        metrics.render(&pipeline, backlog, queued) + &deploys.metrics(&pipeline),
                     )
                 }
             }),

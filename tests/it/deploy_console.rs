@@ -1,0 +1,1 @@
+//! The deployments page of the console in headless Chromium: being written.
