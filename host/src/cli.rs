@@ -195,13 +195,24 @@ async fn shutdown_signal() {
 /// Hot reload for a long-running command: the pipeline's stages become
 /// live (replaced whole between chunks) and a watcher thread reloads them
 /// when the manifest or a plugin changes, until the handle is dropped.
+///
+/// With `candidates` (`run`), a `candidate` the manifest names runs beside
+/// its stage's live version; `serve` and `worker` take theirs from
+/// `wasmpipe deploy`.
 fn start_watching(
     manifest: &crate::manifest::Manifest,
     pipeline: &mut crate::exec::Pipeline,
+    candidates: bool,
 ) -> anyhow::Result<crate::reload::WatchHandle> {
     check::check_samples(manifest, pipeline)?;
     let live = std::sync::Arc::new(crate::exec::LiveStages::new(pipeline.stages.clone()));
     pipeline.live = Some(live.clone());
-    let reloader = crate::reload::Reloader::new(manifest.clone(), pipeline.runtime.clone(), live)?;
+    let mut reloader =
+        crate::reload::Reloader::new(manifest.clone(), pipeline.runtime.clone(), live.clone())?;
+    if candidates {
+        let deploys = crate::exec::deploy::Deploys::of(pipeline, live, pipeline.policy);
+        pipeline.deploys = Some(deploys.clone());
+        reloader = reloader.with_candidates(deploys);
+    }
     crate::reload::spawn(reloader)
 }

@@ -227,6 +227,19 @@ impl Cluster {
         c
     }
 
+    /// SIGKILLs the ingest node and starts another on the same manifest.
+    fn restart_ingest(&mut self) {
+        self.ingest.kill();
+        self.started += 1;
+        self.ingest = Proc::start(
+            wasmpipe()
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .arg(&self.manifest)
+                .env("WASMPIPE_NATS_URL", &self.nats),
+            self.dir.path().join(format!("ingest-{}.log", self.started)),
+        );
+    }
+
     /// Starts one more worker process (one slot).
     fn add_worker(&mut self) {
         self.add_worker_with(&[]);
@@ -1784,6 +1797,12 @@ fn a_canary_through_an_ingest_node_runs_on_every_worker_across_a_kill_and_a_prom
     c.wait(posted[0].0, 60, |j| j["chunks_done"].as_u64() >= Some(10));
     c.workers[0].kill();
     c.add_worker();
+    // The deployment is PostgreSQL's: an ingest node killed and started
+    // again finds it as it was.
+    c.restart_ingest();
+    let r = crate::util::http::request("GET", &c.url(&format!("/v1/deployments/{id}")), &[], None)
+        .unwrap();
+    assert_eq!(r.json()["state"], "active", "{}", r.body);
     for (job, _) in &posted {
         c.wait_done(*job, 120);
     }

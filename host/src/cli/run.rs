@@ -104,7 +104,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         if format == SourceFormat::JsonArray {
             bail!("`--watch` reads JSON lines; a JSON array has an end and cannot be followed");
         }
-        watching = Some(super::start_watching(&manifest, &mut pipeline)?);
+        watching = Some(super::start_watching(&manifest, &mut pipeline, true)?);
         let stop = Arc::new(AtomicBool::new(false));
         crate::reload::stop_on_signal(stop.clone())?;
         let from = match &input {
@@ -174,6 +174,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     pipeline.streaming = args.watch || input.is_none();
     let summary = pipeline.run(source, &mut sink, &mut dead, &ctx, &mut progress)?;
     drop(watching);
+    // What a candidate found, over every chunk it was sent.
+    if let Some(d) = &pipeline.deploys {
+        d.settle(std::time::Duration::from_secs(10));
+        d.set_local(None);
+    }
     drop(sink);
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -48,7 +48,7 @@ pub fn run(args: ServeArgs) -> Result<u8> {
     let (mut manifest, mut pipeline) =
         load_pipeline(&args.manifest, args.workers, args.no_cache, args.watch)?;
     let _watching = if args.watch {
-        Some(super::start_watching(&manifest, &mut pipeline)?)
+        Some(super::start_watching(&manifest, &mut pipeline, false)?)
     } else {
         None
     };

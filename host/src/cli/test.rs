@@ -133,6 +133,7 @@ pub fn run(args: TestArgs) -> Result<u8> {
             keep_reduce_input: false,
         },
         live: None,
+        deploys: None,
         streaming: false,
     };
     let file = std::fs::File::open(&args.input)

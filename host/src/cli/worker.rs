@@ -37,7 +37,7 @@ pub fn run(args: WorkerArgs) -> Result<u8> {
     let (manifest, mut pipeline) =
         load_pipeline(&args.manifest, args.workers, args.no_cache, args.watch)?;
     let _watching = if args.watch {
-        Some(super::start_watching(&manifest, &mut pipeline)?)
+        Some(super::start_watching(&manifest, &mut pipeline, false)?)
     } else {
         None
     };

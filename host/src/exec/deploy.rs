@@ -47,7 +47,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// Chunks waiting for the shadow at most; past that, chunks are skipped.
-pub const SHADOW_QUEUE: usize = 4;
+/// Room for a burst (the candidate's first chunk also creates its
+/// instance), and a bound on the memory they hold.
+pub const SHADOW_QUEUE: usize = 64;
 /// Changed events kept as examples per process.
 pub const EXAMPLES: usize = 20;
 /// Points of the dead-letter-rate series kept per process.
@@ -206,6 +208,36 @@ impl Tally {
         t
     }
 
+    /// In a line: what a shadow found, and each side's dead letters.
+    pub fn describe(&self) -> String {
+        let rate = |dead: u64, events: u64| {
+            if events == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2} %", dead as f64 * 100.0 / events as f64)
+            }
+        };
+        let mut s = String::new();
+        if let Some(sh) = &self.shadow {
+            s += &format!(
+                "{} of {} events changed in {} chunks ({} new dead letters, {} fixed, {} chunks skipped); ",
+                sh.changed,
+                sh.events,
+                sh.chunks,
+                sh.new_dead_letters,
+                sh.fixed_dead_letters,
+                sh.skipped
+            );
+        }
+        s + &format!(
+            "dead letters: live {} of {} events, candidate {} of {}",
+            rate(self.live.dead_letters, self.live.events),
+            self.live.events,
+            rate(self.candidate.dead_letters, self.candidate.events),
+            self.candidate.events
+        )
+    }
+
     fn point(&mut self, side: &str, events: u64, dead_letters: u64) {
         self.series.push(Point {
             at: super::now_ms(),
@@ -271,6 +303,8 @@ struct Active {
     tally: Mutex<Tally>,
     /// Sends chunks to the shadow thread (a shadow only).
     shadow: Option<crossbeam_channel::Sender<ShadowWork>>,
+    /// Chunks sent to the shadow and not yet compared.
+    pending: std::sync::atomic::AtomicU64,
 }
 
 /// A chunk the live version committed, for the shadow to run again.
@@ -279,8 +313,16 @@ struct ShadowWork {
     chunk: Chunk,
     ctx: Vec<u8>,
     set: Arc<StageSet>,
-    live: Fates,
+    /// The live report's outputs, their origins and its dead letters,
+    /// compared on the shadow's thread (parsing them is not the live
+    /// path's work).
+    output: Vec<u8>,
+    origin: Vec<u64>,
+    dead: Vec<super::DeadLetter>,
     partial: Vec<u8>,
+    /// The stage under deploy's counts in the live run: a shadow's live
+    /// side counts the chunks compared, as its candidate side does.
+    live: super::StageCounts,
 }
 
 /// A deployment this process ended on its own (a budget rollback, a
@@ -331,6 +373,11 @@ pub struct Deploys {
     totals: Mutex<BTreeMap<(String, String), VersionTotals>>,
     /// Live versions over their budgets, by stage.
     over: Mutex<BTreeMap<String, (String, OverBudget)>>,
+    /// Held by one [`Deploys::sync`] at a time: the API's and the
+    /// once-a-second one would otherwise both load a new candidate.
+    syncing: tokio::sync::Mutex<()>,
+    /// The next id of a candidate with no record (`run --watch`'s).
+    local_ids: std::sync::atomic::AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -361,6 +408,8 @@ impl Deploys {
             recent: Mutex::default(),
             totals: Mutex::default(),
             over: Mutex::default(),
+            syncing: tokio::sync::Mutex::new(()),
+            local_ids: std::sync::atomic::AtomicI64::new(-1),
         })
     }
 
@@ -445,17 +494,31 @@ impl Deploys {
         if on_candidate || report.set.generation != self.live.current().generation {
             return;
         }
-        let mut live = Fates::default();
-        live.add(report, true);
+        let live = report
+            .set
+            .stages
+            .iter()
+            .position(|s| s.name() == active.stage.name())
+            .and_then(|i| report.counts.get(i).cloned())
+            .unwrap_or_default();
         let work = ShadowWork {
             job,
             chunk: chunk.clone(),
             ctx: ctx.to_vec(),
             set: report.set.clone(),
-            live,
+            output: report.output.clone(),
+            origin: report.origin.clone(),
+            dead: report.dead.clone(),
             partial: report.partial.clone(),
+            live,
         };
+        active
+            .pending
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if tx.try_send(work).is_err() {
+            active
+                .pending
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             let mut t = lock(&active.tally);
             t.shadow.get_or_insert_with(Shadowed::default).skipped += 1;
         }
@@ -484,8 +547,10 @@ impl Deploys {
                 t.dead_letters += c.failed;
                 t.busy += c.busy.as_secs_f64();
             }
+            // A shadow's live side is counted when a chunk is compared.
             if let Some(a) = active
                 && a.stage.name() == stage.name()
+                && (on_candidate || a.mode != Mode::Shadow)
             {
                 let mut t = lock(&a.tally);
                 let (side, name) = if on_candidate {
@@ -595,6 +660,95 @@ impl Deploys {
         lock(&self.totals).clone()
     }
 
+    /// Runs `candidate` beside the live version here only, with no record
+    /// (`run --watch`, whose manifest names it), or none; says what the one
+    /// it replaces found.
+    pub fn set_local(&self, candidate: Option<(Arc<Stage>, Mode)>) {
+        let same = |a: &Active| {
+            candidate.as_ref().is_some_and(|(s, m)| {
+                s.name() == a.stage.name() && s.version == a.stage.version && *m == a.mode
+            })
+        };
+        if lock(&self.active).as_deref().is_some_and(same) {
+            return;
+        }
+        // What it reports covers every chunk it was sent.
+        self.settle(std::time::Duration::from_secs(10));
+        let old = lock(&self.active).take();
+        if let Some(a) = old {
+            tracing::info!(
+                "candidate {} of stage `{}` stopped: {}",
+                a.stage.short_version(),
+                a.stage.name(),
+                lock(&a.tally).describe()
+            );
+        }
+        let Some((stage, mode)) = candidate else {
+            return;
+        };
+        // Local candidates are numbered down from -1: no record has them.
+        let id = self
+            .local_ids
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.run_candidate(id, stage, mode);
+    }
+
+    /// Makes `stage` the candidate `id` here, as `mode`.
+    fn run_candidate(&self, id: i64, stage: Arc<Stage>, mode: Mode) {
+        self.live.remember(&stage);
+        // Judged afresh: a version deployed again after a rollback starts
+        // with a clean window.
+        lock(&self.recent).remove(&(stage.name().to_string(), stage.version.clone()));
+        let shadow = (mode == Mode::Shadow).then(|| self.spawn_shadow(id));
+        let (m, p) = mode.record();
+        tracing::info!(
+            "{} {} of stage `{}` runs as a {m}{} beside {}",
+            if id > 0 {
+                format!("deployment {id}: version")
+            } else {
+                "candidate".into()
+            },
+            stage.short_version(),
+            stage.name(),
+            if m == "canary" {
+                format!(" on {p} % of chunks")
+            } else {
+                String::new()
+            },
+            self.live
+                .current()
+                .stages
+                .iter()
+                .find(|s| s.name() == stage.name())
+                .map_or("", |s| s.short_version())
+        );
+        *lock(&self.active) = Some(Arc::new(Active {
+            id,
+            stage,
+            mode,
+            sets: Mutex::default(),
+            tally: Mutex::new(Tally {
+                shadow: (mode == Mode::Shadow).then(Shadowed::default),
+                ..Tally::default()
+            }),
+            shadow,
+            pending: Default::default(),
+        }));
+    }
+
+    /// Waits (at most `limit`) for the shadow to compare the chunks it was
+    /// sent: at the end of a run, so that its figures cover them.
+    pub fn settle(&self, limit: std::time::Duration) {
+        let t = std::time::Instant::now();
+        while let Some(a) = lock(&self.active).clone()
+            && a.pending.load(std::sync::atomic::Ordering::Acquire) > 0
+            && t.elapsed() < limit
+        {
+            drop(a);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The Prometheus text of every version's figures and of the budgets.
     pub fn metrics(&self, pipeline: &str) -> String {
         use std::fmt::Write as _;
@@ -658,6 +812,7 @@ impl Deploys {
     /// decided are recorded, promotions applied, the active candidate
     /// loaded or dropped; then what it counted of the candidate is stored.
     pub async fn sync(&self, backend: &dyn Backend) -> Result<()> {
+        let _one = self.syncing.lock().await;
         let endings = std::mem::take(&mut *lock(&self.endings));
         for e in endings {
             let stored = async {
@@ -795,37 +950,7 @@ impl Deploys {
                     .await;
             }
         };
-        self.live.remember(&stage);
-        // Judged afresh: a version deployed again after a rollback starts
-        // with a clean window.
-        lock(&self.recent).remove(&(row.stage.clone(), stage.version.clone()));
-        let mode = Mode::of(row);
-        let shadow = (mode == Mode::Shadow).then(|| self.spawn_shadow(row.id));
-        let active = Arc::new(Active {
-            id: row.id,
-            stage: stage.clone(),
-            mode,
-            sets: Mutex::default(),
-            tally: Mutex::new(Tally {
-                shadow: (mode == Mode::Shadow).then(Shadowed::default),
-                ..Tally::default()
-            }),
-            shadow,
-        });
-        *lock(&self.active) = Some(active);
-        let (m, p) = mode.record();
-        tracing::info!(
-            "deployment {}: version {} of stage `{}` runs as a {m}{} beside {}",
-            row.id,
-            stage.short_version(),
-            row.stage,
-            if m == "canary" {
-                format!(" on {p} % of chunks")
-            } else {
-                String::new()
-            },
-            now.short_version()
-        );
+        self.run_candidate(row.id, stage, Mode::of(row));
         Ok(())
     }
 
@@ -897,6 +1022,15 @@ impl Deploys {
     }
 }
 
+/// Counts a shadowed chunk done when dropped, however its run ended.
+struct Compared<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Compared<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Loads `module` as a version of the stage `spec` describes (same
 /// params, limits and grants), and configures one instance, so a module
 /// that cannot serve is refused before any event runs.
@@ -941,6 +1075,7 @@ fn shadow(deploys: &Weak<Deploys>, id: i64, rx: &crossbeam_channel::Receiver<Sha
         let Some(active) = d.active_with(id) else {
             return;
         };
+        let _done = Compared(&active.pending);
         let set = d.candidate_set(&active, Some(&w.set));
         let policy = Policy {
             lineage: false,
@@ -968,9 +1103,11 @@ fn shadow(deploys: &Weak<Deploys>, id: i64, rx: &crossbeam_channel::Receiver<Sha
             }
         };
         d.count(&report, Some(&active), true, Some(active.stage.name()));
+        let mut before = Fates::default();
+        before.add_parts(&w.output, &w.origin, &w.dead, true);
         let mut after = Fates::default();
         after.add(&report, false);
-        let found = diff::compare(w.chunk.len() as u64, w.live, after, EXAMPLES);
+        let found = diff::compare(w.chunk.len() as u64, before, after, EXAMPLES);
         let result = if d.reduces {
             let fold = |exec: &mut Executor, acc: &mut Vec<u8>, p: &[u8]| -> Result<()> {
                 if !p.is_empty() {
@@ -1006,6 +1143,11 @@ fn shadow(deploys: &Weak<Deploys>, id: i64, rx: &crossbeam_channel::Receiver<Sha
             None
         };
         d.shadowed(id, |t| {
+            t.live.chunks += 1;
+            t.live.events += w.live.events_in;
+            t.live.dead_letters += w.live.failed;
+            t.live.busy_ms += w.live.busy.as_secs_f64() * 1e3;
+            t.point("live", w.live.events_in, w.live.failed);
             let s = t.shadow.get_or_insert_with(Shadowed::default);
             s.chunks += 1;
             s.events += found.events;

@@ -101,7 +101,19 @@ impl Fates {
     /// Adds what `report` made of its chunk's events; with `lineage`, the
     /// `_versions` lineage put into each output object is left out.
     pub fn add(&mut self, report: &ChunkReport, lineage: bool) {
-        for (line, &origin) in report.output.split(|&b| b == b'\n').zip(&report.origin) {
+        self.add_parts(&report.output, &report.origin, &report.dead, lineage);
+    }
+
+    /// [`Fates::add`] from a report's outputs, their origins and its dead
+    /// letters.
+    pub fn add_parts(
+        &mut self,
+        output: &[u8],
+        origins: &[u64],
+        dead: &[crate::exec::DeadLetter],
+        lineage: bool,
+    ) {
+        for (line, &origin) in output.split(|&b| b == b'\n').zip(origins) {
             let mut value = serde_json::from_slice(line)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(line).into_owned()));
             if lineage && let Value::Object(m) = &mut value {
@@ -109,7 +121,7 @@ impl Fates {
             }
             self.outputs.entry(origin).or_default().push(value);
         }
-        for d in &report.dead {
+        for d in dead {
             self.dead.insert(
                 d.index,
                 Failed {

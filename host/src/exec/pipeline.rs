@@ -43,6 +43,10 @@ pub struct Pipeline {
     /// replaced while the pipeline runs (`run --watch`); `stages` is then
     /// only the set it started with.
     pub live: Option<Arc<LiveStages>>,
+    /// Under `run --watch`, the candidate the manifest names: a canary's
+    /// chunks are stamped with its set, and every chunk run is counted
+    /// (and shadowed) by it.
+    pub deploys: Option<Arc<super::deploy::Deploys>>,
     /// Whether the source may never end (stdin, `--watch`): then a window
     /// also closes when the stream has been quiet for its `idle` time.
     pub streaming: bool,
@@ -144,6 +148,7 @@ impl Pipeline {
                 keep_reduce_input: false,
             },
             live: None,
+            deploys: None,
             streaming: false,
         })
     }
@@ -235,11 +240,16 @@ impl Pipeline {
         });
         let result = std::thread::scope(|scope| -> Result<Vec<Vec<u8>>> {
             let reader_live = live.clone();
+            let deploys = self.deploys.clone();
             let reader = scope.spawn(move || -> Result<()> {
                 while credit_rx.recv().is_ok() {
                     match source.next_chunk().context("cannot read the input")? {
                         Some(chunk) => {
-                            if chunk_tx.send((chunk, reader_live.current())).is_err() {
+                            let set = deploys
+                                .as_ref()
+                                .and_then(|d| d.canary_for(0, chunk.seq))
+                                .unwrap_or_else(|| reader_live.current());
+                            if chunk_tx.send((chunk, set)).is_err() {
                                 break;
                             }
                         }
@@ -255,6 +265,7 @@ impl Pipeline {
                 let mut exec = self.executor(&live);
                 let pipeline = &self.name;
                 let run_ctx = ctx;
+                let deploys = self.deploys.as_deref();
                 let handle = std::thread::Builder::new()
                     .name(format!("wasmpipe-worker-{w}"))
                     .spawn_scoped(scope, move || -> Result<Vec<u8>> {
@@ -266,6 +277,9 @@ impl Pipeline {
                             let ctx = run_ctx.chunk_json(pipeline, chunk.seq)?;
                             let report =
                                 exec.run_on(set.clone(), &chunk, &ctx).and_then(|mut r| {
+                                    if let Some(d) = deploys {
+                                        d.committed(0, &chunk, &ctx, &r);
+                                    }
                                     let partial = std::mem::take(&mut r.partial);
                                     if partial.is_empty() {
                                         return Ok(r);

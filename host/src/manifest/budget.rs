@@ -1,4 +1,6 @@
-//! `budget` on a stage: how many dead letters a version of it may make
+//! `budget` and `candidate` on a stage.
+//!
+//! `budget`: how many dead letters a version of it may make
 //! before it is judged bad. A canary over its budget is rolled back; a
 //! live version over it is flagged (a metric, the console) and, with
 //! `pause_intake`, ingest answers 503 until a version within it is live.
@@ -87,6 +89,56 @@ impl BudgetSection {
             chunks: *self.chunks.get_ref(),
             min_events: self.min_events,
             pause_intake: self.pause_intake,
+        }
+    }
+}
+
+/// `candidate = { plugin = "enrich-v2.wasm", mode = "canary", percent = 10 }`:
+/// under `run --watch`, a candidate version beside the live one (serve
+/// and workers take theirs from `wasmpipe deploy`, so that every process
+/// of a pipeline agrees on one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateSection {
+    /// The candidate's module (or stage folder), relative to the manifest.
+    pub plugin: Spanned<String>,
+    /// `shadow` or `canary`.
+    pub mode: Spanned<String>,
+    /// A canary's share of chunks, 1 to 100.
+    #[serde(default)]
+    pub percent: Option<Spanned<u8>>,
+}
+
+impl CandidateSection {
+    /// Checks the mode and share.
+    pub(super) fn validate(
+        &self,
+        stage: &str,
+        at: &impl Fn(std::ops::Range<usize>, String) -> Diagnostic,
+    ) -> Result<(), Diagnostic> {
+        match (self.mode.get_ref().as_str(), &self.percent) {
+            ("shadow", None) => Ok(()),
+            ("shadow", Some(p)) => Err(at(
+                p.span(),
+                format!("the shadow candidate of stage `{stage}` runs on every chunk: `percent` is for a canary"),
+            )
+            .with_hint("remove `percent`, or write `mode = \"canary\"`")),
+            ("canary", Some(p)) if (1..=100).contains(p.get_ref()) => Ok(()),
+            ("canary", Some(p)) => Err(at(
+                p.span(),
+                format!("the canary of stage `{stage}` takes {} % of chunks", p.get_ref()),
+            )
+            .with_hint("write a share from 1 to 100")),
+            ("canary", None) => Err(at(
+                self.mode.span(),
+                format!("the canary of stage `{stage}` has no `percent`"),
+            )
+            .with_hint("add the share of chunks it serves, e.g. `percent = 10`")),
+            (m, _) => Err(at(
+                self.mode.span(),
+                format!("`mode` of stage `{stage}`'s candidate is `{m}`"),
+            )
+            .with_hint("write `mode = \"shadow\"` (every chunk, compared, nothing kept) or `mode = \"canary\"` with `percent`")),
         }
     }
 }

@@ -153,6 +153,10 @@ pub struct StageSection {
     /// judged bad (see [`budget`]).
     #[serde(default)]
     pub budget: Option<BudgetSection>,
+    /// Under `run --watch`: a candidate version beside this one (see
+    /// [`budget::CandidateSection`]).
+    #[serde(default)]
+    pub candidate: Option<budget::CandidateSection>,
 }
 
 /// `events` of `[runtime]` or a stage: whether the host may hand a stage
@@ -501,6 +505,20 @@ impl Manifest {
             }
             if let Some(budget) = &stage.budget {
                 budget.validate(&stage.name.get_ref().to_string(), &at)?;
+            }
+            if let Some(c) = &stage.candidate {
+                c.validate(&stage.name.get_ref().to_string(), &at)?;
+                if !self.resolve(c.plugin.get_ref()).exists() {
+                    return Err(at(
+                        c.plugin.span(),
+                        format!(
+                            "candidate plugin {:?} of stage `{}` does not exist",
+                            self.resolve(c.plugin.get_ref()),
+                            stage.name.get_ref()
+                        ),
+                    )
+                    .with_hint("paths are relative to the manifest"));
+                }
             }
             let plugin = self.resolve(stage.plugin.get_ref());
             if plugin.is_dir() && crate::build::Language::of(&plugin).is_err() {

@@ -25,6 +25,7 @@
 pub mod follow;
 pub mod trial;
 
+use crate::exec::deploy::{Deploys, Mode};
 use crate::exec::{LiveStages, StageSet, load_stage, stage_spec};
 use crate::manifest::{Document, Manifest, StageKind};
 use crate::runtime::{Runtime, Stage, StageState, content_hash, linker};
@@ -55,6 +56,9 @@ pub struct Reloader {
     runtime: Arc<Runtime>,
     linker: wasmtime::Linker<StageState>,
     live: Arc<LiveStages>,
+    /// Where a manifest's `candidate` runs (`run --watch`); `None` where
+    /// candidates come from `wasmpipe deploy` (serve, workers).
+    deploys: Option<Arc<Deploys>>,
 }
 
 /// What the files to watch are, after a (re)load.
@@ -90,7 +94,54 @@ impl Reloader {
             runtime,
             linker,
             live,
+            deploys: None,
         })
+    }
+
+    /// Runs the candidate a stage of the manifest names beside its live
+    /// version, on `deploys`, now and after every reload.
+    pub fn with_candidates(mut self, deploys: Arc<Deploys>) -> Self {
+        self.deploys = Some(deploys);
+        self.candidate();
+        self
+    }
+
+    /// Applies the running manifest's `candidate`, if any (or stops the one
+    /// running when the manifest no longer names it).
+    fn candidate(&self) {
+        let wanted = self
+            .manifest
+            .doc
+            .stages
+            .iter()
+            .find_map(|st| st.candidate.as_ref().map(|c| (st, c)));
+        let Some(deploys) = &self.deploys else {
+            if let Some((st, _)) = wanted {
+                tracing::warn!(
+                    "stage `{}` names a `candidate`: only `run --watch` runs one from the manifest; deploy it to a server with `wasmpipe deploy`",
+                    st.name.get_ref()
+                );
+            }
+            return;
+        };
+        let Some((st, c)) = wanted else {
+            deploys.set_local(None);
+            return;
+        };
+        let mut as_stage = st.clone();
+        as_stage.plugin = c.plugin.clone();
+        as_stage.candidate = None;
+        let mode = match c.percent.as_ref().map(|p| *p.get_ref()) {
+            Some(p) if c.mode.get_ref() == "canary" => Mode::Canary(p),
+            _ => Mode::Shadow,
+        };
+        match load_stage(&self.manifest, &as_stage, &self.runtime, &self.linker) {
+            Ok(stage) => deploys.set_local(Some((stage, mode))),
+            Err(e) => tracing::error!(
+                "the candidate of stage `{}` cannot be loaded, and does not run: {e:#}",
+                st.name.get_ref()
+            ),
+        }
     }
 
     /// Re-reads the manifest (when `manifest_changed`) and every plugin, and
@@ -156,6 +207,7 @@ impl Reloader {
             );
         }
         self.manifest = manifest;
+        self.candidate();
         let unchanged = next.len() == current.stages.len()
             && next
                 .iter()
@@ -265,8 +317,11 @@ impl Reloader {
         }
         let manifests = std::iter::once(&self.manifest).chain(&self.pending);
         let stages = manifests.flat_map(|m| m.doc.stages.iter().map(move |st| (m, st)));
-        for (m, st) in stages {
-            let p = m.resolve(st.plugin.get_ref());
+        let plugins = stages.flat_map(|(m, st)| {
+            std::iter::once(m.resolve(st.plugin.get_ref()))
+                .chain(st.candidate.as_ref().map(|c| m.resolve(c.plugin.get_ref())))
+        });
+        for p in plugins {
             if p.is_dir() {
                 let c = p.canonicalize().unwrap_or(p);
                 set.dirs.insert(c.clone());

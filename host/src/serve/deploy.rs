@@ -64,39 +64,14 @@ async fn shown(svc: &Service, row: DeploymentRow) -> Result<Value, ApiError> {
 
 /// One line a person reads first.
 fn summary(row: &DeploymentRow, t: &Tally) -> String {
-    let rate = |dead: u64, events: u64| {
-        if events == 0 {
-            "-".to_string()
-        } else {
-            format!("{:.2} %", dead as f64 * 100.0 / events as f64)
-        }
-    };
-    let mut s = format!(
-        "{} {} of `{}`: {}",
+    format!(
+        "{} {} of `{}`: {}; {}",
         row.mode,
         row.version.get(..12).unwrap_or(&row.version),
         row.stage,
-        row.state
-    );
-    if let Some(sh) = &t.shadow {
-        s += &format!(
-            "; {} of {} events changed in {} chunks ({} new dead letters, {} fixed, {} chunks skipped)",
-            sh.changed,
-            sh.events,
-            sh.chunks,
-            sh.new_dead_letters,
-            sh.fixed_dead_letters,
-            sh.skipped
-        );
-    }
-    s += &format!(
-        "; dead letters: live {} of {} events, candidate {} of {}",
-        rate(t.live.dead_letters, t.live.events),
-        t.live.events,
-        rate(t.candidate.dead_letters, t.candidate.events),
-        t.candidate.events
-    );
-    s
+        row.state,
+        t.describe()
+    )
 }
 
 /// `GET /v1/deployments`: the pipeline's deployments, newest first, the

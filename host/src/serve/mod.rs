@@ -100,6 +100,7 @@ pub fn router(svc: Arc<Service>, cors: Option<tower_http::cors::CorsLayer>) -> a
         .route("/v1/query", post(query::query))
         .route("/v1/windows", get(reads::list_windows))
         .route("/v1/stream", get(stream::stream))
+        .route("/v1/whoami", get(reads::whoami))
         .route("/metrics", get(reads::metrics))
         .route("/healthz", get(reads::healthz))
         .route("/readyz", get(reads::readyz))

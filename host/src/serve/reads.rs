@@ -289,3 +289,21 @@ pub(super) async fn readyz(State(svc): Svc) -> Response {
         json!({ "status": "ready", "pipeline": svc.pipeline, "stages": svc.live.current().stages.iter().map(|s| json!({"name": s.name(), "version": s.version})).collect::<Vec<_>>() }),
     )
 }
+
+/// `GET /v1/whoami`: the name the request's token (or client certificate)
+/// has and what it may do, so that a client (the console) shows only the
+/// actions it can take. Any token that reads may ask.
+pub(super) async fn whoami(State(svc): Svc, headers: HeaderMap) -> ApiResult {
+    let name = authorize(&svc, &headers, Need::Read)?;
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let cert = headers
+        .get(super::listen::CLIENT_CERT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let write = svc.auth.check(h, cert, Need::Write).is_ok();
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({ "name": name, "read": true, "write": write }),
+    ))
+}

@@ -230,13 +230,16 @@ function errorBox(e, doing, id) {
 const session = {
   signedIn: false,
   windows: false, // whether GET /v1/windows answers 200
+  writes: null, // a promise: whether the token may write (see canWrite)
 };
 
 /** Shows the login form with the server's reason, and stops what runs. */
 function requireLogin(message) {
   session.signedIn = false;
+  session.writes = null;
   stopView();
   metrics.stop();
+  overBudget.show([]);
   // What the last token could see goes, not just out of sight.
   clear($('#view')).hidden = true;
   $('#login').hidden = false;
@@ -255,8 +258,10 @@ function requireLogin(message) {
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   session.signedIn = false;
+  session.writes = null;
   stopView();
   metrics.stop();
+  overBudget.show([]);
   // What the last token could see goes, not just out of sight.
   clear($('#view')).hidden = true;
   $('#login').hidden = false;
@@ -284,6 +289,7 @@ async function signIn() {
     return;
   }
   session.signedIn = true;
+  session.writes = null;
   $('#login').hidden = true;
   $('#view').hidden = false;
   $('#nav').classList.remove('disabled');
@@ -410,6 +416,7 @@ const metrics = {
   async poll() {
     try {
       const all = parsePrometheus(await api('/metrics'));
+      overBudget.fromMetrics(all);
       const stages = {};
       for (const s of all) {
         const stage = s.labels.stage;
@@ -551,6 +558,8 @@ function route() {
   if (!session.signedIn) return;
   stopView();
   if (location.hash !== notice.forHash) $('#notice').hidden = true;
+  // The over-budget banner links to the Deployments view from the others.
+  if (overBudget.shown.length) overBudget.show(overBudget.shown);
   const {path, query} = parseHash();
   const view = clear($('#view'));
   let name = path[0] || 'overview';
@@ -567,6 +576,8 @@ function route() {
     cleanup = tailView(view, query);
   } else if (name === 'windows') {
     cleanup = windowsView(view, query);
+  } else if (name === 'deployments') {
+    cleanup = deploymentsView(view);
   } else if (name === 'overview') {
     cleanup = overviewView(view);
   } else {
@@ -1886,6 +1897,487 @@ function windowsView(view, query) {
   more.addEventListener('click', load);
   load();
   return null;
+}
+
+// ---------------------------------------------------------------------------
+// Deployments: a candidate version of a stage beside the live one, as a
+// shadow (every chunk run again, compared, stored nowhere) or a canary (a
+// share of the chunks), promoted or aborted from here (GET /v1/deployments)
+
+const DEPLOY_POLL_MS = 2000;
+const DEPLOY_BUCKETS = 30; // the dead-letter-rate chart's points per side
+
+/**
+ * A time given in ms since 1970 (as the deployments API gives them), to
+ * the second, with the API's own number as its title.
+ */
+function msTimeNode(ms) {
+  if (ms === null || ms === undefined) return h('span', {class: 'muted'}, '—');
+  const iso = new Date(ms).toISOString();
+  return h('time', {datetime: iso, title: `${iso} (${ms})`}, fmtTime(iso).slice(0, 19));
+}
+
+/** `dead` of `events` in percent, or — with no events. */
+function fmtShare(dead, events) {
+  return events ? `${((dead / events) * 100).toFixed(2)} %` : '—';
+}
+
+/**
+ * Whether the token may write (promote, abort, deploy), as
+ * `GET /v1/whoami` says. Asked once per sign-in.
+ */
+function canWrite() {
+  if (session.writes === null) {
+    session.writes = api('/v1/whoami').then((me) => me.write === true, () => {
+      // No answer, or no valid token: ask again next time.
+      session.writes = null;
+      return false;
+    });
+  }
+  return session.writes;
+}
+
+/**
+ * The banner, above every view, of live versions over their error budget.
+ * The metrics' `wasmpipe_stage_over_budget` gauge says whether there are
+ * any; GET /v1/deployments says why (at most every 10 s from here; the
+ * Deployments view passes on what it loads anyway).
+ */
+const overBudget = {
+  shown: [],
+  fetchedAt: 0,
+
+  fromMetrics(samples) {
+    const flagged = samples.some((s) => s.name === 'wasmpipe_stage_over_budget' && s.value > 0);
+    if (!flagged) {
+      if (this.shown.length) this.show([]);
+      return;
+    }
+    if (Date.now() - this.fetchedAt < 10000) return;
+    this.fetchedAt = Date.now();
+    api('/v1/deployments').then((d) => this.show(d.over_budget || []), () => {});
+  },
+
+  show(list) {
+    this.shown = list;
+    const el = $('#over-budget');
+    clear(el).hidden = !list.length;
+    if (!list.length) return;
+    el.append(h('div', {class: 'banner-title'}, list.length === 1
+      ? 'A live version is over its error budget'
+      : `${list.length} live versions are over their error budgets`));
+    for (const o of list) {
+      el.append(h('div', {class: 'banner-item', 'data-test': 'over-budget-item', 'data-stage': o.stage,
+        'data-version': o.version},
+        h('span', {class: 'banner-reason'}, o.reason, '.'),
+        o.pause_intake ? [' ', h('b', {class: 'paused-intake'}, 'Intake is paused: new batches are refused until another version of the stage is live.')] : null));
+    }
+    if (parseHash().path[0] !== 'deployments') {
+      el.append(h('a', {href: '#/deployments', class: 'banner-link'}, 'Deployments →'));
+    }
+  },
+};
+
+const DEPLOY_STATE_KINDS = {active: 'running', promoted: 'done', aborted: 'queued', rolled_back: 'abandoned', dropped: 'abandoned'};
+
+function deployStateBadge(state) {
+  const el = badge(state.replace('_', ' '), DEPLOY_STATE_KINDS[state] || 'queued');
+  el.dataset.state = state;
+  return el;
+}
+
+function deployModeBadge(d) {
+  return badge(d.mode === 'canary' ? `canary ${d.percent} %` : 'shadow', d.mode === 'canary' ? 'canary' : 'shadow');
+}
+
+function deploymentsView(view) {
+  const ctrl = new AbortController();
+  const status = h('span', {class: 'muted small', id: 'deploy-status'});
+  const refresh = h('button', {type: 'button', id: 'deploy-refresh'}, 'Refresh');
+  const errors = h('div', {id: 'deploy-errors'});
+  const message = h('div', {id: 'deploy-message', 'data-test': 'deploy-message'});
+  const live = h('div', {class: 'card', id: 'deploy-live', 'data-test': 'deploy-live'});
+  const form = h('div', {class: 'card', id: 'deploy-new', hidden: true});
+  const active = h('div', {class: 'card', id: 'deploy-active', 'data-test': 'deploy-active'},
+    h('div', {class: 'card-title'}, 'Active deployment'), h('p', {class: 'muted'}, 'Loading…'));
+  const history = h('div', {class: 'card flush', id: 'deploy-history-card'});
+  view.append(pageHeader('Deployments', status, refresh), errors, message,
+    active, h('div', {class: 'two-col'}, live, form), history);
+
+  let writer = false;
+  let stopped = false;
+  let loading = false;
+  let again = false;
+  // The active deployment's parts, built when it first shows and then
+  // updated in place, so that its buttons stay where they are.
+  let shown = null;
+
+  const act = async (d, what) => {
+    const question = what === 'promote'
+      ? `Promote deployment ${d.id}? Version ${d.short_version} of stage \`${d.stage}\` becomes the live version ` +
+        `in every process of the pipeline, in place of ${d.short_base}.`
+      : `Abort deployment ${d.id}? The candidate ${d.short_version} of stage \`${d.stage}\` is dropped; ` +
+        `every chunk runs on ${d.short_base} again.`;
+    if (!window.confirm(question)) return;
+    for (const b of active.querySelectorAll('.deploy-actions button')) b.disabled = true;
+    clear(message);
+    try {
+      const r = await api(`/v1/deployments/${d.id}/${what}`, {method: 'POST'});
+      const said = what === 'promote'
+        ? [`Deployment ${r.id} was promoted by ${r.ended_by}: version `, h('code', {}, r.short_version),
+          ' is the live version of stage ', h('code', {}, r.stage), '.']
+        : [`Deployment ${r.id} was aborted by ${r.ended_by}: stage `, h('code', {}, r.stage), ' runs ',
+          h('code', {}, r.short_base), ' on every chunk again.'];
+      message.append(h('div', {class: 'notice', role: 'status', id: 'deploy-action-notice', 'data-state': r.state},
+        said, h('div', {class: 'muted small'}, r.summary)));
+      // The header's and the overview's stage versions.
+      if (what === 'promote') loadReady();
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      const box = errorBox(e, `${what} deployment ${d.id}`, 'deploy-action-error');
+      if (box) message.append(box);
+      for (const b of active.querySelectorAll('.deploy-actions button')) b.disabled = false;
+    }
+    load();
+  };
+
+  const renderActive = (d) => {
+    if (!d) {
+      shown = null;
+      clear(active).append(h('div', {class: 'card-title'}, 'Active deployment'),
+        h('p', {class: 'muted', id: 'deploy-none', 'data-test': 'deploy-none'},
+          'No deployment is active: every chunk runs on the live versions.'));
+      return;
+    }
+    if (!shown || shown.id !== d.id) {
+      const actions = h('div', {class: 'page-actions deploy-actions'});
+      if (writer) {
+        actions.append(
+          h('button', {type: 'button', class: 'primary', id: 'deploy-promote', 'data-test': 'deploy-promote',
+            title: 'Make the candidate the live version', onclick: () => act(d, 'promote')}, 'Promote'),
+          h('button', {type: 'button', class: 'danger', id: 'deploy-abort', 'data-test': 'deploy-abort',
+            title: 'Drop the candidate', onclick: () => act(d, 'abort')}, 'Abort'));
+      }
+      shown = {
+        id: d.id,
+        summary: h('p', {class: 'deploy-summary', id: 'deploy-summary', 'data-test': 'deploy-summary'}),
+        counts: h('div', {id: 'deploy-counts-box'}),
+        shadow: h('div', {id: 'deploy-shadow', 'data-test': 'deploy-shadow'}),
+        chart: h('div', {class: 'chart-box deploy-chart', id: 'deploy-chart', 'data-test': 'deploy-chart'}),
+        examples: h('div', {id: 'deploy-examples', 'data-test': 'deploy-examples'}),
+        examplesKey: null,
+      };
+      clear(active).append(
+        h('div', {class: 'deploy-head'},
+          h('div', {},
+            h('div', {class: 'deploy-title'}, 'Deployment ', h('span', {id: 'deploy-id', 'data-id': d.id}, `#${d.id}`), ' ',
+              h('span', {id: 'deploy-mode', 'data-mode': d.mode, 'data-percent': d.percent}, deployModeBadge(d)),
+              ' of stage ', h('code', {id: 'deploy-stage'}, d.stage)),
+            h('div', {class: 'deploy-versions'},
+              'candidate ', h('code', {class: 'cand', id: 'deploy-candidate', title: d.version}, d.short_version),
+              ' vs live ', h('code', {id: 'deploy-base', title: d.base}, d.short_base),
+              h('span', {class: 'muted'}, ' · deployed by ', h('b', {id: 'deploy-created-by'}, d.created_by),
+                ' at ', msTimeNode(d.created_at)))),
+          actions),
+        shown.summary,
+        shown.counts,
+        shown.shadow,
+        h('div', {class: 'deploy-chart-card'},
+          h('div', {class: 'card-title'}, 'Dead-letter rate',
+            h('span', {class: 'muted'}, ' · per stretch of time, of the events the stage was given'),
+            h('span', {class: 'legend'}, h('span', {class: 'swatch live'}), 'live ',
+              h('span', {class: 'swatch candidate'}), 'candidate')),
+          shown.chart),
+        shown.examples);
+    }
+    const t = d.tally || {};
+    shown.summary.textContent = d.summary;
+    const sides = [['live', `live ${d.short_base}`, t.live || {}], ['candidate', `candidate ${d.short_version}`, t.candidate || {}]];
+    const row = (label, key, value, text) => h('tr', {},
+      h('th', {}, label),
+      sides.map(([side, , s]) => h('td', {class: 'num', id: `deploy-${side}-${key}`, 'data-test': `${side}-${key}`,
+        'data-value': value(s)}, text(s))));
+    clear(shown.counts).append(h('table', {class: 'table deploy-counts', id: 'deploy-counts'},
+      h('thead', {}, h('tr', {}, h('th', {}, ''), sides.map(([side, label]) => h('th', {class: `num side-${side}`}, label)))),
+      h('tbody', {},
+        row('Chunks', 'chunks', (s) => s.chunks ?? 0, (s) => fmtNum(s.chunks ?? 0)),
+        row('Events', 'events', (s) => s.events ?? 0, (s) => fmtNum(s.events ?? 0)),
+        row('Dead letters', 'dead', (s) => s.dead_letters ?? 0, (s) => fmtNum(s.dead_letters ?? 0)),
+        row('Dead-letter rate', 'rate', (s) => (s.events ? s.dead_letters / s.events : ''), (s) => fmtShare(s.dead_letters, s.events)),
+        row('Time in the stage', 'busy', (s) => s.busy_ms ?? 0, (s) => fmtMs(Math.round(s.busy_ms ?? 0))))));
+    const sh = t.shadow;
+    clear(shown.shadow);
+    if (sh) {
+      const count = (label, n, sub, id) => {
+        const el = tile(label, fmtNum(n), sub, id);
+        el.dataset.count = n;
+        el.dataset.test = id;
+        return el;
+      };
+      shown.shadow.append(h('div', {class: 'tiles small deploy-tiles'},
+        count('Changed', sh.changed, `of ${fmtNum(sh.events)} events in ${fmtNum(sh.chunks)} chunks compared`, 'deploy-changed'),
+        count('New dead letters', sh.new_dead_letters, 'fail with the candidate only', 'deploy-new-dead'),
+        count('Fixed', sh.fixed_dead_letters, 'dead letters the candidate passes', 'deploy-fixed'),
+        count('Skipped', sh.skipped, sh.failed ? `chunks not compared; ${fmtNum(sh.failed)} the candidate could not run`
+          : 'chunks not compared (the shadow was behind)', 'deploy-skipped')));
+      if (sh.result) {
+        shown.shadow.append(h('div', {class: 'diff-block', id: 'deploy-result'},
+          h('div', {class: 'diff-head'}, h('b', {}, 'Result of the compared chunks'), ' ',
+            sh.result.changed ? badge('changed', 'abandoned') : badge('unchanged', 'done')),
+          sideBySide(prettyLines([sh.result.live]), prettyLines([sh.result.candidate]))));
+      }
+    }
+    drawRateChart(shown.chart, t.series || []);
+    const examples = sh ? sh.examples || [] : null;
+    const key = JSON.stringify(examples);
+    if (key !== shown.examplesKey) {
+      shown.examplesKey = key;
+      clear(shown.examples);
+      if (examples === null) {
+        shown.examples.append(h('p', {class: 'muted small'},
+          'A canary is not compared event by event: its chunks are served by the candidate and stored like any other.'));
+      } else {
+        shown.examples.append(h('div', {class: 'card-title'}, 'Changed events',
+          h('span', {class: 'muted'}, examples.length
+            ? ` · the first ${fmtNum(examples.length)} of ${fmtNum(sh.changed)}, live output before, candidate's after`
+            : '')));
+        if (!examples.length) {
+          shown.examples.append(h('p', {class: 'muted', id: 'deploy-no-examples'},
+            sh.chunks ? 'No event changed so far.' : 'No chunk has been compared yet.'));
+        }
+        if (examples.length) shown.examples.append(deployExamples(examples));
+      }
+    }
+  };
+
+  const renderLive = (d) => {
+    const stages = Object.entries(d.live || {});
+    clear(live).append(h('div', {class: 'card-title'}, 'Live versions', h('span', {class: 'muted'}, ' · what every chunk runs on')),
+      h('table', {class: 'table', id: 'deploy-live-table'},
+        h('thead', {}, h('tr', {}, h('th', {}, 'Stage'), h('th', {}, 'Version'), h('th', {}, ''))),
+        h('tbody', {}, stages.map(([stage, version]) => {
+          const over = (d.over_budget || []).find((o) => o.stage === stage);
+          const beside = d.active && d.active.stage === stage ? d.active : null;
+          return h('tr', {'data-test': 'live-version', 'data-stage': stage, 'data-version': version},
+            h('td', {}, h('b', {}, stage)), h('td', {}, h('code', {}, version)),
+            h('td', {}, over ? badge('over budget', 'abandoned') : null, ' ',
+              beside ? ['with ', deployModeBadge(beside), ' ', h('code', {}, beside.short_version)] : null));
+        }))));
+  };
+
+  const renderHistory = (rows) => {
+    const columns = [
+      ['Id', '', (r) => `#${r.id}`],
+      ['Stage', '', (r) => h('code', {}, r.stage)],
+      ['Mode', '', (r) => r.mode],
+      ['Percent', 'num', (r) => (r.mode === 'canary' ? `${r.percent} %` : '—')],
+      ['Version', '', (r) => h('code', {title: `${r.version}, deployed beside ${r.base}`}, r.version.slice(0, 12))],
+      ['State', '', (r) => deployStateBadge(r.state)],
+      ['Deployed by', '', (r) => [h('span', {'data-test': 'deploy-by'}, r.created_by),
+        h('div', {class: 'muted small'}, msTimeNode(r.created_at))]],
+      ['Ended by', '', (r) => r.ended_by === null || r.ended_by === undefined ? h('span', {class: 'muted'}, '—')
+        : [h('span', {'data-test': 'deploy-ended-by'}, r.ended_by), h('div', {class: 'muted small'}, msTimeNode(r.ended_at))]],
+      ['Reason', 'deploy-reason', (r) => r.reason ?? ''],
+    ];
+    clear(history).append(
+      h('div', {class: 'card-title pad'}, 'History', h('span', {class: 'muted'}, ' · newest first')),
+      h('table', {class: 'table', id: 'deploy-history', 'data-test': 'deploy-history'},
+        h('thead', {}, h('tr', {}, columns.map(([title, cls]) => h('th', {class: cls === 'num' ? 'num' : ''}, title)))),
+        h('tbody', {}, rows.length
+          ? rows.map((r) => h('tr', {'data-test': 'deploy-row', 'data-id': r.id, 'data-state': r.state},
+            columns.map(([, cls, cell]) => h('td', {class: cls, 'data-test': cls.startsWith('deploy-') ? cls : null}, cell(r)))))
+          : h('tr', {}, h('td', {colspan: columns.length, class: 'empty'},
+            'No deployments yet: deploy a candidate with the form above, `wasmpipe deploy`, or POST /v1/deployments.')))));
+  };
+
+  let formParts = null;
+  const renderForm = (d) => {
+    if (!writer) return;
+    if (!formParts) {
+      const stage = h('select', {id: 'deploy-stage-select', required: true},
+        Object.keys(d.live || {}).map((s) => h('option', {value: s}, s)));
+      const mode = h('select', {id: 'deploy-mode-select'},
+        h('option', {value: 'shadow'}, 'shadow: every chunk, compared, stored nowhere'),
+        h('option', {value: 'canary'}, 'canary: a share of the chunks, stored'));
+      const percent = h('input', {id: 'deploy-percent', type: 'number', min: 1, max: 100, value: 10, disabled: true, required: true});
+      const file = h('input', {type: 'file', id: 'deploy-file', accept: '.wasm,application/wasm', required: true});
+      const submit = h('button', {type: 'submit', class: 'primary', id: 'deploy-submit'}, 'Deploy');
+      const note = h('p', {class: 'muted small', id: 'deploy-form-note'});
+      mode.addEventListener('change', () => {
+        percent.disabled = mode.value !== 'canary';
+      });
+      const el = h('form', {id: 'deploy-form', class: 'deploy-form'},
+        h('label', {}, 'Stage', stage), h('label', {}, 'Mode', mode), h('label', {}, 'Percent', percent),
+        h('label', {class: 'wide'}, 'Candidate module', file), h('div', {}, submit), note);
+      el.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        const f = file.files[0];
+        if (!f) return;
+        const q = new URLSearchParams({stage: stage.value, mode: mode.value});
+        if (mode.value === 'canary') q.set('percent', percent.value);
+        submit.disabled = true;
+        clear(message).append(h('p', {class: 'muted', id: 'deploy-sending'}, `Deploying ${f.name} as a ${mode.value}…`));
+        try {
+          const r = await api(`/v1/deployments?${q}`, {method: 'POST', body: f, headers: {'Content-Type': 'application/wasm'}});
+          clear(message).append(h('div', {class: 'notice', role: 'status', id: 'deploy-action-notice', 'data-state': r.state},
+            `Deployment ${r.id}: version `, h('code', {}, r.short_version), ' of stage ', h('code', {}, r.stage),
+            ` runs as a ${r.mode === 'canary' ? `canary on ${r.percent} % of the chunks` : 'shadow'} beside `,
+            h('code', {}, r.short_base), '.'));
+          file.value = '';
+        } catch (e) {
+          clear(message);
+          if (e.name === 'AbortError') return;
+          const box = errorBox(e, 'deploy the candidate', 'deploy-action-error');
+          if (box) message.append(box);
+        }
+        submit.disabled = false;
+        load();
+      });
+      clear(form).append(h('div', {class: 'card-title'}, 'Deploy a candidate'), el);
+      form.hidden = false;
+      formParts = {submit, note};
+    }
+    formParts.submit.disabled = !!d.active;
+    formParts.note.textContent = d.active
+      ? `Deployment ${d.active.id} is active: promote or abort it before deploying another.`
+      : 'The module must be a version of the stage: the same kind, run with the stage\'s params and limits.';
+  };
+
+  const load = async () => {
+    if (loading) {
+      again = true;
+      return;
+    }
+    loading = true;
+    try {
+      const d = await api('/v1/deployments', {signal: ctrl.signal});
+      if (stopped) return;
+      clear(errors);
+      overBudget.show(d.over_budget || []);
+      renderLive(d);
+      renderForm(d);
+      renderActive(d.active);
+      renderHistory(d.deployments || []);
+      status.textContent = `updated at ${fmtTime(new Date().toISOString()).slice(11, 19)}; every ${DEPLOY_POLL_MS / 1000} s`;
+    } catch (e) {
+      if (e.name === 'AbortError' || stopped) return;
+      clear(errors);
+      const box = errorBox(e, 'list the deployments', 'deploy-error');
+      if (box) errors.append(box);
+    } finally {
+      loading = false;
+      if (again && !stopped) {
+        again = false;
+        load();
+      }
+    }
+  };
+  refresh.addEventListener('click', load);
+
+  // The first load waits for the permission check, so that the buttons
+  // are there (or not) from the start.
+  let checked = false;
+  canWrite().then((w) => {
+    writer = w;
+    checked = true;
+    if (!stopped) load();
+  });
+  const stop = every(DEPLOY_POLL_MS, () => {
+    if (checked) load();
+  });
+  return () => {
+    stopped = true;
+    stop();
+    ctrl.abort();
+  };
+}
+
+/**
+ * A shadow's changed events, one row each: the live version's outputs (or
+ * its error) before, the candidate's after. Events are mostly one line of
+ * JSON, so a row says more at a glance than a side-by-side diff.
+ */
+function deployExamples(examples) {
+  const side = (outputs, error) => h('td', {class: 'event-cell'},
+    (outputs || []).map((v) => h('div', {}, jsonNode(v))),
+    error ? h('div', {class: 'example-error'}, `${ERROR_MARK}dead at ${error.stage ?? 'source'}: ${error.error}`) : null,
+    !(outputs || []).length && !error ? h('span', {class: 'muted'}, '(no output)') : null);
+  const kinds = {different: 'running', added: 'done', removed: 'queued', dead: 'abandoned', fixed: 'done'};
+  return h('table', {class: 'table deploy-examples-table', id: 'deploy-examples-table'},
+    h('thead', {}, h('tr', {}, ['Event', 'Change', 'Live (before)', 'Candidate (after)'].map((t) => h('th', {}, t)))),
+    h('tbody', {}, examples.map((c) => h('tr', {'data-test': 'deploy-example', 'data-change': c.change,
+      'data-job': c.job, 'data-index': c.index},
+    h('td', {class: 'nowrap'}, jobLink(c.job), h('span', {class: 'muted'}, ` #${c.index}`)),
+    h('td', {title: CHANGE_WORDS[c.change] || ''}, badge(c.change, kinds[c.change] || 'queued')),
+    side(c.before, c.before_error),
+    side(c.after, c.after_error)))));
+}
+
+/**
+ * The dead-letter rate of the live version and of the candidate over time:
+ * the per-chunk points bucketed by time into DEPLOY_BUCKETS stretches,
+ * each side's rate in a stretch being its dead letters over its events
+ * there (a stretch where a side ran nothing has no point).
+ */
+function drawRateChart(container, series) {
+  if (!series.length) {
+    container.replaceChildren(h('p', {class: 'muted empty', id: 'deploy-chart-empty'},
+      'No chunk of the stage has run since the deployment started.'));
+    return;
+  }
+  const width = Math.max(container.clientWidth, 200);
+  const height = 140;
+  const top = 14;
+  const bottom = height - 18;
+  const left = 44;
+  const right = 8;
+  const from = Math.min(...series.map((p) => p.at));
+  const to = Math.max(from + 1, ...series.map((p) => p.at));
+  const size = (to - from) / DEPLOY_BUCKETS;
+  const sides = {live: [], candidate: []};
+  for (const side of Object.keys(sides)) {
+    for (let i = 0; i < DEPLOY_BUCKETS; i++) sides[side].push({events: 0, dead: 0});
+  }
+  for (const p of series) {
+    const buckets = sides[p.side];
+    if (!buckets) continue;
+    const i = Math.min(DEPLOY_BUCKETS - 1, Math.floor((p.at - from) / size));
+    buckets[i].events += p.events;
+    buckets[i].dead += p.dead_letters;
+  }
+  const rates = {};
+  let peak = 0;
+  for (const [side, buckets] of Object.entries(sides)) {
+    rates[side] = buckets.map((b, i) => (b.events ? {i, rate: b.dead / b.events, ...b} : null)).filter(Boolean);
+    for (const r of rates[side]) peak = Math.max(peak, r.rate);
+  }
+  const max = niceMax(peak * 100) / 100;
+  const x = (i) => left + ((i + 0.5) / DEPLOY_BUCKETS) * (width - left - right);
+  const y = (v) => bottom - (v / max) * (bottom - top);
+  const pct = (v) => `${Number((v * 100).toFixed(2))} %`;
+  const chart = svg('svg', {width, height, viewBox: `0 0 ${width} ${height}`, class: 'chart rate-chart', role: 'img',
+    'aria-label': 'dead-letter rate over time, live and candidate'});
+  for (const v of [max, max / 2, 0]) {
+    chart.append(svg('line', {x1: left, x2: width - right, y1: y(v), y2: y(v), class: 'grid'}));
+    chart.append(svg('text', {x: left - 4, y: y(v) + 3, class: 'axis', 'text-anchor': 'end'}, pct(v)));
+  }
+  chart.append(svg('text', {x: left, y: height - 3, class: 'axis'}, fmtTime(new Date(from).toISOString()).slice(11, 19)));
+  chart.append(svg('text', {x: width - right, y: height - 3, class: 'axis', 'text-anchor': 'end'},
+    fmtTime(new Date(to).toISOString()).slice(11, 19)));
+  for (const [side, points] of Object.entries(rates)) {
+    if (points.length > 1) {
+      const d = points.map((p, k) => `${k ? 'L' : 'M'}${x(p.i).toFixed(1)},${y(p.rate).toFixed(1)}`).join('');
+      chart.append(svg('path', {d, class: `line rate-${side}`}));
+    }
+    for (const p of points) {
+      const start = from + p.i * size;
+      chart.append(svg('circle', {cx: x(p.i).toFixed(1), cy: y(p.rate).toFixed(1), r: 2.6, class: `dot rate-${side}`,
+        'data-test': 'chart-point', 'data-side': side, 'data-rate': p.rate, 'data-events': p.events, 'data-dead': p.dead},
+      svg('title', {}, `${side}, from ${fmtTime(new Date(start).toISOString()).slice(11, 19)}: ` +
+        `${fmtNum(p.dead)} dead letters of ${fmtNum(p.events)} events (${pct(p.rate)})`)));
+    }
+  }
+  container.replaceChildren(chart);
 }
 
 // ---------------------------------------------------------------------------
