@@ -1250,6 +1250,7 @@ fn postgres_applies_a_chunk_committed_twice_once() {
                 received_at: 1,
                 context: "{}".into(),
                 chunks: vec![(b"1\n2\n".to_vec(), 2), (b"3\n".to_vec(), 1)],
+                pinned: None,
             })
             .await
             .unwrap();

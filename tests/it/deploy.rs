@@ -751,6 +751,43 @@ fn a_replayed_time_range_equals_the_union_of_its_jobs_replays_and_its_diff_their
         .unwrap()
         .len();
     assert_eq!(after, count, "a diff stores no job");
+    // On a named version this process has loaded (a candidate it ran).
+    let r = deploy(&s, "mode=shadow", &plugin("double"));
+    let did = r.json()["id"].as_i64().unwrap();
+    api(
+        &s,
+        "POST",
+        &format!("/v1/deployments/{did}/abort"),
+        WRITE,
+        None,
+    );
+    let dv = short_version(&plugin("double"));
+    let versions = format!("{{\"versions\": {{\"s\": \"{dv}\"}}}}");
+    let r = api(
+        &s,
+        "POST",
+        &format!("/v1/replay?{range}"),
+        WRITE,
+        Some(versions.as_bytes()),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let pinned = r.json()["job"].as_i64().unwrap();
+    let done = wait_job(&s, pinned, &[("authorization", READ)]);
+    assert_eq!(done["dead_letters"], 0, "{done}");
+    let mut doubled: Vec<i64> = bodies(&s, pinned)
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    doubled.sort_unstable();
+    let mut want: Vec<i64> = (0..2i64)
+        .flat_map(|j| (0..40).map(move |i| 2 * (j * 1000 + i + 8)))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(doubled, want);
     // Ranges that name nothing.
     let r = api(
         &s,

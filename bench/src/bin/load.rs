@@ -6,7 +6,8 @@
 //! processed and stored), for batches of 100 and 1,000 events; then the
 //! two doors side by side: NDJSON batches against OTLP/HTTP exports
 //! (protobuf, plain and gzipped) of as many log records, with the server's
-//! CPU time per million records.
+//! CPU time per million records; then what a candidate version beside
+//! the live one costs (none, a shadow, a canary on half the chunks).
 //!
 //! Run with: bash bench/run-serve   (builds everything first)
 //! or: target/release/load [--seconds N] [--clients N] [--workers N]
@@ -69,7 +70,14 @@ fn main() -> Result<()> {
             }
             let m = dir.join("load.toml");
             std::fs::write(&m, manifest)?;
-            let r = run_one(&bin_dir.join("wasmpipe"), &m, batch, &opts, Door::Ndjson)?;
+            let r = run_one(
+                &bin_dir.join("wasmpipe"),
+                &m,
+                batch,
+                &opts,
+                Door::Ndjson,
+                None,
+            )?;
             println!(
                 "| {name} | {batch} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
                 opts.clients, r.ingest_rate, r.p50, r.p99, r.max, r.e2e_rate, r.peak_rss_mib
@@ -99,7 +107,7 @@ fn main() -> Result<()> {
         );
         let m = dir.join("load.toml");
         std::fs::write(&m, manifest)?;
-        let r = run_one(&bin_dir.join("wasmpipe"), &m, batch, &opts, door)?;
+        let r = run_one(&bin_dir.join("wasmpipe"), &m, batch, &opts, door, None)?;
         println!(
             "| {} | {batch} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} |",
             door.name(),
@@ -108,6 +116,69 @@ fn main() -> Result<()> {
             r.p50,
             r.p99,
             r.e2e_rate,
+            r.cpu_per_million
+        );
+        std::fs::remove_dir_all(&dir)?;
+    }
+    // A candidate beside the live version, in the same run: the `store`
+    // workload with `double` live and, as the candidate, the same code as
+    // another version (`double` with a custom section appended), so the
+    // figures are the cost of deploying, not of a different stage.
+    println!();
+    println!(
+        "| candidate (store workload, batches of 1000) | clients | ingest events/s | p99 ms | end-to-end events/s | vs none | server CPU s per million events | chunks the candidate ran / skipped |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut none = 0.0;
+    for (name, query) in [
+        ("none", None),
+        ("shadow", Some("mode=shadow")),
+        ("canary, 50 % of chunks", Some("mode=canary&percent=50")),
+    ] {
+        let dir = tempdir(&repo)?;
+        let manifest = format!(
+            "[pipeline]\nname = \"load\"\n\n[runtime]\nworkers = {}\n\n[serve]\ndatabase = \"load.db\"\nmax_backlog = 2000000\n\n[[stage]]\nname = \"double\"\nkind = \"map\"\nplugin = {:?}\n",
+            opts.workers,
+            plugins.join("double.wasm").display().to_string()
+        );
+        let m = dir.join("load.toml");
+        std::fs::write(&m, manifest)?;
+        let candidate = match query {
+            Some(q) => {
+                let mut module = std::fs::read(plugins.join("double.wasm"))?;
+                // A custom section: id 0, its size, the name's length and
+                // the name (all under 128 bytes, so one-byte LEB128s).
+                let name = b"wasmpipe-bench-candidate";
+                module.extend([0, name.len() as u8 + 1, name.len() as u8]);
+                module.extend(name);
+                let path = dir.join("candidate.wasm");
+                std::fs::write(&path, module)?;
+                Some((q, path))
+            }
+            None => None,
+        };
+        let deploy = candidate.as_ref().map(|(q, p)| (*q, p.as_path()));
+        let r = run_one(
+            &bin_dir.join("wasmpipe"),
+            &m,
+            1000,
+            &opts,
+            Door::Ndjson,
+            deploy,
+        )?;
+        if query.is_none() {
+            none = r.e2e_rate;
+        }
+        let ran = r.candidate.map_or("-".to_string(), |(ran, skipped)| {
+            format!("{ran} / {skipped}")
+        });
+        println!(
+            "| {name} | {} | {:.0} | {:.1} | {:.0} | {:.2}x | {:.2} | {ran} |",
+            opts.clients,
+            r.ingest_rate,
+            r.p99,
+            r.e2e_rate,
+            r.e2e_rate / none,
             r.cpu_per_million
         );
         std::fs::remove_dir_all(&dir)?;
@@ -124,6 +195,9 @@ struct Report {
     peak_rss_mib: f64,
     /// Server CPU seconds (user + system) per million events accepted.
     cpu_per_million: f64,
+    /// A candidate's chunks: run by it (compared, for a shadow), and
+    /// skipped by a shadow that was behind.
+    candidate: Option<(u64, u64)>,
 }
 
 fn tempdir(repo: &Path) -> Result<std::path::PathBuf> {
@@ -242,6 +316,7 @@ fn run_one(
     batch: usize,
     opts: &Opts,
     door: Door,
+    deploy: Option<(&str, &Path)>,
 ) -> Result<Report> {
     let log = std::fs::File::create(manifest.with_extension("log"))?;
     let mut child = Command::new(wasmpipe)
@@ -264,6 +339,18 @@ fn run_one(
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
+    if let Some((query, module)) = deploy {
+        let mut r = agent
+            .post(&format!("{base}/v1/deployments?stage=double&{query}"))
+            .header("content-type", "application/wasm")
+            .send(&std::fs::read(module)?[..])?;
+        if r.status().as_u16() != 201 {
+            bail!(
+                "the candidate was refused: {}",
+                r.body_mut().read_to_string()?
+            );
+        }
+    }
     let start = Instant::now();
     let until = start + Duration::from_secs(opts.seconds);
     let mut latencies: Vec<f64> = Vec::new();
@@ -341,6 +428,23 @@ fn run_one(
         f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
     });
     let cpu_secs = ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let candidate = match deploy {
+        Some(_) => {
+            let v: serde_json::Value = serde_json::from_str(
+                &agent
+                    .get(&format!("{base}/v1/deployments"))
+                    .call()?
+                    .body_mut()
+                    .read_to_string()?,
+            )?;
+            let t = &v["active"]["tally"];
+            Some((
+                t["candidate"]["chunks"].as_u64().unwrap_or(0),
+                t["shadow"]["skipped"].as_u64().unwrap_or(0),
+            ))
+        }
+        None => None,
+    };
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait()?;
     latencies.sort_by(f64::total_cmp);
@@ -358,5 +462,6 @@ fn run_one(
         e2e_rate: accepted as f64 / e2e_secs,
         peak_rss_mib: peak_kib / 1024.0,
         cpu_per_million: cpu_secs / (accepted.max(1) as f64 / 1e6),
+        candidate,
     })
 }

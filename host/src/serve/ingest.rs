@@ -312,6 +312,7 @@ pub(super) async fn submit<T>(
             received_at,
             context,
             chunks: batch.chunks,
+            pinned: None,
         })
         .await
         .map_err(|r| ApiError::refused(svc, r))?;

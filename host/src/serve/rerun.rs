@@ -464,18 +464,23 @@ const MAX_RANGE_INPUT: usize = 256 << 20;
 
 /// `POST /v1/replay?from=T&to=T`: every ingested job of this server's
 /// pipeline received from `from` until `to`, again, as one new job (kind
-/// `replay`) on the current versions, its chunks those of the jobs in
-/// order: its progress and result are the new job's.
+/// `replay`) on the current versions (or, with a body `{"versions":
+/// {...}}`, on those named, as a job's replay takes them), its chunks
+/// those of the jobs in order: its progress and result are the new job's.
 pub(super) async fn replay_range(
     State(svc): Svc,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
+    body: Body,
 ) -> ApiResult {
+    let mut body = body;
     authorize(&svc, &headers, Need::Write)?;
     if svc.stopping.load(Relaxed) {
         return Err(unavailable(&svc, "the server is shutting down"));
     }
     let jobs = in_range(&svc, q).await?;
+    let request = read_body(&svc, &mut body, 1 << 16, "64 KiB for a replay request").await?;
+    let pinned = pin(&svc, &request)?;
     if jobs.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -513,6 +518,7 @@ pub(super) async fn replay_range(
             received_at: crate::exec::now_ms(),
             context: json!({ "replayed": ids }).to_string(),
             chunks,
+            pinned,
         })
         .await
         .map_err(|r| ApiError::refused(&svc, r))?;

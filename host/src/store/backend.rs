@@ -33,6 +33,10 @@ pub struct NewJob {
     pub context: String,
     /// The chunks: NDJSON data and number of events.
     pub chunks: Chunks,
+    /// Stage versions it must run on (JSON: stage name to whole version):
+    /// a replay of named versions. Only a backend that runs its own
+    /// chunks (embedded) can; a cluster refuses it.
+    pub pinned: Option<String>,
 }
 
 /// A job recorded and queued: its chunks will run.

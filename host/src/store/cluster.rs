@@ -20,6 +20,9 @@ use crate::manifest::Manifest;
 use crate::queue::jetstream::{ChunkQueue, PublishFailure};
 use anyhow::{Context as _, Result};
 
+/// Why a replay of named versions is refused here.
+const PINNED: &str = "an ingest node replays on the versions its workers run now; a named version can be replayed by a `wasmpipe serve` that has it loaded";
+
 /// PostgreSQL and JetStream, as the manifest's `[store]` and `[queue]` name.
 pub struct Cluster {
     /// The central database.
@@ -98,6 +101,9 @@ impl Cluster {
 #[async_trait::async_trait]
 impl Backend for Cluster {
     async fn submit(&self, job: NewJob) -> Result<Submitted, Refused> {
+        if job.pinned.is_some() {
+            return Err(Refused::Conflict(PINNED.into()));
+        }
         let id = self.store.insert_job(&job).await.map_err(|e| {
             Refused::Unavailable(format!("cannot record the job in PostgreSQL ({e:#})"))
         })?;
@@ -122,9 +128,7 @@ impl Backend for Cluster {
         pinned: Option<String>,
     ) -> Result<Option<Submitted>, Refused> {
         if pinned.is_some() {
-            return Err(Refused::Conflict(
-                "an ingest node replays on the versions its workers run now; a named version can be replayed by a `wasmpipe serve` that has it loaded".into(),
-            ));
+            return Err(Refused::Conflict(PINNED.into()));
         }
         let Some((new, chunks)) = self.store.replay(job.id, now_ms()).await? else {
             return Ok(None);

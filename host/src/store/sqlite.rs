@@ -299,8 +299,8 @@ impl Store {
         self.durable(|tx| {
         let events: u64 = job.chunks.iter().map(|c| c.1).sum();
         tx.execute(
-            "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO jobs (pipeline, kind, origin, received_at, context, events_in, chunks, pinned)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 job.pipeline,
                 job.kind,
@@ -308,7 +308,8 @@ impl Store {
                 job.received_at,
                 job.context,
                 events as i64,
-                job.chunks.len() as i64
+                job.chunks.len() as i64,
+                job.pinned
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -1343,6 +1344,7 @@ mod tests {
                 received_at: 1,
                 context: "{}".into(),
                 chunks: vec![(b"1\n2\n".to_vec(), 2), (b"3\n".to_vec(), 1)],
+                pinned: None,
             })
             .unwrap();
         let mut combined = 0;
