@@ -41,7 +41,7 @@ use super::diff::{self, Fates};
 use super::{Chunk, ChunkReport, Executor, LiveStages, Policy, StageSet};
 use crate::runtime::{Runtime, Stage};
 use crate::store::{Backend, DeploymentRow};
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -422,6 +422,22 @@ impl Deploys {
             policy,
             pipeline.reduces() && pipeline.results().windows.is_none(),
         )
+    }
+
+    /// [`Deploys::of`], with the promotions and the candidate recorded
+    /// before this process started applied: before its first chunk runs.
+    pub async fn restored(
+        pipeline: &super::Pipeline,
+        live: Arc<LiveStages>,
+        policy: Policy,
+        backend: &dyn Backend,
+    ) -> Result<Arc<Deploys>> {
+        let deploys = Deploys::of(pipeline, live, policy);
+        deploys
+            .sync(backend)
+            .await
+            .context("cannot read the recorded deployments")?;
+        Ok(deploys)
     }
 
     /// Applies the records once a second until `stopping`: candidates other

@@ -32,22 +32,18 @@ fn who(identity: Option<String>) -> String {
 
 /// A deployment as the API shows it, with what every process counted.
 async fn shown(svc: &Service, row: DeploymentRow) -> Result<Value, ApiError> {
-    let stats = if row.state == "active" {
+    if row.state == "active" {
         // This process's figures, stored now, so the answer is current.
         svc.deploys
             .sync(&*svc.backend)
             .await
             .map_err(ApiError::internal)?;
-        svc.backend
-            .deployment_stats(row.id)
-            .await
-            .map_err(ApiError::internal)?
-    } else {
-        svc.backend
-            .deployment_stats(row.id)
-            .await
-            .map_err(ApiError::internal)?
-    };
+    }
+    let stats = svc
+        .backend
+        .deployment_stats(row.id)
+        .await
+        .map_err(ApiError::internal)?;
     let tally = Tally::merge(
         stats
             .iter()
@@ -183,20 +179,8 @@ async fn create_deployment(
             }
         }
     }
-    let current = svc.live.current();
-    let names: Vec<&str> = current.stages.iter().map(|s| s.name()).collect();
-    let Some(stage) = stage else {
-        return Err(ApiError::bad(format!(
-            "name the stage the candidate is a version of with `?stage=`: one of {}",
-            names.join(", ")
-        )));
-    };
-    let Some(now) = current.stages.iter().find(|s| s.name() == stage).cloned() else {
-        return Err(ApiError::bad(format!(
-            "this pipeline has no stage `{stage}`; its stages are {}",
-            names.join(", ")
-        )));
-    };
+    let now = super::rerun::stage_named(svc, stage, "the candidate is a version of")?;
+    let stage = now.name().to_string();
     let mode = match (mode.as_deref(), percent) {
         (Some("shadow"), None) => Mode::Shadow,
         (Some("canary"), Some(p)) => Mode::Canary(p),

@@ -264,13 +264,7 @@ pub async fn run(
         keep_reduce_input: settings.store_reduce_input,
         ..pipeline.policy
     };
-    let deploys = Deploys::of(&pipeline, live.clone(), policy);
-    // Promotions and a candidate recorded before a restart apply before
-    // the first chunk runs.
-    deploys
-        .sync(&*backend)
-        .await
-        .context("cannot read the recorded deployments")?;
+    let deploys = Deploys::restored(&pipeline, live.clone(), policy, &*backend).await?;
     let svc = Arc::new(Service {
         pipeline: pipeline.name.clone(),
         reduces: pipeline.reduces() && !windowed,

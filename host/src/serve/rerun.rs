@@ -262,19 +262,8 @@ async fn diff_job(
         }
     }
     let current = svc.live.current();
-    let names: Vec<&str> = current.stages.iter().map(|s| s.name()).collect();
-    let Some(stage) = stage else {
-        return Err(ApiError::bad(format!(
-            "name the stage to compare with `?stage=`: one of {}",
-            names.join(", ")
-        )));
-    };
-    let Some(now) = current.stages.iter().find(|s| s.name() == stage).cloned() else {
-        return Err(ApiError::bad(format!(
-            "this pipeline has no stage `{stage}`; its stages are {}",
-            names.join(", ")
-        )));
-    };
+    let now = stage_named(&svc, stage, "to compare")?;
+    let stage = now.name().to_string();
     let jobs = match id {
         Some(id) => vec![own_job(&svc, id, "diff").await?],
         None => in_range(&svc, range).await?,
@@ -326,12 +315,7 @@ async fn diff_job(
     // events up to `limit` in job order.
     let mut total: Option<serde_json::Value> = None;
     for job in &jobs {
-        let input = svc
-            .backend
-            .job_input(job.id)
-            .await
-            .map_err(input_error)?
-            .ok_or_else(|| job_not_found(&job.id.to_string()))?;
+        let input = input_of(&svc, job).await?;
         let (s, job_c, before, after) = (svc.clone(), job.clone(), before.clone(), after.clone());
         let report = blocking(move || {
             let mut chunks = Vec::with_capacity(input.len());
@@ -490,12 +474,7 @@ pub(super) async fn replay_range(
     let mut chunks = Vec::new();
     let mut size = 0;
     for job in &jobs {
-        let input = svc
-            .backend
-            .job_input(job.id)
-            .await
-            .map_err(input_error)?
-            .ok_or_else(|| job_not_found(&job.id.to_string()))?;
+        let input = input_of(&svc, job).await?;
         size += input.iter().map(|(d, _)| d.len()).sum::<usize>();
         if size > MAX_RANGE_INPUT {
             return Err(ApiError::new(
@@ -527,6 +506,43 @@ pub(super) async fn replay_range(
         json!({ "job": submitted.job, "jobs": ids, "accepted": submitted.events,
                 "url": format!("/v1/jobs/{}", submitted.job) }),
     ))
+}
+
+/// The running stage `stage` names, or a `400` listing the stages: `what`
+/// says what the stage is asked for (`to compare`).
+pub(super) fn stage_named(
+    svc: &Service,
+    stage: Option<String>,
+    what: &str,
+) -> Result<Arc<Stage>, ApiError> {
+    let current = svc.live.current();
+    let names: Vec<&str> = current.stages.iter().map(|s| s.name()).collect();
+    let Some(stage) = stage else {
+        return Err(ApiError::bad(format!(
+            "name the stage {what} with `?stage=`: one of {}",
+            names.join(", ")
+        )));
+    };
+    current
+        .stages
+        .iter()
+        .find(|s| s.name() == stage)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "this pipeline has no stage `{stage}`; its stages are {}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// A job's stored input, or `404` (gone) or `410` (purged by retention).
+async fn input_of(svc: &Service, job: &JobRow) -> Result<crate::store::Chunks, ApiError> {
+    svc.backend
+        .job_input(job.id)
+        .await
+        .map_err(input_error)?
+        .ok_or_else(|| job_not_found(&job.id.to_string()))
 }
 
 /// The version of stage `name` in `stages`.

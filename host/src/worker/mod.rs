@@ -102,13 +102,7 @@ pub async fn run(
         keep_reduce_input: settings.store_reduce_input,
         ..pipeline.policy
     };
-    let deploys = Deploys::of(&pipeline, live.clone(), policy);
-    // Promotions and a candidate recorded before this worker started apply
-    // before its first chunk.
-    deploys
-        .sync(&*cluster)
-        .await
-        .context("cannot read the recorded deployments")?;
+    let deploys = Deploys::restored(&pipeline, live.clone(), policy, &*cluster).await?;
     let run = Arc::new(Loop {
         live: live.clone(),
         deploys: Some(deploys.clone()),
